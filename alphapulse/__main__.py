@@ -1,0 +1,5 @@
+import sys
+
+from alphapulse.cli import main
+
+sys.exit(main())
