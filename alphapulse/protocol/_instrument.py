@@ -40,13 +40,14 @@ class InstrumentError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Instrument:
-    """A symbol descriptor. Build it with :func:`spot`, :func:`stock`, :func:`option`, :func:`pool`."""
+    """A symbol descriptor, built by :func:`spot`, :func:`stock`, :func:`option`, :func:`pool`."""
 
     kind: InstrumentKind
     venue: str
     """Exchange for spot/stock/option, chain for pools."""
     symbol: tuple[str, ...]
-    """spot: (BASE, QUOTE); stock: (TICKER,); option: (UNDERLYING, YYYYMMDD, strike, C|P); pool: (address,)."""
+    """spot: (BASE, QUOTE); stock: (TICKER,); option: (UNDERLYING, YYYYMMDD, strike, C|P);
+    pool: (address,)."""
 
     @property
     def canonical(self) -> str:
@@ -102,14 +103,18 @@ def _symbol(value: str, what: str) -> str:
 
 
 def spot(exchange: str, base: str, quote: str) -> Instrument:
-    return Instrument("spot", _venue(exchange, "exchange"), (_symbol(base, "base"), _symbol(quote, "quote")))
+    return Instrument(
+        "spot", _venue(exchange, "exchange"), (_symbol(base, "base"), _symbol(quote, "quote"))
+    )
 
 
 def stock(exchange: str, ticker: str) -> Instrument:
     return Instrument("stock", _venue(exchange, "exchange"), (_symbol(ticker, "ticker"),))
 
 
-def option(exchange: str, underlying: str, expiry: int | str, strike: str | int | Decimal, right: str) -> Instrument:
+def option(
+    exchange: str, underlying: str, expiry: int | str, strike: str | int | Decimal, right: str
+) -> Instrument:
     """An option; ``strike`` is exact (pass a string or Decimal, not a float)."""
     expiry_text = str(expiry)
     if not _EXPIRY.match(expiry_text):

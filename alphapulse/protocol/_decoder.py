@@ -1,0 +1,236 @@
+"""The streaming frame decoder: bytes in, blocks of whole valid frames out (h11 style).
+
+Contract: ``receive_data(data)`` only buffers (``b""`` means EOF). ``next_block()`` returns a
+:class:`FrameBlock` holding every complete valid frame buffered so far, or ``NEED_DATA``. Bad
+input never raises: a frame with bad magic, version, oversize length or bad CRC is counted by
+kind and skipped, and scanning resumes at the next magic after its first byte, so a good frame
+behind garbage always comes out. Partial input is capped at one frame of at most
+``HEADER_SIZE + max_payload_size`` bytes (a larger claim is an error, not a wait), and every byte
+is scanned once: the decoder remembers where it stopped and how many bytes it needs next.
+
+Zero copy: when the buffer is empty and an immutable ``bytes`` chunk holds only valid frames,
+the block references that chunk (a relay forwards ``block.data`` as is). Otherwise the frames are
+copied once per block, back to back. Either way ``block.data`` is exactly the frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Iterator
+
+import numpy as np
+
+from alphapulse.protocol._batch import (
+    ERR_BAD_CHECKSUM,
+    ERR_BAD_MAGIC,
+    ERR_BAD_VERSION,
+    ERR_OVERSIZE,
+    ERR_TRUNCATED,
+    N_ERROR_KINDS,
+    gather_frames,
+    header_columns,
+    scan_frames,
+)
+from alphapulse.protocol._errors import LocalProtocolError
+from alphapulse.protocol._header import HEADER_SIZE, MAX_PAYLOAD_SIZE
+
+
+class _Sentinel:
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+
+NEED_DATA = _Sentinel("NEED_DATA")
+"""Returned by ``next_block`` when no complete frame is buffered."""
+
+ERROR_KINDS: tuple[str, ...] = ("bad_magic", "bad_version", "oversize", "bad_checksum", "truncated")
+_KIND_INDEXES = (ERR_BAD_MAGIC, ERR_BAD_VERSION, ERR_OVERSIZE, ERR_BAD_CHECKSUM, ERR_TRUNCATED)
+assert tuple(range(N_ERROR_KINDS)) == _KIND_INDEXES
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderStatistics:
+    """Counters of one decoder. Every skipped byte and every bad frame is counted somewhere."""
+
+    frames: int
+    """valid frames returned"""
+    bytes: int
+    """bytes of valid frames returned"""
+    bad_magic: int
+    """runs of bytes that did not start with the magic (one per run, however long)"""
+    bad_version: int
+    oversize: int
+    """headers claiming a payload over the decoder's limit"""
+    bad_checksum: int
+    truncated: int
+    """frames cut short by EOF"""
+    bytes_skipped: int
+    buffered: int
+    """bytes held waiting for the rest of a frame"""
+
+    @property
+    def errors(self) -> dict[str, int]:
+        return {kind: getattr(self, kind) for kind in ERROR_KINDS}
+
+    @property
+    def total_errors(self) -> int:
+        return sum(self.errors.values())
+
+
+class FrameBlock:
+    """Whole valid frames, back to back in ``data``; per-frame header columns on demand."""
+
+    __slots__ = ("__dict__", "data", "offsets", "sizes")
+
+    def __init__(self, data: bytes | memoryview, offsets: np.ndarray, sizes: np.ndarray) -> None:
+        self.data = data
+        """the frames, contiguous: ``data[offsets[i]:offsets[i] + sizes[i]]`` is frame i"""
+        self.offsets = offsets
+        self.sizes = sizes
+        """total size of each message (header + payload)"""
+
+    def __len__(self) -> int:
+        return int(self.offsets.shape[0])
+
+    def __repr__(self) -> str:
+        return f"<FrameBlock {len(self)} frames, {len(self.data)} bytes>"
+
+    def frames(self) -> Iterator[memoryview]:
+        """Each message as a memoryview into ``data``."""
+        view = memoryview(self.data)
+        for off, size in zip(self.offsets.tolist(), self.sizes.tolist(), strict=True):
+            yield view[off : off + size]
+
+    def tobytes(self) -> bytes:
+        return bytes(self.data)
+
+    @functools.cached_property
+    def _columns(self) -> tuple[np.ndarray, ...]:
+        return header_columns(self.data, self.offsets)
+
+    @property
+    def source(self) -> np.ndarray:
+        return self._columns[0]
+
+    @property
+    def sequence(self) -> np.ndarray:
+        return self._columns[1]
+
+    @property
+    def relay_domain(self) -> np.ndarray:
+        return self._columns[2]
+
+    @property
+    def timestamp_ns(self) -> np.ndarray:
+        return self._columns[3]
+
+    @property
+    def tlv_type(self) -> np.ndarray:
+        """Type of each message's first TLV (0 if it has none)."""
+        return self._columns[4]
+
+    @property
+    def instrument_id(self) -> np.ndarray:
+        """instrument_id of each message's first TLV; 0 where that type is not instrument-scoped."""
+        return self._columns[5]
+
+
+class FrameDecoder:
+    """Turns a byte stream into blocks of valid frames; never raises on what the peer sends."""
+
+    def __init__(self, max_payload_size: int = MAX_PAYLOAD_SIZE) -> None:
+        self.max_payload_size = int(max_payload_size)
+        self._chunks: list[bytes] = []
+        self._buf = bytearray()
+        self._need = HEADER_SIZE
+        self._resyncing = False
+        self._eof = False
+        self._done = False
+        self._frames = 0
+        self._bytes = 0
+        self._errors = [0] * N_ERROR_KINDS
+        self._skipped = 0
+        self._pending = 0
+
+    @property
+    def eof(self) -> bool:
+        """True once EOF was received and everything before it was returned or counted."""
+        return self._done
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Buffer bytes (``b""`` = EOF). Nothing is parsed until ``next_block``."""
+        if self._eof:
+            if data:
+                raise LocalProtocolError("receive_data after EOF")
+            return
+        if not data:
+            self._eof = True
+            return
+        chunk = data if isinstance(data, bytes) else bytes(data)
+        self._chunks.append(chunk)
+        self._pending += len(chunk)
+
+    def next_block(self) -> FrameBlock | _Sentinel:
+        """All complete valid frames buffered so far, or NEED_DATA."""
+        if self._done:
+            return NEED_DATA
+        final = self._eof
+        if not self._buf and len(self._chunks) == 1:
+            chunk = self._chunks.pop()
+            self._pending = 0
+            if len(chunk) < self._need and not final:
+                self._buf += chunk
+                return NEED_DATA
+            return self._scan(chunk, final, owned=False)
+        if self._chunks:
+            for chunk in self._chunks:
+                self._buf += chunk
+            self._chunks.clear()
+            self._pending = 0
+        if len(self._buf) < self._need and not final:
+            return NEED_DATA
+        return self._scan(self._buf, final, owned=True)
+
+    def _scan(self, buf: bytes | bytearray, final: bool, owned: bool) -> FrameBlock | _Sentinel:
+        result = scan_frames(buf, 0, self.max_payload_size, final=final, resyncing=self._resyncing)
+        self._resyncing = result.resyncing
+        self._need = result.need
+        self._skipped += result.skipped
+        for kind, count in enumerate(result.errors.tolist()):
+            self._errors[kind] += count
+        end = result.end
+        n = len(result.offsets)
+        block: FrameBlock | _Sentinel = NEED_DATA
+        if n:
+            offsets, sizes = result.offsets, result.sizes
+            total = int(sizes.sum())
+            contiguous = int(offsets[0]) == 0 and int(offsets[-1] + sizes[-1]) == total
+            if contiguous and not owned:
+                data: bytes | memoryview = buf if total == len(buf) else memoryview(buf)[:total]
+            elif contiguous:
+                data = bytes(buf[:total])
+            else:
+                data = gather_frames(buf, offsets, sizes).tobytes()
+            block = FrameBlock(data, np.cumsum(sizes) - sizes, sizes)
+            self._frames += n
+            self._bytes += total
+        if owned:
+            del buf[:end]
+        elif end < len(buf):
+            self._buf += memoryview(buf)[end:]
+        if final and not self._buf:
+            self._done = True
+        return block
+
+    def statistics(self) -> DecoderStatistics:
+        return DecoderStatistics(
+            self._frames,
+            self._bytes,
+            *self._errors,
+            self._skipped,
+            len(self._buf) + self._pending,
+        )
