@@ -25,12 +25,12 @@ class AlpacaParams:
         None, doc="WebSocket URL; null uses wss://stream.data.alpaca.markets/v2/<feed>.",
         pattern="^wss?://",
     )
-    symbols: list[str] = param(
-        ["AAPL"], doc="Tickers to subscribe to.", minItems=1,
+    symbols: tuple[str, ...] = param(
+        ("AAPL",), doc="Tickers to subscribe to.", minItems=1,
         items={"type": "string", "pattern": "^[A-Z][A-Z0-9.]*$"},
     )
-    channels: list[Literal["trades", "quotes", "bars"]] = param(
-        ["trades", "quotes"], doc="Data to subscribe to per ticker.", minItems=1, uniqueItems=True,
+    channels: tuple[Literal["trades", "quotes", "bars"], ...] = param(
+        ("trades", "quotes"), doc="Data to subscribe to per ticker.", minItems=1, uniqueItems=True,
     )
     venue: str = param("alpaca", doc="Exchange name used in instrument ids (stock:alpaca:AAPL).",
                        pattern="^[a-z0-9_.]+$")

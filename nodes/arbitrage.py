@@ -14,7 +14,7 @@ class ArbitrageParams:
         5.0, doc="Smallest cross-venue spread, net of both venues' fees, that emits a signal "
         "(basis points).", live=True, minimum=0,
     )
-    fees_bps: dict[str, float] = param(
+    fees_bps: dict[str, float] = param(  # noqa: RUF009 (param() copies the default)
         {}, doc="Taker fee per venue in basis points (venue name as in instrument ids).",
         live=True,
     )
@@ -30,8 +30,8 @@ class ArbitrageParams:
         2000.0, doc="Ignore a venue's top of book older than this.", live=True,
         exclusiveMinimum=0,
     )
-    assets: list[str] = param(
-        [], doc="Only these BASE-QUOTE assets; empty means every asset seen on two venues.",
+    assets: tuple[str, ...] = param(
+        (), doc="Only these BASE-QUOTE assets; empty means every asset seen on two venues.",
         items={"type": "string", "pattern": "^[A-Z0-9]+-[A-Z0-9]+$"},
     )
 

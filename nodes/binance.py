@@ -21,12 +21,12 @@ class BinanceParams:
         doc="REST base URL for depth snapshots (Binance.US: https://api.binance.us).",
         pattern="^https?://",
     )
-    symbols: list[str] = param(
-        ["BTCUSDT"], doc="Symbols to subscribe to, as Binance writes them (BTCUSDT).", minItems=1,
+    symbols: tuple[str, ...] = param(
+        ("BTCUSDT",), doc="Symbols to subscribe to, as Binance writes them (BTCUSDT).", minItems=1,
         items={"type": "string", "pattern": "^[A-Z0-9]+$"},
     )
-    channels: list[Literal["trade", "bookTicker", "depth"]] = param(
-        ["trade", "bookTicker", "depth"], doc="Streams per symbol: trade, bookTicker (quotes), "
+    channels: tuple[Literal["trade", "bookTicker", "depth"], ...] = param(
+        ("trade", "bookTicker", "depth"), doc="Streams per symbol: trade, bookTicker (quotes), "
         "depth (diff-depth book).", minItems=1, uniqueItems=True,
     )
     depth_interval_ms: Literal[100, 1000] = param(

@@ -28,16 +28,18 @@ class CoinbaseParams:
         "Point it at a simulated or replay server for tests.",
         pattern="^wss?://",
     )
-    products: list[str] = param(
-        ["BTC-USD"], doc="Products to subscribe to, as BASE-QUOTE.", minItems=1,
+    products: tuple[str, ...] = param(
+        ("BTC-USD",), doc="Products to subscribe to, as BASE-QUOTE.", minItems=1,
         items={"type": "string", "pattern": "^[A-Z0-9]+-[A-Z0-9]+$"},
     )
-    channels: list[Literal["trades", "ticker", "level2"]] = param(
-        ["trades", "ticker", "level2"], doc="Data to subscribe to: trades, ticker (quotes), L2 book.",
+    channels: tuple[Literal["trades", "ticker", "level2"], ...] = param(
+        ("trades", "ticker", "level2"),
+        doc="Data to subscribe to: trades, ticker (quotes), L2 book.",
         minItems=1, uniqueItems=True,
     )
     venue: str = param(
-        "coinbase", doc="Exchange name used in instrument ids (e.g. sim_a when fed by a simulator).",
+        "coinbase",
+        doc="Exchange name used in instrument ids (e.g. sim_a when fed by a simulator).",
         pattern="^[a-z0-9_.]+$",
     )
     staleness_timeout: float = param(

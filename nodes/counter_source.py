@@ -17,8 +17,8 @@ class CounterSourceParams:
         1, doc="Messages per send; >1 exercises the bulk path.", live=True, minimum=1,
     )
     count: int = param(0, doc="Stop after this many messages; 0 never stops.", minimum=0)
-    instruments: list[str] = param(
-        ["test:CNT-USD"], doc="Instruments the trades cycle through (short form).", minItems=1,
+    instruments: tuple[str, ...] = param(
+        ("test:CNT-USD",), doc="Instruments the trades cycle through (short form).", minItems=1,
     )
 
 

@@ -16,8 +16,8 @@ class DexClassifyParams:
         None, doc="Optional JSON file of pool metadata (tokens, decimals) for enrichment; "
         "relative to the topology file. Never queried over RPC.",
     )
-    events: list[str] = param(
-        ["swap", "mint", "burn", "sync"], doc="Event families to decode; others are counted "
+    events: tuple[str, ...] = param(
+        ("swap", "mint", "burn", "sync"), doc="Event families to decode; others are counted "
         "as unknown per topic0.", minItems=1, uniqueItems=True,
         items={"enum": ["swap", "mint", "burn", "sync"]},
     )

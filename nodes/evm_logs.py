@@ -25,12 +25,12 @@ class EvmLogsParams:
         "", doc="RPC provider API key, if the endpoint needs one. A secret: write it as ${VAR}.",
         secret=True,
     )
-    addresses: list[str] = param(
-        [], doc="Only logs from these contract addresses; empty means any address.",
+    addresses: tuple[str, ...] = param(
+        (), doc="Only logs from these contract addresses; empty means any address.",
         items={"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$"},
     )
-    topics: list[str] = param(
-        [], doc="Only logs whose topic0 is one of these; empty means any.",
+    topics: tuple[str, ...] = param(
+        (), doc="Only logs whose topic0 is one of these; empty means any.",
         items={"type": "string", "pattern": "^0x[0-9a-fA-F]{64}$"},
     )
     confirmations: int = param(

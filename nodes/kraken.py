@@ -12,12 +12,12 @@ from alphapulse.protocol import TLVType
 @dataclasses.dataclass(frozen=True)
 class KrakenParams:
     endpoint: str = param("wss://ws.kraken.com", doc="Kraken WebSocket v1 URL.", pattern="^wss?://")
-    pairs: list[str] = param(
-        ["XBT/USD"], doc="Pairs to subscribe to, in Kraken's BASE/QUOTE notation.", minItems=1,
+    pairs: tuple[str, ...] = param(
+        ("XBT/USD",), doc="Pairs to subscribe to, in Kraken's BASE/QUOTE notation.", minItems=1,
         items={"type": "string", "pattern": "^[A-Z0-9]+/[A-Z0-9]+$"},
     )
-    channels: list[Literal["trade", "spread", "book"]] = param(
-        ["trade", "spread", "book"], doc="Data to subscribe to: trade, spread (quotes), book.",
+    channels: tuple[Literal["trade", "spread", "book"], ...] = param(
+        ("trade", "spread", "book"), doc="Data to subscribe to: trade, spread (quotes), book.",
         minItems=1, uniqueItems=True,
     )
     depth: Literal[10, 25, 100, 500, 1000] = param(

@@ -23,11 +23,11 @@ class SimulatedParams:
         "sim", doc="Exchange name used in instrument ids of the ground-truth tape (e.g. sim_a).",
         pattern="^[a-z0-9_.]+$",
     )
-    symbols: list[str] = param(
-        ["BTC-USD"], doc="Products the exchange lists, as BASE-QUOTE.", minItems=1,
+    symbols: tuple[str, ...] = param(
+        ("BTC-USD",), doc="Products the exchange lists, as BASE-QUOTE.", minItems=1,
         items={"type": "string", "pattern": "^[A-Z0-9]+-[A-Z0-9]+$"},
     )
-    start_mid: dict[str, str] = param(
+    start_mid: dict[str, str] = param(  # noqa: RUF009 (param() copies the default)
         {}, doc="Initial mid price per symbol as an exact decimal string; others start at 100.",
     )
     message_rate: float = param(

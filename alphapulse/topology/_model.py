@@ -1,0 +1,73 @@
+"""The typed topology: what a validated file means, with references resolved.
+
+Built by :func:`alphapulse.topology.load_topology`; the checks and the compiler read only this.
+Every object keeps the JSON path it came from so later checks can point at the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from alphapulse.kinds import KindSpec, Role
+from alphapulse.protocol import Instrument, RelayDomain, TLVType
+from alphapulse.topology._loader import JsonPath, SourceMap
+
+
+@dataclasses.dataclass(frozen=True)
+class Link:
+    """One input of a node: which upstream, what it lets through, and its queue policy."""
+
+    node: str
+    types: tuple[TLVType, ...] | None
+    """TLV filter; None means everything the upstream publishes."""
+    instruments: tuple[Instrument, ...] | None
+    """Instrument filter; None means every instrument."""
+    overflow: str
+    queue: int
+    path: JsonPath
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeDecl:
+    """One node as declared, env resolved (secret params keep their ``${VAR}`` template)."""
+
+    name: str
+    kind: str
+    spec: KindSpec | None
+    inputs: tuple[Link, ...]
+    params: Mapping[str, Any]
+    """Params as written in the file (the kind's defaults are filled in by the compiler)."""
+    secret_env: Mapping[str, str]
+    """Secret param name -> the environment variable the node host reads it from."""
+    domain: RelayDomain | None
+    """The declared relay domain (relays only)."""
+    restart: Mapping[str, Any]
+    """The restart policy, defaults merged."""
+    description: str
+    path: JsonPath
+
+    @property
+    def role(self) -> Role | None:
+        return self.spec.role if self.spec else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Topology:
+    """A topology file that passed validation (warnings allowed)."""
+
+    name: str
+    description: str
+    file: str
+    """The path as the user gave it (for messages)."""
+    path: str
+    """The absolute path of the file."""
+    run_dir: str
+    """The run directory this topology would use (``<base>/<name>``)."""
+    nodes: Mapping[str, NodeDecl]
+    marks: SourceMap = dataclasses.field(repr=False, compare=False)
+
+    def consumers(self, name: str) -> list[str]:
+        """Nodes that take ``name`` as an input, in file order."""
+        return [n.name for n in self.nodes.values() if any(i.node == name for i in n.inputs)]

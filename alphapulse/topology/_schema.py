@@ -1,0 +1,273 @@
+"""The topology JSON Schema, generated from the kind registry, and the files written from it.
+
+``schemas/topology.schema.json`` is the envelope the framework owns (name, defaults, nodes,
+inputs, restart, link policy) with one ``if kind == X then params: $ref nodes/X.schema.json``
+per registered kind; ``schemas/nodes/<kind>.schema.json`` is each kind's own params schema.
+Adding a kind means adding its module under ``nodes/`` and running ``alphapulse schema
+--write``; a test regenerates the files and fails when the committed ones differ.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import referencing
+import referencing.jsonschema
+
+from alphapulse.kinds import KindSpec, load_kinds
+from alphapulse.protocol import RelayDomain, TLVType
+
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+TOPOLOGY_NAME_PATTERN = "^[a-z0-9][a-z0-9_-]*$"
+NODE_NAME_PATTERN = "^[a-z][a-z0-9_]*$"
+OVERFLOW_POLICIES = ("block", "drop_oldest", "disconnect")
+DOMAINS = tuple(d.name.lower() for d in RelayDomain)
+TOPOLOGY_SCHEMA_FILE = "topology.schema.json"
+
+RESTART_DEFAULTS: dict[str, Any] = {
+    "autorestart": True,
+    "startretries": 10,
+    "startsecs": 1,
+    "stopwaitsecs": 10,
+    "backoff_seconds": 1,
+}
+LINK_DEFAULTS: dict[str, Any] = {"overflow": "drop_oldest", "queue": 4096}
+
+
+def node_schema_file(kind: str) -> str:
+    return f"nodes/{kind}.schema.json"
+
+
+def _restart_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": "Restart policy, mapped to supervisord; unset fields come from defaults.",
+        "additionalProperties": False,
+        "properties": {
+            "autorestart": {
+                "description": "Restart the node when it exits: true, false, or 'unexpected' "
+                "(only on an exit code it did not expect).",
+                "enum": [True, False, "unexpected"],
+                "default": RESTART_DEFAULTS["autorestart"],
+            },
+            "startretries": {
+                "type": "integer", "minimum": 0, "default": RESTART_DEFAULTS["startretries"],
+                "description": "Failed starts in a row before supervisord gives up (FATAL).",
+            },
+            "startsecs": {
+                "type": "integer", "minimum": 0, "default": RESTART_DEFAULTS["startsecs"],
+                "description": "Seconds a node must stay up to count as started.",
+            },
+            "stopwaitsecs": {
+                "type": "integer", "minimum": 1, "default": RESTART_DEFAULTS["stopwaitsecs"],
+                "description": "Seconds between SIGTERM (drain, flush, close) and SIGKILL.",
+            },
+            "backoff_seconds": {
+                "type": "number", "minimum": 0, "default": RESTART_DEFAULTS["backoff_seconds"],
+                "description": "First delay of the node host's capped exponential reconnect "
+                "backoff towards its upstreams.",
+            },
+        },
+    }
+
+
+def _link_properties() -> dict[str, Any]:
+    return {
+        "overflow": {
+            "enum": list(OVERFLOW_POLICIES),
+            "description": "When this subscriber's queue is full: block (backpressure to the "
+            "publisher), drop_oldest (count and drop), or disconnect (drop the subscriber).",
+        },
+        "queue": {
+            "type": "integer", "minimum": 1, "maximum": 1048576,
+            "description": "Messages queued for this subscriber before the overflow policy "
+            "applies.",
+        },
+    }
+
+
+def _input_schema() -> dict[str, Any]:
+    upstream = {"type": "string", "pattern": NODE_NAME_PATTERN,
+                "description": "Name of the upstream node."}
+    return {
+        "description": "An upstream node: its name, or a mapping with a filter and link policy.",
+        "if": {"type": "string"},
+        "then": upstream,
+        "else": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["from"],
+            "properties": {
+                "from": upstream,
+                "types": {
+                    "type": "array", "minItems": 1, "uniqueItems": True,
+                    "description": "Only these TLV types (subscription filter).",
+                    "items": {"enum": [t.title for t in TLVType]},
+                },
+                "instruments": {
+                    "type": "array", "minItems": 1, "uniqueItems": True,
+                    "description": "Only these instruments, in short form "
+                    "(coinbase:BTC-USD, stock:alpaca:AAPL, pool:polygon:0x…).",
+                    "items": {"type": "string", "minLength": 3},
+                },
+                **_link_properties(),
+            },
+        },
+    }
+
+
+def _node_schema(kinds: Mapping[str, KindSpec]) -> dict[str, Any]:
+    per_kind = []
+    for name, spec in kinds.items():
+        then: dict[str, Any] = {"properties": {"params": {"$ref": node_schema_file(name)}}}
+        if spec.params_schema().get("required"):
+            then["required"] = ["params"]
+        per_kind.append({
+            "if": {"properties": {"kind": {"const": name}}, "required": ["kind"]},
+            "then": then,
+        })
+    per_kind.append({
+        "if": {"properties": {"kind": {"const": "relay"}}, "required": ["kind"]},
+        "then": {"required": ["domain"]},
+    })
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["kind"],
+        "properties": {
+            "kind": {
+                "description": "The node kind (`alphapulse kinds` lists them).",
+                "enum": list(kinds),
+            },
+            "description": {"type": "string", "description": "What this node is for."},
+            "inputs": {
+                "type": "array",
+                "description": "Upstream nodes this node subscribes to (not for sources).",
+                "items": {"$ref": "#/$defs/input"},
+            },
+            "domain": {
+                "enum": list(DOMAINS),
+                "description": "Relay domain this relay routes (relays only).",
+            },
+            "params": {"type": "object", "description": "The kind's parameters."},
+            "restart": {"$ref": "#/$defs/restart"},
+        },
+        "allOf": per_kind,
+    }
+
+
+def topology_schema(kinds: Mapping[str, KindSpec] | None = None) -> dict[str, Any]:
+    """The JSON Schema (2020-12) of a topology file, for the given (default: all) kinds."""
+    kinds = load_kinds() if kinds is None else kinds
+    return {
+        "$schema": DIALECT,
+        "title": "AlphaPulse topology",
+        "description": "A market-data pipeline: named nodes of registered kinds and the links "
+        "between them. Generated by `alphapulse schema --write`; do not edit.",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["topology", "nodes"],
+        "properties": {
+            "topology": {
+                "type": "string", "pattern": TOPOLOGY_NAME_PATTERN, "maxLength": 32,
+                "description": "Name of the topology: its run directory and supervisord group.",
+            },
+            "description": {"type": "string", "description": "What this topology is for."},
+            "defaults": {
+                "type": "object",
+                "additionalProperties": False,
+                "description": "Defaults applied to every node and input.",
+                "properties": {
+                    "restart": {"$ref": "#/$defs/restart"},
+                    "link": {
+                        "type": "object", "additionalProperties": False,
+                        "description": "Default queue and overflow policy of every input.",
+                        "properties": _link_properties(),
+                    },
+                },
+            },
+            "nodes": {
+                "type": "object",
+                "minProperties": 1,
+                "description": "The nodes, by name (lowercase letters, digits, '_').",
+                "propertyNames": {"pattern": NODE_NAME_PATTERN, "maxLength": 40},
+                "additionalProperties": {"$ref": "#/$defs/node"},
+            },
+        },
+        "$defs": {
+            "node": _node_schema(kinds),
+            "input": _input_schema(),
+            "restart": _restart_schema(),
+        },
+    }
+
+
+def kind_schema(spec: KindSpec) -> dict[str, Any]:
+    return spec.params_schema()
+
+
+def generated_files(kinds: Mapping[str, KindSpec] | None = None) -> dict[str, str]:
+    """Every schema file's relative path under ``schemas/`` and its exact text."""
+    kinds = load_kinds() if kinds is None else kinds
+    files = {TOPOLOGY_SCHEMA_FILE: _dump(topology_schema(kinds))}
+    for name, spec in kinds.items():
+        files[node_schema_file(name)] = _dump(kind_schema(spec))
+    return files
+
+
+def _dump(schema: Mapping[str, Any]) -> str:
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+
+def default_schema_dir() -> Path:
+    """``schemas/`` at the repository root (next to ``alphapulse/`` and ``nodes/``)."""
+    return Path(__file__).resolve().parents[2] / "schemas"
+
+
+def stale_schema_files(directory: Path) -> list[str]:
+    """Relative paths that differ from, are missing against, or are extra to the generated set."""
+    expected = generated_files()
+    stale = []
+    for rel, text in expected.items():
+        target = directory / rel
+        if not target.is_file() or target.read_text(encoding="utf-8") != text:
+            stale.append(rel)
+    nodes_dir = directory / "nodes"
+    if nodes_dir.is_dir():
+        for path in sorted(nodes_dir.glob("*.schema.json")):
+            rel = f"nodes/{path.name}"
+            if rel not in expected:
+                stale.append(rel)
+    return sorted(stale)
+
+
+def write_schema_files(directory: Path) -> list[str]:
+    """Write the generated schema files, delete those of kinds that no longer exist."""
+    expected = generated_files()
+    changed = stale_schema_files(directory)
+    for rel in changed:
+        target = directory / rel
+        if rel in expected:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(expected[rel], encoding="utf-8")
+        else:
+            target.unlink()
+    return changed
+
+
+@functools.cache
+def topology_validator() -> jsonschema.Draft202012Validator:
+    """A validator of the topology schema with every kind's schema resolvable by its file name."""
+    kinds = load_kinds()
+    resources = [
+        (node_schema_file(name), referencing.jsonschema.DRAFT202012.create_resource(
+            kind_schema(spec)))
+        for name, spec in kinds.items()
+    ]
+    registry = referencing.Registry().with_resources(resources)
+    return jsonschema.Draft202012Validator(topology_schema(kinds), registry=registry)
