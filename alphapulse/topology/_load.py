@@ -72,7 +72,10 @@ def parse_topology(
     builder = _Builder(doc.data, doc.marks, file, env)
     builder.interpolate()
     diags += builder.diagnostics
-    diags += schema_diagnostics(builder.data, doc.marks, file)
+    # a value left as its ${VAR} template already has its env error: don't also call it mistyped
+    env_marks = {(d.line, d.col) for d in builder.diagnostics if d.code.startswith("env-")}
+    diags += [d for d in schema_diagnostics(builder.data, doc.marks, file)
+              if (d.line, d.col) not in env_marks]
     topology = builder.model(run_dir, abspath or os.path.abspath(file))
     diags += builder.model_diagnostics
     if topology is not None:

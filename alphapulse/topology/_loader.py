@@ -88,6 +88,8 @@ def _syntax_diagnostic(exc: yaml.MarkedYAMLError, file: str) -> Diagnostic:
     if exc.context and exc.context_mark:
         message += f" ({exc.context} at {exc.context_mark.line + 1}:{exc.context_mark.column + 1})"
     hint = _SYNTAX_HINTS.get(problem)
+    if hint is None and problem.startswith("expected <block end>"):
+        hint = "check the indentation of this line: it does not line up with the lines above"
     if hint:
         message += f"; {hint}"
     return Diagnostic(Severity.ERROR, file, line, col, message, "yaml")

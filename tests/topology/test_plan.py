@@ -1,0 +1,244 @@
+"""Compiling: the plan format, determinism, fingerprints, source ids, renderers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from alphapulse.kinds import load_kinds
+from alphapulse.protocol import RelayDomain, TLVType, parse_instrument
+from alphapulse.topology import (
+    Plan,
+    assign_source_ids,
+    compile_plan,
+    fold_source_id,
+    load_topology,
+    render_dot,
+    render_mermaid,
+    render_program_config,
+    validate,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "topologies").glob("*.yaml"))
+
+PIPE = """\
+    topology: pipe
+    defaults:
+      restart: {startretries: 3}
+      link: {queue: 100}
+    nodes:
+      src:
+        kind: source.counter
+        params:
+          rate: 10
+          count: 5
+      market:
+        kind: relay
+        domain: market_data
+        inputs: [src]
+      out:
+        kind: sink.websocket
+        inputs:
+          - from: market
+            types: [Trade]
+            instruments: ["coinbase:BTC-USD"]
+            overflow: block
+        params:
+          token: ${TOKEN}
+        restart: {stopwaitsecs: 30}
+"""
+
+
+def plan_of(load, text=PIPE, **env):
+    return compile_plan(load(text, env=env), python="/py")
+
+
+def test_plan_format(load):
+    plan = plan_of(load)
+    data = plan.data
+    assert data["format"] == 1
+    assert data["topology"] == "pipe"
+    assert data["run_dir"] == "/tmp/ap/pipe"
+    assert data["source_file"] == "/abs/topologies/t.yaml"
+    out = data["nodes"]["out"]
+    assert out["kind"] == "sink.websocket"
+    assert out["role"] == "sink"
+    assert out["argv"] == ["/py", "-m", "alphapulse", "node", "--plan", "/tmp/ap/pipe/plan.json",
+                           "out"]
+    assert out["sockets"] == {"data": "/tmp/ap/pipe/s/out.sock",
+                              "control": "/tmp/ap/pipe/c/out.sock"}
+    assert out["inputs"] == [{
+        "node": "market", "socket": "/tmp/ap/pipe/s/market.sock",
+        "types": [int(TLVType.TRADE)], "instruments": [parse_instrument("coinbase:BTC-USD").id],
+        "overflow": "block", "queue": 100,
+    }]
+    assert out["params"]["token"] == "${TOKEN}"  # the secret stays a template
+    assert out["secret_env"] == {"token": "TOKEN"}
+    assert out["params"]["port"] == 8765  # kind defaults are filled in
+    assert out["restart"] == {"autorestart": True, "startretries": 3, "startsecs": 1,
+                              "stopwaitsecs": 30, "backoff_seconds": 1}
+    assert data["nodes"]["market"]["relay_domain"] == int(RelayDomain.MARKET_DATA)
+    assert data["nodes"]["market"]["inputs"][0]["types"] is None
+    assert set(out["fingerprint"]) == {"restart", "live"}
+
+
+def test_secret_value_never_in_plan(load):
+    plan = plan_of(load, TOKEN="s3cr3t-value")
+    assert "s3cr3t-value" not in plan.to_json()
+
+
+def test_relay_domain_of_other_nodes(load):
+    plan = compile_plan(load("""\
+        topology: d
+        nodes:
+          cb: {kind: source.coinbase}
+          arb: {kind: transform.arbitrage, inputs: [cb]}
+          signals: {kind: relay, domain: signal, inputs: [arb]}
+          out: {kind: sink.counter, inputs: [signals]}
+    """))
+    domains = {n: p["relay_domain"] for n, p in plan.nodes.items()}
+    assert domains == {"cb": 1, "arb": 2, "signals": 2, "out": 1}
+
+
+def test_plan_is_byte_identical_across_compiles(load):
+    first = plan_of(load).to_json()
+    second = plan_of(load).to_json()
+    assert first == second
+    assert Plan.from_json(first).to_json() == first
+    assert json.loads(first)["nodes"]["src"]["argv"][0] == "/py"
+
+
+def test_default_python_is_sys_executable(load):
+    assert compile_plan(load(PIPE)).nodes["src"]["argv"][0] == sys.executable
+
+
+def _fingerprints(plan):
+    return {n: (p["fingerprint"]["restart"], p["fingerprint"]["live"])
+            for n, p in plan.nodes.items()}
+
+
+@pytest.mark.parametrize(("edit", "restart", "live"), [
+    (("rate: 10", "rate: 20"), set(), {"src"}),               # live param
+    (("count: 5", "count: 6"), {"src"}, set()),               # non-live param
+    (("overflow: block", "overflow: drop_oldest"), {"out"}, set()),   # wiring of one node
+    (("{stopwaitsecs: 30}", "{stopwaitsecs: 31}"), {"out"}, set()),   # restart policy
+    (("startretries: 3", "startretries: 4"), {"src", "market", "out"}, set()),  # defaults
+])
+def test_fingerprints_change_only_where_expected(load, edit, restart, live):
+    before = _fingerprints(plan_of(load))
+    after = _fingerprints(plan_of(load, PIPE.replace(*edit)))
+    assert {n for n in before if before[n][0] != after[n][0]} == restart
+    assert {n for n in before if before[n][1] != after[n][1]} == live
+
+
+def test_adding_a_node_keeps_other_ids(load):
+    before = plan_of(load).nodes
+    extra = PIPE + "      rec: {kind: sink.recorder, inputs: [market]}\n"
+    after = plan_of(load, extra).nodes
+    assert all(after[n]["source_id"] == before[n]["source_id"] for n in before)
+    assert all(after[n]["fingerprint"] == before[n]["fingerprint"] for n in before)
+
+
+def test_source_ids_are_u16_and_deterministic():
+    for name in ("a", "market", "x" * 40):
+        assert 1 <= fold_source_id(name) <= 65535
+        assert fold_source_id(name) == fold_source_id(name)
+
+
+def test_source_id_collision_is_resolved_deterministically():
+    # find two names that fold to the same id
+    seen: dict[int, str] = {}
+    for i in range(100000):
+        name = f"n{i}"
+        sid = fold_source_id(name)
+        if sid in seen:
+            first, second = sorted((seen[sid], name))
+            break
+        seen[sid] = name
+    ids = assign_source_ids([second, first, "other"])
+    assert ids[first] == fold_source_id(first)  # the name that sorts first keeps its id
+    assert ids[second] == fold_source_id(second, 1) != ids[first]
+    assert ids == assign_source_ids(["other", first, second])  # order of the file is irrelevant
+
+
+def test_supervisord_config(load):
+    text = render_program_config(plan_of(load))
+    assert "[group:pipe]\nprograms=pipe_market,pipe_out,pipe_src\n" in text
+    section = text[text.index("[program:pipe_out]"):]
+    assert "process_name=out\n" in section
+    assert ("command=/py -m alphapulse node --plan /tmp/ap/pipe/plan.json out\n") in section
+    for line in ("autorestart=true", "startretries=3", "stopwaitsecs=30", "stopsignal=TERM",
+                 "stopasgroup=true", "killasgroup=true",
+                 "stdout_logfile=/tmp/ap/pipe/logs/out.out.log",
+                 'environment=ALPHAPULSE_PLAN="/tmp/ap/pipe/plan.json",'
+                 'ALPHAPULSE_TOPOLOGY="pipe",ALPHAPULSE_NODE="out",PYTHONUNBUFFERED="1"'):
+        assert line + "\n" in section
+
+
+def test_supervisord_config_quotes_and_escapes(load):
+    plan = compile_plan(load(PIPE), python="/opt/my python/bin/python%1")
+    text = render_program_config(plan)
+    assert "command='/opt/my python/bin/python%%1' -m alphapulse" in text
+
+
+def test_supervisord_parses_the_config(load, tmp_path):
+    from supervisor.options import ServerOptions
+
+    plan = compile_plan(load(PIPE, run_dir=str(tmp_path)), python="/py")
+    Path(plan.data["log_dir"]).mkdir(parents=True)
+    programs = tmp_path / "pipe.conf"
+    programs.write_text(render_program_config(plan))
+    main = tmp_path / "supervisord.conf"
+    main.write_text(f"[supervisord]\nlogfile={tmp_path}/sd.log\n[include]\nfiles={programs}\n")
+    options = ServerOptions()
+    options.realize(["-c", str(main)])
+    groups = {g.name: sorted(p.name for p in g.process_configs)
+              for g in options.process_group_configs}
+    assert groups == {"pipe": ["market", "out", "src"]}  # supervisorctl: pipe:out
+
+
+def test_graph_renderers(load):
+    topology = load(PIPE)
+    dot = render_dot(topology)
+    assert '"market" -> "out" [label="Trade | coinbase:BTC-USD"];' in dot
+    assert 'shape=hexagon' in dot and "cluster_source" in dot
+    mermaid = render_mermaid(topology)
+    assert mermaid.startswith("flowchart LR\n")
+    assert '  src -->|"Trade"| market' in mermaid
+    assert '    market{{"market<br/>relay"}}' in mermaid
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_examples_validate_and_compile(path):
+    text = path.read_text()
+    assert text.startswith("# yaml-language-server: $schema=../schemas/topology.schema.json\n")
+    topology, diagnostics = load_topology(path, env={}, run_dir="/tmp/ap")
+    assert topology is not None, [d.to_text() for d in diagnostics]
+    assert {d.code for d in diagnostics} <= {"env-unset-secret"}
+    used = {n.kind for n in topology.nodes.values()}
+    assert used <= set(load_kinds())
+    assert compile_plan(topology).to_json() == compile_plan(topology).to_json()
+
+
+def test_examples_validate_together():
+    topologies, diagnostics = validate(EXAMPLES, env={}, run_dir="/tmp/ap")
+    assert len(topologies) == len(EXAMPLES)
+    assert not [d for d in diagnostics if d.is_error]
+
+
+def test_two_topologies_claiming_one_run_dir(tmp_path):
+    a = tmp_path / "a.yaml"
+    b = tmp_path / "b.yaml"
+    body = "nodes:\n  src: {kind: source.counter}\n  out: {kind: sink.counter, inputs: [src]}\n"
+    a.write_text("topology: same\n" + body)
+    b.write_text("# copy of a\ntopology: same\n" + body)
+    topologies, diagnostics = validate([a, b, a], env={}, run_dir="/tmp/ap")
+    assert [t.file for t in topologies] == [str(a)]
+    assert [d.to_text() for d in diagnostics] == [
+        f"{b}:2:11: error: topology 'same' would use run directory /tmp/ap/same, already claimed "
+        f"by {a}:1:11; two topologies would share sockets and supervisord programs: give one of "
+        "them another name"]
