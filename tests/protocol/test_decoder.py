@@ -1,0 +1,236 @@
+"""FrameDecoder under hostile input: exact error counters, resync, caps, zero copy, O(bytes)."""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import alphapulse.protocol as P
+from alphapulse.protocol import _decoder
+
+from .conftest import drain, feed
+
+TRADE = P.Trade(P.spot("coinbase", "BTC", "USD").id, 6_500_000_000_000, 1, 2, P.Side.SELL)
+
+
+def messages(n: int, source: int = 5) -> list[bytes]:
+    builder = P.MessageBuilder(P.RelayDomain.MARKET_DATA, source)
+    return [builder.build(TRADE, 1_000 + i) for i in range(n)]
+
+
+def chunkings(stream: bytes):
+    yield [stream]
+    yield [stream[i : i + 1] for i in range(len(stream))]
+    rng = random.Random(len(stream))
+    for _ in range(5):
+        cuts = sorted(rng.sample(range(1, len(stream)), min(8, len(stream) - 1)))
+        yield [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+
+
+def check(stream: bytes, expected_frames: list[bytes], **errors: int) -> P.DecoderStatistics:
+    """Same frames and the exact same counters however the stream is chunked."""
+    seen = None
+    for chunks in chunkings(stream):
+        frames, decoder = feed(chunks)
+        assert frames == expected_frames
+        stats = decoder.statistics()
+        assert stats.errors == {k: errors.get(k, 0) for k in P.ERROR_KINDS}, stats
+        assert stats.frames == len(expected_frames)
+        assert stats.bytes + stats.bytes_skipped == len(stream)
+        assert seen is None or stats == seen
+        seen = stats
+    return seen
+
+
+def test_clean_stream():
+    good = messages(4)
+    check(b"".join(good), good)
+
+
+def test_garbage_between_frames_is_one_bad_magic_run():
+    good = messages(3)
+    stats = check(good[0] + b"\x00garbage\xef\xbe\xad" + good[1] + b"zz" + good[2], good, bad_magic=2)
+    assert stats.bytes_skipped == 11 + 2
+
+
+def test_leading_and_trailing_garbage():
+    good = messages(2)
+    check(b"hello" + b"".join(good) + b"\xef\xbe", good, bad_magic=1, truncated=1)
+    check(b"".join(good) + b"xyz", good, bad_magic=1)
+
+
+def test_bad_version_checksum_and_oversize_each_counted_once():
+    good = messages(4)
+    bad_version = bytearray(good[0])
+    bad_version[4] = 2
+    bad_crc = bytearray(good[1])
+    bad_crc[40] ^= 0x01
+    oversize = bytearray(good[2])
+    struct.pack_into("<I", oversize, 24, P.MAX_PAYLOAD_SIZE + 1)
+    stream = bytes(bad_version) + good[0] + bytes(bad_crc) + good[1] + bytes(oversize) + good[3]
+    stats = check(stream, [good[0], good[1], good[3]], bad_version=1, bad_checksum=1, oversize=1)
+    assert stats.bytes_skipped == 3 * 72
+
+
+def test_payload_cap_is_the_decoders_limit():
+    big = P.encode_message(1, 1, 1, 0, P.encode_tlv(P.TLVType.STATUS_REPORT, bytes(41) + b"x" * 500))
+    small = messages(1)
+    frames, decoder = feed([big + small[0]], max_payload_size=100)
+    assert frames == small
+    assert decoder.statistics().oversize == 1
+
+
+def test_fake_header_in_garbage_does_not_swallow_good_frames():
+    """A plausible header claiming a big payload: we wait, then resync inside it at EOF."""
+    good = messages(3)
+    fake = struct.pack("<IBBHQQII", P.MAGIC, 1, 1, 1, 1, 1, 10_000, 0)
+    check(fake + b"".join(good), good, truncated=1)
+    # with enough bytes after it the claim is checked (bad CRC) without waiting for EOF
+    filler = messages(200)
+    frames, decoder = feed([fake + b"".join(filler)], eof=False)
+    assert frames == filler and decoder.statistics().bad_checksum == 1
+
+
+def test_magic_inside_payload_does_not_confuse_resync():
+    raw_value = struct.pack("<Q", 1) + struct.pack("<I", P.MAGIC) * 3
+    msg = P.encode_message(1, 1, 1, 0, P.encode_tlv(P.TLVType.INSTRUMENT_MAPPING, raw_value))
+    good = messages(2)
+    check(good[0] + msg + good[1], [good[0], msg, good[1]])
+    corrupted = bytearray(msg)
+    corrupted[20] ^= 0xFF
+    # the corrupt frame fails its CRC, then the magics inside it fail too (short or bad header);
+    # the frame after it is still found
+    frames, _ = feed([good[0] + bytes(corrupted) + good[1]])
+    assert frames == good
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(min_size=1, max_size=80).map(lambda b: ("junk", b)), st.integers(0, 5).map(lambda n: ("good", n))
+        ),
+        max_size=12,
+    ),
+    st.integers(1, 97),
+)
+def test_garbage_fuzz_good_frames_always_come_out(parts, chunk):
+    good = messages(6, source=9)
+    stream = b""
+    expected = []
+    for kind, value in parts:
+        if kind == "junk":
+            stream += value.replace(b"\xef", b"\xee")  # junk without any magic byte
+        else:
+            stream += good[value]
+            expected.append(good[value])
+    frames, decoder = feed([stream[i : i + chunk] for i in range(0, len(stream), chunk)])
+    assert frames == expected
+    stats = decoder.statistics()
+    assert stats.bytes + stats.bytes_skipped == len(stream)
+    assert stats.errors["bad_checksum"] == stats.errors["bad_version"] == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 20 * 72 * 8 - 1), st.binary(min_size=0, max_size=200), st.integers(1, 200))
+def test_bit_flip_fuzz(bit, junk, chunk):
+    good = messages(20, source=3)
+    stream = bytearray(b"".join(good))
+    stream[bit // 8] ^= 1 << (bit % 8)
+    stream += junk
+    frames, decoder = feed([bytes(stream[i : i + chunk]) for i in range(0, len(stream), chunk)])
+    hit = bit // 8 // 72
+    # every frame except the flipped one survives, whatever the junk at the end
+    assert [f for f in frames if f in good] == [g for i, g in enumerate(good) if i != hit]
+    assert decoder.statistics().total_errors >= 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600), st.integers(1, 64))
+def test_random_bytes_never_raise(data, chunk):
+    decoder = P.FrameDecoder(max_payload_size=256)
+    for i in range(0, len(data), chunk):
+        decoder.receive_data(data[i : i + chunk])
+        drain(decoder)
+    decoder.receive_data(b"")
+    drain(decoder)
+    stats = decoder.statistics()
+    assert stats.bytes + stats.bytes_skipped == len(data) and stats.buffered == 0
+
+
+def test_zero_copy_for_clean_chunks():
+    stream = b"".join(messages(10))
+    decoder = P.FrameDecoder()
+    decoder.receive_data(stream)
+    block = decoder.next_block()
+    assert block.data is stream  # the relay forwards the very same object
+    # a trailing partial frame: the block is a view of the input, only the tail is copied
+    with_tail = stream + stream[:50]
+    decoder.receive_data(with_tail)
+    block = decoder.next_block()
+    assert isinstance(block.data, memoryview) and block.data.obj is with_tail
+    assert decoder.statistics().buffered == 50
+
+
+def test_block_columns():
+    builder = P.MessageBuilder(P.RelayDomain.SIGNAL, 77, first_sequence=10)
+    msgs = [
+        builder.build(TRADE, 5),
+        builder.build(P.Heartbeat(1, 2, 3, 4), 6),
+        builder.build(P.encode_tlv(P.TLVType.FILL, P.encode(P.Fill(9, 1, 1, 1, 0, 0, 0, 1, 1))[2:]), 7),
+        builder.build(P.OrderBook(42, 0, 0, tuple((i, 1) for i in range(30)), ()), 8),
+    ]
+    decoder = P.FrameDecoder()
+    decoder.receive_data(b"".join(msgs))
+    block = decoder.next_block()
+    assert len(block) == 4
+    assert block.sequence.tolist() == [10, 11, 12, 13]
+    assert block.source.tolist() == [77] * 4
+    assert block.relay_domain.tolist() == [2] * 4
+    assert block.timestamp_ns.tolist() == [5, 6, 7, 8]
+    assert block.tlv_type.tolist() == [1, 80, 42, 3]
+    assert block.instrument_id.tolist() == [TRADE.instrument_id, 0, 9, 42]  # extended TLV too
+    assert [bytes(f) for f in block.frames()] == msgs
+    assert np.array_equal(block.offsets, np.cumsum([0, *map(len, msgs[:-1])]))
+
+
+def test_scan_is_linear_when_fed_byte_by_byte(monkeypatch):
+    """A 64 KiB frame fed one byte at a time is scanned a handful of times, not 65536 times."""
+    calls = []
+    real = _decoder.scan_frames
+
+    def counting(*args, **kwargs):
+        calls.append(len(args[0]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_decoder, "scan_frames", counting)
+    book = P.OrderBook(1, 2, 3, tuple((i, i) for i in range(4000)), ())
+    msg = P.MessageBuilder(1, 1).build(book, 0)
+    frames, _ = feed([msg[i : i + 1] for i in range(len(msg))])
+    assert frames == [msg]
+    assert len(calls) <= 3
+    assert sum(calls) <= 2 * len(msg)
+
+
+def test_garbage_fed_byte_by_byte_is_not_rescanned():
+    decoder = P.FrameDecoder()
+    junk = bytes(range(0xEF)) * 50
+    for b in junk:
+        decoder.receive_data(bytes([b]))
+        assert decoder.next_block() is P.NEED_DATA
+    assert decoder.statistics().buffered < 32
+    assert decoder.statistics().bad_magic == 1
+
+
+def test_eof_rules():
+    decoder = P.FrameDecoder()
+    decoder.receive_data(b"")
+    assert decoder.next_block() is P.NEED_DATA and decoder.eof
+    import pytest
+
+    with pytest.raises(P.LocalProtocolError):
+        decoder.receive_data(b"x")
