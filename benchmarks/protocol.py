@@ -1,12 +1,14 @@
 """Protocol throughput for 72-byte single-Trade messages: build, parse, CRC verify.
 
-Run: ``python benchmarks/protocol.py [N]``. Every figure is the best of several repeats after a
-JIT warm-up; the plain ``struct.unpack_from`` loop is measured in the same run as the baseline
-the ratios refer to. The last line is one JSON object of all figures.
+Run: ``python benchmarks/protocol.py [N]`` (or ``python -m benchmarks.protocol``). Every figure
+is the best of several repeats after a JIT warm-up; the plain ``struct.unpack_from`` loop is
+measured in the same run as the baseline the ratios refer to. The last line is one JSON object
+of all figures.
 """
 
 from __future__ import annotations
 
+import pathlib
 import struct
 import sys
 import zlib
@@ -14,6 +16,9 @@ import zlib
 import numpy as np
 
 import alphapulse.protocol as P
+
+if not __package__:  # run as a script: make the repo root importable for benchmarks._common
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from benchmarks._common import best_rate, report
 
 
@@ -145,6 +150,7 @@ def main(n: int = 1_000_000, n_single: int = 200_000) -> dict[str, float | int |
     goals = {
         "parse_batch_field_arrays_msgs_per_s": 10e6,
         "crc_verify_numba_batch_msgs_per_s": 30e6,
+        "crc_verify_numba_batch_parallel_msgs_per_s": 30e6,
         "build_single_msgs_per_s": 0.5e6,
         "build_batch_msgs_per_s": 5e6,
     }
