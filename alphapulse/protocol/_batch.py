@@ -391,9 +391,7 @@ def crc32_batch(buf, offsets: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return _crc32_batch(CRC_TABLES, as_u8(buf), _i64(offsets), _i64(sizes))
 
 
-def verify_batch(
-    buf, offsets: np.ndarray, sizes: np.ndarray, *, parallel: bool = False
-) -> np.ndarray:
+def verify_batch(buf, offsets: np.ndarray, sizes: np.ndarray, *, parallel: bool = False) -> np.ndarray:
     """True for each message whose stored checksum matches its contents.
 
     ``parallel`` spreads the batch over numba's threads (every core); the default stays on the

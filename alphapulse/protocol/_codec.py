@@ -67,9 +67,7 @@ U160 = Kind("u160", 20, "20s", int, "unsigned 160-bit LE", *_int_bytes(20, False
 U256 = Kind("u256", 32, "32s", int, "unsigned 256-bit LE (raw token units)", *_int_bytes(32, False))
 I256 = Kind("i256", 32, "32s", int, "signed 256-bit LE two's complement", *_int_bytes(32, True))
 ADDRESS = Kind("address", 20, "20s", bytes, "20-byte EVM address, as on chain", _exact_bytes(20))
-HASH32 = Kind(
-    "bytes32", 32, "32s", bytes, "32 raw bytes (hash, topic), as on chain", _exact_bytes(32)
-)
+HASH32 = Kind("bytes32", 32, "32s", bytes, "32 raw bytes (hash, topic), as on chain", _exact_bytes(32))
 
 _NUMPY_CODES = {"B": "u1", "H": "<u2", "I": "<u4", "Q": "<u8", "b": "i1", "i": "<i4", "q": "<i8"}
 
@@ -166,9 +164,7 @@ class Layout:
         if size is not None and size != self.fixed_size:
             raise AssertionError(f"{self.name}: table says {size} B, fields make {self.fixed_size}")
         first = self.head[0]
-        if scoped and not (
-            isinstance(first, Field) and first.name == "instrument_id" and first.kind is U64
-        ):
+        if scoped and not (isinstance(first, Field) and first.name == "instrument_id" and first.kind is U64):
             raise AssertionError(f"{self.name}: scoped values must start with instrument_id u64")
         self._check_tails()
         self.fields = self._record_fields()
@@ -261,9 +257,7 @@ class Layout:
                         items = (element,) if single else tuple(element)
                         if len(items) != len(tail.elements):
                             raise ValueError(f"{element!r} needs {len(tail.elements)} items")
-                        wire = [
-                            _to_wire(k, v) for (_, k), v in zip(tail.elements, items, strict=True)
-                        ]
+                        wire = [_to_wire(k, v) for (_, k), v in zip(tail.elements, items, strict=True)]
                         chunk += st.pack(*wire)
                     lengths[tail.name] = len(value)
                     parts.append(bytes(chunk))
@@ -335,9 +329,7 @@ class Layout:
                     convs = [k.from_wire for _, k in tail.elements]
                     elements = []
                     for element in st.iter_unpack(value[pos:end]):
-                        element = tuple(
-                            c(e) if c else e for c, e in zip(convs, element, strict=True)
-                        )
+                        element = tuple(c(e) if c else e for c, e in zip(convs, element, strict=True))
                         elements.append(element[0] if len(element) == 1 else element)
                     kwargs[tail.name] = tuple(elements)
                     pos = end
@@ -420,10 +412,7 @@ def record_factory(cls: type, names: Sequence[str]) -> Callable[[Sequence[Any]],
     trusted (they come from ``struct``), so no validation is skipped that ``__init__`` did.
     """
     targets = ", ".join(f"d[{name!r}]" for name in names)
-    src = (
-        "def make(values):\n    o = new(cls)\n    d = o.__dict__\n"
-        f"    {targets}, = values\n    return o\n"
-    )
+    src = f"def make(values):\n    o = new(cls)\n    d = o.__dict__\n    {targets}, = values\n    return o\n"
     namespace: dict[str, Any] = {"new": object.__new__, "cls": cls}
     exec(src, namespace)  # the same technique dataclasses itself uses to build __init__
     return namespace["make"]

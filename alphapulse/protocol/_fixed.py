@@ -42,11 +42,7 @@ def parse_fixed(text: str | bytes, decimals: int = PRICE_DECIMALS) -> int:
     if s[0] in "+-":
         s = s[1:]
     whole, _, frac = s.partition(".")
-    if (
-        not (whole or frac)
-        or not (whole.isdigit() or whole == "")
-        or not (frac.isdigit() or frac == "")
-    ):
+    if not (whole or frac) or not (whole.isdigit() or whole == "") or not (frac.isdigit() or frac == ""):
         raise FixedPointError(f"not a decimal number: {text!r}")
     if len(frac) > decimals:
         if frac[decimals:].strip("0"):

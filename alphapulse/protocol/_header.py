@@ -93,9 +93,7 @@ def message_checksum(message: bytes | bytearray | memoryview) -> int:
     return zlib.crc32(view[HEADER_SIZE:], zlib.crc32(_ZERO4, zlib.crc32(view[:CHECKSUM_OFFSET])))
 
 
-def encode_message(
-    relay_domain: int, source: int, sequence: int, timestamp_ns: int, payload: bytes
-) -> bytes:
+def encode_message(relay_domain: int, source: int, sequence: int, timestamp_ns: int, payload: bytes) -> bytes:
     """A complete message: header with payload_size and checksum filled in, then ``payload``."""
     try:
         buf = bytearray(
@@ -117,9 +115,7 @@ def encode_message(
     return bytes(buf)
 
 
-def check_message(
-    message: bytes | bytearray | memoryview, max_payload_size: int = MAX_PAYLOAD_SIZE
-) -> Header:
+def check_message(message: bytes | bytearray | memoryview, max_payload_size: int = MAX_PAYLOAD_SIZE) -> Header:
     """Validate one complete message (magic, version, size, checksum) and return its header."""
     header = unpack_header(message)
     if header.version != PROTOCOL_VERSION:

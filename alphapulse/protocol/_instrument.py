@@ -103,18 +103,14 @@ def _symbol(value: str, what: str) -> str:
 
 
 def spot(exchange: str, base: str, quote: str) -> Instrument:
-    return Instrument(
-        "spot", _venue(exchange, "exchange"), (_symbol(base, "base"), _symbol(quote, "quote"))
-    )
+    return Instrument("spot", _venue(exchange, "exchange"), (_symbol(base, "base"), _symbol(quote, "quote")))
 
 
 def stock(exchange: str, ticker: str) -> Instrument:
     return Instrument("stock", _venue(exchange, "exchange"), (_symbol(ticker, "ticker"),))
 
 
-def option(
-    exchange: str, underlying: str, expiry: int | str, strike: str | int | Decimal, right: str
-) -> Instrument:
+def option(exchange: str, underlying: str, expiry: int | str, strike: str | int | Decimal, right: str) -> Instrument:
     """An option; ``strike`` is exact (pass a string or Decimal, not a float)."""
     expiry_text = str(expiry)
     if not _EXPIRY.match(expiry_text):

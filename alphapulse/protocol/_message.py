@@ -65,9 +65,7 @@ _HEADER = struct.Struct(_HEAD)
 _ZERO4 = bytes(4)
 
 
-def decode_message(
-    message: bytes | bytearray | memoryview, max_payload_size: int = MAX_PAYLOAD_SIZE
-) -> Message:
+def decode_message(message: bytes | bytearray | memoryview, max_payload_size: int = MAX_PAYLOAD_SIZE) -> Message:
     """Check one complete message (magic, version, size, CRC) and decode all its TLVs.
 
     Raises MalformedFrame when anything is wrong (this is the strict one-message path; a stream
@@ -155,8 +153,7 @@ class MessageBuilder:
         if type(tlvs) in _RECORD_TYPES:
             return encode(tlvs)
         return b"".join(
-            bytes(item) if isinstance(item, bytes | bytearray | memoryview) else encode(item)
-            for item in tlvs
+            bytes(item) if isinstance(item, bytes | bytearray | memoryview) else encode(item) for item in tlvs
         )
 
 

@@ -74,9 +74,7 @@ def iter_tlvs(payload: bytes | bytearray | memoryview) -> Iterator[tuple[int, me
             start = pos + 2
         end = start + length
         if end > n:
-            raise MalformedFrame(
-                f"TLV type {tlv_type} at offset {pos} claims {length} bytes, {n - start} left"
-            )
+            raise MalformedFrame(f"TLV type {tlv_type} at offset {pos} claims {length} bytes, {n - start} left")
         yield tlv_type, view[start:end]
         pos = end
 
