@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 
+import trio
+
 from alphapulse.kinds import Node, node_kind, param
+from alphapulse.protocol import RelayDomain
 
 
 @dataclasses.dataclass(frozen=True)
 class RelayParams:
     retransmit_buffer: int = param(
-        65536, doc="Messages kept per source for resend requests; older ranges are answered "
-        "'unavailable' and the consumer falls back to a snapshot.", minimum=0,
-    )
-    max_subscribers: int = param(64, doc="Subscribers accepted at once.", minimum=1)
-    verify_crc: bool = param(
-        True, doc="Check every frame's CRC (in batch) before forwarding; bad frames are counted "
-        "and dropped.",
+        65536, doc="Most recent messages (all sources together) kept to answer resend requests; "
+        "older ranges are answered 'unavailable' and the consumer falls back to a snapshot.", minimum=0,
     )
 
 
@@ -30,5 +28,16 @@ class Relay(Node):
 
     Params = RelayParams
 
+    def handle_block(self, block, ctx) -> None:
+        """Forward frames of this relay's domain (and system frames) as they are."""
+        domains = block.relay_domain
+        wanted = (domains == ctx.relay_domain) | (domains == RelayDomain.SYSTEM)
+        if wanted.all():
+            ctx.publish_block_nowait(block)
+            return
+        ctx.counters["dropped.wrong_domain"] += int((~wanted).sum())
+        if wanted.any():
+            ctx.publish_block_nowait(block.select(wanted))
+
     async def run(self, ctx):
-        raise NotImplementedError("relay is implemented by issue #4")
+        await trio.sleep_forever()

@@ -265,6 +265,24 @@ def _scan(t, buf, start, max_payload, final, resyncing):
 
 
 @njit(cache=True)
+def _frame_bounds(buf):
+    """Offsets and sizes of trusted back-to-back frames (our own output: no checks)."""
+    n = buf.shape[0]
+    cap = n // HEADER_SIZE + 1
+    offsets = np.empty(cap, dtype=np.int64)
+    sizes = np.empty(cap, dtype=np.int64)
+    count = 0
+    pos = 0
+    while pos + HEADER_SIZE <= n:
+        size = HEADER_SIZE + np.int64(_u32(buf, pos + 24))
+        offsets[count] = pos
+        sizes[count] = size
+        count += 1
+        pos += size
+    return offsets[:count], sizes[:count]
+
+
+@njit(cache=True)
 def _gather(buf, offsets, sizes, total):
     """Copy the frames at offsets/sizes back to back into a new array."""
     out = np.empty(total, dtype=np.uint8)
@@ -446,6 +464,11 @@ def header_columns(buf, offsets: np.ndarray) -> tuple[np.ndarray, ...]:
     The instrument id is 0 where the first TLV is not instrument-scoped.
     """
     return _header_columns(as_u8(buf), _i64(offsets), SCOPED_TYPES)
+
+
+def frame_bounds(buf) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, sizes) of frames we built ourselves, back to back; no CRC or magic checks."""
+    return _frame_bounds(as_u8(buf))
 
 
 def gather_frames(buf, offsets: np.ndarray, sizes: np.ndarray) -> np.ndarray:

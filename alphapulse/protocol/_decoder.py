@@ -28,6 +28,7 @@ from alphapulse.protocol._batch import (
     ERR_OVERSIZE,
     ERR_TRUNCATED,
     N_ERROR_KINDS,
+    frame_bounds,
     gather_frames,
     header_columns,
     scan_frames,
@@ -107,6 +108,26 @@ class FrameBlock:
 
     def tobytes(self) -> bytes:
         return bytes(self.data)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> FrameBlock:
+        """A block over frames we built ourselves (trusted: boundaries found, CRCs not checked)."""
+        offsets, sizes = frame_bounds(data)
+        return cls(data, offsets, sizes)
+
+    def select(self, mask: np.ndarray) -> FrameBlock:
+        """A new block of the frames where ``mask`` is true, copied back to back in one go."""
+        offsets, sizes = self.offsets[mask], self.sizes[mask]
+        data = gather_frames(self.data, offsets, sizes).tobytes()
+        return FrameBlock(data, np.cumsum(sizes) - sizes, sizes)
+
+    @classmethod
+    def concat(cls, blocks: list[FrameBlock]) -> FrameBlock:
+        if len(blocks) == 1:
+            return blocks[0]
+        sizes = np.concatenate([b.sizes for b in blocks])
+        data = b"".join(bytes(b.data) for b in blocks)
+        return cls(data, np.cumsum(sizes) - sizes, sizes)
 
     @functools.cached_property
     def _columns(self) -> tuple[np.ndarray, ...]:

@@ -475,11 +475,18 @@ LAYOUTS: dict[TLVType, Layout] = {
         ),
         Layout(
             T.SUBSCRIBE,
-            "A subscriber's filter: which TLV types and instruments it wants (empty = all).",
-            (Count("n_types", U8, "types"), Count("n_instruments", U16, "instrument_ids")),
+            "A subscriber's hello: its filter (which TLV types and instruments; empty = all), the "
+            "overflow policy and queue limit the publisher applies to it, and its name for counters.",
+            (
+                Field("overflow", U8, "policy when its queue is full: 0 block, 1 drop_oldest, 2 disconnect"),
+                Field("queue", U32, "queue limit in messages"),
+                Count("n_types", U8, "types"),
+                Count("n_instruments", U16, "instrument_ids"),
+            ),
             (
                 Array("types", (("type", U8),), "wanted TLV types; none = every type"),
                 Array("instrument_ids", (("instrument_id", U64),), "wanted instruments; none: all"),
+                Text("subscriber", "the subscribing node's name (for per-subscriber counters)"),
             ),
             scoped=False,
         ),

@@ -102,7 +102,7 @@ RECORDS: dict[str, object] = {
     "heartbeat": P.Heartbeat(0xABCDEF, 1234, 5_000_000_000, 1000),
     "status_report": P.StatusReport(5_000_000_000, 10, 9, 1, 0, P.NodeState.RUNNING, '{"lag_ms":3}'),
     "instrument_mapping": P.mapping_for(P.spot("coinbase", "BTC", "USD")),
-    "subscribe": P.Subscribe((1, 2), (BTC,)),
+    "subscribe": P.Subscribe(1, 4096, (1, 2), (BTC,), "relay"),
     "resend_request": P.ResendRequest(7, 100, 120),
     "resend_unavailable": P.ResendUnavailable(7, 100, 120, 110),
     "snapshot_request": P.SnapshotRequest(7, 0),

@@ -86,7 +86,7 @@ def test_out_of_range_is_local_error():
         P.PoolSwap(1, 1, b"\0" * 31, 0, 0, 0, 0, b"\0" * 20, b"\0" * 20, 0, 0, 0, 0, 0),
         P.PoolSwap(1, 1, b"\0" * 32, 0, 0, 0, 0, b"\0" * 20, b"\0" * 20, 2**256, 0, 0, 0, 0),
         P.InstrumentMapping(1, "x" * 70_000),
-        P.Subscribe((256,), ()),
+        P.Subscribe(1, 10, (256,), (), "x"),
     ]
     for record in bad:
         with pytest.raises(P.LocalProtocolError):

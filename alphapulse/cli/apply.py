@@ -1,0 +1,71 @@
+"""``alphapulse apply FILE``: start or update a running topology; ``--watch`` keeps doing it."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+
+from alphapulse.cli import ExitCode
+from alphapulse.cli._common import add_run_dir, print_diagnostics, run_base
+
+HELP = "start or update a topology under supervisord (only what changed is touched)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, help="topology YAML file")
+    add_run_dir(parser)
+    parser.add_argument("--watch", action="store_true", help="re-apply on every saved edit until interrupted")
+    parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                        help="wait up to SECONDS for every node to be RUNNING")
+
+
+def run(args: argparse.Namespace) -> int:
+    from alphapulse.supervise import ApplyError, SupervisorError, apply_plan, compile_file, wait_until_running, watch
+
+    base = run_base(args)
+
+    def apply_once() -> int:
+        try:
+            plan, warnings = compile_file(args.file, base)
+        except ApplyError as exc:
+            print_diagnostics(exc.diagnostics)
+            print(f"error: {exc}", file=sys.stderr)
+            return ExitCode.INVALID
+        except OSError as exc:
+            print(f"error: cannot read {args.file}: {exc}", file=sys.stderr)
+            return ExitCode.USAGE
+        print_diagnostics(warnings)
+        try:
+            report = apply_plan(plan, base)
+        except SupervisorError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return ExitCode.RUNTIME
+        for line in report.lines():
+            print(line)
+        if args.wait:
+            states = wait_until_running(base, plan["topology"], args.wait)
+            not_running = {n: s for n, s in states.items() if s != "RUNNING"}
+            if not_running:
+                print(f"error: not RUNNING after {args.wait:.0f} s: {not_running}", file=sys.stderr)
+                return ExitCode.RUNTIME
+        _print_endpoints(plan)
+        return ExitCode.OK
+
+    code = apply_once()
+    if not args.watch:
+        return code
+    print(f"watching {args.file} for changes (Ctrl-C to stop)", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        watch(args.file, lambda: print(f"-- {args.file} changed: exit {apply_once()}", flush=True))
+    return ExitCode.OK
+
+
+def _print_endpoints(plan: dict) -> None:
+    """Tell the user where to look: dashboards and bridges a node serves."""
+    for name, node in sorted(plan["nodes"].items()):
+        params = node.get("params", {})
+        if node["kind"] == "sink.websocket":
+            host, port = params.get("host", "127.0.0.1"), params.get("port", 8765)
+            print(f"dashboard    http://{host}:{port}/  (node {name})")

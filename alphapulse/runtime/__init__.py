@@ -1,0 +1,50 @@
+"""The runtime: node processes, links over Unix sockets, gap recovery, breakers, control.
+
+Node kinds import only names exported here (and from ``alphapulse.protocol``).
+"""
+
+from alphapulse.runtime._breaker import (
+    BREAKER_TRANSITIONS,
+    BreakerSettings,
+    BreakerState,
+    CircuitBreaker,
+)
+from alphapulse.runtime._context import NodeContext
+from alphapulse.runtime._control import ControlError, request, request_async, serve_control
+from alphapulse.runtime._epoch import epoch_from_time, make_sequence, split_sequence
+from alphapulse.runtime._filter import Subscription, subscription
+from alphapulse.runtime._host import NodeConfigError, NodeHost, load_plan, run_node_process
+from alphapulse.runtime._input import Backoff, InputLink, InputSpec
+from alphapulse.runtime._publisher import Overflow, Publisher, open_publisher
+from alphapulse.runtime._retransmit import RetransmitBuffer
+from alphapulse.runtime._sequence import GAP_TRANSITIONS, SequenceTracker
+
+__all__ = [
+    "BREAKER_TRANSITIONS",
+    "GAP_TRANSITIONS",
+    "Backoff",
+    "BreakerSettings",
+    "BreakerState",
+    "CircuitBreaker",
+    "ControlError",
+    "InputLink",
+    "InputSpec",
+    "NodeConfigError",
+    "NodeContext",
+    "NodeHost",
+    "Overflow",
+    "Publisher",
+    "RetransmitBuffer",
+    "SequenceTracker",
+    "Subscription",
+    "epoch_from_time",
+    "load_plan",
+    "make_sequence",
+    "open_publisher",
+    "request",
+    "request_async",
+    "run_node_process",
+    "serve_control",
+    "split_sequence",
+    "subscription",
+]

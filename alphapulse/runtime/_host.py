@@ -1,0 +1,340 @@
+"""The node host: runs one plan node as one trio process.
+
+``alphapulse node --plan PLAN NAME`` lands here. One root nursery holds the control socket, the
+publisher (for nodes with an output), one task per input link, a once-a-second rate sampler
+and the kind's own ``run``. The node is ready once its sockets are bound. SIGTERM cancels the
+root scope; the kind's ``aclose`` and the final flush run shielded under a deadline shorter than
+supervisord's ``stopwaitsecs``, so a stop drains, flushes and closes instead of being killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import jsonschema
+import trio
+
+from alphapulse.kinds import Role, build_params, get_kind, live_fields, params_to_plain
+from alphapulse.runtime._breaker import BreakerSettings
+from alphapulse.runtime._context import NodeContext
+from alphapulse.runtime._control import serve_control
+from alphapulse.runtime._input import InputLink, InputSpec
+from alphapulse.runtime._publisher import open_publisher
+
+RATE_INTERVAL = 1.0
+DEFAULT_RETRANSMIT = 16384
+"""Messages every publisher keeps for resend requests, unless its kind has a ``retransmit_buffer`` param."""
+
+
+class NodeConfigError(RuntimeError):
+    """The plan entry cannot be run (unknown kind, missing secret, bad params)."""
+
+
+def resolve_params(node: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """The node's params with secrets read from the environment (never stored in the plan)."""
+    params = dict(node.get("params", {}))
+    for field, variable in node.get("secret_env", {}).items():
+        if variable not in environ:
+            raise NodeConfigError(f"parameter {field!r} needs environment variable {variable} (it is not set)")
+        params[field] = environ[variable]
+    return params
+
+
+@dataclasses.dataclass
+class _Rates:
+    last_in: int = 0
+    last_out: int = 0
+    per_second_in: float = 0.0
+    per_second_out: float = 0.0
+
+
+class NodeHost:
+    def __init__(self, plan: Mapping[str, Any], name: str) -> None:
+        try:
+            self.node = plan["nodes"][name]
+        except KeyError:
+            raise NodeConfigError(f"plan has no node {name!r}") from None
+        self.plan = plan
+        self.name = name
+        self.spec = get_kind(self.node["kind"])
+        self.log = logging.getLogger(f"alphapulse.node.{name}")
+        raw = resolve_params(self.node)
+        try:
+            jsonschema.validate(raw, self.spec.params_schema())
+        except jsonschema.ValidationError as exc:
+            raise NodeConfigError(f"params of {name}: {exc.message}") from None
+        self.params = build_params(self.spec.params_type, raw)
+        self.instance = self.spec.factory(self.params)
+        breaker = self.node.get("breaker", {})
+        self.ctx = NodeContext(
+            name=name,
+            kind=self.spec.name,
+            source_id=int(self.node["source_id"]),
+            relay_domain=int(self.node.get("relay_domain", 1)),
+            log=self.log,
+            breaker_settings=BreakerSettings(**breaker),
+        )
+        self.handler_breaker = self.ctx.breaker("handler")
+        self.passthrough_on_open = bool(getattr(self.instance, "breaker_passthrough", False))
+        self.started = time.monotonic()
+        self.links = [
+            InputLink(
+                InputSpec.from_plan(entry),
+                subscriber_name=name,
+                resend_timeout=float(self.node.get("resend_timeout", 0.25)),
+            )
+            for entry in self.node.get("inputs", [])
+        ]
+        self.ctx._inputs = self.links
+        self.rates = _Rates()
+        self.received = 0
+        self._stop_scope: trio.CancelScope | None = None
+
+    # -- running ----------------------------------------------------------------------------------
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        sockets = self.node["sockets"]
+        async with contextlib.AsyncExitStack() as stack:
+            nursery = await stack.enter_async_context(trio.open_nursery())
+            self._stop_scope = nursery.cancel_scope
+            await nursery.start(serve_control, sockets["control"], self._control_handlers())
+            if self.spec.role.has_output:
+                self.ctx._publisher = await stack.enter_async_context(
+                    open_publisher(
+                        sockets["data"],
+                        source_id=self.ctx.source_id,
+                        retransmit_capacity=int(getattr(self.params, "retransmit_buffer", DEFAULT_RETRANSMIT)),
+                        on_control=self._on_request,
+                    )
+                )
+            deliver = self._deliver_direct if hasattr(self.instance, "handle_block") else None
+            if deliver is None and self.links:
+                send, receive = trio.open_memory_channel(64)
+                self.ctx._receive_blocks = receive
+
+                async def deliver(block: Any, _send=send) -> None:
+                    self.received += len(block)
+                    await _send.send(block)
+
+            for link in self.links:
+                nursery.start_soon(link.run, deliver, self._on_upstream_control)
+            nursery.start_soon(self._sample_rates)
+            nursery.start_soon(self._watch_signals)
+            self.log.info("node %s (%s) ready: source id %d, epoch %d", self.name, self.spec.name,
+                          self.ctx.source_id, self.ctx.epoch)
+            task_status.started(self)
+            try:
+                await self.instance.run(self.ctx)
+                self.log.info("node %s: run() finished", self.name)
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(self._close_budget()):
+                    await self._close()
+            nursery.cancel_scope.cancel()
+
+    def stop(self) -> None:
+        if self._stop_scope is not None:
+            self._stop_scope.cancel()
+
+    def _close_budget(self) -> float:
+        return max(0.5, float(self.node.get("restart", {}).get("stopwaitsecs", 10)) - 1.0)
+
+    async def _close(self) -> None:
+        aclose = getattr(self.instance, "aclose", None)
+        if aclose is not None:
+            await aclose(self.ctx)
+        if self.ctx.has_output:
+            self.ctx.flush_nowait()
+            await self._drain_subscribers()
+
+    async def _drain_subscribers(self) -> None:
+        publisher = self.ctx._publisher
+        while any(sub.queued for sub in publisher._subscribers if not sub.closed):
+            await trio.sleep(0.01)
+
+    async def _deliver_direct(self, block: Any) -> None:
+        """Push path: call the kind's sync handler on the link's own task, then flush."""
+        self.received += len(block)
+        now = trio.current_time()
+        breaker = self.handler_breaker
+        if not breaker.allow(now):
+            if self.passthrough_on_open and self.ctx.has_output:
+                self.ctx.publish_block_nowait(block)
+                self.ctx.counters["passed_through.breaker_open"] += len(block)
+            else:
+                self.ctx.counters["dropped.breaker_open"] += len(block)
+            return
+        try:
+            self.instance.handle_block(block, self.ctx)
+        except Exception:  # the breaker exists to contain exactly this; counted and logged
+            self.ctx.counters["errors.handler"] += 1
+            self.log.exception("handler of %s failed on a block of %d messages", self.name, len(block))
+            breaker.record_failure(now)
+            self.ctx._pending.clear()
+            self.ctx._pending_count = 0
+            return
+        breaker.record_success(now)
+        if self.ctx.has_output:
+            await self.ctx.flush()
+
+    async def _watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                self.log.info("node %s: %s, shutting down", self.name, signal.Signals(signum).name)
+                self.stop()
+                return
+
+    async def _sample_rates(self) -> None:
+        while True:
+            await trio.sleep(RATE_INTERVAL)
+            sent = self._sent()
+            self.rates.per_second_in = (self.received - self.rates.last_in) / RATE_INTERVAL
+            self.rates.per_second_out = (sent - self.rates.last_out) / RATE_INTERVAL
+            self.rates.last_in, self.rates.last_out = self.received, sent
+
+    def _sent(self) -> int:
+        return self.ctx._publisher.statistics().published_messages if self.ctx.has_output else 0
+
+    # -- requests arriving in-band ---------------------------------------------------------------
+    def _on_request(self, record: Any, subscriber: Any) -> None:
+        from alphapulse import protocol
+
+        if isinstance(record, protocol.SnapshotRequest):
+            self._snapshot_requested(record)
+        else:
+            self.ctx.counters["control.unexpected"] += 1
+
+    def _snapshot_requested(self, record: Any) -> None:
+        from alphapulse import protocol
+
+        if record.source in (0, self.ctx.source_id) and hasattr(self.instance, "snapshot"):
+            self.ctx.counters["snapshots.sent"] += 1
+            tlvs = list(self.instance.snapshot(record.instrument_id))
+            self.ctx.messages(tlvs)
+            self.ctx.message(
+                protocol.SnapshotComplete(
+                    source=self.ctx.source_id, instrument_id=record.instrument_id,
+                    sequence=self.ctx.last_sequence + 1,
+                ),
+                relay_domain=protocol.RelayDomain.SYSTEM,
+            )
+            self.ctx.flush_nowait()
+        elif self.spec.role is Role.RELAY or record.source not in (0, self.ctx.source_id):
+            self.ctx.counters["snapshots.forwarded"] += 1
+            self.ctx.request_snapshot(record.source, record.instrument_id)
+        else:
+            self.ctx.counters["snapshots.unsupported"] += 1
+
+    def _on_upstream_control(self, record: Any) -> None:
+        self.ctx.counters["control.from_upstream"] += 1
+
+    # -- control socket --------------------------------------------------------------------------
+    def _control_handlers(self) -> dict[str, Any]:
+        return {
+            "health": lambda req: self.health(),
+            "stats": lambda req: self.stats(),
+            "reconfigure": self._reconfigure,
+            "snapshot": self._trigger_snapshot,
+            "shutdown": self._shutdown,
+        }
+
+    def health(self) -> dict[str, Any]:
+        breakers = {b.name: b.state.value for b in self.ctx.breakers.values()}
+        healthy = all(state == "closed" for state in breakers.values())
+        return {
+            "node": self.name,
+            "kind": self.spec.name,
+            "role": self.spec.role.value,
+            "pid": os.getpid(),
+            "uptime": round(time.monotonic() - self.started, 3),
+            "source_id": self.ctx.source_id,
+            "epoch": self.ctx.epoch,
+            "status": "healthy" if healthy else "degraded",
+            "breakers": breakers,
+            "params": params_to_plain(self.instance.params),
+        }
+
+    def stats(self) -> dict[str, Any]:
+        publisher = self.ctx._publisher.statistics() if self.ctx.has_output else None
+        inputs = [link.statistics() for link in self.links]
+        dropped = sum(v for k, v in self.ctx.counters.items() if k.startswith("dropped."))
+        if publisher is not None:
+            dropped += sum(s.dropped_overflow for s in publisher.subscribers)
+        errors = sum(v for k, v in self.ctx.counters.items() if k.startswith("errors."))
+        errors += sum(sum(i.decode_errors.values()) for i in inputs)
+        gaps = {
+            key: sum(i.sequence[key] for i in inputs)
+            for key in ("gaps_detected", "gaps_recovered", "gaps_lost", "messages_lost", "duplicates")
+        }
+        kind_stats = getattr(self.instance, "statistics", None)
+        return {
+            **self.health(),
+            "counters": {
+                "received": self.received,
+                "sent": self._sent(),
+                "dropped": dropped,
+                "errors": errors,
+                **gaps,
+                "reconnects": sum(i.reconnects for i in inputs),
+                **dict(sorted(self.ctx.counters.items())),
+            },
+            "rates": {"in": self.rates.per_second_in, "out": self.rates.per_second_out},
+            "publisher": dataclasses.asdict(publisher) if publisher is not None else None,
+            "inputs": [dataclasses.asdict(i) for i in inputs],
+            "breaker_stats": [dataclasses.asdict(b.statistics()) for b in self.ctx.breakers.values()],
+            "kind_stats": kind_stats() if kind_stats is not None else None,
+        }
+
+    def _reconfigure(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        new_raw = dict(request["params"])
+        for field, variable in self.node.get("secret_env", {}).items():
+            new_raw.setdefault(field, os.environ.get(variable, ""))
+        jsonschema.validate(new_raw, self.spec.params_schema())
+        new = build_params(self.spec.params_type, new_raw)
+        old_plain, new_plain = params_to_plain(self.instance.params), params_to_plain(new)
+        changed = sorted(k for k in set(old_plain) | set(new_plain) if old_plain.get(k) != new_plain.get(k))
+        not_live = sorted(set(changed) - live_fields(self.spec.params_type))
+        if not_live:
+            raise ValueError(f"parameters {', '.join(not_live)} cannot change without a restart")
+        if changed:
+            self.instance.reconfigure(new)
+            self.ctx.counters["reconfigured"] += 1
+            self.log.info("node %s reconfigured live: %s", self.name, ", ".join(changed))
+        return {"changed": changed}
+
+    def _trigger_snapshot(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        from alphapulse import protocol
+
+        self._snapshot_requested(protocol.SnapshotRequest(source=self.ctx.source_id,
+                                                          instrument_id=int(request.get("instrument_id", 0))))
+        return {}
+
+    def _shutdown(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        self.stop()
+        return {"stopping": True}
+
+
+def load_plan(path: str) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def run_node_process(plan_path: str, name: str) -> int:
+    """Entry point of ``alphapulse node``: returns the process exit code."""
+    logging.basicConfig(
+        level=os.environ.get("ALPHAPULSE_LOG_LEVEL", "INFO"),
+        format=f"%(asctime)s %(levelname)s {name} %(name)s: %(message)s",
+    )
+    try:
+        host = NodeHost(load_plan(plan_path), name)
+    except (NodeConfigError, OSError, KeyError, ValueError) as exc:
+        logging.getLogger("alphapulse.node").error("cannot start node %s: %s", name, exc)
+        return 2
+    trio.run(host.run)
+    return 0

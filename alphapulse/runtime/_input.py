@@ -1,0 +1,301 @@
+"""An input link: one subscription to an upstream node's publisher socket.
+
+It connects (retrying only "not there yet" errors, with capped exponential backoff and jitter),
+says what it wants (Subscribe), then reads whatever the socket holds, decodes it into blocks of
+complete frames, runs them through the :class:`SequenceTracker` and hands deliverable blocks on.
+Gap recovery talks back on the same socket: ResendRequest first, SnapshotRequest when upstream
+says the range is gone or the resend does not arrive in time. A dropped connection is
+reconnected; the tracker keeps its state across reconnects, so what was missed meanwhile shows
+up as a gap and is recovered or counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from alphapulse import protocol
+from alphapulse.runtime._publisher import OVERFLOW_CODES, SOCKET_BUFFER_BYTES, Overflow
+from alphapulse.runtime._sequence import ResendWanted, SequenceTracker, SnapshotWanted
+
+log = logging.getLogger("alphapulse.input")
+
+RETRY_CONNECT_ERRNOS = frozenset({errno.ENOENT, errno.ECONNREFUSED, errno.EAGAIN})
+"""Errors that mean "the upstream is not (yet, or again) listening": retried with backoff."""
+_PEER_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+READ_SIZE = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """One entry of a plan node's ``inputs``."""
+
+    node: str
+    socket: str
+    types: tuple[int, ...] = ()
+    instruments: tuple[int, ...] = ()
+    overflow: str = "drop_oldest"
+    queue: int = 4096
+
+    @classmethod
+    def from_plan(cls, entry: dict[str, Any]) -> InputSpec:
+        return cls(
+            node=entry["node"],
+            socket=entry["socket"],
+            types=tuple(entry.get("types", ())),
+            instruments=tuple(entry.get("instruments", ())),
+            overflow=entry.get("overflow", "drop_oldest"),
+            queue=int(entry.get("queue", 4096)),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Backoff:
+    initial: float = 0.05
+    maximum: float = 2.0
+    factor: float = 2.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Capped exponential delay with "equal jitter" (half fixed, half random)."""
+        capped = min(self.maximum, self.initial * self.factor**attempt)
+        return capped / 2 + rng.uniform(0, capped / 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class InputStatistics:
+    upstream: str
+    connected: bool
+    connects: int
+    reconnects: int
+    received_messages: int
+    received_bytes: int
+    control_messages: int
+    decode_errors: dict[str, int]
+    resend_requests: int
+    snapshot_requests: int
+    resend_unavailable: int
+    sequence: dict[str, int]
+
+
+class InputLink:
+    def __init__(
+        self,
+        spec: InputSpec,
+        *,
+        subscriber_name: str,
+        resend_timeout: float = 0.25,
+        backoff: Backoff | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.spec = spec
+        self.subscriber_name = subscriber_name
+        self.tracker = SequenceTracker(resend_timeout)
+        self.backoff = backoff or Backoff()
+        self._rng = rng or random.Random()
+        self._sock: socket.socket | None = None
+        self._pending_control: list[bytes] = []
+        self._decode_errors: dict[str, int] = {}
+        self._decoder: Any = None
+        self._connects = 0
+        self._received = self._received_bytes = self._control = 0
+        self._resends = self._snapshots = self._unavailable = 0
+
+    # -- control toward upstream ----------------------------------------------------------------
+    def request_snapshot(self, source: int, instrument_id: int = 0) -> None:
+        self._snapshots += 1
+        self._send_control(protocol.SnapshotRequest(source=source, instrument_id=instrument_id))
+
+    def _send_control(self, record: Any) -> None:
+        frame = protocol.encode_message(
+            protocol.RelayDomain.SYSTEM, 0, 0, time.time_ns(), protocol.encode(record)
+        )
+        if self._sock is None:
+            self._pending_control.append(frame)
+            return
+        try:
+            self._sock.sendall(frame)  # tiny, rare; the kernel buffer takes it
+        except (BlockingIOError, *_PEER_GONE):
+            self._pending_control.append(frame)
+
+    def _act(self, requests: list[ResendWanted | SnapshotWanted]) -> None:
+        for request in requests:
+            if isinstance(request, ResendWanted):
+                self._resends += 1
+                log.info("%s: gap from source %d, asking %s to resend %d..%d", self.subscriber_name,
+                         request.source, self.spec.node, request.first_sequence, request.last_sequence)
+                self._send_control(
+                    protocol.ResendRequest(
+                        source=request.source,
+                        first_sequence=request.first_sequence,
+                        last_sequence=request.last_sequence,
+                    )
+                )
+            else:
+                log.warning("%s: source %d gap not recoverable by resend; asking %s for a snapshot",
+                            self.subscriber_name, request.source, self.spec.node)
+                self.request_snapshot(request.source)
+
+    # -- the link's life -----------------------------------------------------------------------------
+    async def run(
+        self,
+        deliver: Callable[[Any], Awaitable[None]],
+        on_control: Callable[[Any], None] | None = None,
+    ) -> None:
+        """Connect, read, track and deliver until cancelled; reconnects on its own."""
+        attempt = 0
+        while True:
+            sock = await self._connect()
+            if sock is None:
+                await trio.sleep(self.backoff.delay(attempt, self._rng))
+                attempt += 1
+                continue
+            attempt = 0
+            try:
+                await self._read_until_closed(sock, deliver, on_control)
+            finally:
+                self._sock = None
+                with contextlib.suppress(OSError):
+                    trio.lowlevel.notify_closing(sock)
+                sock.close()
+            log.warning("%s: lost %s; reconnecting", self.subscriber_name, self.spec.node)
+            await trio.sleep(self.backoff.delay(0, self._rng))
+
+    async def _connect(self) -> socket.socket | None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            try:
+                sock.connect(self.spec.socket)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(sock)
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise OSError(err, f"connect to {self.spec.socket}: {os.strerror(err)}") from None
+        except OSError as exc:
+            sock.close()
+            if exc.errno in RETRY_CONNECT_ERRNOS:
+                return None
+            raise
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
+        self._connects += 1
+        self._sock = sock
+        pending, self._pending_control = self._pending_control, []
+        self._send_control(
+            protocol.Subscribe(
+                subscriber=self.subscriber_name,
+                overflow=OVERFLOW_CODES[Overflow(self.spec.overflow)],
+                queue=self.spec.queue,
+                types=list(self.spec.types),
+                instrument_ids=list(self.spec.instruments),
+            )
+        )
+        for frame in pending:
+            self._sock.sendall(frame)
+        log.info("%s: connected to %s", self.subscriber_name, self.spec.node)
+        return sock
+
+    async def _read_until_closed(
+        self,
+        sock: socket.socket,
+        deliver: Callable[[Any], Awaitable[None]],
+        on_control: Callable[[Any], None] | None,
+    ) -> None:
+        decoder = protocol.FrameDecoder()
+        tracker = self.tracker
+        self._decoder = decoder
+        while True:
+            deadline = tracker.next_deadline()
+            data = None
+            with trio.move_on_at(deadline if deadline is not None else float("inf")):
+                while data is None:
+                    try:
+                        data = sock.recv(READ_SIZE)
+                    except BlockingIOError:
+                        await trio.lowlevel.wait_readable(sock)
+                    except _PEER_GONE:
+                        data = b""
+            now = trio.current_time()
+            if data is None:  # a resend deadline passed with nothing to read
+                result = tracker.poll(now)
+                self._act(result.requests)
+                for block in result.deliver:
+                    await deliver(block)
+                continue
+            if not data:
+                self._count_decoder(decoder)
+                return
+            self._received_bytes += len(data)
+            decoder.receive_data(data)
+            while (block := decoder.next_block()) is not protocol.NEED_DATA:
+                await self._handle_block(block, now, deliver, on_control)
+            await trio.lowlevel.checkpoint_if_cancelled()
+
+    async def _handle_block(self, block: Any, now: float, deliver: Callable[[Any], Awaitable[None]],
+                            on_control: Callable[[Any], None] | None) -> None:
+        control = block.sequence == 0
+        if control.any():
+            for released in self._handle_control(block.select(control), now, on_control):
+                await deliver(released)
+            block = block.select(~control)
+        self._received += len(block)
+        result = self.tracker.feed(block, now)
+        if result.requests:
+            self._act(result.requests)
+        for out in result.deliver:
+            await deliver(out)
+
+    def _handle_control(self, block: Any, now: float, on_control: Callable[[Any], None] | None) -> list[Any]:
+        """Answers from upstream; returns held frames that giving up on a gap released."""
+        released: list[Any] = []
+        for frame in block.frames():
+            self._control += 1
+            for record in protocol.decode_message(frame).tlvs:
+                if isinstance(record, protocol.ResendUnavailable):
+                    self._unavailable += 1
+                    result = self.tracker.resend_unavailable(
+                        record.source, record.first_sequence, record.oldest_available, now
+                    )
+                    self._act(result.requests)
+                    released.extend(result.deliver)
+                elif on_control is not None:
+                    on_control(record)
+        return released
+
+    def _count_decoder(self, decoder: Any) -> None:
+        """Fold a finished connection's decode errors into the link's totals."""
+        for kind, count in decoder.statistics().errors.items():
+            self._decode_errors[kind] = self._decode_errors.get(kind, 0) + count
+
+    def _decode_error_totals(self) -> dict[str, int]:
+        totals = dict(self._decode_errors)
+        if self._decoder is not None and self._sock is not None:
+            for kind, count in self._decoder.statistics().errors.items():
+                totals[kind] = totals.get(kind, 0) + count
+        return totals
+
+    def statistics(self) -> InputStatistics:
+        return InputStatistics(
+            upstream=self.spec.node,
+            connected=self._sock is not None,
+            connects=self._connects,
+            reconnects=max(0, self._connects - 1),
+            received_messages=self._received,
+            received_bytes=self._received_bytes,
+            control_messages=self._control,
+            decode_errors=self._decode_error_totals(),
+            resend_requests=self._resends,
+            snapshot_requests=self._snapshots,
+            resend_unavailable=self._unavailable,
+            sequence=dataclasses.asdict(self.tracker.statistics()),
+        )

@@ -1,0 +1,425 @@
+"""The publisher: one listening Unix socket, fan-out of frame blocks to its subscribers.
+
+Every node with an output uses this one implementation (sources, transforms and relays alike),
+so fan-out, per-subscriber queues, overflow policy, subscription filters and the retransmit
+buffer behave the same everywhere.
+
+Hot path, per block and per subscriber: filter (one kernel call, skipped when the subscriber
+wants everything), then ``offer_nowait``: when nothing is queued the bytes go straight to the
+socket with a non-blocking ``send`` — no task switch at all; only what the kernel buffer cannot
+take is queued, and the subscriber's writer task waits for the socket to drain. The overflow
+policy is applied at once, synchronously, when the queue passes its limit:
+
+* ``drop_oldest``: forget the oldest queued blocks (never the one half-written) and count them;
+* ``disconnect``: close the subscriber (it reconnects and recovers by sequence);
+* ``block``: keep everything; ``Publisher.publish`` then waits until the queue drains, which
+  pushes back on whoever feeds the publisher.
+
+A subscriber talks back on the same socket with system TLVs: Subscribe (filter, policy, queue
+limit, its name), ResendRequest (answered here from the retransmit buffer, only to the asker)
+and SnapshotRequest (handed to the node). Until its Subscribe arrives a subscriber gets nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import errno
+import logging
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import trio
+
+from alphapulse import protocol
+from alphapulse.runtime._filter import CompiledFilter, subscription
+from alphapulse.runtime._retransmit import RetransmitBuffer
+
+log = logging.getLogger("alphapulse.publisher")
+
+SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
+_PEER_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+
+
+class Overflow(enum.Enum):
+    BLOCK = "block"
+    DROP_OLDEST = "drop_oldest"
+    DISCONNECT = "disconnect"
+
+
+OVERFLOW_CODES = {Overflow.BLOCK: 0, Overflow.DROP_OLDEST: 1, Overflow.DISCONNECT: 2}
+OVERFLOW_BY_CODE = {code: policy for policy, code in OVERFLOW_CODES.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class SubscriberStatistics:
+    name: str
+    overflow: str
+    queue_limit: int
+    queued_messages: int
+    sent_messages: int
+    sent_bytes: int
+    dropped_overflow: int
+    resent_messages: int
+    connected: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class PublisherStatistics:
+    published_messages: int
+    published_bytes: int
+    subscribers: tuple[SubscriberStatistics, ...]
+    disconnected_for_overflow: int
+    retransmit_held: int
+    resend_requests: int
+    resend_misses: int
+    control_errors: int
+
+
+class _Subscriber:
+    def __init__(self, publisher: Publisher, sock: socket.socket, peer_id: int) -> None:
+        self.publisher = publisher
+        self.sock = sock
+        self.name = f"subscriber-{peer_id}"
+        self.ready = False
+        self.closed = False
+        self.overflow = Overflow.DROP_OLDEST
+        self.limit = 4096
+        self.filter: CompiledFilter | None = None
+        self.queue: deque[list[Any]] = deque()  # [memoryview, n_messages]
+        self.queued = 0
+        self.head_partial = False
+        self._wake = trio.Event()
+        self.sent_messages = self.sent_bytes = self.dropped = self.resent = 0
+
+    # -- hot path -----------------------------------------------------------------------
+    def offer_nowait(self, block: Any) -> None:
+        if not self.ready or self.closed:
+            return
+        if self.filter is not None:
+            mask = self.filter.mask(block.tlv_type, block.instrument_id)
+            if not mask.all():
+                if not mask.any():
+                    return
+                block = block.select(mask)
+        self.send_nowait(block.data, len(block))
+
+    def send_nowait(self, data: Any, n_messages: int) -> None:
+        view = memoryview(data)
+        if not self.queue:
+            try:
+                sent = self.sock.send(view)
+            except BlockingIOError:
+                sent = 0
+            except _PEER_GONE:
+                self.close()
+                return
+            if sent == len(view):
+                self.sent_messages += n_messages
+                self.sent_bytes += sent
+                return
+            self.sent_bytes += sent
+            view = view[sent:]
+            self.head_partial = sent > 0
+        self.queue.append([view, n_messages])
+        self.queued += n_messages
+        if self.queued > self.limit:
+            self._overflow()
+        self._wake.set()
+
+    def _overflow(self) -> None:
+        if self.overflow is Overflow.DROP_OLDEST:
+            keep_head = 1 if self.head_partial else 0
+            while self.queued > self.limit and len(self.queue) > keep_head + 1:
+                _, n = self.queue[keep_head]
+                del self.queue[keep_head]
+                self.queued -= n
+                self.dropped += n
+        elif self.overflow is Overflow.DISCONNECT:
+            log.warning("subscriber %s over its queue limit (%d): disconnecting", self.name, self.limit)
+            self.publisher._disconnected_for_overflow += 1
+            self.dropped += self.queued
+            self.close()
+
+    @property
+    def full(self) -> bool:
+        return self.overflow is Overflow.BLOCK and self.queued > self.limit and not self.closed
+
+    # -- tasks ----------------------------------------------------------------------------
+    async def write_loop(self) -> None:
+        while not self.closed:
+            if not self.queue:
+                self._wake = trio.Event()
+                await self._wake.wait()
+                continue
+            await trio.lowlevel.wait_writable(self.sock)
+            while self.queue:
+                entry = self.queue[0]
+                view = entry[0]
+                try:
+                    sent = self.sock.send(view)
+                except BlockingIOError:
+                    break
+                except _PEER_GONE:
+                    self.close()
+                    return
+                self.sent_bytes += sent
+                if sent < len(view):
+                    entry[0] = view[sent:]
+                    self.head_partial = True
+                    break
+                self.queue.popleft()
+                self.head_partial = False
+                self.queued -= entry[1]
+                self.sent_messages += entry[1]
+            if not self.full:
+                self.publisher._space_available()
+
+    async def read_loop(self) -> None:
+        decoder = protocol.FrameDecoder()
+        while not self.closed:
+            try:
+                await trio.lowlevel.wait_readable(self.sock)
+                data = self.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except _PEER_GONE:
+                data = b""
+            except OSError as exc:
+                if exc.errno == errno.EBADF:
+                    return
+                raise
+            if not data:
+                self.close()
+                return
+            decoder.receive_data(data)
+            while True:
+                block = decoder.next_block()
+                if block is protocol.NEED_DATA:
+                    break
+                for frame in block.frames():
+                    for record in protocol.decode_message(frame).tlvs:
+                        self.publisher._on_control(self, record)
+            self.publisher._control_errors += decoder.statistics().errors_total - self._seen_errors
+            self._seen_errors = decoder.statistics().errors_total
+
+    _seen_errors = 0
+
+    def apply_subscribe(self, record: Any) -> None:
+        self.name = record.subscriber or self.name
+        self.overflow = OVERFLOW_BY_CODE.get(record.overflow, Overflow.DROP_OLDEST)
+        self.limit = max(1, int(record.queue))
+        wanted = subscription(record.types, record.instrument_ids)
+        self.filter = None if wanted.is_everything else wanted.compile()
+        self.ready = True
+        log.info("subscriber %s: %s, queue %d, filter %s", self.name, self.overflow.value, self.limit, wanted)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.ready = False
+        self.queue.clear()
+        self.queued = 0
+        with contextlib.suppress(OSError):
+            trio.lowlevel.notify_closing(self.sock)
+        self.sock.close()
+        self._wake.set()
+        self.publisher._space_available()
+
+    def statistics(self) -> SubscriberStatistics:
+        return SubscriberStatistics(
+            name=self.name,
+            overflow=self.overflow.value,
+            queue_limit=self.limit,
+            queued_messages=self.queued,
+            sent_messages=self.sent_messages,
+            sent_bytes=self.sent_bytes,
+            dropped_overflow=self.dropped,
+            resent_messages=self.resent,
+            connected=not self.closed,
+        )
+
+
+ControlHandler = Callable[[Any, "_Subscriber"], None]
+
+
+class Publisher:
+    """Fan-out over one listening Unix socket. Create it with :func:`open_publisher`."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        source_id: int,
+        retransmit_capacity: int,
+        on_control: ControlHandler | None = None,
+    ) -> None:
+        self.path = path
+        self.source_id = source_id
+        self.retransmit = RetransmitBuffer(retransmit_capacity)
+        self.on_control = on_control
+        self._subscribers: list[_Subscriber] = []
+        self._gone: list[SubscriberStatistics] = []
+        self._space = trio.Event()
+        self._published_messages = self._published_bytes = 0
+        self._disconnected_for_overflow = 0
+        self._resend_requests = 0
+        self._control_errors = 0
+        self._peer_ids = 0
+
+    # -- publishing -------------------------------------------------------------------------
+    def publish_nowait(self, block: Any) -> None:
+        """Offer a block of complete frames to every subscriber; never waits."""
+        n = len(block)
+        if not n:
+            return
+        self._published_messages += n
+        self._published_bytes += len(block.data)
+        self.retransmit.append(block)
+        for sub in self._subscribers:
+            sub.offer_nowait(block)
+
+    async def publish(self, block: Any) -> None:
+        """Publish, then wait while a ``block``-policy subscriber is over its limit."""
+        self.publish_nowait(block)
+        await self.wait_for_space()
+
+    async def wait_for_space(self) -> None:
+        while any(sub.full for sub in self._subscribers):
+            self._space = trio.Event()
+            await self._space.wait()
+
+    def send_control(self, subscriber: _Subscriber, record: Any, now_ns: int) -> None:
+        """Send one unsequenced control message to one subscriber only."""
+        frame = protocol.encode_message(
+            protocol.RelayDomain.SYSTEM, self.source_id, 0, now_ns, protocol.encode(record)
+        )
+        subscriber.send_nowait(frame, 1)
+
+    def _space_available(self) -> None:
+        self._space.set()
+
+    # -- requests from subscribers --------------------------------------------------------------
+    def _on_control(self, sub: _Subscriber, record: Any) -> None:
+        if isinstance(record, protocol.Subscribe):
+            sub.apply_subscribe(record)
+        elif isinstance(record, protocol.ResendRequest):
+            self._answer_resend(sub, record)
+        elif self.on_control is not None:
+            self.on_control(record, sub)
+
+    def _answer_resend(self, sub: _Subscriber, request: Any) -> None:
+        self._resend_requests += 1
+        answer = self.retransmit.lookup(request.source, request.first_sequence, request.last_sequence)
+        if not answer.complete:
+            self.send_control(
+                sub,
+                protocol.ResendUnavailable(
+                    source=request.source,
+                    first_sequence=request.first_sequence,
+                    last_sequence=request.last_sequence,
+                    oldest_available=answer.oldest_available,
+                ),
+                time.time_ns(),
+            )
+        for block in answer.blocks:
+            sub.resent += len(block)
+            sub.send_nowait(block.data, len(block))
+
+    # -- serving ----------------------------------------------------------------------------------
+    async def _serve(self, listener: socket.socket, nursery: trio.Nursery) -> None:
+        while True:
+            await trio.lowlevel.wait_readable(listener)
+            try:
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error("accept on %s failed (%s); retrying", self.path, exc)
+                    await trio.sleep(0.1)
+                    continue
+                raise
+            conn.setblocking(False)
+            with contextlib.suppress(OSError):
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
+            self._peer_ids += 1
+            sub = _Subscriber(self, conn, self._peer_ids)
+            self._subscribers.append(sub)
+            nursery.start_soon(self._run_subscriber, sub)
+
+    async def _run_subscriber(self, sub: _Subscriber) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sub.write_loop)
+                await sub.read_loop()
+                nursery.cancel_scope.cancel()
+        finally:
+            sub.close()
+            self._subscribers.remove(sub)
+            self._gone.append(sub.statistics())
+            del self._gone[:-32]
+
+    def statistics(self) -> PublisherStatistics:
+        return PublisherStatistics(
+            published_messages=self._published_messages,
+            published_bytes=self._published_bytes,
+            subscribers=tuple(s.statistics() for s in self._subscribers) + tuple(self._gone),
+            disconnected_for_overflow=self._disconnected_for_overflow,
+            retransmit_held=len(self.retransmit),
+            resend_requests=self._resend_requests,
+            resend_misses=self.retransmit.misses,
+            control_errors=self._control_errors,
+        )
+
+
+def bind_unix_listener(path: str) -> socket.socket:
+    """Bind a listening Unix socket at ``path``, replacing a stale socket file."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(path)
+        os.chmod(path, 0o600)
+        listener.listen(64)
+        listener.setblocking(False)
+    except BaseException:
+        listener.close()
+        raise
+    return listener
+
+
+@contextlib.asynccontextmanager
+async def open_publisher(
+    path: str,
+    *,
+    source_id: int,
+    retransmit_capacity: int = 65536,
+    on_control: ControlHandler | None = None,
+) -> AsyncIterator[Publisher]:
+    """Bind ``path`` and serve subscribers until the block exits.
+
+    The socket is bound before this yields, so the node is "ready" (connectable) from then on.
+    """
+    publisher = Publisher(path, source_id=source_id, retransmit_capacity=retransmit_capacity, on_control=on_control)
+    listener = bind_unix_listener(path)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(publisher._serve, listener, nursery)
+            yield publisher
+            nursery.cancel_scope.cancel()
+    finally:
+        for sub in list(publisher._subscribers):
+            sub.close()
+        with contextlib.suppress(OSError):
+            trio.lowlevel.notify_closing(listener)
+        listener.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)

@@ -1,0 +1,322 @@
+"""Per-source sequence tracking: detect gaps, hold, recover or give up — and count all of it.
+
+Sans-IO: blocks of frames and the current time go in; deliverable blocks and the control
+requests to send upstream come out. The consumer (an input link) does the I/O.
+
+Every frame carries (source, sequence = epoch << 40 | counter). A numba kernel classifies a
+whole block at once against per-source state arrays indexed by the 16-bit source id:
+
+=========  ======================================================================
+FIRST      first frame ever seen from this source: deliver, start expecting the next
+IN_ORDER   the expected counter: deliver
+DUPLICATE  a counter already delivered (e.g. a resend that raced the original): drop, count
+GAP        a counter beyond the expected one: hold it, ask upstream to resend the hole
+HELD       this source has an open gap: hold the frame, in arrival order
+FILL       the expected counter while a gap is open (the resend arriving): deliver
+NEW_EPOCH  the producer restarted: forget the old epoch (closing any open gap), deliver
+=========  ======================================================================
+
+A gap's life is a small state machine (``GAP_TRANSITIONS``): RESENDING until the hole is filled
+(RECOVERED), upstream answers that the range is gone, or the resend times out; then the missing
+count is recorded as lost, the held frames are released in order, and a snapshot of the source
+is requested (SNAPSHOTTING). Nothing is dropped without a counter saying so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any
+
+import numba
+import numpy as np
+
+from alphapulse.runtime._epoch import COUNTER_BITS, COUNTER_MASK
+
+FIRST, IN_ORDER, DUPLICATE, GAP, HELD, FILL, NEW_EPOCH = range(7)
+_SEEN = np.uint8(1)
+_HOLDING = np.uint8(2)
+N_SOURCES = 1 << 16
+
+
+@numba.njit(cache=True, nogil=True)
+def classify_frames(sources, sequences, epochs, expected, flags, out):  # pragma: no cover - jit
+    """Classify each frame (see module docstring) and advance the per-source state in place."""
+    mask = np.uint64((1 << 40) - 1)
+    for i in range(sources.shape[0]):
+        s = sources[i]
+        seq = np.uint64(sequences[i])
+        epoch = np.uint32(seq >> np.uint64(40))
+        counter = seq & mask
+        f = flags[s]
+        if f & 1 == 0:
+            flags[s] = f | 1
+            epochs[s] = epoch
+            expected[s] = counter + np.uint64(1)
+            out[i] = 0  # FIRST
+        elif epochs[s] != epoch:
+            epochs[s] = epoch
+            expected[s] = counter + np.uint64(1)
+            flags[s] = f & ~np.uint8(2)
+            out[i] = 6  # NEW_EPOCH
+        elif f & 2:
+            if counter == expected[s]:
+                expected[s] = counter + np.uint64(1)
+                out[i] = 5  # FILL
+            elif counter < expected[s]:
+                out[i] = 2  # DUPLICATE
+            else:
+                out[i] = 4  # HELD
+        elif counter == expected[s]:
+            expected[s] = counter + np.uint64(1)
+            out[i] = 1  # IN_ORDER
+        elif counter < expected[s]:
+            out[i] = 2  # DUPLICATE
+        else:
+            flags[s] = f | 2
+            out[i] = 3  # GAP
+    return out
+
+
+class GapState(enum.Enum):
+    RESENDING = "resending"
+    RECOVERED = "recovered"
+    LOST = "lost"
+
+
+class GapEvent(enum.Enum):
+    FILLED = "filled"
+    UNAVAILABLE = "unavailable"
+    TIMED_OUT = "timed_out"
+    PRODUCER_RESTARTED = "producer_restarted"
+
+
+GAP_TRANSITIONS: dict[tuple[GapState, GapEvent], GapState] = {
+    (GapState.RESENDING, GapEvent.FILLED): GapState.RECOVERED,
+    (GapState.RESENDING, GapEvent.UNAVAILABLE): GapState.LOST,
+    (GapState.RESENDING, GapEvent.TIMED_OUT): GapState.LOST,
+    (GapState.RESENDING, GapEvent.PRODUCER_RESTARTED): GapState.LOST,
+}
+"""Legal gap transitions; anything else is a bug in the tracker and raises."""
+
+
+@dataclasses.dataclass
+class Gap:
+    source: int
+    epoch: int
+    first: int
+    """First missing counter."""
+    last: int
+    """Last missing counter (inclusive)."""
+    opened_at: float
+    state: GapState = GapState.RESENDING
+    held: list[Any] = dataclasses.field(default_factory=list)
+
+    def advance(self, event: GapEvent) -> GapState:
+        try:
+            self.state = GAP_TRANSITIONS[self.state, event]
+        except KeyError:
+            raise RuntimeError(f"gap of source {self.source}: no transition {self.state} --{event}->") from None
+        return self.state
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceStatistics:
+    frames: int
+    delivered: int
+    duplicates: int
+    gaps_detected: int
+    gaps_recovered: int
+    gaps_lost: int
+    messages_recovered: int
+    messages_lost: int
+    producer_restarts: int
+    sources: int
+    open_gaps: int
+    held_frames: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ResendWanted:
+    source: int
+    first_sequence: int
+    last_sequence: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SnapshotWanted:
+    source: int
+
+
+@dataclasses.dataclass
+class TrackResult:
+    """What the caller must do: deliver these blocks (in order) and send these requests."""
+
+    deliver: list[Any] = dataclasses.field(default_factory=list)
+    requests: list[ResendWanted | SnapshotWanted] = dataclasses.field(default_factory=list)
+
+    def extend(self, other: TrackResult) -> None:
+        self.deliver.extend(other.deliver)
+        self.requests.extend(other.requests)
+
+
+class SequenceTracker:
+    """Tracks every source seen on one input link. Blocks must offer ``sources``,
+    ``sequences`` (numpy arrays), ``select(mask)`` and ``len()``."""
+
+    def __init__(self, resend_timeout: float = 0.25) -> None:
+        self.resend_timeout = resend_timeout
+        self._epochs = np.zeros(N_SOURCES, np.uint32)
+        self._expected = np.zeros(N_SOURCES, np.uint64)
+        self._flags = np.zeros(N_SOURCES, np.uint8)
+        self._gaps: dict[int, Gap] = {}
+        self._frames = self._delivered = self._duplicates = 0
+        self._gaps_detected = self._gaps_recovered = self._gaps_lost = 0
+        self._recovered = self._lost = self._restarts = 0
+
+    # -- inputs ---------------------------------------------------------------------------
+    def feed(self, block: Any, now: float) -> TrackResult:
+        result = TrackResult()
+        if len(block) == 0:
+            return result
+        self._frames += len(block)
+        self._classify_into(block, now, result)
+        return result
+
+    def resend_unavailable(self, source: int, first_sequence: int, oldest_available: int, now: float) -> TrackResult:
+        """Upstream cannot resend from ``first_sequence``; it still holds ``oldest_available`` on
+        (0 = nothing). Count the part that is gone as lost and move on."""
+        gap = self._gaps.get(source)
+        if gap is None or gap.epoch != first_sequence >> COUNTER_BITS:
+            return TrackResult()
+        available = oldest_available & COUNTER_MASK if oldest_available >> COUNTER_BITS == gap.epoch else 0
+        if available and gap.first < available <= gap.last:
+            # part of the hole is still there and is on its way: skip only what is gone
+            self._lost += available - gap.first
+            gap.first = available
+            self._expected[source] = available
+            return TrackResult()
+        return self._give_up(gap, GapEvent.UNAVAILABLE, now)
+
+    def poll(self, now: float) -> TrackResult:
+        """Give up on gaps whose resend did not arrive in time."""
+        result = TrackResult()
+        for gap in [g for g in self._gaps.values() if now - g.opened_at >= self.resend_timeout]:
+            result.extend(self._give_up(gap, GapEvent.TIMED_OUT, now))
+        return result
+
+    def next_deadline(self) -> float | None:
+        if not self._gaps:
+            return None
+        return min(g.opened_at for g in self._gaps.values()) + self.resend_timeout
+
+    def statistics(self) -> SequenceStatistics:
+        return SequenceStatistics(
+            frames=self._frames,
+            delivered=self._delivered,
+            duplicates=self._duplicates,
+            gaps_detected=self._gaps_detected,
+            gaps_recovered=self._gaps_recovered,
+            gaps_lost=self._gaps_lost,
+            messages_recovered=self._recovered,
+            messages_lost=self._lost,
+            producer_restarts=self._restarts,
+            sources=int(np.count_nonzero(self._flags & _SEEN)),
+            open_gaps=len(self._gaps),
+            held_frames=sum(len(b) for g in self._gaps.values() for b in g.held),
+        )
+
+    def has_seen(self, source: int) -> bool:
+        return bool(self._flags[source] & _SEEN)
+
+    def last_delivered(self, source: int) -> int | None:
+        """Sequence of the last in-order frame from ``source`` (for resume after reconnect)."""
+        if not self._flags[source] & _SEEN:
+            return None
+        return (int(self._epochs[source]) << COUNTER_BITS) | (int(self._expected[source]) - 1)
+
+    # -- internals ------------------------------------------------------------------------
+    def _classify_into(self, block: Any, now: float, result: TrackResult) -> None:
+        classes = classify_frames(
+            block.source, block.sequence, self._epochs, self._expected, self._flags,
+            np.empty(len(block), np.uint8),
+        )
+        deliverable = (classes == IN_ORDER) | (classes == FIRST) | (classes == FILL) | (classes == NEW_EPOCH)
+        n_deliver = int(np.count_nonzero(deliverable))
+        self._delivered += n_deliver
+        self._duplicates += int(np.count_nonzero(classes == DUPLICATE))
+        if n_deliver == len(block):
+            result.deliver.append(block)
+        elif n_deliver:
+            result.deliver.append(block.select(deliverable))
+        rare = (classes == GAP) | (classes == HELD) | (classes == NEW_EPOCH) | (classes == FILL)
+        if not rare.any():
+            return
+        # Rare path: per-source bookkeeping in Python.
+        sources = block.source
+        sequences = block.sequence
+        for source in np.unique(sources[rare]).tolist():
+            of_source = sources == source
+            cls = classes[of_source]
+            gap = self._gaps.get(source)
+            if (cls == NEW_EPOCH).any():
+                self._restarts += int(np.count_nonzero(cls == NEW_EPOCH))
+                if gap is not None:
+                    result.extend(self._close_for_restart(gap, now))
+                    gap = None
+            gap_at = np.flatnonzero(cls == GAP)
+            if gap_at.size:
+                first_frame_seq = int(sequences[of_source][gap_at[0]])
+                epoch, counter = first_frame_seq >> COUNTER_BITS, first_frame_seq & COUNTER_MASK
+                expected = int(self._expected[source])
+                gap = Gap(source, epoch, expected, counter - 1, now)
+                self._gaps[source] = gap
+                self._gaps_detected += 1
+                result.requests.append(
+                    ResendWanted(source, (epoch << COUNTER_BITS) | expected, (epoch << COUNTER_BITS) | (counter - 1))
+                )
+            if gap is not None:
+                held_mask = of_source & ((classes == GAP) | (classes == HELD))
+                if held_mask.any():
+                    gap.held.append(block.select(held_mask))
+                if int(self._expected[source]) > gap.last:
+                    result.extend(self._recovered_gap(gap, now))
+
+    def _recovered_gap(self, gap: Gap, now: float) -> TrackResult:
+        gap.advance(GapEvent.FILLED)
+        self._gaps_recovered += 1
+        self._recovered += gap.last - gap.first + 1
+        return self._release(gap, now)
+
+    def _give_up(self, gap: Gap, event: GapEvent, now: float) -> TrackResult:
+        gap.advance(event)
+        self._gaps_lost += 1
+        missing_from = int(self._expected[gap.source])
+        self._lost += max(0, gap.last - missing_from + 1)
+        self._expected[gap.source] = gap.last + 1
+        result = self._release(gap, now)
+        result.requests.insert(0, SnapshotWanted(gap.source))
+        return result
+
+    def _close_for_restart(self, gap: Gap, now: float) -> TrackResult:
+        """The producer restarted while a gap was open: what was missing is lost; frames held
+        from the old epoch are still valid and are released (they precede the new epoch)."""
+        gap.advance(GapEvent.PRODUCER_RESTARTED)
+        self._gaps_lost += 1
+        self._lost += gap.last - gap.first + 1
+        del self._gaps[gap.source]
+        result = TrackResult(requests=[SnapshotWanted(gap.source)])
+        for held in gap.held:
+            self._delivered += len(held)
+            result.deliver.append(held)
+        return result
+
+    def _release(self, gap: Gap, now: float) -> TrackResult:
+        """Un-hold a source and run its held frames through the classifier again, in order."""
+        del self._gaps[gap.source]
+        self._flags[gap.source] &= ~_HOLDING
+        result = TrackResult()
+        for held in gap.held:
+            self._classify_into(held, now, result)
+        return result
+

@@ -1,0 +1,39 @@
+"""Running plans under supervisord: apply/reconcile, status, watch, down."""
+
+from alphapulse.supervise._apply import (
+    ApplyError,
+    ApplyReport,
+    apply_plan,
+    compile_file,
+    down,
+    load_applied_plan,
+    wait_until_running,
+)
+from alphapulse.supervise._status import NodeStatus, format_table, topology_status
+from alphapulse.supervise._supervisor import (
+    RunBase,
+    Supervisor,
+    SupervisorError,
+    default_run_base,
+    supervisorctl_argv,
+)
+from alphapulse.supervise._watch import watch
+
+__all__ = [
+    "ApplyError",
+    "ApplyReport",
+    "NodeStatus",
+    "RunBase",
+    "Supervisor",
+    "SupervisorError",
+    "apply_plan",
+    "compile_file",
+    "default_run_base",
+    "down",
+    "format_table",
+    "load_applied_plan",
+    "supervisorctl_argv",
+    "topology_status",
+    "wait_until_running",
+    "watch",
+]

@@ -1,0 +1,153 @@
+"""``apply``: make the running system match a topology file, touching only what changed.
+
+Vector's reload, with supervisord underneath: validate and compile completely before touching
+anything (a bad file changes nothing), diff the new plan against the applied one by
+fingerprint, then act per node — stop what is removed or must restart, swap the group's
+process table (our supervisord plugin), start what is new or restarted, and push parameter-only
+changes to running nodes over their control sockets. Applying the same file twice does nothing
+the second time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from alphapulse import topology
+from alphapulse.runtime import ControlError, request
+from alphapulse.supervise._supervisor import RunBase, Supervisor, write_atomically
+
+log = logging.getLogger("alphapulse.apply")
+RECONFIGURE_TIMEOUT = 5.0
+
+
+@dataclasses.dataclass
+class ApplyReport:
+    topology: str
+    started_supervisord: bool = False
+    added: list[str] = dataclasses.field(default_factory=list)
+    removed: list[str] = dataclasses.field(default_factory=list)
+    restarted: list[str] = dataclasses.field(default_factory=list)
+    reconfigured: list[str] = dataclasses.field(default_factory=list)
+    unchanged: list[str] = dataclasses.field(default_factory=list)
+    failed: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def changed_anything(self) -> bool:
+        return bool(self.added or self.removed or self.restarted or self.reconfigured)
+
+    def lines(self) -> list[str]:
+        out = []
+        if self.started_supervisord:
+            out.append("started supervisord")
+        for verb in ("added", "removed", "restarted", "reconfigured", "unchanged", "failed"):
+            names = getattr(self, verb)
+            if names:
+                out.append(f"{verb:<12} {', '.join(names)}")
+        if not self.changed_anything and not self.failed:
+            out.append(f"topology {self.topology} is up to date; nothing to do")
+        return out
+
+
+class ApplyError(RuntimeError):
+    """The topology is invalid (diagnostics attached) or the system could not be changed."""
+
+    def __init__(self, message: str, diagnostics: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.diagnostics = diagnostics or []
+
+
+def compile_file(path: Path, base: RunBase) -> tuple[dict[str, Any], list[Any]]:
+    """Validate and compile: the plan and the warnings. Raises ApplyError carrying every
+    diagnostic when the file has an error; nothing has been touched then."""
+    loaded, diagnostics = topology.load_topology(str(path), run_dir=str(base.path))
+    if loaded is None or topology.has_errors(diagnostics):
+        errors = sum(1 for d in diagnostics if d.is_error)
+        raise ApplyError(f"{path}: {errors} error(s); nothing was changed", diagnostics)
+    plan = json.loads(topology.compile_plan(loaded).to_json())
+    return plan, diagnostics
+
+
+def load_applied_plan(base: RunBase, name: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(base.plan_file(name).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def apply_plan(plan: dict[str, Any], base: RunBase) -> ApplyReport:
+    name = plan["topology"]
+    report = ApplyReport(name)
+    sup = Supervisor(base)
+    report.started_supervisord = sup.ensure_running()
+    old = load_applied_plan(base, name)
+    running = sup.group_processes(name)
+    diff = topology.diff_plans(old, plan)
+    # a node the old plan has but supervisord lost (or never started) is simply (re)added
+    restart = sorted(set(diff.restart) | {n for n in diff.unchanged + diff.reconfigure if n not in running})
+    reconfigure = [n for n in diff.reconfigure if n in running]
+
+    topo_dir = base.topology_dir(name)
+    for sub in ("s", "c", "logs"):
+        (topo_dir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+    for node in diff.removed + restart:
+        if node in running:
+            sup.stop(name, node)
+    write_atomically(base.plan_file(name), json.dumps(plan, indent=2, sort_keys=True) + "\n")
+    write_atomically(base.programs_file(name), topology.render_program_config(topology.Plan(plan)))
+    sup.plugin.syncGroup(name)
+    for node in restart:
+        sup.start(name, node)
+    report.added = sorted(diff.added)
+    report.removed = sorted(diff.removed)
+    report.restarted = sorted(set(restart) - set(diff.added))
+    for node in reconfigure:
+        control = plan["nodes"][node]["sockets"]["control"]
+        try:
+            request(control, "reconfigure", timeout=RECONFIGURE_TIMEOUT, params=plan["nodes"][node]["params"])
+            report.reconfigured.append(node)
+        except ControlError as exc:
+            log.warning("live update of %s failed (%s); restarting it instead", node, exc)
+            sup.stop(name, node)
+            sup.start(name, node)
+            report.restarted.append(node)
+    report.unchanged = sorted(n for n in diff.unchanged if n not in restart)
+    return report
+
+
+def down(name: str, base: RunBase) -> list[str]:
+    """Stop and remove a topology; stop supervisord when it was the last one."""
+    sup = Supervisor(base)
+    stopped: list[str] = []
+    if sup.is_running():
+        processes = sup.group_processes(name)
+        if processes:
+            sup.api.stopProcessGroup(name, True)
+            stopped = sorted(processes)
+        for path in (base.programs_file(name), base.plan_file(name)):
+            path.unlink(missing_ok=True)
+        if processes:
+            sup.plugin.syncGroup(name)
+        if not base.applied_topologies():
+            sup.shutdown()
+    else:
+        for path in (base.programs_file(name), base.plan_file(name)):
+            path.unlink(missing_ok=True)
+    return stopped
+
+
+def wait_until_running(base: RunBase, name: str, timeout: float = 30.0) -> dict[str, str]:
+    """Wait until every process of the topology is RUNNING; returns the states seen last."""
+    sup = Supervisor(base)
+    deadline = time.monotonic() + timeout
+    states: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        states = {n: i["statename"] for n, i in sup.group_processes(name).items()}
+        if states and all(s == "RUNNING" for s in states.values()):
+            return states
+        time.sleep(0.1)
+    return states
