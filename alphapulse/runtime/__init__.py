@@ -18,6 +18,7 @@ from alphapulse.runtime._input import Backoff, InputLink, InputSpec
 from alphapulse.runtime._publisher import Overflow, Publisher, open_publisher
 from alphapulse.runtime._retransmit import RetransmitBuffer
 from alphapulse.runtime._sequence import GAP_TRANSITIONS, SequenceTracker
+from alphapulse.runtime._websocket import SessionSettings, UpstreamStale, run_websocket_session
 
 __all__ = [
     "BREAKER_TRANSITIONS",
@@ -36,7 +37,9 @@ __all__ = [
     "Publisher",
     "RetransmitBuffer",
     "SequenceTracker",
+    "SessionSettings",
     "Subscription",
+    "UpstreamStale",
     "epoch_from_time",
     "load_plan",
     "make_sequence",
@@ -44,6 +47,7 @@ __all__ = [
     "request",
     "request_async",
     "run_node_process",
+    "run_websocket_session",
     "serve_control",
     "split_sequence",
     "subscription",

@@ -1,0 +1,110 @@
+"""The upstream WebSocket loop every exchange adapter shares.
+
+An adapter supplies what is particular to its venue — what to send after connecting, and what
+to do with each received text frame — and this loop supplies the rest, the same for all:
+
+* connect with trio-websocket; on failure, back off (capped exponential, with jitter) and retry;
+* a circuit breaker (``ctx.breaker("upstream")``) counts failed connects: after N in a window it
+  opens, connection attempts stop until the cool-down ends, then one probe is let through;
+* a staleness timeout: connected but silent for ``stale_after`` seconds counts as a failure and
+  reconnects (exchanges that stop sending without closing are common);
+* every reconnect calls ``on_disconnect`` first, so the adapter clears its books and resyncs
+  before publishing again (no stale book merged with a new snapshot).
+
+Errors retried are named: OSError (refused, reset, DNS), trio-websocket's handshake and closed
+connection errors, and the staleness timeout. Anything else is a bug and crashes the node,
+which supervisord restarts and counts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, open_websocket_url
+
+from alphapulse.runtime._input import Backoff
+
+RETRIED = (OSError, HandshakeError, ConnectionClosed, ssl.SSLError)
+
+
+class UpstreamStale(Exception):
+    """The upstream sent nothing for longer than the staleness timeout."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionSettings:
+    stale_after: float = 30.0
+    """Seconds without any frame before the connection is declared stale and replaced."""
+    connect_timeout: float = 10.0
+    backoff: Backoff = dataclasses.field(default_factory=lambda: Backoff(initial=0.5, maximum=30.0))
+    message_queue_size: int = 4096
+    """trio-websocket's receive buffer, in frames."""
+    max_message_size: int = 64 * 1024 * 1024
+    """Largest frame accepted (full-depth book snapshots run to tens of MB)."""
+
+
+async def run_websocket_session(
+    ctx: Any,
+    url: str,
+    *,
+    on_connect: Callable[[WebSocketConnection], Awaitable[None]],
+    on_message: Callable[[str | bytes, int], Awaitable[None] | None],
+    on_disconnect: Callable[[], None] | None = None,
+    settings: SessionSettings | None = None,
+    rng: random.Random | None = None,
+) -> None:
+    """Keep a session to ``url`` alive forever (until cancelled).
+
+    ``on_message(frame, receive_ts_ns)`` is called for every frame; if it returns an awaitable it
+    is awaited (adapters usually build messages and ``await ctx.flush()`` there).
+    """
+    settings = settings or SessionSettings()
+    rng = rng or random.Random()
+    breaker = ctx.breaker("upstream")
+    attempt = 0
+    while True:
+        now = trio.current_time()
+        if not breaker.allow(now):
+            await trio.sleep(breaker.seconds_until_probe(now))
+            continue
+        connected = False
+        try:
+            async with open_websocket_url(
+                url,
+                message_queue_size=settings.message_queue_size,
+                max_message_size=settings.max_message_size,
+                connect_timeout=settings.connect_timeout,
+                disconnect_timeout=1.0,
+            ) as ws:
+                connected = True
+                ctx.counters["upstream.connects"] += 1
+                ctx.log.info("connected to %s", url)
+                await on_connect(ws)
+                breaker.record_success(trio.current_time())
+                attempt = 0
+                while True:
+                    with trio.move_on_after(settings.stale_after) as scope:
+                        frame = await ws.get_message()
+                    if scope.cancelled_caught:
+                        ctx.counters["upstream.stale"] += 1
+                        raise UpstreamStale(f"no frame from {url} for {settings.stale_after:.0f} s")
+                    ctx.counters["upstream.frames"] += 1
+                    result = on_message(frame, time.time_ns())
+                    if result is not None:
+                        await result
+        except (*RETRIED, UpstreamStale) as exc:
+            breaker.record_failure(trio.current_time())
+            ctx.counters["upstream.failures"] += 1
+            ctx.log.warning("upstream %s: %s: %s", url, type(exc).__name__, exc)
+        finally:
+            if connected and on_disconnect is not None:
+                on_disconnect()
+        ctx.counters["upstream.reconnects"] += 1
+        await trio.sleep(settings.backoff.delay(attempt, rng))
+        attempt += 1
