@@ -1,0 +1,33 @@
+"""Test support for adapters, public like ``trio.testing``: replay servers over real sockets.
+
+* :func:`serve_capture` — a trio-websocket server on 127.0.0.1 that plays a capture's received
+  frames to each client (after its subscribe messages), as fast as possible or at recorded
+  speed, with fault injection by frame index (:class:`ReplayFaults`: drop, duplicate, corrupt,
+  garbage, cut the connection and continue or restart) and a :class:`ReplayResponder` hook to
+  answer resubscribes.
+* :func:`serve_http` — canned REST bodies by path and query (:func:`routes_from_capture` reads
+  them from a capture's ``URL -> TS: BODY`` lines), every request recorded.
+
+Both follow trio's ``nursery.start`` protocol and return an object with the bound ``port`` and
+``url``::
+
+    async with trio.open_nursery() as nursery:
+        ws = await nursery.start(functools.partial(serve_capture, path, wait_for_messages=1))
+        http = await nursery.start(serve_http, routes_from_capture(http_path))
+        ...  # point the adapter's endpoint params at ws.url and http.url
+"""
+
+from alphapulse.testing._http import CannedResponse, HttpServer, routes_from_capture, serve_http
+from alphapulse.testing._replay import CaptureServer, ReplayFaults, ReplayResponder, load_frames, serve_capture
+
+__all__ = [
+    "CannedResponse",
+    "CaptureServer",
+    "HttpServer",
+    "ReplayFaults",
+    "ReplayResponder",
+    "load_frames",
+    "routes_from_capture",
+    "serve_capture",
+    "serve_http",
+]
