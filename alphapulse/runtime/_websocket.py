@@ -58,13 +58,16 @@ async def run_websocket_session(
     on_disconnect: Callable[[], None] | None = None,
     settings: SessionSettings | None = None,
     rng: random.Random | None = None,
+    log_url: str | None = None,
 ) -> None:
     """Keep a session to ``url`` alive forever (until cancelled).
 
     ``on_message(frame, receive_ts_ns)`` is called for every frame; if it returns an awaitable it
-    is awaited (adapters usually build messages and ``await ctx.flush()`` there).
+    is awaited (adapters usually build messages and ``await ctx.flush()`` there). ``log_url`` is
+    what logs and errors show instead of ``url`` (the URL with its API key redacted).
     """
     settings = settings or SessionSettings()
+    shown = url if log_url is None else log_url
     rng = rng or random.Random()
     breaker = ctx.breaker("upstream")
     attempt = 0
@@ -84,7 +87,7 @@ async def run_websocket_session(
             ) as ws:
                 connected = True
                 ctx.counters["upstream.connects"] += 1
-                ctx.log.info("connected to %s", url)
+                ctx.log.info("connected to %s", shown)
                 await on_connect(ws)
                 breaker.record_success(trio.current_time())
                 attempt = 0
@@ -93,7 +96,7 @@ async def run_websocket_session(
                         frame = await ws.get_message()
                     if scope.cancelled_caught:
                         ctx.counters["upstream.stale"] += 1
-                        raise UpstreamStale(f"no frame from {url} for {settings.stale_after:.0f} s")
+                        raise UpstreamStale(f"no frame from {shown} for {settings.stale_after:.0f} s")
                     ctx.counters["upstream.frames"] += 1
                     result = on_message(frame, time.time_ns())
                     if result is not None:
@@ -101,7 +104,7 @@ async def run_websocket_session(
         except (*RETRIED, UpstreamStale) as exc:
             breaker.record_failure(trio.current_time())
             ctx.counters["upstream.failures"] += 1
-            ctx.log.warning("upstream %s: %s: %s", url, type(exc).__name__, exc)
+            ctx.log.warning("upstream %s: %s: %s", shown, type(exc).__name__, exc)
         finally:
             if connected and on_disconnect is not None:
                 on_disconnect()
