@@ -374,6 +374,27 @@ def _stamp_checksums(t, buf, n, size):
         _put32(buf, off + 28, _message_crc(t, buf, off, size))
 
 
+@njit(cache=True)
+def _placeholders(t, buf, offsets, sizes, keep, total):
+    """Frames where keep is true copied whole; the others as 32-byte header-only placeholders
+    (payload_size 0, checksum recomputed), so per-source sequences stay contiguous."""
+    out = np.empty(total, dtype=np.uint8)
+    out_sizes = np.empty(offsets.shape[0], dtype=np.int64)
+    j = 0
+    for k in range(offsets.shape[0]):
+        off = offsets[k]
+        size = sizes[k] if keep[k] else HEADER_SIZE
+        for i in range(size):
+            out[j + i] = buf[off + i]
+        if not keep[k]:
+            for i in range(24, 28):
+                out[j + i] = 0
+            _put32(out, j + 28, _message_crc(t, out, j, HEADER_SIZE))
+        out_sizes[k] = size
+        j += size
+    return out, out_sizes
+
+
 # -- public wrappers ---------------------------------------------------------------------------
 
 _TRADE = LAYOUTS[TLVType.TRADE]
@@ -469,6 +490,13 @@ def header_columns(buf, offsets: np.ndarray) -> tuple[np.ndarray, ...]:
 def frame_bounds(buf) -> tuple[np.ndarray, np.ndarray]:
     """(offsets, sizes) of frames we built ourselves, back to back; no CRC or magic checks."""
     return _frame_bounds(as_u8(buf))
+
+
+def placeholder_frames(buf, offsets: np.ndarray, sizes: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(data, sizes): kept frames whole, the rest as header-only placeholders (see _placeholders)."""
+    offsets, sizes = _i64(offsets), _i64(sizes)
+    total = int(np.where(keep, sizes, HEADER_SIZE).sum())
+    return _placeholders(CRC_TABLES, as_u8(buf), offsets, sizes, keep, total)
 
 
 def gather_frames(buf, offsets: np.ndarray, sizes: np.ndarray) -> np.ndarray:

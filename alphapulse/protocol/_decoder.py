@@ -31,6 +31,7 @@ from alphapulse.protocol._batch import (
     frame_bounds,
     gather_frames,
     header_columns,
+    placeholder_frames,
     scan_frames,
 )
 from alphapulse.protocol._errors import LocalProtocolError
@@ -120,6 +121,20 @@ class FrameBlock:
         offsets, sizes = self.offsets[mask], self.sizes[mask]
         data = gather_frames(self.data, offsets, sizes).tobytes()
         return FrameBlock(data, np.cumsum(sizes) - sizes, sizes)
+
+    def with_placeholders(self, keep: np.ndarray) -> FrameBlock:
+        """Frames where ``keep`` is true whole, the others reduced to header-only placeholders.
+
+        A filtered subscriber still sees every sequence number of every source, so its gap
+        detection stays exact, while the filtered payloads are not sent.
+        """
+        data, sizes = placeholder_frames(self.data, self.offsets, self.sizes, keep)
+        return FrameBlock(data.tobytes(), np.cumsum(sizes) - sizes, sizes)
+
+    @property
+    def is_placeholder(self) -> np.ndarray:
+        """True for header-only placeholder frames (payload_size 0)."""
+        return self.sizes == HEADER_SIZE
 
     @classmethod
     def concat(cls, blocks: list[FrameBlock]) -> FrameBlock:

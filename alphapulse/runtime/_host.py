@@ -120,8 +120,10 @@ class NodeHost:
                 self.ctx._receive_blocks = receive
 
                 async def deliver(block: Any, _send=send) -> None:
-                    self.received += len(block)
-                    await _send.send(block)
+                    block = self._without_placeholders(block)
+                    if len(block):
+                        self.received += len(block)
+                        await _send.send(block)
 
             for link in self.links:
                 nursery.start_soon(link.run, deliver, self._on_upstream_control)
@@ -158,8 +160,19 @@ class NodeHost:
         while any(sub.queued for sub in publisher._subscribers if not sub.closed):
             await trio.sleep(0.01)
 
+    def _without_placeholders(self, block: Any) -> Any:
+        """Placeholders (filtered-out frames) have done their job once sequences are tracked;
+        only a relay passes them on, so its own subscribers can track the sources too."""
+        if self.spec.role is Role.RELAY:
+            return block
+        placeholders = block.is_placeholder
+        return block.select(~placeholders) if placeholders.any() else block
+
     async def _deliver_direct(self, block: Any) -> None:
         """Push path: call the kind's sync handler on the link's own task, then flush."""
+        block = self._without_placeholders(block)
+        if not len(block):
+            return
         self.received += len(block)
         now = trio.current_time()
         breaker = self.handler_breaker

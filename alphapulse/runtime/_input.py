@@ -52,8 +52,8 @@ class InputSpec:
         return cls(
             node=entry["node"],
             socket=entry["socket"],
-            types=tuple(entry.get("types", ())),
-            instruments=tuple(entry.get("instruments", ())),
+            types=tuple(entry.get("types") or ()),
+            instruments=tuple(entry.get("instruments") or ()),
             overflow=entry.get("overflow", "drop_oldest"),
             queue=int(entry.get("queue", 4096)),
         )

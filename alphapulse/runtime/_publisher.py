@@ -15,6 +15,9 @@ policy is applied at once, synchronously, when the queue passes its limit:
 * ``block``: keep everything; ``Publisher.publish`` then waits until the queue drains, which
   pushes back on whoever feeds the publisher.
 
+A filtered subscriber receives a 32-byte header-only placeholder in place of each frame it did
+not ask for: sequences stay contiguous per source, so filtering never looks like loss.
+
 A subscriber talks back on the same socket with system TLVs: Subscribe (filter, policy, queue
 limit, its name), ResendRequest (answered here from the retransmit buffer, only to the asker)
 and SnapshotRequest (handed to the node). Until its Subscribe arrives a subscriber gets nothing.
@@ -43,6 +46,7 @@ from alphapulse.runtime._retransmit import RetransmitBuffer
 log = logging.getLogger("alphapulse.publisher")
 
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
+"""Kernel send buffer per subscriber: what a subscriber may lag before its queue (and policy) applies."""
 _PEER_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
 
@@ -96,18 +100,22 @@ class _Subscriber:
         self.head_partial = False
         self._wake = trio.Event()
         self.sent_messages = self.sent_bytes = self.dropped = self.resent = 0
+        self.control_errors_seen = 0
 
     # -- hot path -----------------------------------------------------------------------
     def offer_nowait(self, block: Any) -> None:
         if not self.ready or self.closed:
             return
-        if self.filter is not None:
-            mask = self.filter.mask(block.tlv_type, block.instrument_id)
-            if not mask.all():
-                if not mask.any():
-                    return
-                block = block.select(mask)
+        block = self.filtered(block)
         self.send_nowait(block.data, len(block))
+
+    def filtered(self, block: Any) -> Any:
+        """What this subscriber gets of a block: frames it did not ask for become 32-byte
+        placeholders, so it still sees every sequence number and its gap detection stays exact."""
+        if self.filter is None:
+            return block
+        mask = self.filter.mask(block.tlv_type, block.instrument_id)
+        return block if mask.all() else block.with_placeholders(mask)
 
     def send_nowait(self, data: Any, n_messages: int) -> None:
         view = memoryview(data)
@@ -205,10 +213,9 @@ class _Subscriber:
                 for frame in block.frames():
                     for record in protocol.decode_message(frame).tlvs:
                         self.publisher._on_control(self, record)
-            self.publisher._control_errors += decoder.statistics().errors_total - self._seen_errors
-            self._seen_errors = decoder.statistics().errors_total
-
-    _seen_errors = 0
+            errors = decoder.statistics().total_errors
+            self.publisher._control_errors += errors - self.control_errors_seen
+            self.control_errors_seen = errors
 
     def apply_subscribe(self, record: Any) -> None:
         self.name = record.subscriber or self.name
@@ -259,8 +266,10 @@ class Publisher:
         source_id: int,
         retransmit_capacity: int,
         on_control: ControlHandler | None = None,
+        socket_buffer: int = SOCKET_BUFFER_BYTES,
     ) -> None:
         self.path = path
+        self.socket_buffer = socket_buffer
         self.source_id = source_id
         self.retransmit = RetransmitBuffer(retransmit_capacity)
         self.on_control = on_control
@@ -291,6 +300,11 @@ class Publisher:
         await self.wait_for_space()
 
     async def wait_for_space(self) -> None:
+        """Wait while a ``block``-policy subscriber is over its limit; always a checkpoint, so a
+        producer publishing in a loop lets subscriber writers run (trio's rule for async calls)."""
+        if not any(sub.full for sub in self._subscribers):
+            await trio.lowlevel.checkpoint()
+            return
         while any(sub.full for sub in self._subscribers):
             self._space = trio.Event()
             await self._space.wait()
@@ -330,6 +344,7 @@ class Publisher:
             )
         for block in answer.blocks:
             sub.resent += len(block)
+            block = sub.filtered(block)
             sub.send_nowait(block.data, len(block))
 
     # -- serving ----------------------------------------------------------------------------------
@@ -348,7 +363,7 @@ class Publisher:
                 raise
             conn.setblocking(False)
             with contextlib.suppress(OSError):
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.socket_buffer)
             self._peer_ids += 1
             sub = _Subscriber(self, conn, self._peer_ids)
             self._subscribers.append(sub)
@@ -403,12 +418,16 @@ async def open_publisher(
     source_id: int,
     retransmit_capacity: int = 65536,
     on_control: ControlHandler | None = None,
+    socket_buffer: int = SOCKET_BUFFER_BYTES,
 ) -> AsyncIterator[Publisher]:
     """Bind ``path`` and serve subscribers until the block exits.
 
     The socket is bound before this yields, so the node is "ready" (connectable) from then on.
     """
-    publisher = Publisher(path, source_id=source_id, retransmit_capacity=retransmit_capacity, on_control=on_control)
+    publisher = Publisher(
+        path, source_id=source_id, retransmit_capacity=retransmit_capacity, on_control=on_control,
+        socket_buffer=socket_buffer,
+    )
     listener = bind_unix_listener(path)
     try:
         async with trio.open_nursery() as nursery:

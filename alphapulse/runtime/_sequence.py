@@ -245,6 +245,7 @@ class SequenceTracker:
         n_deliver = int(np.count_nonzero(deliverable))
         self._delivered += n_deliver
         self._duplicates += int(np.count_nonzero(classes == DUPLICATE))
+        deliver_at = len(result.deliver)  # frames a restart releases go before this block's own
         if n_deliver == len(block):
             result.deliver.append(block)
         elif n_deliver:
@@ -262,7 +263,10 @@ class SequenceTracker:
             if (cls == NEW_EPOCH).any():
                 self._restarts += int(np.count_nonzero(cls == NEW_EPOCH))
                 if gap is not None:
-                    result.extend(self._close_for_restart(gap, now))
+                    closed = self._close_for_restart(gap, now)
+                    result.deliver[deliver_at:deliver_at] = closed.deliver
+                    deliver_at += len(closed.deliver)
+                    result.requests.extend(closed.requests)
                     gap = None
             gap_at = np.flatnonzero(cls == GAP)
             if gap_at.size:

@@ -1,0 +1,230 @@
+"""Publisher and input links over real Unix sockets, in one trio process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+
+import numpy as np
+import pytest
+import trio
+
+from alphapulse import protocol
+from alphapulse.runtime import InputLink, InputSpec, open_publisher
+
+from ._frames import block, trade_frames
+
+SOURCE, EPOCH = 42, 5
+
+
+@pytest.fixture
+def sock_dir():
+    with tempfile.TemporaryDirectory(prefix="ap", dir="/tmp") as d:  # short: sun_path is 108 bytes
+        yield d
+
+
+class Collector:
+    """Delivery target of a link: records (source, counter) and can be made slow."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.counters: list[int] = []
+        self.delay = delay
+        self.done = trio.Event()
+        self.want = 0
+
+    async def deliver(self, b) -> None:
+        self.counters.extend((b.sequence & np.uint64((1 << 40) - 1)).tolist())
+        if self.want and len(self.counters) >= self.want:
+            self.done.set()
+        if self.delay:
+            await trio.sleep(self.delay)
+
+
+def link(path: str, name: str, **spec) -> InputLink:
+    return InputLink(InputSpec(node="up", socket=path, **spec), subscriber_name=name, resend_timeout=0.5)
+
+
+async def wait_subscribed(publisher, n: int) -> None:
+    with trio.fail_after(5):
+        while sum(s.ready for s in publisher._subscribers) < n:
+            await trio.sleep(0.01)
+
+
+async def publish_counters(publisher, first: int, last: int, per_block: int = 100) -> None:
+    for start in range(first, last + 1, per_block):
+        stop = min(last, start + per_block - 1)
+        await publisher.publish(block(trade_frames(SOURCE, EPOCH, range(start, stop + 1))))
+
+
+async def test_fan_out_delivers_everything_in_order(sock_dir) -> None:
+    path = os.path.join(sock_dir, "p.sock")
+    async with open_publisher(path, source_id=1) as pub, trio.open_nursery() as nursery:
+        sinks = [Collector(), Collector()]
+        links = [link(path, f"s{i}") for i in range(2)]
+        for lk, sink in zip(links, sinks, strict=True):
+            sink.want = 20_000
+            nursery.start_soon(lk.run, sink.deliver)
+        await wait_subscribed(pub, 2)
+        await publish_counters(pub, 1, 20_000, per_block=500)
+        with trio.fail_after(10):
+            for sink in sinks:
+                await sink.done.wait()
+        for sink, lk in zip(sinks, links, strict=True):
+            assert sink.counters == list(range(1, 20_001))
+            assert lk.statistics().sequence["gaps_detected"] == 0
+        stats = pub.statistics()
+        assert stats.published_messages == 20_000
+        assert {s.name: s.sent_messages for s in stats.subscribers} == {"s0": 20_000, "s1": 20_000}
+        nursery.cancel_scope.cancel()
+
+
+async def test_filters_select_types_and_instruments_but_pass_system_messages(sock_dir) -> None:
+    path = os.path.join(sock_dir, "p.sock")
+    wanted = protocol.spot("coinbase", "BTC", "USD")
+    other = protocol.spot("coinbase", "ETH", "USD")
+    async with open_publisher(path, source_id=1) as pub, trio.open_nursery() as nursery:
+        received = []
+
+        async def deliver(b):
+            # the link delivers placeholders too (the host strips them before the kind)
+            received.extend(protocol.decode_message(f).tlvs[0] for f, p in zip(b.frames(), b.is_placeholder) if not p)
+
+        lk = link(path, "f", types=(int(protocol.TLVType.TRADE),), instruments=(wanted.id,))
+        nursery.start_soon(lk.run, deliver)
+        await wait_subscribed(pub, 1)
+        builder = protocol.MessageBuilder(1, SOURCE)
+        records = [
+            protocol.mapping_for(wanted),
+            protocol.Trade(wanted.id, 1, 1, 0),
+            protocol.Trade(other.id, 2, 2, 0),
+            protocol.Quote(wanted.id, 1, 1, 2, 2, 0),
+            protocol.Trade(wanted.id, 3, 3, 0),
+        ]
+        builder_out = [builder.build(r, 0) for r in records]
+        await pub.publish(block(*builder_out))
+        with trio.fail_after(5):
+            while len(received) < 3:
+                await trio.sleep(0.01)
+        assert received == [records[0], records[1], records[4]]
+        assert lk.statistics().sequence["gaps_detected"] == 0  # filtering is not loss
+        assert pub.statistics().subscribers[0].sent_bytes < len(b"".join(builder_out))
+        nursery.cancel_scope.cancel()
+
+
+async def test_slow_drop_oldest_subscriber_does_not_slow_a_fast_one(sock_dir) -> None:
+    path = os.path.join(sock_dir, "p.sock")
+    total = 60_000
+    async with open_publisher(path, source_id=1, retransmit_capacity=0, socket_buffer=65536) as pub, \
+            trio.open_nursery() as nursery:
+        fast, slow = Collector(), Collector(delay=0.05)
+        fast.want = total
+        fast_link = link(path, "fast")
+        slow_link = link(path, "slow", overflow="drop_oldest", queue=500)
+        nursery.start_soon(fast_link.run, fast.deliver)
+        nursery.start_soon(slow_link.run, slow.deliver)
+        await wait_subscribed(pub, 2)
+        await publish_counters(pub, 1, total, per_block=1000)
+        with trio.fail_after(10):
+            await fast.done.wait()
+        assert fast.counters == list(range(1, total + 1))
+        by_name = {s.name: s for s in pub.statistics().subscribers}
+        assert by_name["fast"].dropped_overflow == 0
+        assert by_name["slow"].dropped_overflow > 0
+        # what the slow one lost shows up on its side as gaps (no retransmit buffer: counted lost)
+        await trio.sleep(1.0)
+        seq = slow_link.statistics().sequence
+        assert seq["gaps_detected"] > 0
+        assert len(slow.counters) + by_name["slow"].queued_messages <= total
+        nursery.cancel_scope.cancel()
+
+
+async def test_block_policy_pushes_back_and_loses_nothing(sock_dir) -> None:
+    path = os.path.join(sock_dir, "p.sock")
+    total = 30_000
+    async with open_publisher(path, source_id=1, socket_buffer=16384) as pub, trio.open_nursery() as nursery:
+        slow = Collector(delay=0.02)
+        slow.want = total
+        nursery.start_soon(link(path, "careful", overflow="block", queue=200).run, slow.deliver)
+        await wait_subscribed(pub, 1)
+        waited = 0
+        for start in range(1, total + 1, 1000):
+            pub.publish_nowait(block(trade_frames(SOURCE, EPOCH, range(start, start + 1000))))
+            if any(s.full for s in pub._subscribers):
+                waited += 1
+            await pub.wait_for_space()
+        with trio.fail_after(20):
+            await slow.done.wait()
+        assert slow.counters == list(range(1, total + 1))
+        assert waited > 0  # the publisher really had to wait for the slow subscriber
+        assert pub.statistics().subscribers[0].dropped_overflow == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_gap_is_recovered_from_the_retransmit_buffer(sock_dir) -> None:
+    path = os.path.join(sock_dir, "p.sock")
+    async with open_publisher(path, source_id=1, retransmit_capacity=10_000) as pub, trio.open_nursery() as nursery:
+        sink = Collector()
+        sink.want = 300
+        lk = link(path, "r")
+        nursery.start_soon(lk.run, sink.deliver)
+        await wait_subscribed(pub, 1)
+        await publish_counters(pub, 1, 100)
+        # 101..200 reach the retransmit buffer but not the subscriber (as if dropped on the way)
+        pub.retransmit.append(block(trade_frames(SOURCE, EPOCH, range(101, 201))))
+        await publish_counters(pub, 201, 300)
+        with trio.fail_after(5):
+            await sink.done.wait()
+        assert sink.counters == list(range(1, 301))
+        seq = lk.statistics().sequence
+        assert (seq["gaps_detected"], seq["gaps_recovered"], seq["messages_recovered"]) == (1, 1, 100)
+        assert pub.statistics().resend_requests == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_unavailable_range_is_counted_and_a_snapshot_is_requested(sock_dir) -> None:
+    path = os.path.join(sock_dir, "p.sock")
+    requests = []
+    async with open_publisher(path, source_id=1, retransmit_capacity=50,
+                              on_control=lambda record, sub: requests.append(record)) as pub, \
+            trio.open_nursery() as nursery:
+        sink = Collector()
+        sink.want = 150
+        lk = link(path, "u")
+        nursery.start_soon(lk.run, sink.deliver)
+        await wait_subscribed(pub, 1)
+        await publish_counters(pub, 1, 100)
+        pub.retransmit.append(block(trade_frames(SOURCE, EPOCH, range(101, 201))))  # buffer keeps ~50
+        await publish_counters(pub, 201, 250)
+        with trio.fail_after(5):
+            while not requests:
+                await trio.sleep(0.01)
+        assert requests == [protocol.SnapshotRequest(source=SOURCE, instrument_id=0)]
+        seq = lk.statistics().sequence
+        assert seq["gaps_detected"] == 1
+        # whatever could not be resent is counted lost; the rest was recovered
+        assert seq["messages_lost"] + seq["messages_recovered"] == 100
+        assert seq["messages_lost"] > 0
+        assert sorted(set(sink.counters)) == sink.counters  # in order, no duplicates
+        nursery.cancel_scope.cancel()
+
+
+async def test_link_reconnects_when_the_publisher_comes_back(sock_dir) -> None:
+    path = os.path.join(sock_dir, "p.sock")
+    sink = Collector()
+    lk = link(path, "again")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lk.run, sink.deliver)
+        await trio.sleep(0.2)  # nothing listens yet: the link retries quietly
+        assert not lk.statistics().connected
+        for round_ in range(2):
+            async with open_publisher(path, source_id=1) as pub:
+                await wait_subscribed(pub, 1)
+                await publish_counters(pub, 1 + 100 * round_, 100 * (round_ + 1))
+                with trio.fail_after(5):
+                    while len(sink.counters) < 100 * (round_ + 1):
+                        await trio.sleep(0.01)
+        assert lk.statistics().connects == 2
+        nursery.cancel_scope.cancel()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

@@ -1,0 +1,108 @@
+"""SequenceTracker: gaps held and recovered in order, given up with counts, epochs, duplicates."""
+
+from __future__ import annotations
+
+from alphapulse.runtime import GAP_TRANSITIONS, SequenceTracker, make_sequence
+from alphapulse.runtime._sequence import ResendWanted, SnapshotWanted
+
+from ._frames import block, counters_of, trade_frames
+
+A, B = 7, 9
+
+
+def test_in_order_frames_pass_through_as_the_same_block() -> None:
+    tracker = SequenceTracker()
+    b = block(trade_frames(A, 1, range(1, 101)))
+    result = tracker.feed(b, now=0.0)
+    assert result.deliver == [b] and result.requests == []
+    stats = tracker.statistics()
+    assert (stats.frames, stats.delivered, stats.sources, stats.open_gaps) == (100, 100, 1, 0)
+
+
+def test_duplicates_are_dropped_and_counted() -> None:
+    tracker = SequenceTracker()
+    tracker.feed(block(trade_frames(A, 1, range(1, 11))), 0.0)
+    result = tracker.feed(block(trade_frames(A, 1, [5, 10, 11])), 0.0)
+    assert counters_of(result.deliver) == [(A, 11)]
+    assert tracker.statistics().duplicates == 2
+
+
+def test_gap_holds_that_source_only_and_resend_fills_it_in_order() -> None:
+    tracker = SequenceTracker(resend_timeout=1.0)
+    tracker.feed(block(trade_frames(A, 1, range(1, 6)), trade_frames(B, 3, [1])), 0.0)
+    # 6..8 of A are missing; B keeps flowing
+    result = tracker.feed(block(trade_frames(A, 1, [9, 10]), trade_frames(B, 3, [2])), 0.1)
+    assert counters_of(result.deliver) == [(B, 2)]
+    assert result.requests == [ResendWanted(A, make_sequence(1, 6), make_sequence(1, 8))]
+    assert tracker.statistics().held_frames == 2
+    result = tracker.feed(block(trade_frames(A, 1, [11])), 0.2)  # still held
+    assert result.deliver == []
+    # the resend arrives: 6, 7, 8 then the held 9, 10, 11 follow in order
+    result = tracker.feed(block(trade_frames(A, 1, [6, 7, 8])), 0.3)
+    assert counters_of(result.deliver) == [(A, n) for n in range(6, 12)]
+    stats = tracker.statistics()
+    assert (stats.gaps_detected, stats.gaps_recovered, stats.messages_recovered, stats.messages_lost) == (1, 1, 3, 0)
+    assert (stats.open_gaps, stats.held_frames) == (0, 0)
+
+
+def test_timeout_counts_the_loss_releases_held_frames_and_asks_for_a_snapshot() -> None:
+    tracker = SequenceTracker(resend_timeout=0.5)
+    tracker.feed(block(trade_frames(A, 1, [1, 2])), 0.0)
+    tracker.feed(block(trade_frames(A, 1, [5, 6])), 0.1)
+    assert tracker.next_deadline() == 0.6
+    assert tracker.poll(0.5).deliver == []
+    result = tracker.poll(0.6)
+    assert result.requests == [SnapshotWanted(A)]
+    assert counters_of(result.deliver) == [(A, 5), (A, 6)]
+    stats = tracker.statistics()
+    assert (stats.gaps_lost, stats.messages_lost, stats.open_gaps) == (1, 2, 0)
+    # afterwards the stream continues normally
+    assert counters_of(tracker.feed(block(trade_frames(A, 1, [7])), 0.7).deliver) == [(A, 7)]
+
+
+def test_unavailable_partially_skips_what_is_gone_and_waits_for_the_rest() -> None:
+    tracker = SequenceTracker(resend_timeout=10)
+    tracker.feed(block(trade_frames(A, 1, [1])), 0.0)
+    tracker.feed(block(trade_frames(A, 1, [10])), 0.0)  # gap 2..9
+    result = tracker.resend_unavailable(A, make_sequence(1, 2), oldest_available=make_sequence(1, 6), now=0.1)
+    assert result.deliver == [] and result.requests == []
+    result = tracker.feed(block(trade_frames(A, 1, [6, 7, 8, 9])), 0.2)
+    assert counters_of(result.deliver) == [(A, n) for n in (6, 7, 8, 9, 10)]
+    stats = tracker.statistics()
+    assert (stats.messages_lost, stats.messages_recovered, stats.gaps_recovered) == (4, 4, 1)
+
+
+def test_fully_unavailable_gives_up_at_once() -> None:
+    tracker = SequenceTracker(resend_timeout=10)
+    tracker.feed(block(trade_frames(A, 1, [1])), 0.0)
+    tracker.feed(block(trade_frames(A, 1, [4])), 0.0)
+    result = tracker.resend_unavailable(A, make_sequence(1, 2), oldest_available=0, now=0.1)
+    assert result.requests == [SnapshotWanted(A)]
+    assert counters_of(result.deliver) == [(A, 4)]
+    assert tracker.statistics().messages_lost == 2
+
+
+def test_new_epoch_is_a_restart_not_a_gap() -> None:
+    tracker = SequenceTracker()
+    tracker.feed(block(trade_frames(A, 1, range(1, 50))), 0.0)
+    result = tracker.feed(block(trade_frames(A, 2, [1, 2, 3])), 0.1)
+    assert counters_of(result.deliver) == [(A, 1), (A, 2), (A, 3)]
+    stats = tracker.statistics()
+    assert (stats.producer_restarts, stats.gaps_detected, stats.messages_lost) == (1, 0, 0)
+
+
+def test_restart_during_a_gap_closes_it_as_lost() -> None:
+    tracker = SequenceTracker(resend_timeout=10)
+    tracker.feed(block(trade_frames(A, 1, [1])), 0.0)
+    tracker.feed(block(trade_frames(A, 1, [5])), 0.0)
+    result = tracker.feed(block(trade_frames(A, 2, [1])), 0.1)
+    assert counters_of(result.deliver) == [(A, 5), (A, 1)]
+    assert SnapshotWanted(A) in result.requests
+    stats = tracker.statistics()
+    assert (stats.gaps_lost, stats.messages_lost, stats.open_gaps) == (1, 3, 0)
+
+
+def test_gap_states_form_a_table_with_terminal_states() -> None:
+    targets = set(GAP_TRANSITIONS.values())
+    sources = {state for state, _ in GAP_TRANSITIONS}
+    assert not targets & sources  # recovered and lost are final
