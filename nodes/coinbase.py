@@ -1,12 +1,22 @@
-"""``source.coinbase``: Coinbase Exchange feed and Coinbase Advanced Trade market data."""
+"""``source.coinbase``: Coinbase Exchange feed and Coinbase Advanced Trade market data.
+
+The I/O edge only: the shared session loop (``run_websocket_session``) keeps the connection,
+and the sans-IO feeds in ``nodes/_coinbase`` parse frames and keep the books. A resync (a
+sequence gap, a crossed book) drops the connection: a new one starts with fresh snapshots and,
+on Advanced Trade, a fresh ``sequence_num``; the books are cleared on every disconnect.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Any, Literal
 
 from alphapulse.kinds import Node, node_kind, param
 from alphapulse.protocol import TLVType
+from alphapulse.runtime import Backoff, BreakerSettings, SessionSettings, run_websocket_session
+from nodes._coinbase import AdvancedTradeFeed, ExchangeFeed
+from nodes._coinbase._book import ASK, BID
+from nodes._coinbase._feed import MAX_DEPTH
 
 ENDPOINTS = {
     "exchange": "wss://ws-feed.exchange.coinbase.com",
@@ -34,8 +44,18 @@ class CoinbaseParams:
     )
     channels: tuple[Literal["trades", "ticker", "level2"], ...] = param(
         ("trades", "ticker", "level2"),
-        doc="Data to subscribe to: trades, ticker (quotes), L2 book.",
+        doc="Data to subscribe to: trades (Trade), ticker (Quote), level2 (OrderBook and "
+        "OrderBookDelta).",
         minItems=1, uniqueItems=True,
+    )
+    level2_channel: Literal["level2", "level2_batch"] = param(
+        "level2_batch",
+        doc="Exchange feed only: the book channel to subscribe to. level2_batch is public; "
+        "level2 (unbatched) needs an authenticated connection on the real exchange.",
+    )
+    depth: int = param(
+        1000, doc="Levels per side published (OrderBook snapshots and the deltas that keep that "
+        "top-N view exact); the adapter keeps and checks the full book.", minimum=1, maximum=MAX_DEPTH,
     )
     venue: str = param(
         "coinbase",
@@ -44,15 +64,26 @@ class CoinbaseParams:
     )
     staleness_timeout: float = param(
         30.0, doc="Seconds without any frame before the connection is considered dead and "
-        "reopened.", live=True, exclusiveMinimum=0,
+        "reopened (heartbeats are subscribed, so a live connection is never silent).", exclusiveMinimum=0,
     )
-    reconnect_initial: float = param(0.5, doc="First reconnect delay in seconds.", live=True,
-                                     exclusiveMinimum=0)
+    reconnect_initial: float = param(0.5, doc="First reconnect delay in seconds.", exclusiveMinimum=0)
     reconnect_max: float = param(30.0, doc="Cap of the exponential reconnect delay in seconds.",
-                                 live=True, exclusiveMinimum=0)
+                                 exclusiveMinimum=0)
     breaker_failures: int = param(
-        5, doc="Failed connects in a row that open the circuit breaker.", live=True, minimum=1,
+        5, doc="Failed connects (or resyncs) within 60 s that open the circuit breaker.", minimum=1,
     )
+    breaker_cooldown: float = param(
+        30.0, doc="Seconds the open breaker waits before one probe connect.", exclusiveMinimum=0,
+    )
+
+
+def make_feed(params: CoinbaseParams, counters: Any = None, log: Any = None) -> ExchangeFeed | AdvancedTradeFeed:
+    """The sans-IO feed for ``params`` (also used by tests and the benchmark)."""
+    common = dict(venue=params.venue, products=params.products, channels=params.channels, depth=params.depth,
+                  counters=counters, log=log)
+    if params.feed == "exchange":
+        return ExchangeFeed(level2_channel=params.level2_channel, **common)
+    return AdvancedTradeFeed(**common)
 
 
 @node_kind(
@@ -71,5 +102,52 @@ class Coinbase(Node):
 
     Params = CoinbaseParams
 
+    def __init__(self, params: CoinbaseParams) -> None:
+        super().__init__(params)
+        self.feed: ExchangeFeed | AdvancedTradeFeed | None = None
+        self._ws: Any = None
+
     async def run(self, ctx):
-        raise NotImplementedError("source.coinbase is implemented by issue #5")
+        p = self.params
+        feed = self.feed = make_feed(p, ctx.counters, ctx.log)
+        ctx.breaker("upstream", BreakerSettings(failure_threshold=p.breaker_failures, window=60.0,
+                                                cooldown=p.breaker_cooldown))
+        settings = SessionSettings(stale_after=p.staleness_timeout,
+                                   backoff=Backoff(initial=p.reconnect_initial, maximum=p.reconnect_max))
+
+        async def on_connect(ws) -> None:
+            self._ws = ws
+            for message in feed.subscribe_messages():
+                await ws.send_message(message)
+
+        async def publish(receive_ns: int) -> None:
+            if feed.out:
+                ctx.messages(feed.take(), timestamp_ns=receive_ns)
+                await ctx.flush()
+            if feed.resync_reason is not None:
+                await self._ws.aclose(code=1000, reason="resync")  # the session loop reconnects
+
+        def on_message(frame, receive_ns: int):
+            feed.receive(frame, receive_ns)
+            if feed.out or feed.resync_reason is not None:
+                return publish(receive_ns)
+            return None
+
+        await run_websocket_session(ctx, p.endpoint or ENDPOINTS[p.feed], on_connect=on_connect,
+                                    on_message=on_message, on_disconnect=feed.reset, settings=settings)
+
+    def snapshot(self, instrument_id: int):
+        """Mappings and the top-``depth`` books, for a downstream consumer's gap recovery."""
+        return self.feed.snapshot(instrument_id) if self.feed is not None else []
+
+    def statistics(self) -> dict:
+        feed = self.feed
+        if feed is None:
+            return {}
+        books = {}
+        for product, book in feed.books.items():
+            bid, _, ask, _ = book.best()
+            books[product] = {"bids": int(book.counts[BID]), "asks": int(book.counts[ASK]), "best_bid": bid,
+                              "best_ask": ask}
+        return {"feed": self.params.feed, "books": books, "resyncing": feed.resync_reason,
+                "next_sequence": getattr(feed, "next_sequence", None)}
