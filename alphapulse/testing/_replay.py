@@ -114,6 +114,7 @@ async def serve_capture(
     port: int = 0,
     rng: random.Random | None = None,
     extra_frames: Mapping[int, Sequence[str]] | None = None,
+    restart_each_connection: bool = False,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``source``'s received frames on ``ws://127.0.0.1:PORT/`` until cancelled.
@@ -124,6 +125,9 @@ async def serve_capture(
     end the connection is held open (``at_end="hold"``, the live-exchange behaviour: silence)
     or closed. ``nursery.start`` returns the :class:`CaptureServer` (bound port, counts).
     ``extra_frames`` are sent once, after the indexed frame (``{i: [frame, ...]}``).
+    ``restart_each_connection``: every connection plays from frame 0, like an exchange that
+    starts each new connection with fresh snapshots (and a fresh per-connection sequence), so an
+    adapter that resyncs by reconnecting gets a complete stream again (faults still fire once).
     """
     del rng  # reserved for randomised fault schedules
     faults = faults or ReplayFaults()
@@ -141,6 +145,8 @@ async def serve_capture(
             for _ in range(wait_for_messages):
                 message = await ws.get_message()
                 messages.append(message if isinstance(message, str) else message.decode())
+            if restart_each_connection:
+                server.position = 0
             start = server.position
             responder.connection_started(start)
             inject_send, inject_receive = trio.open_memory_channel[str](1000)
