@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -45,3 +46,22 @@ def polygon_csv_logs(shared_data: Path) -> list[dict[str, Any]]:
                 "removed": False,
             })
     return out
+
+
+def block_hash(number: int, fork: str = "") -> str:
+    return "0x" + hashlib.sha256(f"{fork}{number}".encode()).hexdigest()
+
+
+def as_blocks(logs: list[dict[str, Any]], first_block: int, n_blocks: int) -> dict[int, list[dict[str, Any]]]:
+    """Real logs spread over ``n_blocks`` synthetic blocks (whole transactions per block), with
+    blockNumber and blockHash rewritten; log indexes stay those of the real block (unique)."""
+    txs: list[str] = []
+    for log in logs:
+        if log["transactionHash"] not in txs:
+            txs.append(log["transactionHash"])
+    per_block = -(-len(txs) // n_blocks)
+    blocks: dict[int, list[dict[str, Any]]] = {}
+    for log in logs:
+        number = first_block + txs.index(log["transactionHash"]) // per_block
+        blocks.setdefault(number, []).append({**log, "blockNumber": hex(number), "blockHash": block_hash(number)})
+    return blocks
