@@ -196,8 +196,16 @@ def load_kinds() -> Mapping[str, KindSpec]:
     return dict(sorted(_REGISTRY.items()))
 
 
-def get_kind(name: str) -> KindSpec:
-    """The spec of kind ``name``; raises KeyError when no such kind is registered."""
+def get_kind(name: str, module: str | None = None) -> KindSpec:
+    """The spec of kind ``name``; raises KeyError when no such kind is registered.
+
+    With ``module`` (the plan records it) only that module is imported, so a node process
+    starts without importing every other kind and its dependencies.
+    """
+    if module is not None and name not in _REGISTRY:
+        importlib.import_module(module)
+    if name in _REGISTRY:
+        return _REGISTRY[name]
     return load_kinds()[name]
 
 

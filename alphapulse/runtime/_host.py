@@ -64,7 +64,7 @@ class NodeHost:
             raise NodeConfigError(f"plan has no node {name!r}") from None
         self.plan = plan
         self.name = name
-        self.spec = get_kind(self.node["kind"])
+        self.spec = get_kind(self.node["kind"], self.node.get("module"))
         self.log = logging.getLogger(f"alphapulse.node.{name}")
         raw = resolve_params(self.node)
         try:

@@ -111,6 +111,8 @@ class Gap:
     opened_at: float
     state: GapState = GapState.RESENDING
     held: list[Any] = dataclasses.field(default_factory=list)
+    partly_lost: bool = False
+    """Upstream could resend only the newer part; the older part is counted lost."""
 
     def advance(self, event: GapEvent) -> GapState:
         try:
@@ -191,11 +193,13 @@ class SequenceTracker:
             return TrackResult()
         available = oldest_available & COUNTER_MASK if oldest_available >> COUNTER_BITS == gap.epoch else 0
         if available and gap.first < available <= gap.last:
-            # part of the hole is still there and is on its way: skip only what is gone
+            # part of the hole is still there and on its way: skip only what is gone, and ask for
+            # a snapshot, since state built from the messages that are gone cannot be trusted
             self._lost += available - gap.first
             gap.first = available
+            gap.partly_lost = True
             self._expected[source] = available
-            return TrackResult()
+            return TrackResult(requests=[SnapshotWanted(source)])
         return self._give_up(gap, GapEvent.UNAVAILABLE, now)
 
     def poll(self, now: float) -> TrackResult:
@@ -288,7 +292,10 @@ class SequenceTracker:
 
     def _recovered_gap(self, gap: Gap, now: float) -> TrackResult:
         gap.advance(GapEvent.FILLED)
-        self._gaps_recovered += 1
+        if gap.partly_lost:
+            self._gaps_lost += 1
+        else:
+            self._gaps_recovered += 1
         self._recovered += gap.last - gap.first + 1
         return self._release(gap, now)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -88,13 +89,13 @@ def apply_plan(plan: dict[str, Any], base: RunBase) -> ApplyReport:
     running = sup.group_processes(name)
     diff = topology.diff_plans(old, plan)
     # a node the old plan has but supervisord lost (or never started) is simply (re)added
-    restart = sorted(set(diff.restart) | {n for n in diff.unchanged + diff.reconfigure if n not in running})
+    restart = sorted(set(diff.restart) | {n for n in (*diff.unchanged, *diff.reconfigure) if n not in running})
     reconfigure = [n for n in diff.reconfigure if n in running]
 
     topo_dir = base.topology_dir(name)
     for sub in ("s", "c", "logs"):
         (topo_dir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
-    for node in diff.removed + restart:
+    for node in (*diff.removed, *restart):
         if node in running:
             sup.stop(name, node)
     write_atomically(base.plan_file(name), json.dumps(plan, indent=2, sort_keys=True) + "\n")
@@ -108,6 +109,7 @@ def apply_plan(plan: dict[str, Any], base: RunBase) -> ApplyReport:
     for node in reconfigure:
         control = plan["nodes"][node]["sockets"]["control"]
         try:
+            _wait_for_socket(control, RECONFIGURE_TIMEOUT)  # RUNNING may precede "ready"
             request(control, "reconfigure", timeout=RECONFIGURE_TIMEOUT, params=plan["nodes"][node]["params"])
             report.reconfigured.append(node)
         except ControlError as exc:
@@ -117,6 +119,14 @@ def apply_plan(plan: dict[str, Any], base: RunBase) -> ApplyReport:
             report.restarted.append(node)
     report.unchanged = sorted(n for n in diff.unchanged if n not in restart)
     return report
+
+
+def _wait_for_socket(path: str, timeout: float) -> None:
+    """supervisord calls a node RUNNING after ``startsecs``; its control socket may come a
+    moment later (imports, JIT cache load). Wait for it rather than misreading a slow start."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def down(name: str, base: RunBase) -> list[str]:

@@ -120,6 +120,7 @@ def compile_plan(topology: Topology, run_dir: str | None = None,
         ]
         entry = {
             "kind": node.kind,
+            "module": node.spec.module,
             "role": node.spec.role.value,
             "source_id": ids[name],
             "relay_domain": int(node_relay_domain(node)),
