@@ -7,6 +7,8 @@
   answer resubscribes.
 * :func:`serve_http` — canned REST bodies by path and query (:func:`routes_from_capture` reads
   them from a capture's ``URL -> TS: BODY`` lines), every request recorded.
+* :func:`run_node` — run a node kind in-process under the real NodeHost, its output read through
+  a real publisher socket and InputLink into decoded records (:class:`NodeRun`).
 
 Both follow trio's ``nursery.start`` protocol and return an object with the bound ``port`` and
 ``url``::
@@ -18,16 +20,20 @@ Both follow trio's ``nursery.start`` protocol and return an object with the boun
 """
 
 from alphapulse.testing._http import CannedResponse, HttpServer, routes_from_capture, serve_http
+from alphapulse.testing._node import NodeRun, Published, run_node
 from alphapulse.testing._replay import CaptureServer, ReplayFaults, ReplayResponder, load_frames, serve_capture
 
 __all__ = [
     "CannedResponse",
     "CaptureServer",
     "HttpServer",
+    "NodeRun",
+    "Published",
     "ReplayFaults",
     "ReplayResponder",
     "load_frames",
     "routes_from_capture",
+    "run_node",
     "serve_capture",
     "serve_http",
 ]

@@ -164,8 +164,8 @@ async def serve_capture(
                 async for frame in inject_receive:  # hold: keep answering the client
                     await ws.send_message(frame)
                     server.frames_sent += 1
-        except ConnectionClosed:
-            pass
+        except* ConnectionClosed:
+            pass  # the client went away (also mid-stream, from inside the nursery: a group)
 
     async with trio.open_nursery() as nursery:
         listener = await nursery.start(serve_websocket, handler, "127.0.0.1", port, None)
