@@ -1,0 +1,142 @@
+"""``source.coinbase`` as a node: real captures replayed over a local WebSocket server into the
+real NodeHost, output read back over its Unix socket; faults injected into the replay."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import trio
+
+from alphapulse.captures import received_frames
+from alphapulse.protocol import OrderBook, Quote, Trade, spot
+from alphapulse.testing import ReplayFaults, run_node, serve_capture
+from nodes._coinbase._book import ASK, BID
+
+from .test_coinbase_feed import ADVANCED_PRODUCTS, EXCHANGE_PRODUCTS, Consumer, model_advanced, model_exchange
+
+
+@pytest.fixture(scope="module")
+def advanced_frames(shared_data) -> list[str]:
+    return list(received_frames(shared_data / "coinbase_advanced" / "COINBASE.jsonl.zst"))
+
+
+@pytest.fixture(scope="module")
+def exchange_frames(shared_data) -> list[str]:
+    return list(received_frames(shared_data / "coinbase" / "COINBASE.ws.28.0"))
+
+
+FAST_RECONNECT = {"reconnect_initial": 0.02, "reconnect_max": 0.1}
+ADVANCED_SUBSCRIBES = 4  # market_trades, ticker, level2, heartbeats
+
+
+def advanced_params(url: str, **extra) -> dict:
+    return {"feed": "advanced_trade", "endpoint": url, "products": list(ADVANCED_PRODUCTS), "depth": 50,
+            **FAST_RECONNECT, **extra}
+
+
+async def serve(nursery, path, **kwargs):
+    return await nursery.start(functools.partial(serve_capture, path, **kwargs))
+
+
+def assert_books_match(run, books, depth: int) -> None:
+    """The node's full books equal the recomputation, and what it published rebuilds its top-N."""
+    consumer = Consumer()
+    for record in run.records():
+        consumer.apply(record)
+    feed = run.node.feed
+    for product, model in books.items():
+        book = feed.books[product]
+        assert book.as_dict(BID) == model[BID] and book.as_dict(ASK) == model[ASK]
+        assert not book.crossed()
+        for side in (BID, ASK):
+            assert consumer.top(feed.ids[product], side, depth) == book.side(side, depth).tolist()
+
+
+async def test_advanced_trade_replay_through_the_node(shared_data, advanced_frames) -> None:
+    path = shared_data / "coinbase_advanced" / "COINBASE.jsonl.zst"
+    books, n_trades, n_tickers = model_advanced(advanced_frames)
+    async with trio.open_nursery() as nursery:
+        server = await serve(nursery, path, wait_for_messages=ADVANCED_SUBSCRIBES)
+        async with run_node("source.coinbase", advanced_params(server.url)) as run:
+            await run.wait_for(lambda r: len(r.records(Quote)) >= n_tickers and len(r.records(Trade)) >= n_trades)
+            await run.wait_for(lambda r: r.ctx.counters["upstream.frames"] == len(advanced_frames))
+            assert len(run.records(Trade)) == n_trades and len(run.records(Quote)) == n_tickers
+            assert run.node.feed.next_sequence == 1030
+            assert_books_match(run, books, 50)
+            counters = run.stats()["counters"]
+            assert counters["errors"] == 0 and counters["dropped"] == 0 and "resyncs" not in counters
+            ids = {m.instrument_id for m in run.records() if type(m).__name__ == "InstrumentMapping"}
+            assert ids == {spot("coinbase", *p.split("-")).id for p in ADVANCED_PRODUCTS}
+            assert server.received[0][0].startswith('{"type": "subscribe"')
+        nursery.cancel_scope.cancel()
+
+
+async def test_sequence_gap_resyncs_by_reconnecting_and_rebuilds_the_book(shared_data, advanced_frames) -> None:
+    path = shared_data / "coinbase_advanced" / "COINBASE.jsonl.zst"
+    books, _, _ = model_advanced(advanced_frames)
+    async with trio.open_nursery() as nursery:
+        server = await serve(nursery, path, wait_for_messages=ADVANCED_SUBSCRIBES, restart_each_connection=True,
+                             faults=ReplayFaults(drop={300}))
+        async with run_node("source.coinbase", advanced_params(server.url)) as run:
+            await run.wait_for(lambda r: r.ctx.counters["upstream.connects"] == 2)
+            await run.wait_for(lambda r: r.node.feed.next_sequence == 1030, what="second pass complete")
+            c = run.ctx.counters
+            assert c["gaps.sequence"] == 1 and c["resyncs"] == 1 and c["upstream.reconnects"] == 1
+            assert len(run.records(OrderBook)) == 4  # two products, two connections
+            assert_books_match(run, books, 50)
+            assert run.stats()["counters"]["resyncs"] == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_cut_connection_clears_books_and_resyncs(shared_data, advanced_frames) -> None:
+    path = shared_data / "coinbase_advanced" / "COINBASE.jsonl.zst"
+    books, _, _ = model_advanced(advanced_frames)
+    async with trio.open_nursery() as nursery:
+        faults = ReplayFaults(cut_after={500}, resume="restart", cut_mode="abort")
+        server = await serve(nursery, path, wait_for_messages=ADVANCED_SUBSCRIBES, faults=faults)
+        async with run_node("source.coinbase", advanced_params(server.url)) as run:
+            await run.wait_for(lambda r: r.ctx.counters["upstream.connects"] == 2)
+            await run.wait_for(lambda r: r.node.feed.next_sequence == 1030, what="second pass complete")
+            assert run.ctx.counters["upstream.failures"] == 1 and run.ctx.counters["resyncs"] == 0
+            assert len(run.records(OrderBook)) == 4
+            assert_books_match(run, books, 50)
+            # replayed trade snapshot of the second connection was not published twice
+            assert run.ctx.counters["trades.already_published"] > 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_garbage_and_duplicates_are_counted_not_fatal(shared_data, advanced_frames) -> None:
+    path = shared_data / "coinbase_advanced" / "COINBASE.jsonl.zst"
+    books, _, _ = model_advanced(advanced_frames)
+    async with trio.open_nursery() as nursery:
+        faults = ReplayFaults(duplicate={400}, garbage={200: "not json", 600: '{"channel": 5}'},
+                              corrupt={700: lambda f: f.replace('"price_level":"', '"price_level":"x', 1)})
+        server = await serve(nursery, path, wait_for_messages=ADVANCED_SUBSCRIBES, faults=faults)
+        async with run_node("source.coinbase", advanced_params(server.url)) as run:
+            await run.wait_for(lambda r: r.ctx.counters["upstream.frames"] == len(advanced_frames) + 3)
+            c = run.ctx.counters
+            assert c["errors.bad_json"] == 1 and c["dropped.duplicate_sequence"] == 1
+            assert c["errors.bad_sequence"] == 1  # {"channel": 5} has no sequence_num
+            assert run.stats()["counters"]["errors"] >= 2
+        nursery.cancel_scope.cancel()
+    if '"l2_data"' in advanced_frames[700][:40]:
+        assert c["errors.bad_number"] == 1 or c["l2.slow_path"] == 1
+    del books
+
+
+async def test_exchange_feed_replay_through_the_node(shared_data, exchange_frames) -> None:
+    path = shared_data / "coinbase" / "COINBASE.ws.28.0"
+    books, counts = model_exchange(exchange_frames)
+    params = {"feed": "exchange", "endpoint": "", "products": list(EXCHANGE_PRODUCTS), "depth": 20, **FAST_RECONNECT}
+    async with trio.open_nursery() as nursery:
+        server = await serve(nursery, path, wait_for_messages=1)
+        async with run_node("source.coinbase", {**params, "endpoint": server.url}) as run:
+            await run.wait_for(lambda r: r.ctx.counters["upstream.frames"] == len(exchange_frames))
+            await run.wait_for(lambda r: len(r.records(Quote)) == counts["ticker"])
+            assert len(run.records(Trade)) == counts["match"] + counts["last_match"]
+            assert_books_match(run, books, 20)
+            assert run.stats()["counters"]["errors"] == 0
+            sent = server.received[0][0]
+            assert '"level2_batch"' in sent and '"matches"' in sent and '"heartbeat"' in sent
+        nursery.cancel_scope.cancel()
