@@ -30,6 +30,7 @@ import yaml
 from alphapulse.kinds import Node, node_kind, param
 from alphapulse.protocol import (
     HEADER_SIZE,
+    EvmLog,
     MalformedFrame,
     PoolBurn,
     PoolEventRetraction,
@@ -38,9 +39,9 @@ from alphapulse.protocol import (
     PoolSwap,
     PoolSync,
     TLVType,
-    decode,
     encode_tlv,
     iter_tlvs,
+    layout_for,
     mapping_for,
     pool,
 )
@@ -372,32 +373,52 @@ class Classifier:
         self.set_families(families)
         self.instruments: dict[bytes, Any] = {}
         """pool address -> Instrument, in order of first appearance (announced with a mapping)"""
-        self.unknown: Counter[str] = Counter()
+        self._named: dict[bytes, tuple[Any, int]] = {}
+        self.unknown: Counter[bytes] = Counter()
         """per topic0 (hex): logs of events this classifier does not decode"""
         self.classified: Counter[str] = Counter()
-        self.state: dict[int, Any] = {}
-        """instrument id -> the pool's latest PoolSync (V2 Sync, or V3 state from a swap)"""
+        self.state: dict[int, tuple[Any, PoolMeta]] = {}
+        """instrument id -> the pool's latest state event (V2 PoolSync, V3 PoolSwap) and its metadata"""
 
     def set_families(self, families: Iterable[str]) -> None:
         wanted = frozenset(families)
         self.events = {topic: spec for topic, spec in EVENTS.items() if spec.family in wanted}
+
+    def knows(self, topic0: bytes) -> bool:
+        """Whether logs with this topic0 are decoded (else they are only counted)."""
+        return topic0 in self.events
+
+    def count_unknown(self, topic0: bytes) -> None:
+        """Count a log this classifier does not decode, per topic0 (b"" = a log without topics)."""
+        self.counters["unknown_signatures"] += 1
+        unknown = self.unknown
+        if topic0 in unknown or len(unknown) < MAX_UNKNOWN_TOPICS:
+            unknown[topic0] += 1
+        else:
+            unknown[b"other"] += 1
+
+    def instrument(self, address: bytes) -> tuple[Any, int]:
+        """(Instrument, id) of the pool at ``address``, cached: the id is a BLAKE2b hash."""
+        named = self._named.get(address)
+        if named is None:
+            instrument = pool(self.chain, "0x" + address.hex())
+            named = self._named[address] = (instrument, instrument.id)
+        return named
 
     def feed(self, log: Any) -> list[Any]:
         """The records to publish for one EvmLog. Raises BadLog (malformed for its known event)."""
         topics = log.topics
         spec = self.events.get(topics[0]) if topics else None
         if spec is None:
-            self._count_unknown(topics[0].hex() if topics else "none")
+            self.count_unknown(topics[0] if topics else b"")
             return []
         if len(topics) != spec.n_topics:
             raise BadLog(f"{spec.name} has {spec.n_topics} topics, this log {len(topics)}")
         address = log.address
-        instrument = self.instruments.get(address)
-        if instrument is None:
-            instrument = pool(self.chain, "0x" + address.hex())
-        if log.instrument_id != instrument.id:
+        instrument, iid = self.instrument(address)
+        if log.instrument_id != iid:
             self.counters["chain_mismatch"] += 1  # the source names pools on another chain: ours wins
-        head = (instrument.id, log.block_number, log.tx_hash, log.log_index)
+        head = (iid, log.block_number, log.tx_hash, log.log_index)
         meta = self.pools.get(address, NO_METADATA)
         try:
             record = spec.decode(head, topics, log.data, meta)
@@ -414,35 +435,83 @@ class Classifier:
             return out
         self.classified[spec.name] += 1
         out.append(record)
-        if spec.tlv_type is TLVType.POOL_SYNC:
-            self.state[instrument.id] = record
-        elif record.protocol == PoolProtocol.UNISWAP_V3 and spec.tlv_type is TLVType.POOL_SWAP:
-            self.state[instrument.id] = _pool_sync(head, PoolProtocol.UNISWAP_V3, meta, 0, 0,
-                                                   record.sqrt_price_x96, record.liquidity, record.tick)
+        if spec.tlv_type is TLVType.POOL_SYNC or (
+                spec.tlv_type is TLVType.POOL_SWAP and record.protocol == PoolProtocol.UNISWAP_V3):
+            self.state[iid] = (record, meta)
         return out
 
-    def _count_unknown(self, topic0: str) -> None:
-        self.counters["unknown_signatures"] += 1
-        if topic0 in self.unknown or len(self.unknown) < MAX_UNKNOWN_TOPICS:
-            self.unknown[topic0] += 1
-        else:
-            self.unknown["other"] += 1
-
     def snapshot(self, instrument_id: int = 0) -> list[Any]:
-        """Names of the pools seen, then each pool's latest known state."""
+        """Names of the pools seen, then each pool's latest known state (V2 Sync, V3 from its last swap)."""
         out = [mapping_for(i) for i in self.instruments.values() if instrument_id in (0, i.id)]
-        out += [s for iid, s in self.state.items() if instrument_id in (0, iid)]
+        for iid, (record, meta) in self.state.items():
+            if instrument_id not in (0, iid):
+                continue
+            if isinstance(record, PoolSwap):
+                head = (iid, record.block_number, record.tx_hash, record.log_index)
+                record = _pool_sync(head, PoolProtocol.UNISWAP_V3, meta, 0, 0, record.sqrt_price_x96,
+                                    record.liquidity, record.tick)
+            out.append(record)
         return out
 
     def statistics(self) -> dict[str, Any]:
         return {
             "classified": dict(sorted(self.classified.items())),
-            "unknown_by_topic0": dict(self.unknown.most_common()),
+            "unknown_by_topic0": {(t.hex() or "none") if t != b"other" else "other": n
+                                  for t, n in self.unknown.most_common()},
             "pools": len(self.instruments),
             "pools_with_metadata": len(self.pools),
         }
 
 
+
+
+# -- reading EvmLog values ---------------------------------------------------------------------------------
+
+
+def _head_offsets(layout: Any) -> dict[str, int]:
+    """Byte offset of each named head item, from the layout table (never written down here)."""
+    out: dict[str, int] = {}
+    offset = 0
+    for item in layout.head:
+        name = getattr(item, "name", None)
+        if name is not None:
+            out[name] = offset
+        offset += item.kind.size if hasattr(item, "kind") else item.size
+    assert offset == layout.head_size
+    return out
+
+
+_EVM_LOG = layout_for(TLVType.EVM_LOG)
+_N_TOPICS_AT = _head_offsets(_EVM_LOG)["n_topics"]
+_TOPICS_AT = _EVM_LOG.head_size
+_EVM_HEAD = _EVM_LOG.head_struct
+_HEAD_NAMES = [item.name for item in _EVM_LOG.head if hasattr(item, "name")]
+_I_N_TOPICS, _I_DATA_LENGTH = _HEAD_NAMES.index("n_topics"), _HEAD_NAMES.index("data_length")
+_I_FIELDS = [i for i, name in enumerate(_HEAD_NAMES) if i not in (_I_N_TOPICS, _I_DATA_LENGTH)]
+assert [_HEAD_NAMES[i] for i in _I_FIELDS] + ["topics", "data"] == [f.name for f in dataclasses.fields(EvmLog)]
+
+
+def read_evm_log(value: bytes | memoryview) -> Any:
+    """An EvmLog TLV value as a record: ``protocol.decode`` for this one layout, with the topics
+    sliced in one go (the generic decoder converts element by element; this is the hot path)."""
+    n = len(value)
+    if n < _TOPICS_AT:
+        raise MalformedFrame(f"EvmLog value of {n} bytes < head {_TOPICS_AT}")
+    raw = _EVM_HEAD.unpack_from(value)
+    data_at = _TOPICS_AT + 32 * raw[_I_N_TOPICS]
+    if data_at + raw[_I_DATA_LENGTH] != n:
+        raise MalformedFrame("EvmLog topic and data counts do not match the value size")
+    whole = bytes(value)
+    topics = tuple([whole[i : i + 32] for i in range(_TOPICS_AT, data_at, 32)])
+    return EvmLog(*[raw[i] for i in _I_FIELDS], topics, whole[data_at:])
+
+
+def peek_topic0(value: bytes | memoryview) -> bytes:
+    """topic0 of an EvmLog TLV value without decoding it (b"" when it has no topics or is short),
+    so the many logs the classifier does not decode cost one slice and one dict lookup."""
+    if len(value) < _TOPICS_AT + 32 or not value[_N_TOPICS_AT]:
+        return b""
+    return bytes(value[_TOPICS_AT : _TOPICS_AT + 32])
 
 
 # -- the node ----------------------------------------------------------------------------------------------
@@ -508,13 +577,17 @@ class DexClassify(Node):
                 self._bad(ctx, "errors.malformed_tlv", exc)
 
     def _on_log(self, value: memoryview, ctx) -> None:
+        ctx.counters["logs"] += 1
+        topic0 = peek_topic0(value)
+        if not self.classifier.knows(topic0):  # most logs: counted without decoding the rest
+            self.classifier.count_unknown(topic0)
+            return
         try:
-            log = decode(TLVType.EVM_LOG, value)
+            log = read_evm_log(value)
             records = self.classifier.feed(log)
         except (MalformedFrame, BadLog) as exc:
             self._bad(ctx, "errors.bad_log", exc)
             return
-        ctx.counters["logs"] += 1
         for record in records:
             ctx.message(record)
 

@@ -16,7 +16,9 @@ from nodes.dex_classify import (
     PoolMeta,
     PoolsFileError,
     load_pools,
+    peek_topic0,
     placeholder_token,
+    read_evm_log,
 )
 from nodes.evm_logs import parse_log
 from tests.dex import polygon_csv_logs, polygon_filter_logs, polygon_receipt_logs, receipt_logs
@@ -332,3 +334,43 @@ def test_a_swap_without_direction_is_counted_not_published(shared_data):
     classifier = Classifier("ethereum")
     assert classifier.feed(_with(v2, data=bytes(128))) == []
     assert classifier.counters["degenerate_swaps"] == 1
+
+
+# -- reading EvmLog values, snapshots -------------------------------------------------------------------------
+
+
+def _value(record) -> bytes:
+    raw = P.encode(record)
+    return raw[5:] if raw[0] == P.EXTENDED_TLV_MARKER else raw[2:]
+
+
+def test_the_fast_evm_log_reader_agrees_with_the_protocol_decoder(shared_data):
+    logs = receipt_logs(shared_data) + polygon_filter_logs(shared_data)
+    for log in logs:
+        record = to_record(log)
+        value = _value(record)
+        assert read_evm_log(value) == P.decode(P.TLVType.EVM_LOG, value) == record
+        assert peek_topic0(value) == (record.topics[0] if record.topics else b"")
+    no_topics = dataclasses.replace(record, topics=(), data=record.topics[0])  # data that looks like a topic
+    assert peek_topic0(_value(no_topics)) == b"" and read_evm_log(_value(no_topics)) == no_topics
+    for bad in (value[:50], value[:-1], value + b"\0"):
+        with pytest.raises(P.MalformedFrame):
+            read_evm_log(bad)
+
+
+def test_snapshot_names_pools_and_gives_their_latest_state(shared_data):
+    logs = receipt_logs(shared_data)
+    classifier = Classifier("ethereum")
+    for log in logs:
+        classifier.feed(to_record(log))
+    snapshot = classifier.snapshot()
+    mappings = [r for r in snapshot if isinstance(r, P.InstrumentMapping)]
+    states = [r for r in snapshot if isinstance(r, P.PoolSync)]
+    assert len(mappings) == classifier.statistics()["pools"] and len(snapshot) == len(mappings) + len(states)
+    v3 = P.pool("ethereum", "0x33f6e97ea6f5dfa6691176b33ad5677e08fb6b38").id
+    (state,) = classifier.snapshot(v3)[1:]
+    assert state.protocol == P.PoolProtocol.UNISWAP_V3 and state.reserve0 == state.reserve1 == 0
+    last_swap = [r for log in logs if log["address"] == "0x33f6e97ea6f5dfa6691176b33ad5677e08fb6b38"
+                 for r in Classifier("ethereum").feed(to_record(log)) if isinstance(r, P.PoolSwap)][-1]
+    assert (state.sqrt_price_x96, state.liquidity, state.tick) == (
+        last_swap.sqrt_price_x96, last_swap.liquidity, last_swap.tick)
