@@ -26,7 +26,7 @@ from alphapulse.kinds import Role, build_params, get_kind, live_fields, params_t
 from alphapulse.runtime._breaker import BreakerSettings
 from alphapulse.runtime._context import NodeContext
 from alphapulse.runtime._control import serve_control
-from alphapulse.runtime._input import InputLink, InputSpec
+from alphapulse.runtime._input import Backoff, InputLink, InputSpec
 from alphapulse.runtime._publisher import open_publisher
 
 RATE_INTERVAL = 1.0
@@ -90,6 +90,7 @@ class NodeHost:
                 InputSpec.from_plan(entry),
                 subscriber_name=name,
                 resend_timeout=float(self.node.get("resend_timeout", 0.25)),
+                backoff=Backoff(initial=float(self.node.get("restart", {}).get("backoff_seconds", 0.1))),
             )
             for entry in self.node.get("inputs", [])
         ]

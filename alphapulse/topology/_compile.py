@@ -133,6 +133,7 @@ def compile_plan(topology: Topology, run_dir: str | None = None,
             "params": params,
             "secret_env": dict(node.secret_env),
             "restart": dict(node.restart),
+            "breaker": dict(node.breaker),
         }
         restart_part = {k: v for k, v in entry.items() if k != "params"}
         restart_part["params"] = {k: v for k, v in params.items() if k not in live}

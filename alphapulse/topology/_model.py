@@ -45,6 +45,8 @@ class NodeDecl:
     """The declared relay domain (relays only)."""
     restart: Mapping[str, Any]
     """The restart policy, defaults merged."""
+    breaker: Mapping[str, Any]
+    """Circuit-breaker thresholds, defaults merged."""
     description: str
     path: JsonPath
 

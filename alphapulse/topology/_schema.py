@@ -34,7 +34,13 @@ RESTART_DEFAULTS: dict[str, Any] = {
     "startretries": 10,
     "startsecs": 1,
     "stopwaitsecs": 10,
-    "backoff_seconds": 1,
+    "backoff_seconds": 0.1,
+}
+BREAKER_DEFAULTS: dict[str, Any] = {
+    "failure_threshold": 5,
+    "window": 10.0,
+    "cooldown": 5.0,
+    "success_threshold": 1,
 }
 LINK_DEFAULTS: dict[str, Any] = {"overflow": "drop_oldest", "queue": 4096}
 
@@ -72,6 +78,26 @@ def _restart_schema() -> dict[str, Any]:
                 "description": "First delay of the node host's capped exponential reconnect "
                 "backoff towards its upstreams.",
             },
+        },
+    }
+
+
+def _breaker_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": "Circuit breaker around the node's message handler and its upstream connection: "
+        "after failure_threshold failures within window seconds it opens (skips, counts), lets one "
+        "probe through after cooldown seconds, and closes after success_threshold good probes.",
+        "additionalProperties": False,
+        "properties": {
+            "failure_threshold": {"type": "integer", "minimum": 1, "default": BREAKER_DEFAULTS["failure_threshold"],
+                                  "description": "Failures within the window that open the breaker."},
+            "window": {"type": "number", "exclusiveMinimum": 0, "default": BREAKER_DEFAULTS["window"],
+                       "description": "Seconds over which failures are counted."},
+            "cooldown": {"type": "number", "minimum": 0, "default": BREAKER_DEFAULTS["cooldown"],
+                         "description": "Seconds the breaker stays open before one probe is let through."},
+            "success_threshold": {"type": "integer", "minimum": 1, "default": BREAKER_DEFAULTS["success_threshold"],
+                                  "description": "Consecutive successful probes that close it again."},
         },
     }
 
@@ -156,6 +182,7 @@ def _node_schema(kinds: Mapping[str, KindSpec]) -> dict[str, Any]:
             },
             "params": {"type": "object", "description": "The kind's parameters."},
             "restart": {"$ref": "#/$defs/restart"},
+            "breaker": {"$ref": "#/$defs/breaker"},
         },
         "allOf": per_kind,
     }
@@ -184,6 +211,7 @@ def topology_schema(kinds: Mapping[str, KindSpec] | None = None) -> dict[str, An
                 "description": "Defaults applied to every node and input.",
                 "properties": {
                     "restart": {"$ref": "#/$defs/restart"},
+                    "breaker": {"$ref": "#/$defs/breaker"},
                     "link": {
                         "type": "object", "additionalProperties": False,
                         "description": "Default queue and overflow policy of every input.",
@@ -203,6 +231,7 @@ def topology_schema(kinds: Mapping[str, KindSpec] | None = None) -> dict[str, An
             "node": _node_schema(kinds),
             "input": _input_schema(),
             "restart": _restart_schema(),
+            "breaker": _breaker_schema(),
         },
     }
 

@@ -80,7 +80,9 @@ def test_plan_format(load):
     assert out["secret_env"] == {"token": "TOKEN"}
     assert out["params"]["port"] == 8765  # kind defaults are filled in
     assert out["restart"] == {"autorestart": True, "startretries": 3, "startsecs": 1,
-                              "stopwaitsecs": 30, "backoff_seconds": 1}
+                              "stopwaitsecs": 30, "backoff_seconds": 0.1}
+    assert out["breaker"] == {"failure_threshold": 5, "window": 10.0, "cooldown": 5.0, "success_threshold": 1}
+    assert out["module"] == "nodes.websocket"
     assert data["nodes"]["market"]["relay_domain"] == int(RelayDomain.MARKET_DATA)
     assert data["nodes"]["market"]["inputs"][0]["types"] is None
     assert set(out["fingerprint"]) == {"restart", "live"}
