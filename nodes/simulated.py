@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
+import random
+import time
 from typing import Literal
+
+import trio
 
 from alphapulse.kinds import Node, node_kind, param
 from alphapulse.protocol import TLVType
+from nodes._simulated import Market, SimExchange, serve
 
 
 @dataclasses.dataclass(frozen=True)
 class SimulatedParams:
-    format: Literal["coinbase_exchange", "kraken"] = param(
+    format: Literal["coinbase_exchange"] = param(
         "coinbase_exchange",
-        doc="Wire format the simulated WebSocket server speaks; the matching real adapter "
-        "(source.coinbase feed=exchange, or source.kraken) connects to it unchanged.",
+        doc="Wire format the simulated WebSocket server speaks; source.coinbase with "
+        "feed=exchange connects to it unchanged.",
     )
     host: str = param("127.0.0.1", doc="Address the simulated exchange's WebSocket server binds.")
-    port: int = param(9001, doc="TCP port of the simulated exchange's WebSocket server.",
-                      minimum=1, maximum=65535)
+    port: int = param(9001, doc="TCP port of the simulated exchange's WebSocket server (0 picks a free one).",
+                      minimum=0, maximum=65535)
     venue: str = param(
         "sim", doc="Exchange name used in instrument ids of the ground-truth tape (e.g. sim_a).",
         pattern="^[a-z0-9_.]+$",
@@ -31,25 +36,40 @@ class SimulatedParams:
         {}, doc="Initial mid price per symbol as an exact decimal string; others start at 100.",
     )
     message_rate: float = param(
-        200.0, doc="Order events per second across all symbols (Poisson arrivals).", live=True,
+        200.0, doc="Order events per second across all symbols (Poisson arrivals); each is one "
+        "l2update, plus a match per fill and a ticker for market orders.", live=True,
         exclusiveMinimum=0, maximum=100000,
     )
     volatility_bps: float = param(
-        2.0, doc="Standard deviation of the random-walk mid per second, in basis points.",
+        2.0, doc="Standard deviation of the random-walk fair price per second, in basis points.",
         live=True, minimum=0,
+    )
+    reversion_seconds: float = param(
+        300.0, doc="Time scale on which the fair price reverts to start_mid (0: a pure random walk); "
+        "keeps two simulated venues near each other, so arbitrage signals come and go.", live=True,
+        minimum=0,
     )
     cancel_ratio: float = param(
         0.6, doc="Fraction of order events that cancel a resting order.", live=True,
         minimum=0, maximum=1,
     )
     trade_ratio: float = param(
-        0.1, doc="Fraction of order events that cross the spread and trade.", live=True,
+        0.1, doc="Fraction of order events that are market orders crossing the spread.", live=True,
         minimum=0, maximum=1,
     )
     tick_size: str = param("0.01", doc="Price increment as an exact decimal string.",
                            pattern=r"^[0-9]+(\.[0-9]+)?$")
-    depth: int = param(50, doc="Price levels per side the simulated book keeps.", minimum=1)
+    depth: int = param(50, doc="Price levels per side the simulated book keeps.", minimum=2)
     seed: int | None = param(None, doc="Random seed; null draws one at start (non-reproducible).")
+
+
+def make_market(p: SimulatedParams) -> Market:
+    """The sans-IO market for ``p`` (also used by ``alphapulse sim`` and the tests)."""
+    return Market(
+        p.symbols, venue=p.venue, start_mid=dict(p.start_mid), tick_size=p.tick_size, depth=p.depth,
+        volatility_bps=p.volatility_bps, reversion_seconds=p.reversion_seconds, cancel_ratio=p.cancel_ratio,
+        trade_ratio=p.trade_ratio, rng=random.Random(p.seed),
+    )
 
 
 @node_kind(
@@ -68,5 +88,38 @@ class Simulated(Node):
 
     Params = SimulatedParams
 
+    def __init__(self, params: SimulatedParams) -> None:
+        super().__init__(params)
+        self.market = make_market(params)
+        self.exchange: SimExchange | None = None
+        self.port: int | None = None
+
     async def run(self, ctx):
-        raise NotImplementedError("source.simulated is implemented by issue #5")
+        def publish_truth(records) -> None:
+            ctx.messages(records)
+            ctx.flush_nowait()
+
+        self.exchange = SimExchange(self.market, rate=self.params.message_rate, on_truth=publish_truth)
+        async with trio.open_nursery() as nursery:
+            self.port = await nursery.start(serve, self.exchange, self.params.host, self.params.port)
+            ctx.log.info("simulated exchange %s on ws://%s:%d (%s)", self.params.venue, self.params.host,
+                         self.port, ", ".join(self.params.symbols))
+
+    def reconfigure(self, params: SimulatedParams) -> None:
+        super().reconfigure(params)
+        m = self.market
+        m.volatility_bps, m.reversion_seconds = params.volatility_bps, params.reversion_seconds
+        m.cancel_ratio, m.trade_ratio = params.cancel_ratio, params.trade_ratio
+        if self.exchange is not None:
+            self.exchange.rate = params.message_rate
+
+    def snapshot(self, instrument_id: int):
+        """The true books (and mappings) of the simulated market."""
+        now = time.time_ns()
+        return [r for product, state in self.market.symbols.items() if instrument_id in (0, state.instrument_id)
+                for r in self.market.book_records(product, now)]
+
+    def statistics(self) -> dict:
+        exchange = self.exchange
+        return {"port": self.port, "clients": len(exchange.clients) if exchange else 0,
+                **(dict(exchange.counters) if exchange else {}), **dict(self.market.counters)}

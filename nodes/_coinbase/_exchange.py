@@ -142,7 +142,7 @@ class ExchangeFeed(Feed):
         if last is not None and trade_id > last + 1 and not replayed:
             self.counters["gaps.trade_id"] += 1
             self.counters["gaps.trades_missing"] += trade_id - last - 1
-            self.log.warning("%s: %s trades %d..%d missing", self.name, product, last + 1, trade_id - 1)
+            self.note("gaps.trade_id", "%s trades %d..%d missing", product, last + 1, trade_id - 1)
         self.last_trade_id[product] = trade_id
         self.announce(product)
         self.out.append(record)

@@ -202,6 +202,12 @@ class Feed:
             sample = frame[:200] if isinstance(frame, (str, bytes)) else ""
             self.log.warning("%s: %s (%s #%d) %r", self.name, detail, key, n, sample)
 
+    def note(self, key: str, message: str, *args: Any) -> None:
+        """Log a counted event: the first ten, then at powers of two (visible, never a flood)."""
+        n = self.counters[key]
+        if n <= 10 or n & (n - 1) == 0:
+            self.log.warning(f"%s: {message} (%s #%d)", self.name, *args, key, n)
+
     def resync(self, reason: str) -> None:
         self.counters["resyncs"] += 1
         self.log.warning("%s: resync: %s", self.name, reason)
