@@ -50,7 +50,7 @@ def test_the_feed_it_speaks_rebuilds_its_books_exactly() -> None:
         feed.receive(orjson.dumps(m.snapshot_message(product)), 0)
     out, truth = drive(m, 3000)
     adapter_trades = []
-    for _, channel, message in out:
+    for _, _channel, message in out:
         feed.receive(orjson.dumps(message), 0)
         adapter_trades += [r for r in feed.take() if isinstance(r, Trade)]
         for book in feed.books.values():
