@@ -309,7 +309,11 @@ class NodeHost:
         new_raw = dict(request["params"])
         for field, variable in self.node.get("secret_env", {}).items():
             new_raw.setdefault(field, os.environ.get(variable, ""))
-        jsonschema.validate(new_raw, self.spec.params_schema())
+        try:
+            jsonschema.validate(new_raw, self.spec.params_schema())
+        except jsonschema.ValidationError as exc:  # refused request: the node keeps running
+            where = ".".join(str(p) for p in exc.absolute_path) or "params"
+            raise ValueError(f"{where}: {exc.message}") from None
         new = build_params(self.spec.params_type, new_raw)
         old_plain, new_plain = params_to_plain(self.instance.params), params_to_plain(new)
         changed = sorted(k for k in set(old_plain) | set(new_plain) if old_plain.get(k) != new_plain.get(k))

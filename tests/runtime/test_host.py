@@ -1,0 +1,126 @@
+"""NodeHost in-process: control socket ops, live reconfigure, and the handler circuit breaker."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+
+import pytest
+import trio
+
+from alphapulse import protocol, topology
+from alphapulse.kinds import Node, node_kind, param
+from alphapulse.kinds import _registry as registry
+from alphapulse.runtime import ControlError, NodeHost, request_async
+
+
+@dataclasses.dataclass(frozen=True)
+class FlakyParams:
+    fail_blocks: int = param(3, doc="Blocks to fail on before behaving.")
+
+
+class Flaky(Node):
+    """Test transform: raises on its first ``fail_blocks`` blocks, then forwards what it gets."""
+
+    Params = FlakyParams
+    breaker_passthrough = False
+
+    def __init__(self, params: FlakyParams) -> None:
+        super().__init__(params)
+        self.calls = 0
+
+    def handle_block(self, block, ctx) -> None:
+        self.calls += 1
+        if self.calls <= self.params.fail_blocks:
+            raise ValueError(f"flaky failure {self.calls}")
+        ctx.publish_block_nowait(block.select(~block.is_placeholder))
+
+    async def run(self, ctx):
+        await trio.sleep_forever()
+
+
+@pytest.fixture
+def flaky_kind():
+    node_kind("transform.test_flaky", emits=[protocol.TLVType.TRADE])(Flaky)
+    yield
+    registry._REGISTRY.pop("transform.test_flaky", None)
+
+
+def compile_text(text: str) -> dict:
+    run_base = tempfile.mkdtemp(prefix="ap", dir="/tmp")
+    loaded, diagnostics = topology.parse_topology(text, "t.yaml", env={}, run_dir=run_base, abspath="/tmp/t.yaml")
+    assert loaded is not None, [d.to_text() for d in diagnostics]
+    return json.loads(topology.compile_plan(loaded).to_json())
+
+
+PIPE = """\
+topology: host
+nodes:
+  src: {kind: source.counter, params: {rate: 500, batch: 1}}
+  flaky:
+    kind: transform.test_flaky
+    inputs: [src]
+    breaker: {failure_threshold: 3, window: 60, cooldown: 0.5}
+  sink: {kind: sink.counter, inputs: [flaky]}
+"""
+
+
+async def start(nursery, plan, names):
+    hosts = {}
+    for name in names:
+        hosts[name] = await nursery.start(NodeHost(plan, name).run)
+    return hosts
+
+
+async def stats(plan, name):
+    return await request_async(plan["nodes"][name]["sockets"]["control"], "stats")
+
+
+async def test_handler_breaker_opens_skips_then_closes_after_a_good_probe(flaky_kind) -> None:
+    plan = compile_text(PIPE)
+    async with trio.open_nursery() as nursery:
+        await start(nursery, plan, ["sink", "flaky", "src"])
+        states = []
+        with trio.fail_after(15):
+            while True:
+                st = await stats(plan, "flaky")
+                states.append(st["breakers"]["flaky.handler"])
+                if st["counters"].get("breaker.closed") and st["breakers"]["flaky.handler"] == "closed":
+                    break
+                await trio.sleep(0.05)
+        counters = st["counters"]
+        assert counters["errors.handler"] == 3  # the three failing blocks, counted
+        assert counters["breaker.open"] == 1 and counters["breaker.half_open"] == 1
+        assert counters["dropped.breaker_open"] > 0  # skipped while open, and counted
+        assert "open" in states
+        with trio.fail_after(10):
+            while (await stats(plan, "sink"))["counters"]["received"] == 0:
+                await trio.sleep(0.05)  # flows again once closed
+        nursery.cancel_scope.cancel()
+
+
+async def test_control_socket_health_reconfigure_and_refusals() -> None:
+    plan = compile_text(PIPE.replace("transform.test_flaky", "relay").replace(
+        "    breaker: {failure_threshold: 3, window: 60, cooldown: 0.5}\n", "    domain: market_data\n"))
+    control = plan["nodes"]["src"]["sockets"]["control"]
+    async with trio.open_nursery() as nursery:
+        await start(nursery, plan, ["sink", "flaky", "src"])
+        health = await request_async(control, "health")
+        assert health["status"] == "healthy" and health["kind"] == "source.counter"
+        assert health["source_id"] == plan["nodes"]["src"]["source_id"]
+        params = dict(plan["nodes"]["src"]["params"])
+        reply = await request_async(control, "reconfigure", params={**params, "rate": 250})
+        assert reply["changed"] == ["rate"]
+        assert (await request_async(control, "health"))["params"]["rate"] == 250
+        with pytest.raises(ControlError, match="cannot change without a restart"):
+            await request_async(control, "reconfigure", params={**params, "count": 5})
+        with pytest.raises(ControlError, match="unknown op"):
+            await request_async(control, "explode")
+        with pytest.raises(ControlError, match="rate: -1 is less than the minimum of 0"):
+            await request_async(control, "reconfigure", params={**params, "rate": -1})
+        assert (await request_async(control, "health"))["status"] == "healthy"  # refused, still running
+        # a snapshot request re-sends the source's state (its instrument mappings), counted
+        await request_async(control, "snapshot")
+        assert (await stats(plan, "src"))["counters"]["snapshots.sent"] == 1
+        nursery.cancel_scope.cancel()
