@@ -12,7 +12,8 @@ to do with each received text frame — and this loop supplies the rest, the sam
   before publishing again (no stale book merged with a new snapshot).
 
 Errors retried are named: OSError (refused, reset, DNS), trio-websocket's handshake and closed
-connection errors, and the staleness timeout. Anything else is a bug and crashes the node,
+connection errors, the staleness timeout, and ``UpstreamRejected`` (the venue refused us: wait
+its ``retry_after`` before trying again). Anything else is a bug and crashes the node,
 which supervisord restarts and counts.
 """
 
@@ -35,6 +36,16 @@ RETRIED = (OSError, HandshakeError, ConnectionClosed, ssl.SSLError)
 
 class UpstreamStale(Exception):
     """The upstream sent nothing for longer than the staleness timeout."""
+
+
+class UpstreamRejected(Exception):
+    """The venue refused the session (bad credentials, connection limit): raised by an adapter's
+    callbacks, it ends the connection like any failure, but the next attempt waits at least
+    ``retry_after`` seconds, so a refusal is never hammered."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +88,7 @@ async def run_websocket_session(
             await trio.sleep(breaker.seconds_until_probe(now))
             continue
         connected = False
+        wait_at_least = 0.0
         try:
             async with open_websocket_url(
                 url,
@@ -101,6 +113,11 @@ async def run_websocket_session(
                     result = on_message(frame, time.time_ns())
                     if result is not None:
                         await result
+        except UpstreamRejected as exc:
+            breaker.record_failure(trio.current_time())
+            ctx.counters["upstream.rejected"] += 1
+            wait_at_least = exc.retry_after
+            ctx.log.error("upstream %s refused the session: %s; next attempt in %.0f s", shown, exc, exc.retry_after)
         except (*RETRIED, UpstreamStale) as exc:
             breaker.record_failure(trio.current_time())
             ctx.counters["upstream.failures"] += 1
@@ -109,5 +126,5 @@ async def run_websocket_session(
             if connected and on_disconnect is not None:
                 on_disconnect()
         ctx.counters["upstream.reconnects"] += 1
-        await trio.sleep(settings.backoff.delay(attempt, rng))
+        await trio.sleep(max(wait_at_least, settings.backoff.delay(attempt, rng)))
         attempt += 1
