@@ -140,9 +140,16 @@ def test_apply_edit_kill_and_down(deployment, capsys) -> None:
     status_out = capsys.readouterr().out
     assert '"restarts": 1' in status_out
 
+    # SIGTERM (supervisorctl stop) drains and exits cleanly within stopwaitsecs, not by SIGKILL
+    sup = Supervisor(RunBase(base))
+    sup.api.stopProcess("rt:sink", True)
+    info = sup.api.getProcessInfo("rt:sink")
+    assert (info["statename"], info["exitstatus"]) == ("STOPPED", 0)
+    assert info["stop"] - info["start"] > 0
+
     # down stops everything and supervisord with it
     assert main(["down", str(topo)]) == 0
-    assert "stopped bus, sink, src" in capsys.readouterr().out
+    assert "stopped bus, sink, src" in capsys.readouterr().out  # sink included though already stopped
     assert not Supervisor(RunBase(base)).is_running()
 
 
