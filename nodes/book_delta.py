@@ -1,27 +1,739 @@
-"""``transform.book_delta``: track order books, emit compact deltas and periodic snapshots."""
+"""``transform.book_delta``: track order books, emit compact deltas and periodic snapshots.
+
+Why a tracker: upstream adapters send what their venue sends (full snapshots, level updates at
+any depth). Downstream wants the top ``depth`` levels only, and only what changed. So each book
+is kept as fixed-point numpy arrays and, after every upstream update, the tracked top-N is diffed
+against what was last published; only the changed levels go out (qty 0 = removed, including
+levels pushed below the top-N).
+
+Layout of the state (``BookTracker``): per instrument slot and side, ``keys`` sorted ascending
+(ask price, or minus the bid price, so both sides are "best first" in one direction) and
+``qtys``; the first ``n`` entries are valid. Up to ``depth + extra_levels`` levels are kept, so
+a level below the top-N can move up when a better one is removed. When levels had to be dropped
+for room (``truncated``), changes beyond the last kept level are ignored (they fall in a region
+we no longer know) and a book whose known part shrinks below ``depth`` is *incomplete*: nothing
+is published from it until a fresh upstream snapshot arrives. ``published`` arrays mirror
+exactly what downstream holds, so a resync snapshot is diffed against them (a delta, not a
+reset) and snapshots we send are what our deltas continue from.
+
+The numba kernels (``index_tlvs``, ``apply_side``, ``diff_book``, ``process_updates`` and the TLV
+writers) run over a whole input block in one call and write finished TLV bytes; Python only
+builds the message headers. They are compiled with ``cache=True`` so a restarted node loads them
+from ``__pycache__`` instead of stalling on JIT (``benchmarks/book.py`` measures both).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import struct
+import time
+from typing import Any
+
+import numpy as np
+import trio
+from numba import njit
 
 from alphapulse.kinds import Node, node_kind, param
-from alphapulse.protocol import TLVType
+from alphapulse.protocol import (
+    HEADER_SIZE,
+    MalformedFrame,
+    TLVType,
+    decode,
+    encode,
+    instrument_id,
+    parse_instrument,
+)
+
+# -- wire constants (values from docs/protocol.md) ----------------------------------------------
+T_BOOK = int(TLVType.ORDER_BOOK)
+T_DELTA = int(TLVType.ORDER_BOOK_DELTA)
+T_MAPPING = int(TLVType.INSTRUMENT_MAPPING)
+BOOK_HEAD = 28
+DELTA_HEAD = 35
+LEVEL_SIZE = 16
+CHANGE_SIZE = 17
+MAX_VALUE = 65535
+MAX_BOOK_LEVELS = (MAX_VALUE - BOOK_HEAD) // LEVEL_SIZE  # 4094 levels fit one OrderBook TLV
+MAX_DELTA_CHANGES = (MAX_VALUE - DELTA_HEAD) // CHANGE_SIZE  # 3852 changes fit one delta TLV
+MAX_INPUT_CHANGES = MAX_DELTA_CHANGES + 4
+
+# book states
+UNKNOWN, LIVE, STALE = 0, 1, 2
+
+# per-update outcome of process_updates
+ST_OK = 0  # delta applied; changes (maybe none) written
+ST_FIRST = 1  # first snapshot of the book: a full OrderBook written
+ST_RESYNC = 2  # snapshot on a known book: diffed, a delta written
+ST_NO_BOOK = 3  # delta before any snapshot: dropped, ask for a snapshot
+ST_STALE = 4  # delta on a book awaiting a snapshot: dropped
+ST_SEQ_GAP = 5  # venue sequence gap: book now stale, ask for a snapshot
+ST_INCOMPLETE = 6  # applied, but the top-N is no longer known: stale, ask for a snapshot
+ST_BAD = 7  # malformed value (sizes, prices, sides): ignored
+ST_UNSORTED = 8  # snapshot levels not best-first: ignored
+ST_NO_SLOT = 9  # more instruments than max_instruments: ignored
+
+STATUS_COUNTERS = {
+    ST_FIRST: "snapshots.first",
+    ST_RESYNC: "resyncs",
+    ST_NO_BOOK: "dropped.no_snapshot_yet",
+    ST_STALE: "dropped.stale_book",
+    ST_SEQ_GAP: "dropped.sequence_gap",
+    ST_INCOMPLETE: "books.incomplete",
+    ST_BAD: "errors.bad_book_value",
+    ST_UNSORTED: "errors.unsorted_snapshot",
+    ST_NO_SLOT: "dropped.too_many_instruments",
+}
+NEEDS_SNAPSHOT = (ST_NO_BOOK, ST_STALE, ST_SEQ_GAP, ST_INCOMPLETE)
+# kernel counters
+C_UNKNOWN_REMOVALS, C_BEYOND_KNOWN, C_CROSSED, N_COUNTS = 0, 1, 2, 3
+
+RESNAPSHOT_AFTER = 5.0
+"""Seconds before asking the same upstream again for a book it has not re-sent."""
+
+_U0 = np.uint64(0)
+_INT64_MIN = np.iinfo(np.int64).min
+
+
+# -- byte helpers ---------------------------------------------------------------------------------
+@njit(cache=True)
+def _rd_u16(b, i):
+    return np.int64(b[i]) | (np.int64(b[i + 1]) << 8)
+
+
+@njit(cache=True)
+def _rd_u64(b, i):
+    r = np.uint64(0)
+    for k in range(8):
+        r |= np.uint64(b[i + k]) << np.uint64(8 * k)
+    return r
+
+
+@njit(cache=True)
+def _rd_i64(b, i):
+    return np.int64(_rd_u64(b, i))
+
+
+@njit(cache=True)
+def _wr_u16(b, i, v):
+    b[i] = np.uint8(v & 0xFF)
+    b[i + 1] = np.uint8((v >> 8) & 0xFF)
+
+
+@njit(cache=True)
+def _wr_u64(b, i, v):
+    u = np.uint64(v)
+    for k in range(8):
+        b[i + k] = np.uint8((u >> np.uint64(8 * k)) & np.uint64(0xFF))
+
+
+@njit(cache=True)
+def _tlv_head(out, pos, tlv_type, length):
+    """Standard TLV header when the value fits 255 bytes, extended otherwise; returns value pos."""
+    if length <= 255:
+        out[pos] = tlv_type
+        out[pos + 1] = length
+        return pos + 2
+    out[pos] = 255
+    out[pos + 1] = 0
+    out[pos + 2] = tlv_type
+    _wr_u16(out, pos + 3, length)
+    return pos + 5
+
+
+# -- indexing a block ----------------------------------------------------------------------------
+@njit(cache=True)
+def _walk(buf, off, size, record, frame, ttype, voff, vlen, iid, count):
+    """Walk one frame's TLVs; with ``record`` store the book/mapping ones. -1 if malformed."""
+    p = off + 32
+    end = off + size
+    while p < end:
+        if end - p < 2:
+            return -1
+        t = np.int64(buf[p])
+        if t == 255:
+            if end - p < 5:
+                return -1
+            t = np.int64(buf[p + 2])
+            length = _rd_u16(buf, p + 3)
+            v = p + 5
+        else:
+            length = np.int64(buf[p + 1])
+            v = p + 2
+        if v + length > end:
+            return -1
+        if t == 3 or t == 7 or t == 82:
+            if record:
+                ttype[count] = t
+                voff[count] = v
+                vlen[count] = length
+                iid[count] = _rd_u64(buf, v) if length >= 8 else _U0
+            count += 1
+        p = v + length
+    return count
+
+
+@njit(cache=True)
+def index_tlvs(buf, offsets, sizes, frame_index):
+    """Every OrderBook, OrderBookDelta and InstrumentMapping TLV of a block, in order.
+
+    Returns (frame, type, value offset, value length, instrument id) arrays and a per-frame
+    "malformed TLV framing" flag; malformed frames contribute nothing.
+    """
+    nf = offsets.shape[0]
+    bad = np.zeros(nf, dtype=np.bool_)
+    total = 0
+    empty_i = np.empty(0, dtype=np.int64)
+    empty_u = np.empty(0, dtype=np.uint64)
+    for f in range(nf):
+        c = _walk(buf, offsets[f], sizes[f], False, empty_i, empty_i, empty_i, empty_i, empty_u, 0)
+        if c < 0:
+            bad[f] = True
+        else:
+            total += c
+    frame = np.empty(total, dtype=np.int64)
+    ttype = np.empty(total, dtype=np.int64)
+    voff = np.empty(total, dtype=np.int64)
+    vlen = np.empty(total, dtype=np.int64)
+    iid = np.empty(total, dtype=np.uint64)
+    count = 0
+    for f in range(nf):
+        if bad[f]:
+            continue
+        new = _walk(buf, offsets[f], sizes[f], True, frame, ttype, voff, vlen, iid, count)
+        for k in range(count, new):
+            frame[k] = frame_index[f]
+        count = new
+    return frame, ttype, voff, vlen, iid, bad
+
+
+# -- book kernels ---------------------------------------------------------------------------------
+@njit(cache=True)
+def _merge_sort(sk, sq, k, wk, wq):
+    """Stable bottom-up merge sort of k (key, qty) pairs by key, using wk/wq as room."""
+    width = 1
+    while width < k:
+        lo = 0
+        while lo < k:
+            mid = min(lo + width, k)
+            hi = min(lo + 2 * width, k)
+            i = lo
+            j = mid
+            for o in range(lo, hi):
+                if j >= hi or (i < mid and sk[i] <= sk[j]):
+                    wk[o] = sk[i]
+                    wq[o] = sq[i]
+                    i += 1
+                else:
+                    wk[o] = sk[j]
+                    wq[o] = sq[j]
+                    j += 1
+            lo = hi
+        for o in range(k):
+            sk[o] = wk[o]
+            sq[o] = wq[o]
+        width *= 2
+
+
+@njit(cache=True)
+def sort_unique(sk, sq, k, wk, wq):
+    """Sort k changes by key, stably, keeping the last change of each key; returns the count.
+
+    Venue updates usually arrive sorted per side, so that case costs one pass.
+    """
+    ordered = True
+    for i in range(1, k):
+        if sk[i] < sk[i - 1]:
+            ordered = False
+            break
+    if not ordered:
+        if k <= 64:
+            for i in range(1, k):
+                key = sk[i]
+                q = sq[i]
+                j = i
+                while j > 0 and sk[j - 1] > key:
+                    sk[j] = sk[j - 1]
+                    sq[j] = sq[j - 1]
+                    j -= 1
+                sk[j] = key
+                sq[j] = q
+        else:
+            _merge_sort(sk, sq, k, wk, wq)
+    m = 0
+    for i in range(k):
+        if m > 0 and sk[m - 1] == sk[i]:
+            sq[m - 1] = sq[i]
+        else:
+            sk[m] = sk[i]
+            sq[m] = sq[i]
+            m += 1
+    return m
+
+
+@njit(cache=True)
+def apply_side(keys, qtys, n, truncated, ck, cq, k, tk, tq, counts):
+    """Merge k sorted, unique changes into one side (``keys`` ascending, n valid) in place.
+
+    qty 0 removes a level. At most ``keys.shape[0]`` levels are kept; dropping any sets
+    ``truncated``, after which changes beyond the last kept level are ignored (unknown region).
+    Returns (new n, truncated).
+    """
+    cap = keys.shape[0]
+    limit = k
+    if truncated:
+        limit = 0
+        if n > 0:
+            last = keys[n - 1]
+            while limit < k and ck[limit] <= last:
+                limit += 1
+        counts[C_BEYOND_KNOWN] += k - limit
+    i = 0
+    j = 0
+    m = 0
+    while i < n or j < limit:
+        if j >= limit or (i < n and keys[i] < ck[j]):
+            key = keys[i]
+            q = qtys[i]
+            i += 1
+        elif i >= n or ck[j] < keys[i]:
+            key = ck[j]
+            q = cq[j]
+            j += 1
+            if q == 0:
+                counts[C_UNKNOWN_REMOVALS] += 1
+                continue
+        else:
+            key = ck[j]
+            q = cq[j]
+            i += 1
+            j += 1
+            if q == 0:
+                continue
+        if m == cap:
+            truncated = True
+            break
+        tk[m] = key
+        tq[m] = q
+        m += 1
+    for x in range(m):
+        keys[x] = tk[x]
+        qtys[x] = tq[x]
+    return m, truncated
+
+
+@njit(cache=True)
+def diff_book(pk, pq, pn, nk, nq, nn, depth, ch_price, ch_qty, ch_side):
+    """Changes that turn the published top-N (pk, pq, pn) into the top-``depth`` of (nk, nq, nn).
+
+    A merge walk over both sorted sides: levels only in the old book get qty 0, levels new or
+    with another quantity get their new quantity. Returns the number of changes written.
+    """
+    c = 0
+    for side in range(2):
+        a = pn[side]
+        b = min(nn[side], depth)
+        i = 0
+        j = 0
+        while i < a or j < b:
+            if j >= b or (i < a and pk[side, i] < nk[side, j]):
+                key = pk[side, i]
+                q = np.int64(0)
+                i += 1
+            elif i >= a or nk[side, j] < pk[side, i]:
+                key = nk[side, j]
+                q = nq[side, j]
+                j += 1
+            else:
+                key = nk[side, j]
+                q = nq[side, j]
+                same = pq[side, i] == q
+                i += 1
+                j += 1
+                if same:
+                    continue
+            ch_price[c] = -key if side == 0 else key
+            ch_qty[c] = q
+            ch_side[c] = side
+            c += 1
+    return c
+
+
+@njit(cache=True)
+def copy_top(pk, pq, pn, nk, nq, nn, depth):
+    """Make the published top-N equal to the tracked book's top-N."""
+    for side in range(2):
+        b = min(nn[side], depth)
+        for i in range(b):
+            pk[side, i] = nk[side, i]
+            pq[side, i] = nq[side, i]
+        pn[side] = b
+
+
+@njit(cache=True)
+def write_delta(out, pos, iid, ts, seq, prev, flags, ch_price, ch_qty, ch_side, c):
+    """OrderBookDelta TLV(s) for c changes, split at the TLV size limit; returns the end pos."""
+    start = 0
+    while start < c:
+        m = min(c - start, MAX_DELTA_CHANGES)
+        p = _tlv_head(out, pos, 7, DELTA_HEAD + CHANGE_SIZE * m)
+        _wr_u64(out, p, iid)
+        _wr_u64(out, p + 8, ts)
+        _wr_u64(out, p + 16, seq)
+        _wr_u64(out, p + 24, prev)
+        _wr_u16(out, p + 32, m)
+        out[p + 34] = flags
+        p += DELTA_HEAD
+        for x in range(start, start + m):
+            _wr_u64(out, p, ch_price[x])
+            _wr_u64(out, p + 8, ch_qty[x])
+            out[p + 16] = ch_side[x]
+            p += CHANGE_SIZE
+        pos = p
+        start += m
+    return pos
+
+
+@njit(cache=True)
+def write_book(out, pos, iid, ts, seq, pk, pq, pn, ch_price, ch_qty, ch_side):
+    """An OrderBook TLV of a published book; levels beyond one TLV's room follow as
+    OrderBookDelta TLVs at the same sequence (apply them in order). Returns the end pos."""
+    nb = pn[0]
+    na = pn[1]
+    b1 = min(nb, max(MAX_BOOK_LEVELS // 2, MAX_BOOK_LEVELS - na))
+    a1 = min(na, MAX_BOOK_LEVELS - b1)
+    p = _tlv_head(out, pos, 3, BOOK_HEAD + LEVEL_SIZE * (b1 + a1))
+    _wr_u64(out, p, iid)
+    _wr_u64(out, p + 8, ts)
+    _wr_u64(out, p + 16, seq)
+    _wr_u16(out, p + 24, b1)
+    _wr_u16(out, p + 26, a1)
+    p += BOOK_HEAD
+    for i in range(b1):
+        _wr_u64(out, p, -pk[0, i])
+        _wr_u64(out, p + 8, pq[0, i])
+        p += LEVEL_SIZE
+    for i in range(a1):
+        _wr_u64(out, p, pk[1, i])
+        _wr_u64(out, p + 8, pq[1, i])
+        p += LEVEL_SIZE
+    c = 0
+    for i in range(b1, nb):
+        ch_price[c] = -pk[0, i]
+        ch_qty[c] = pq[0, i]
+        ch_side[c] = 0
+        c += 1
+    for i in range(a1, na):
+        ch_price[c] = pk[1, i]
+        ch_qty[c] = pq[1, i]
+        ch_side[c] = 1
+        c += 1
+    return write_delta(out, p, iid, ts, seq, seq, 0, ch_price, ch_qty, ch_side, c)
+
+
+@njit(cache=True)
+def _load_snapshot(buf, v, nb, na, keys, qtys, n, trunc, slot):
+    """Validate an OrderBook value's levels, then load them. Returns a status."""
+    for side in range(2):
+        base = v + BOOK_HEAD + (0 if side == 0 else LEVEL_SIZE * nb)
+        count = nb if side == 0 else na
+        prev = _INT64_MIN
+        for i in range(count):
+            price = _rd_i64(buf, base + LEVEL_SIZE * i)
+            q = _rd_i64(buf, base + LEVEL_SIZE * i + 8)
+            if price <= 0 or q < 0:
+                return ST_BAD
+            key = -price if side == 0 else price
+            if key <= prev:
+                return ST_UNSORTED
+            prev = key
+    cap = keys.shape[2]
+    for side in range(2):
+        base = v + BOOK_HEAD + (0 if side == 0 else LEVEL_SIZE * nb)
+        count = nb if side == 0 else na
+        m = 0
+        trunc[slot, side] = False
+        for i in range(count):
+            q = _rd_i64(buf, base + LEVEL_SIZE * i + 8)
+            if q == 0:
+                continue
+            if m == cap:
+                trunc[slot, side] = True
+                break
+            price = _rd_i64(buf, base + LEVEL_SIZE * i)
+            keys[slot, side, m] = -price if side == 0 else price
+            qtys[slot, side, m] = q
+            m += 1
+        n[slot, side] = m
+    return ST_OK
+
+
+@njit(cache=True)
+def _apply_delta(buf, v, nc, keys, qtys, n, trunc, slot, scratch, tk, tq, counts):
+    sk, sq, wk, wq = scratch[0], scratch[1], scratch[2], scratch[3]
+    for side in range(2):
+        k = 0
+        for i in range(nc):
+            p = v + DELTA_HEAD + CHANGE_SIZE * i
+            if buf[p + 16] != side:
+                continue
+            price = _rd_i64(buf, p)
+            sk[k] = -price if side == 0 else price
+            sq[k] = _rd_i64(buf, p + 8)
+            k += 1
+        if k == 0:
+            continue
+        k = sort_unique(sk, sq, k, wk, wq)
+        m, t = apply_side(keys[slot, side], qtys[slot, side], n[slot, side], trunc[slot, side], sk, sq, k, tk, tq,
+                          counts)
+        n[slot, side] = m
+        trunc[slot, side] = t
+
+
+@njit(cache=True)
+def process_updates(buf, ttype, voff, vlen, slots, start, keys, qtys, n, trunc, pk, pq, pn, state, seq, ts,
+                    pseq, pts, ids, depth, out, ch_price, ch_qty, ch_side, scratch, tk, tq,
+                    status, res_start, res_len, res_changes, res_levels, counts):
+    """Apply book TLVs ``start..`` in order and write what downstream must get for each.
+
+    Stops early when ``out`` may lack room for one more update's output; returns (next index,
+    bytes used). For TLV t: ``status[t]``, its output bytes at ``out[res_start[t]:][:res_len[t]]``
+    (delta TLVs, or OrderBook for a first snapshot), ``res_changes[t]`` levels changed and
+    ``res_levels[t]`` levels in the published book afterwards.
+    """
+    pos = 0
+    total = ttype.shape[0]
+    bound = 4 * depth * CHANGE_SIZE + 2 * depth * LEVEL_SIZE + 1024
+    t = start
+    while t < total:
+        if pos + bound > out.shape[0]:
+            break
+        slot = slots[t]
+        v = voff[t]
+        length = vlen[t]
+        res_start[t] = pos
+        res_len[t] = 0
+        res_changes[t] = 0
+        res_levels[t] = 0
+        t += 1
+        if slot < 0:
+            status[t - 1] = ST_NO_SLOT
+            continue
+        if ttype[t - 1] == 3:
+            if length < BOOK_HEAD:
+                status[t - 1] = ST_BAD
+                continue
+            nb = _rd_u16(buf, v + 24)
+            na = _rd_u16(buf, v + 26)
+            if BOOK_HEAD + LEVEL_SIZE * (nb + na) != length:
+                status[t - 1] = ST_BAD
+                continue
+            st = _load_snapshot(buf, v, nb, na, keys, qtys, n, trunc, slot)
+            if st != ST_OK:
+                status[t - 1] = st
+                continue
+            seq[slot] = _rd_u64(buf, v + 16)
+            ts[slot] = _rd_u64(buf, v + 8)
+            before = state[slot]
+            state[slot] = LIVE
+            if before == UNKNOWN:
+                copy_top(pk[slot], pq[slot], pn[slot], keys[slot], qtys[slot], n[slot], depth)
+                pseq[slot] = seq[slot]
+                pts[slot] = ts[slot]
+                end = write_book(out, pos, ids[slot], ts[slot], seq[slot], pk[slot], pq[slot], pn[slot],
+                                 ch_price, ch_qty, ch_side)
+                status[t - 1] = ST_FIRST
+                res_len[t - 1] = end - pos
+                res_changes[t - 1] = pn[slot, 0] + pn[slot, 1]
+                res_levels[t - 1] = pn[slot, 0] + pn[slot, 1]
+                pos = end
+                continue
+            status[t - 1] = ST_RESYNC
+        else:
+            if length < DELTA_HEAD:
+                status[t - 1] = ST_BAD
+                continue
+            nc = _rd_u16(buf, v + 32)
+            if DELTA_HEAD + CHANGE_SIZE * nc != length or nc > scratch.shape[1]:
+                status[t - 1] = ST_BAD
+                continue
+            bad = False
+            for i in range(nc):
+                p = v + DELTA_HEAD + CHANGE_SIZE * i
+                if _rd_i64(buf, p) <= 0 or _rd_i64(buf, p + 8) < 0 or buf[p + 16] > 1:
+                    bad = True
+                    break
+            if bad:
+                status[t - 1] = ST_BAD
+                continue
+            if state[slot] == UNKNOWN:
+                status[t - 1] = ST_NO_BOOK
+                continue
+            if state[slot] == STALE:
+                status[t - 1] = ST_STALE
+                continue
+            prev = _rd_u64(buf, v + 24)
+            if prev != _U0 and seq[slot] != _U0 and prev != seq[slot]:
+                state[slot] = STALE
+                status[t - 1] = ST_SEQ_GAP
+                continue
+            _apply_delta(buf, v, nc, keys, qtys, n, trunc, slot, scratch, tk, tq, counts)
+            seq[slot] = _rd_u64(buf, v + 16)
+            ts[slot] = _rd_u64(buf, v + 8)
+            if (trunc[slot, 0] and n[slot, 0] < depth) or (trunc[slot, 1] and n[slot, 1] < depth):
+                state[slot] = STALE
+                status[t - 1] = ST_INCOMPLETE
+                continue
+            status[t - 1] = ST_OK
+        # a delta or a resync snapshot on a known book: publish only what changed
+        if n[slot, 0] > 0 and n[slot, 1] > 0 and -keys[slot, 0, 0] >= keys[slot, 1, 0]:
+            counts[C_CROSSED] += 1
+        c = diff_book(pk[slot], pq[slot], pn[slot], keys[slot], qtys[slot], n[slot], depth, ch_price, ch_qty,
+                      ch_side)
+        if c > 0:
+            copy_top(pk[slot], pq[slot], pn[slot], keys[slot], qtys[slot], n[slot], depth)
+            flags = np.uint8(buf[v + 34] & 1) if ttype[t - 1] == 7 else np.uint8(0)
+            end = write_delta(out, pos, ids[slot], ts[slot], seq[slot], pseq[slot], flags, ch_price, ch_qty,
+                              ch_side, c)
+            pseq[slot] = seq[slot]
+            pts[slot] = ts[slot]
+            res_len[t - 1] = end - pos
+            res_changes[t - 1] = c
+            pos = end
+        res_levels[t - 1] = pn[slot, 0] + pn[slot, 1]
+    return t, pos
+
+
+# -- the sans-IO tracker ----------------------------------------------------------------------------
+def book_message_size(levels: np.ndarray | int) -> np.ndarray | int:
+    """Bytes of one message carrying a full OrderBook of ``levels`` levels (header included)."""
+    value = BOOK_HEAD + LEVEL_SIZE * np.asarray(levels)
+    return HEADER_SIZE + value + np.where(value <= 255, 2, 5)
 
 
 @dataclasses.dataclass(frozen=True)
+class Results:
+    """What ``BookTracker.process`` did with TLVs ``first..last`` of the indexed block."""
+
+    first: int
+    last: int
+    out: np.ndarray
+    status: np.ndarray
+    start: np.ndarray
+    length: np.ndarray
+    changes: np.ndarray
+    levels: np.ndarray
+
+    def payload(self, t: int) -> bytes:
+        a = int(self.start[t])
+        return self.out[a : a + int(self.length[t])].tobytes()
+
+
+class BookTracker:
+    """Every instrument's book and its published top-N; no I/O, no clock."""
+
+    def __init__(self, depth: int, extra_levels: int, max_instruments: int) -> None:
+        self.depth = depth
+        self.capacity = depth + extra_levels
+        self.max_instruments = max_instruments
+        self.slot_of: dict[int, int] = {}
+        self.size = 0
+        self._allocate(min(8, max_instruments))
+        change_room = 4 * depth + 8
+        self.ch_price = np.empty(change_room, np.int64)
+        self.ch_qty = np.empty(change_room, np.int64)
+        self.ch_side = np.empty(change_room, np.uint8)
+        self.scratch = np.empty((4, MAX_INPUT_CHANGES), np.int64)
+        self.tk = np.empty(self.capacity, np.int64)
+        self.tq = np.empty(self.capacity, np.int64)
+        self.counts = np.zeros(N_COUNTS, np.int64)
+        bound = 4 * depth * CHANGE_SIZE + 2 * depth * LEVEL_SIZE + 1024
+        self.out = np.empty(max(1 << 20, 4 * bound), np.uint8)
+        self._snapshot_out = np.empty(2 * depth * LEVEL_SIZE + 4 * depth * CHANGE_SIZE + 1024, np.uint8)
+
+    def _allocate(self, slots: int) -> None:
+        old = getattr(self, "keys", None)
+        cap, depth = self.capacity, self.depth
+        fresh = {
+            "keys": np.zeros((slots, 2, cap), np.int64),
+            "qtys": np.zeros((slots, 2, cap), np.int64),
+            "n": np.zeros((slots, 2), np.int64),
+            "trunc": np.zeros((slots, 2), np.bool_),
+            "pk": np.zeros((slots, 2, depth), np.int64),
+            "pq": np.zeros((slots, 2, depth), np.int64),
+            "pn": np.zeros((slots, 2), np.int64),
+            "state": np.zeros(slots, np.uint8),
+            "seq": np.zeros(slots, np.uint64),
+            "ts": np.zeros(slots, np.uint64),
+            "pseq": np.zeros(slots, np.uint64),
+            "pts": np.zeros(slots, np.uint64),
+            "ids": np.zeros(slots, np.uint64),
+        }
+        for name, array in fresh.items():
+            if old is not None:
+                array[: self.size] = getattr(self, name)[: self.size]
+            setattr(self, name, array)
+
+    def slot(self, iid: int) -> int:
+        """The slot of an instrument, made on first sight; -1 once max_instruments are tracked."""
+        slot = self.slot_of.get(iid)
+        if slot is not None:
+            return slot
+        if self.size >= self.max_instruments:
+            return -1
+        if self.size == self.ids.shape[0]:
+            self._allocate(min(2 * self.size, self.max_instruments))
+        slot = self.size
+        self.size += 1
+        self.slot_of[iid] = slot
+        self.ids[slot] = iid
+        return slot
+
+    def process(self, buf: np.ndarray, ttype: np.ndarray, voff: np.ndarray, vlen: np.ndarray, slots: np.ndarray,
+                start: int) -> Results:
+        """Run the kernel from TLV ``start`` until done or the output buffer is full."""
+        count = ttype.shape[0]
+        status = np.zeros(count, np.uint8)
+        res = [np.zeros(count, np.int64) for _ in range(4)]
+        last, _ = process_updates(
+            buf, ttype, voff, vlen, slots, start, self.keys, self.qtys, self.n, self.trunc, self.pk, self.pq,
+            self.pn, self.state, self.seq, self.ts, self.pseq, self.pts, self.ids, self.depth, self.out,
+            self.ch_price, self.ch_qty, self.ch_side, self.scratch, self.tk, self.tq, status, *res, self.counts,
+        )
+        return Results(start, last, self.out, status, *res)
+
+    def snapshot_tlvs(self, slot: int) -> bytes:
+        """The published book of a slot as OrderBook TLV bytes (plus continuation deltas if huge)."""
+        end = write_book(self._snapshot_out, 0, self.ids[slot], self.pts[slot], self.pseq[slot], self.pk[slot],
+                         self.pq[slot], self.pn[slot], self.ch_price, self.ch_qty, self.ch_side)
+        return self._snapshot_out[:end].tobytes()
+
+    def published(self, slot: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """(bids, asks) as (price, qty) lists, best first: what downstream holds."""
+        nb, na = (int(x) for x in self.pn[slot])
+        bids = list(zip((-self.pk[slot, 0, :nb]).tolist(), self.pq[slot, 0, :nb].tolist(), strict=True))
+        asks = list(zip(self.pk[slot, 1, :na].tolist(), self.pq[slot, 1, :na].tolist(), strict=True))
+        return bids, asks
+
+
+# -- the node ---------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
 class BookDeltaParams:
-    depth: int = param(50, doc="Levels per side tracked and diffed (top-N).", minimum=1,
-                       maximum=5000)
+    depth: int = param(50, doc="Levels per side tracked, diffed and published (top-N).", minimum=1, maximum=5000)
+    extra_levels: int = param(
+        200, doc="Levels per side kept below the top-N, so a deeper level can move up when a better one is "
+        "removed. A book whose known levels shrink below depth is withheld until a fresh snapshot.", minimum=0,
+        maximum=100000,
+    )
     snapshot_interval: float = param(
-        30.0, doc="Seconds between full OrderBook snapshots per instrument; 0 sends snapshots "
-        "only on request.", live=True, minimum=0,
+        30.0, doc="Seconds between full OrderBook snapshots of every book; 0 sends snapshots only on request.",
+        live=True, minimum=0,
     )
     max_instruments: int = param(
-        4096, doc="Books kept at most; arrays are preallocated for this many.", minimum=1,
+        4096, doc="Books kept at most; updates of further instruments are dropped and counted. Arrays grow as "
+        "instruments appear.", minimum=1,
     )
     pass_through_snapshots: bool = param(
-        False, doc="Also forward upstream snapshots unchanged, besides the computed deltas.",
-        live=True,
+        False, doc="Also forward upstream snapshots unchanged, besides the computed deltas.", live=True,
     )
 
 
@@ -40,5 +752,209 @@ class BookDelta(Node):
 
     Params = BookDeltaParams
 
-    async def run(self, ctx):
-        raise NotImplementedError("transform.book_delta is implemented by issue #6")
+    def __init__(self, params: BookDeltaParams) -> None:
+        super().__init__(params)
+        self.books = BookTracker(params.depth, params.extra_levels, params.max_instruments)
+        self.clock = time.monotonic
+        self.names: dict[int, str] = {}
+        self.mappings: dict[int, Any] = {}
+        self._source = np.zeros(0, np.int64)
+        self._asked_at = np.zeros(0, np.float64)
+        self._bytes = np.zeros((0, 4), np.int64)  # delta, snapshot-equivalent (changed), (every update), updates
+
+    # -- input --------------------------------------------------------------------------------------
+    def handle_block(self, block: Any, ctx: Any) -> None:
+        """Map, apply and diff every book TLV of the block; emit mappings, deltas and first snapshots."""
+        buf = np.frombuffer(block.data, np.uint8)
+        frames, ttype, voff, vlen, iid, bad = index_tlvs(buf, block.offsets, block.sizes,
+                                                         np.arange(len(block), dtype=np.int64))
+        if bad.any():
+            ctx.counters["errors.bad_tlv"] += int(bad.sum())
+            ctx.log.warning("%d messages with malformed TLV framing skipped", int(bad.sum()))
+        now_ns = time.time_ns()
+        is_map = ttype == T_MAPPING
+        for t in np.flatnonzero(is_map).tolist():
+            self._mapping(buf[voff[t] : voff[t] + vlen[t]], ctx, now_ns)
+        keep = ~is_map
+        if not keep.any():
+            return
+        frames, ttype, voff, vlen, iid = frames[keep], ttype[keep], voff[keep], vlen[keep], iid[keep]
+        unique, inverse = np.unique(iid, return_inverse=True)
+        slots = np.array([self.books.slot(i) for i in unique.tolist()], np.int64)[inverse]
+        self._grow_side_arrays()
+        sources = block.source[frames].astype(np.int64)
+        valid = slots >= 0
+        self._source[slots[valid]] = sources[valid]
+        start = 0
+        while start < ttype.shape[0]:
+            results = self.books.process(buf, ttype, voff, vlen, slots, start)
+            self._emit(results, slots, ctx, now_ns, buf, voff, vlen, ttype)
+            start = results.last
+        self._count(ctx)
+
+    def _mapping(self, value: np.ndarray, ctx: Any, now_ns: int) -> None:
+        try:
+            record = decode(T_MAPPING, value.tobytes())
+        except MalformedFrame as exc:
+            ctx.counters["errors.bad_mapping"] += 1
+            ctx.log.warning("bad InstrumentMapping skipped: %s", exc)
+            return
+        if instrument_id(record.canonical) != record.instrument_id:
+            ctx.counters["errors.mapping_mismatch"] += 1
+            ctx.log.warning("InstrumentMapping %r does not hash to id %d", record.canonical, record.instrument_id)
+            return
+        self.mappings[record.instrument_id] = record
+        self.names[record.instrument_id] = _display_name(record.canonical)
+        ctx.message(encode(record), timestamp_ns=now_ns)
+        ctx.counters["mappings"] += 1
+
+    def _grow_side_arrays(self) -> None:
+        size = self.books.ids.shape[0]
+        if self._source.shape[0] < size:
+            grow = size - self._source.shape[0]
+            self._source = np.concatenate([self._source, np.zeros(grow, np.int64)])
+            self._asked_at = np.concatenate([self._asked_at, np.full(grow, -np.inf)])
+            self._bytes = np.concatenate([self._bytes, np.zeros((grow, 4), np.int64)])
+
+    def _emit(self, r: Results, slots: np.ndarray, ctx: Any, now_ns: int, buf: np.ndarray, voff: np.ndarray,
+              vlen: np.ndarray, ttype: np.ndarray) -> None:
+        span = slice(r.first, r.last)
+        status, length, changes, levels, where = r.status[span], r.length[span], r.changes[span], r.levels[span], \
+            slots[span]
+        for code, name in STATUS_COUNTERS.items():
+            hits = int(np.count_nonzero(status == code))
+            if hits:
+                ctx.counters[name] += hits
+        applied = (status == ST_OK) | (status == ST_RESYNC)
+        ctx.counters["updates"] += int(np.count_nonzero(applied))
+        ctx.counters["updates.unchanged"] += int(np.count_nonzero(applied & (changes == 0)))
+        changed = applied & (changes > 0)
+        snap_bytes = book_message_size(levels)
+        rows = where[applied]
+        np.add.at(self._bytes[:, 0], where[changed], HEADER_SIZE + length[changed])
+        np.add.at(self._bytes[:, 1], where[changed], snap_bytes[changed])
+        np.add.at(self._bytes[:, 2], rows, snap_bytes[applied])
+        np.add.at(self._bytes[:, 3], rows, 1)
+        passthrough = self.params.pass_through_snapshots
+        for k in np.flatnonzero((length > 0) | ((status != ST_OK) & (status != ST_RESYNC)) | (ttype[span] == T_BOOK)
+                                ).tolist():
+            t = r.first + k
+            code = int(status[k])
+            slot = int(where[k])
+            if code == ST_FIRST:
+                ctx.log.info("book %s: first snapshot, %d levels published", self._name(slot), int(levels[k]))
+            if length[k] > 0:
+                ctx.message(r.payload(t), timestamp_ns=now_ns)
+            if passthrough and ttype[t] == T_BOOK and code in (ST_FIRST, ST_RESYNC):
+                ctx.message(encode_value(T_BOOK, buf[voff[t] : voff[t] + vlen[t]]), timestamp_ns=now_ns)
+            if code in NEEDS_SNAPSHOT:
+                self._ask_snapshot(slot, code, ctx)
+            elif code in (ST_BAD, ST_UNSORTED):
+                ctx.log.warning("bad book value for %s skipped (%s)", self._name(slot), STATUS_COUNTERS[code])
+
+    def _ask_snapshot(self, slot: int, code: int, ctx: Any) -> None:
+        now = self.clock()
+        if now - self._asked_at[slot] < RESNAPSHOT_AFTER:
+            return
+        self._asked_at[slot] = now
+        iid = int(self.books.ids[slot])
+        source = int(self._source[slot])
+        ctx.counters["snapshots.requested"] += 1
+        ctx.log.warning("book %s: %s; asking source %d for a snapshot", self._name(slot), STATUS_COUNTERS[code],
+                        source)
+        ctx.request_snapshot(source, iid)
+
+    def _count(self, ctx: Any) -> None:
+        counts = self.books.counts
+        for index, name in ((C_UNKNOWN_REMOVALS, "levels.unknown_removed"), (C_BEYOND_KNOWN, "levels.beyond_known"),
+                            (C_CROSSED, "books.crossed")):
+            if counts[index]:
+                ctx.counters[name] += int(counts[index])
+                counts[index] = 0
+        ctx.counters["bytes.delta"] = int(self._bytes[:, 0].sum())
+        ctx.counters["bytes.snapshot_equivalent"] = int(self._bytes[:, 1].sum())
+        for slot in np.flatnonzero(self._bytes[:, 0]).tolist():
+            name = self._name(slot)
+            ctx.counters[f"bytes_delta.{name}"] = int(self._bytes[slot, 0])
+            ctx.counters[f"bytes_snapshot.{name}"] = int(self._bytes[slot, 1])
+
+    def _name(self, slot: int) -> str:
+        iid = int(self.books.ids[slot])
+        return self.names.get(iid) or f"{iid:016x}"
+
+    # -- output on request and on the clock ----------------------------------------------------------
+    def snapshot(self, instrument_id: int) -> list[bytes]:
+        """Mapping + full published book of one instrument (0 = every book), as TLV payloads."""
+        books = self.books
+        if instrument_id:
+            slot = books.slot_of.get(instrument_id)
+            slots = [] if slot is None else [slot]
+        else:
+            slots = range(books.size)
+        payloads = []
+        for slot in slots:
+            if books.state[slot] == UNKNOWN:
+                continue
+            iid = int(books.ids[slot])
+            if iid in self.mappings:
+                payloads.append(encode(self.mappings[iid]))
+            payloads.append(books.snapshot_tlvs(slot))
+        return payloads
+
+    async def run(self, ctx: Any) -> None:
+        ctx.request_snapshot()
+        last = trio.current_time()
+        while True:
+            await trio.sleep(1.0 if self.params.snapshot_interval <= 0 else min(1.0, self.params.snapshot_interval))
+            interval = self.params.snapshot_interval
+            now = trio.current_time()
+            if interval <= 0 or now - last < interval:
+                continue
+            last = now
+            payloads = self.snapshot(0)
+            if payloads:
+                ctx.messages(payloads)
+                ctx.counters["snapshots.periodic"] += 1
+                await ctx.flush()
+
+    def statistics(self) -> dict:
+        books = self.books
+        states = books.state[: books.size]
+        per: dict[str, dict] = {}
+        for slot in range(books.size):
+            delta, snap, snap_all, updates = (int(x) for x in self._bytes[slot]) if slot < len(self._bytes) \
+                else (0, 0, 0, 0)
+            per[self._name(slot)] = {
+                "state": ("unknown", "live", "stale")[int(states[slot])],
+                "levels": [int(x) for x in books.pn[slot]],
+                "updates": updates,
+                "delta_bytes": delta,
+                "snapshot_bytes": snap,
+                "compression_ratio": round(delta / snap, 6) if snap else None,
+                "compression_ratio_every_update": round(delta / snap_all, 6) if snap_all else None,
+            }
+        return {
+            "depth": books.depth,
+            "books": int(books.size),
+            "live": int(np.count_nonzero(states == LIVE)),
+            "stale": int(np.count_nonzero(states == STALE)),
+            "instruments": per,
+        }
+
+
+_VALUE_HEAD = struct.Struct("<BBBH")
+
+
+def encode_value(tlv_type: int, value: np.ndarray) -> bytes:
+    """One TLV around raw value bytes (standard or extended header as the size requires)."""
+    n = value.shape[0]
+    head = bytes((tlv_type, n)) if n <= 255 else _VALUE_HEAD.pack(255, 0, tlv_type, n)
+    return head + value.tobytes()
+
+
+def _display_name(canonical: str) -> str:
+    """``coinbase:BTC-USD`` style names for counters; the canonical text if it does not parse."""
+    try:
+        return parse_instrument(canonical).short
+    except ValueError:
+        return canonical
