@@ -1,0 +1,371 @@
+"""Relay fan-out benchmark: source process → relay process → 1 and 4 subscriber processes.
+
+Run: ``python benchmarks/relay.py [--quick]``. Everything is a real process talking over real Unix
+sockets, for both systems, in the same layout:
+
+* **AlphaPulse**: a source driver (``open_publisher`` on the plan's ``src`` socket) → the real
+  ``relay`` node (``python -m alphapulse node --plan plan.json bus``, the plan compiled from a
+  topology written to a temp dir) → sink drivers (an ``InputLink`` each, from the plan's sink
+  entries: CRC checks, sequence tracking). Every link uses the ``block`` overflow policy, so the
+  runs are lossless; each sink checks it got every sequence number, in order, exactly once.
+* **pyzmq reference**: PUB → ``zmq.proxy(XSUB, XPUB)`` → SUBs over ``ipc://``, with
+  ``XPUB_NODROP`` on every publishing socket (lossless), one message per frame and 1000 per
+  frame; plus a single PUB → SUB hop for latency.
+
+Rounds (the process sets are started once and run several rounds; best/median are taken):
+bulk (blocks of 1000 messages), one-message-per-send producers (as fast as possible, and paced at
+offered rates up to 400k msgs/s), and a paced 10k msgs/s latency round (timestamp in the header at
+send, ``time.time_ns()`` at the sink, percentiles computed in the sink). CPU seconds of every
+process come from ``/proc/<pid>/task/*/schedstat`` sampled by this script at each round's start
+and end. The last line is one JSON object of all figures and goal flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+if not __package__:  # run as a script: make the repo root importable
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+PY = sys.executable
+PROCS = str(pathlib.Path(__file__).resolve().with_name("relay_procs.py"))
+MSG = 72
+
+TOPOLOGY = """\
+topology: rb
+defaults:
+  link: {{overflow: block, queue: {queue}}}
+nodes:
+  src:
+    kind: source.counter
+    params: {{rate: 0, batch: 1000}}
+  bus:
+    kind: relay
+    domain: market_data
+    inputs: [src]
+    params: {{retransmit_buffer: 65536}}
+{sinks}"""
+
+SINK = """\
+  sink{i}:
+    kind: sink.counter
+    inputs: [bus]
+"""
+
+
+# -- processes ------------------------------------------------------------------------------------
+def task_cpu_seconds(pid: int) -> float:
+    """CPU time of every thread of ``pid`` (ns resolution), 0 if it is gone."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat", encoding="ascii") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    except OSError:
+        return 0.0
+    return total / 1e9
+
+
+class ProcessSet:
+    """The processes of one layout; everything is killed in ``close`` (always called)."""
+
+    def __init__(self, label: str, budget: float) -> None:
+        self.label = label
+        self.dir = tempfile.mkdtemp(prefix="aprb", dir="/tmp")  # short: sun_path is 108 bytes
+        self.deadline = time.time() + budget
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.dir, name)
+
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        log = open(self.path(f"{name}.log"), "w", encoding="utf-8")  # noqa: SIM115 - closed by the child's exit
+        self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                            cwd=str(pathlib.Path(__file__).resolve().parents[1]))
+        log.close()
+
+    def driver(self, name: str, role: str, cfg: dict) -> None:
+        cfg = {**cfg, "dir": self.dir, "deadline": self.deadline}
+        self.start(name, [PY, PROCS, role, json.dumps(cfg)])
+
+    def cpu(self) -> dict[str, float]:
+        return {name: task_cpu_seconds(p.pid) for name, p in self.procs.items()}
+
+    def check(self) -> None:
+        for name, p in self.procs.items():
+            if p.poll() is not None:
+                tail = pathlib.Path(self.path(f"{name}.log")).read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{self.label}: process {name} exited ({p.returncode}):\n{tail}")
+        if time.time() > self.deadline:
+            raise TimeoutError(f"{self.label}: over its time budget")
+
+    def wait_files(self, names: list[str], timeout: float) -> None:
+        limit = time.monotonic() + timeout
+        while not all(os.path.exists(self.path(n)) for n in names):
+            self.check()
+            if time.monotonic() > limit:
+                missing = [n for n in names if not os.path.exists(self.path(n))]
+                raise TimeoutError(f"{self.label}: timed out waiting for {missing}")
+            time.sleep(0.002)
+
+    def read(self, name: str) -> dict:
+        with open(self.path(name), encoding="utf-8") as f:
+            return json.load(f)
+
+    def close(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.terminate()
+        limit = time.monotonic() + 3
+        for p in self.procs.values():
+            try:
+                p.wait(max(0.01, limit - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(2)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# -- layouts --------------------------------------------------------------------------------------
+def start_alphapulse(ps: ProcessSet, n_sinks: int, rounds: list[dict], queue: int) -> list[str]:
+    from alphapulse.topology import compile_plan, has_errors, load_topology
+
+    topo_file = ps.path("rb.yaml")
+    with open(topo_file, "w", encoding="utf-8") as f:
+        f.write(TOPOLOGY.format(queue=queue, sinks="".join(SINK.format(i=i) for i in range(n_sinks))))
+    topology, diagnostics = load_topology(topo_file, run_dir=ps.dir)
+    if topology is None or has_errors(diagnostics):
+        raise RuntimeError(f"benchmark topology invalid: {diagnostics}")
+    plan = compile_plan(topology, run_dir=os.path.join(ps.dir, "run"), python=PY)
+    os.makedirs(plan.run_dir, exist_ok=True)
+    with open(plan.plan_file, "w", encoding="utf-8") as f:
+        f.write(plan.to_json())
+    nodes = plan.nodes
+    sinks = [f"sink{i}" for i in range(n_sinks)]
+    src = nodes["src"]
+    ps.driver("src", "ap_source", {
+        "path": src["sockets"]["data"], "source_id": src["source_id"], "relay_domain": src["relay_domain"],
+        "rounds": rounds, "sinks": sinks,
+    })
+    env = {**os.environ, "ALPHAPULSE_LOG_LEVEL": "WARNING"}
+    ps.start("relay", nodes["bus"]["argv"], env=env)  # the real relay node, as supervisord would run it
+    for name in sinks:
+        ps.driver(name, "ap_sink", {
+            "name": name, "input": nodes[name]["inputs"][0], "source_id": src["source_id"], "rounds": rounds,
+        })
+    return sinks
+
+
+def start_zmq(ps: ProcessSet, n_sinks: int, rounds: list[dict], hwm: int, *, proxy: bool) -> list[str]:
+    sinks = [f"sink{i}" for i in range(n_sinks)]
+    common = {"hwm": hwm, "rounds": rounds}
+    if proxy:
+        ep_in, ep_out = f"ipc://{ps.path('in.ipc')}", f"ipc://{ps.path('out.ipc')}"
+        ps.driver("relay", "zmq_proxy", {**common, "in": ep_in, "out": ep_out})
+        ps.driver("src", "zmq_source", {**common, "endpoint": ep_in, "bind": False, "sinks": sinks})
+    else:
+        ep_out = f"ipc://{ps.path('hop.ipc')}"
+        ps.driver("src", "zmq_source", {**common, "endpoint": ep_out, "bind": True, "sinks": sinks})
+    for name in sinks:
+        ps.driver(name, "zmq_sink", {**common, "name": name, "endpoint": ep_out})
+    return sinks
+
+
+def run_set(label: str, system: str, n_sinks: int, rounds: list[dict], *, budget: float, hwm: int = 1000,
+            queue: int = 65536) -> list[dict]:
+    """Start one layout, run its rounds, return one figures dict per round."""
+    ps = ProcessSet(label, budget)
+    out: list[dict] = []
+    try:
+        if system == "ap":
+            sinks = start_alphapulse(ps, n_sinks, rounds, queue)
+        else:
+            sinks = start_zmq(ps, n_sinks, rounds, hwm, proxy=system == "zmq")
+        ps.wait_files(["src.ready.0"], timeout=60)
+        for k, rnd in enumerate(rounds):
+            ps.wait_files([f"src.ready.{k}"] + ([f"{s}.result.{k - 1}" for s in sinks] if k else []), timeout=30)
+            cpu0, t0 = ps.cpu(), time.monotonic()
+            with open(ps.path(f"go.{k}"), "w", encoding="utf-8"):
+                pass
+            ps.wait_files([f"src.result.{k}"] + [f"{s}.result.{k}" for s in sinks], timeout=rnd.get("timeout", 30))
+            cpu1, wall = ps.cpu(), time.monotonic() - t0
+            out.append(round_figures(ps, k, rnd, sinks, cpu0, cpu1, wall))
+    finally:
+        ps.close()
+    return out
+
+
+def round_figures(ps: ProcessSet, k: int, rnd: dict, sinks: list[str], cpu0: dict, cpu1: dict, wall: float) -> dict:
+    src = ps.read(f"src.result.{k}")
+    subs = [ps.read(f"{s}.result.{k}") for s in sinks]
+    n, t_go = int(rnd["n"]), src["t_go_ns"]
+    rates = [s["received"] / max(1e-9, (s["t_last_ns"] - t_go) / 1e9) for s in subs]
+    span = max(1e-9, (max(s["t_last_ns"] for s in subs) - t_go) / 1e9)
+    cpu = {name: round(cpu1[name] - cpu0.get(name, 0.0), 4) for name in cpu1}
+    lossless = all(s["received"] == n for s in subs)
+    for s in subs:  # AlphaPulse sinks also report their own sequence accounting
+        seq = s.get("sequence")
+        if seq is not None:
+            lossless &= s["order_errors"] == 0 and seq["gaps_detected"] == 0 and seq["messages_lost"] == 0
+            lossless &= seq["duplicates"] == 0 and not any(s["decode_errors"].values())
+    fig = {
+        "n": n,
+        "offered_msgs_per_s": n / max(1e-9, (src["t_end_ns"] - t_go) / 1e9),
+        "per_sub_msgs_per_s": min(rates),
+        "lossless": lossless,
+        "span_s": span,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "cores": {name: c / span for name, c in cpu.items()},
+    }
+    lats = [s["latency"] for s in subs if s.get("latency")]
+    if lats:
+        fig["latency"] = {key: max(x[key] for x in lats) for key in ("p50_us", "p99_us", "p999_us", "max_us")}
+        fig["latency_sink0"] = lats[0]
+    return fig
+
+
+# -- the benchmark -------------------------------------------------------------------------------------
+def best(rounds: list[dict], key: str = "per_sub_msgs_per_s") -> dict:
+    return max(rounds, key=lambda r: r[key])
+
+
+def median_latency(rounds: list[dict]) -> dict:
+    """The latency round with the median p50 (each round is already thousands of samples)."""
+    ordered = sorted(rounds, key=lambda r: r["latency"]["p50_us"])
+    return ordered[len(ordered) // 2]
+
+
+def sinks_cores(r: dict) -> float:
+    return sum(c for name, c in r["cores"].items() if name.startswith("sink"))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="short smoke run (small counts, one repeat)")
+    args = ap.parse_args(argv)
+    q = args.quick
+    n_bulk = 600_000 if q else 4_000_000
+    n_single = 100_000 if q else 400_000
+    reps = 1 if q else 3
+    lat_rate, lat_n = 10_000, (10_000 if q else 30_000)
+    sweep = [100_000, 200_000, 400_000]
+    sweep_s = 0.5 if q else 1.5
+    t_start = time.monotonic()
+
+    bulk = [{"mode": "bulk", "n": n_bulk, "per_send": 1000, "tag": "bulk"} for _ in range(reps)]
+    single = [{"mode": "single", "n": n_single, "tag": "single"} for _ in range(max(1, reps - 1))]
+    offered = [{"mode": "single", "n": int(r * sweep_s), "rate": r, "tag": f"offered_{r // 1000}k"} for r in sweep]
+    paced = [{"mode": "paced", "n": lat_n, "rate": lat_rate, "latency": True, "tag": "paced",
+              "timeout": lat_n / lat_rate + 20} for _ in range(1 if q else 2)]
+    zmq_single = [{"mode": "single", "n": n_single, "per_send": 1, "tag": "single"} for _ in range(max(1, reps - 1))]
+
+    plans = [
+        ("alphapulse N=4", "ap", 4, paced + bulk + single + offered),
+        ("pyzmq N=4", "zmq", 4, paced + bulk + zmq_single),
+        ("alphapulse N=1", "ap", 1, paced + bulk + single),
+        ("pyzmq N=1", "zmq", 1, paced + bulk + zmq_single),
+        ("pyzmq one hop", "zmq1", 1, paced),
+    ]
+    results: dict[str, dict[str, list[dict]]] = {}
+    for label, system, n_sinks, rounds in plans:
+        t0 = time.monotonic()
+        got = run_set(label, system, n_sinks, rounds, budget=240 if not q else 90)
+        by_tag: dict[str, list[dict]] = {}
+        for rnd, fig in zip(rounds, got, strict=True):
+            by_tag.setdefault(rnd["tag"], []).append(fig)
+        results[label] = by_tag
+        print(f"# {label}: {len(rounds)} rounds in {time.monotonic() - t0:.1f} s", flush=True)
+        for tag, figs in by_tag.items():
+            for fig in figs:
+                line = (f"  {tag:>13}: per-sub {fig['per_sub_msgs_per_s']:>12,.0f} msgs/s  offered "
+                        f"{fig['offered_msgs_per_s']:>12,.0f}  lossless={fig['lossless']}  cores "
+                        + " ".join(f"{k}={v:.2f}" for k, v in fig["cores"].items()))
+                if "latency" in fig:
+                    lat = fig["latency"]
+                    line += f"  latency p50 {lat['p50_us']} p99 {lat['p99_us']} p99.9 {lat['p999_us']} µs"
+                print(line, flush=True)
+
+    F: dict[str, object] = {"quick": q, "message_size": MSG, "cores_on_machine": os.cpu_count()}
+    for label, key in (("alphapulse N=4", "ap4"), ("alphapulse N=1", "ap1"), ("pyzmq N=4", "zmq4"),
+                       ("pyzmq N=1", "zmq1")):
+        r = results[label]
+        b, s = best(r["bulk"]), best(r["single"])
+        F[f"{key}_bulk_per_sub_msgs_per_s"] = round(b["per_sub_msgs_per_s"])
+        F[f"{key}_bulk_lossless"] = all(x["lossless"] for x in r["bulk"])
+        F[f"{key}_bulk_relay_cpu_cores"] = round(b["cores"].get("relay", 0.0), 3)
+        F[f"{key}_single_per_sub_msgs_per_s"] = round(s["per_sub_msgs_per_s"])
+        F[f"{key}_single_lossless"] = all(x["lossless"] for x in r["single"])
+        F[f"{key}_single_relay_cpu_cores"] = round(s["cores"].get("relay", 0.0), 3)
+        p = median_latency(r["paced"])
+        for pk in ("p50_us", "p99_us", "p999_us"):
+            F[f"{key}_paced_{pk}"] = p["latency"][pk]
+        F[f"{key}_paced_relay_cpu_cores"] = round(p["cores"].get("relay", 0.0), 3)
+        F[f"{key}_paced_sinks_cpu_cores"] = round(sinks_cores(p), 3)
+        F[f"{key}_paced_relay_plus_sinks_cpu_cores"] = round(p["cores"].get("relay", 0.0) + sinks_cores(p), 3)
+        F[f"{key}_paced_lossless"] = all(x["lossless"] for x in r["paced"])
+    hop = median_latency(results["pyzmq one hop"]["paced"])
+    for pk in ("p50_us", "p99_us", "p999_us"):
+        F[f"zmq_one_hop_paced_{pk}"] = hop["latency"][pk]
+    ap4 = results["alphapulse N=4"]
+    sweep_ok = True
+    for r in sweep:
+        fig = ap4[f"offered_{r // 1000}k"][0]
+        tag = f"ap4_offered_{r // 1000}k"
+        F[f"{tag}_offered_msgs_per_s"] = round(fig["offered_msgs_per_s"])
+        F[f"{tag}_per_sub_msgs_per_s"] = round(fig["per_sub_msgs_per_s"])
+        F[f"{tag}_relay_cpu_cores"] = round(fig["cores"].get("relay", 0.0), 3)
+        F[f"{tag}_lossless"] = fig["lossless"]
+        keeps_up = (fig["lossless"] and fig["per_sub_msgs_per_s"] >= 0.97 * fig["offered_msgs_per_s"]
+                    and fig["cores"].get("relay", 0.0) < 1.0)
+        F[f"{tag}_relay_keeps_up"] = keeps_up
+        sweep_ok &= keeps_up
+    # the single-message max-rate rounds: is the relay the bottleneck? (it keeps up with what is offered)
+    s4 = best(ap4["single"])
+    F["ap4_single_offered_msgs_per_s"] = round(s4["offered_msgs_per_s"])
+    single_ok = s4["per_sub_msgs_per_s"] >= 0.97 * s4["offered_msgs_per_s"] and s4["cores"].get("relay", 0) < 1.0
+    F["ap4_single_relay_keeps_up"] = single_ok
+
+    F["ratio_ap4_bulk_vs_zmq4_1000_per_frame"] = round(F["ap4_bulk_per_sub_msgs_per_s"]
+                                                     / F["zmq4_bulk_per_sub_msgs_per_s"], 3)
+    F["ratio_ap1_bulk_vs_zmq1_1000_per_frame"] = round(F["ap1_bulk_per_sub_msgs_per_s"]
+                                                     / F["zmq1_bulk_per_sub_msgs_per_s"], 3)
+    F["ratio_ap4_bulk_vs_zmq4_single_frames"] = round(F["ap4_bulk_per_sub_msgs_per_s"]
+                                                    / F["zmq4_single_per_sub_msgs_per_s"], 3)
+    F["ratio_ap4_single_vs_zmq4_single"] = round(F["ap4_single_per_sub_msgs_per_s"]
+                                               / F["zmq4_single_per_sub_msgs_per_s"], 3)
+    F["ratio_ap4_p50_vs_zmq_one_hop_p50"] = round(F["ap4_paced_p50_us"] / F["zmq_one_hop_paced_p50_us"], 3)
+    F["ratio_ap1_p50_vs_zmq_one_hop_p50"] = round(F["ap1_paced_p50_us"] / F["zmq_one_hop_paced_p50_us"], 3)
+
+    goals = {
+        "bulk_4_subs_ge_1_2x_zmq_1000_per_frame": F["ratio_ap4_bulk_vs_zmq4_1000_per_frame"] >= 1.2
+        and F["ap4_bulk_lossless"],
+        "single_relay_not_bottleneck_below_400k": sweep_ok and single_ok,
+        "paced_p50_le_zmq_one_hop": F["ap4_paced_p50_us"] <= F["zmq_one_hop_paced_p50_us"],
+        "paced_p99_le_200us": F["ap4_paced_p99_us"] <= 200,
+        "paced_relay_plus_4_sinks_le_0_6_cores": F["ap4_paced_relay_plus_sinks_cpu_cores"] <= 0.6,
+    }
+    F.update({f"goal_{k}": v for k, v in goals.items()})
+    F["goals_met"] = ",".join(f"{k}={'yes' if v else 'NO'}" for k, v in goals.items())
+    F["elapsed_s"] = round(time.monotonic() - t_start, 1)
+    print()
+    for key, value in F.items():
+        shown = f"{value:,.0f}" if isinstance(value, float) and value > 100 else value
+        print(f"{key:>48}: {shown}")
+    print(json.dumps(F, sort_keys=True))
+    return F
+
+
+if __name__ == "__main__":
+    main()

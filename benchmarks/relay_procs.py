@@ -1,0 +1,433 @@
+"""Process drivers for ``benchmarks/relay.py``: one role per process, driven by files.
+
+Run as ``python benchmarks/relay_procs.py ROLE CONFIG_JSON``. Roles:
+
+* ``ap_source`` — an AlphaPulse producer: :func:`alphapulse.runtime.open_publisher` on the plan's
+  source socket, publishing pre-built 72-byte Trade frames (``bulk``: blocks of ``per_send``
+  frames with backpressure; ``single``: one frame per ``publish_nowait``, optionally paced), or
+  building each message at send time with ``MessageBuilder`` (``paced``: latency rounds);
+* ``ap_sink`` — an :class:`alphapulse.runtime.InputLink` (CRC checks, sequence tracker) from the
+  plan's sink entry to the relay; counts, checks sequence continuity, measures latency;
+* ``zmq_source`` / ``zmq_proxy`` / ``zmq_sink`` — the pyzmq reference (PUB → XSUB/XPUB proxy →
+  SUB over ipc://, ``XPUB_NODROP`` on every publishing socket, so it is lossless too).
+
+A process set runs several *rounds*. Protocol, per round ``k`` (files in ``cfg["dir"]``):
+the source writes ``src.ready.k`` when it can start (round 0: after warm-up frames reached the
+sinks; later: after re-stamping its frames); a sink writes ``<name>.ready.0`` when it has seen a
+warm-up frame; the parent creates ``go.k``; each sink writes ``<name>.result.k`` (JSON) when it has
+received all of round ``k``. Warm-up frames come from a separate source id, so the measured stream
+starts at counter 1 of the measured source. Nothing here waits without a deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+
+MSG = 72
+SEQ_MASK = (1 << 40) - 1
+WARM_SOURCE_OFFSET = 100
+WARM_INSTRUMENT = 7
+MEASURED_INSTRUMENT = 11
+HELLO = b"HELLO"
+
+
+# -- small helpers --------------------------------------------------------------------------------
+def cpu_seconds() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def set_timer_slack(ns: int = 1) -> None:
+    """Let ``time.sleep`` wake within microseconds (the default slack is 50 µs)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(29, ns, 0, 0, 0)  # PR_SET_TIMERSLACK
+
+
+def touch(path: str, text: str = "") -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def sleep_until(target: float) -> None:
+    """Sleep (not spin) until perf_counter() reaches ``target``."""
+    delay = target - time.perf_counter()
+    if delay > 0:
+        time.sleep(delay)
+
+
+def percentiles_us(lat_ns: np.ndarray) -> dict[str, float]:
+    if lat_ns.size == 0:
+        return {}
+    p50, p99, p999 = np.percentile(lat_ns, [50, 99, 99.9]) / 1000.0
+    return {"p50_us": round(float(p50), 1), "p99_us": round(float(p99), 1), "p999_us": round(float(p999), 1),
+            "max_us": round(float(lat_ns.max()) / 1000.0, 1), "samples": int(lat_ns.size)}
+
+
+class Files:
+    def __init__(self, cfg: dict) -> None:
+        self.dir = cfg["dir"]
+        self.deadline = float(cfg["deadline"])  # time.time() after which everyone gives up
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.dir, name)
+
+    def exists(self, name: str) -> bool:
+        return os.path.exists(self.path(name))
+
+    def left(self) -> float:
+        return self.deadline - time.time()
+
+
+# -- frames ---------------------------------------------------------------------------------------
+class Frames:
+    """``n`` pre-built single-Trade frames of one source; ``restamp`` moves them to the next round's
+    sequence numbers (and fresh CRCs) outside the measured window."""
+
+    def __init__(self, n: int, source: int, epoch: int, relay_domain: int) -> None:
+        from alphapulse import protocol
+        from alphapulse.protocol._batch import CRC_TABLES, _stamp_checksums
+
+        self._stamp = lambda raw, count: _stamp_checksums(CRC_TABLES, raw, count, MSG)
+        self.n, self.epoch = n, epoch
+        k = min(n, 1000)
+        cols = {
+            "instrument_id": np.full(k, MEASURED_INSTRUMENT, np.uint64),
+            "price": 100_00000000 + np.arange(k, dtype=np.int64) % 1000,
+            "quantity": np.arange(1, k + 1, dtype=np.int64),
+            "exchange_ts_ns": np.full(k, time.time_ns(), np.uint64),
+            "side": (1 + np.arange(k) % 2).astype(np.uint8),
+        }
+        tile = np.frombuffer(protocol.build_trade_batch(cols, source, 1, relay_domain, time.time_ns()), np.uint8)
+        reps = -(-n // k)
+        self.raw = np.tile(tile, reps)[: n * MSG].copy()
+        self.view = self.raw.view(protocol.TRADE_MESSAGE_DTYPE)
+        self.mv = memoryview(self.raw)
+        self.first_counter = 0
+
+    def restamp(self, first_counter: int) -> None:
+        """Counters first_counter .. first_counter+n-1, timestamps now, CRCs recomputed."""
+        counters = np.arange(first_counter, first_counter + self.n, dtype=np.uint64)
+        self.view["sequence"] = (np.uint64(self.epoch) << np.uint64(40)) | counters
+        self.view["quantity"] = counters.astype(np.int64)
+        self.view["timestamp_ns"] = np.uint64(time.time_ns())
+        self._stamp(self.raw, self.n)
+        self.first_counter = first_counter
+
+
+# -- AlphaPulse source ----------------------------------------------------------------------------
+async def _ap_source(cfg: dict) -> None:
+    import trio
+
+    from alphapulse import protocol
+    from alphapulse.runtime import make_sequence, open_publisher
+    from alphapulse.runtime._epoch import epoch_from_time
+
+    files = Files(cfg)
+    rounds = cfg["rounds"]
+    sid, domain = int(cfg["source_id"]), int(cfg["relay_domain"])
+    epoch = epoch_from_time(time.time_ns())
+    prebuilt = max((r["n"] for r in rounds if r["mode"] != "paced"), default=0)
+    frames = Frames(prebuilt, sid, epoch, domain) if prebuilt else None
+    builder = protocol.MessageBuilder(domain, sid, make_sequence(epoch, 1))
+    warm = protocol.MessageBuilder(domain, sid + WARM_SOURCE_OFFSET, make_sequence(epoch, 1))
+    warm_trade = protocol.Trade(instrument_id=WARM_INSTRUMENT, price=1, quantity=1, exchange_ts_ns=0)
+    one_off, one_size = np.zeros(1, np.int64), np.full(1, MSG, np.int64)
+    FrameBlock = protocol.FrameBlock
+    next_counter = 1
+    set_timer_slack()
+
+    async with open_publisher(cfg["path"], source_id=sid, retransmit_capacity=int(cfg.get("retransmit", 16384))
+                              ) as pub:
+        # round 0: warm-up frames (another source id) until every sink has seen one
+        while not all(files.exists(f"{name}.ready.0") for name in cfg["sinks"]):
+            if files.left() < 0:
+                return
+            pub.publish_nowait(FrameBlock.from_bytes(warm.build(warm_trade, time.time_ns())))
+            await trio.sleep(0.005)
+        for k, rnd in enumerate(rounds):
+            mode, n = rnd["mode"], int(rnd["n"])
+            if mode != "paced":
+                # nothing of the previous round may still sit in a queue: we rewrite those bytes
+                while any(s.queued for s in pub._subscribers) and files.left() > 0:
+                    await trio.sleep(0.001)
+                frames.restamp(next_counter)
+            touch(files.path(f"src.ready.{k}"))
+            while not files.exists(f"go.{k}"):
+                if files.left() < 0:
+                    return
+                await trio.sleep(0.001)
+            cpu0 = cpu_seconds()
+            t_go = time.time_ns()
+            if mode == "bulk":
+                per = int(rnd["per_send"])
+                offsets = np.arange(per, dtype=np.int64) * MSG
+                sizes = np.full(per, MSG, np.int64)
+                mv = frames.mv
+                for i in range(0, n, per):
+                    m = min(per, n - i)
+                    await pub.publish(FrameBlock(mv[i * MSG:(i + m) * MSG], offsets[:m], sizes[:m]))
+            elif mode == "single":
+                rate = float(rnd.get("rate", 0))
+                mv = frames.mv
+                t0 = time.perf_counter()
+                i = 0
+                while i < n:
+                    if rate > 0:
+                        due = min(n, int((time.perf_counter() - t0) * rate) + 1)
+                        if due <= i:
+                            await trio.sleep((i + 1) / rate - (time.perf_counter() - t0))
+                            continue
+                    else:
+                        due = min(n, i + 64)
+                    while i < due:
+                        pub.publish_nowait(FrameBlock(mv[i * MSG:(i + 1) * MSG], one_off, one_size))
+                        i += 1
+                    await pub.wait_for_space()
+            else:  # paced: one message built and sent per slot, timestamped at send
+                rate = float(rnd["rate"])
+                trade = protocol.Trade(instrument_id=MEASURED_INSTRUMENT, price=100_00000000, quantity=0,
+                                       exchange_ts_ns=0, side=1)
+                t0 = time.perf_counter()
+                for i in range(n):
+                    sleep_until(t0 + i / rate)
+                    ts = time.time_ns()
+                    frame = builder.build(trade, ts)
+                    pub.publish_nowait(FrameBlock(frame, one_off, one_size))
+                    if i % 32 == 31 or any(s.queued for s in pub._subscribers):
+                        await pub.wait_for_space()
+            t_end = time.time_ns()
+            cpu1 = cpu_seconds()
+            next_counter += n
+            touch(files.path(f"src.result.{k}"), json.dumps({
+                "t_go_ns": t_go, "t_end_ns": t_end, "sent": n, "cpu_s": cpu1 - cpu0,
+            }))
+        while files.left() > 0:  # keep serving (queues drain) until the parent stops us
+            await trio.sleep(0.05)
+
+
+# -- AlphaPulse sink ------------------------------------------------------------------------------
+async def _ap_sink(cfg: dict) -> None:
+    import trio
+
+    from alphapulse.runtime import InputLink, InputSpec
+
+    files = Files(cfg)
+    name, sid = cfg["name"], int(cfg["source_id"])
+    rounds = cfg["rounds"]
+    link = InputLink(InputSpec.from_plan(cfg["input"]), subscriber_name=name)
+    totals = np.cumsum([int(r["n"]) for r in rounds])
+    lat = np.zeros(max(int(r["n"]) for r in rounds if r.get("latency")) if any(r.get("latency") for r in rounds)
+                   else 0, np.int64)
+    st = {"count": 0, "next": 1, "order_errors": 0, "warm": 0, "round": 0, "round_start": 0, "t_last": 0,
+          "nlat": 0, "ready": False}
+    round_done = trio.Event()
+
+    def finish_round() -> None:
+        k = st["round"]
+        lat_stats = percentiles_us(lat[: st["nlat"]]) if rounds[k].get("latency") else {}
+        touch(files.path(f"{name}.result.{k}"), json.dumps({
+            "received": st["count"] - st["round_start"], "t_last_ns": st["t_last"], "order_errors": st["order_errors"],
+            "sequence": link.statistics().sequence, "decode_errors": link.statistics().decode_errors,
+            "latency": lat_stats,
+        }))
+        st["round"] += 1
+        st["round_start"] = st["count"]
+        st["nlat"] = 0
+        if st["round"] == len(rounds):
+            round_done.set()
+
+    async def deliver(block) -> None:
+        now = time.time_ns()
+        src = block.source
+        if src[0] != sid or src[-1] != sid:  # warm-up frames: rare, not measured
+            measured = src == sid
+            st["warm"] += int(len(block) - np.count_nonzero(measured))
+            if not st["ready"]:
+                st["ready"] = True
+                touch(files.path(f"{name}.ready.0"))
+            if not measured.any():
+                return
+            block = block.select(measured)
+        k = len(block)
+        seq = block.sequence
+        first, last = int(seq[0]) & SEQ_MASK, int(seq[-1]) & SEQ_MASK
+        if first != st["next"] or last - first != k - 1:
+            st["order_errors"] += 1
+        st["next"] = last + 1
+        if rounds[st["round"]].get("latency"):
+            j = st["nlat"]
+            if k == 1:
+                lat[j] = now - int(block.timestamp_ns[0])
+            else:
+                lat[j:j + k] = now - block.timestamp_ns.astype(np.int64)
+            st["nlat"] = j + k
+        st["count"] += k
+        st["t_last"] = now
+        while st["round"] < len(rounds) and st["count"] >= totals[st["round"]]:
+            finish_round()
+
+    with trio.move_on_at(trio.current_time() + max(0.0, files.left())):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(link.run, deliver)
+            await round_done.wait()
+            while files.left() > 0:  # stay connected (idle) until the parent stops us
+                await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+
+
+# -- pyzmq reference -------------------------------------------------------------------------------
+def _zmq_socket(ctx, kind, cfg: dict):
+    import zmq
+
+    sock = ctx.socket(kind)
+    hwm = int(cfg["hwm"])
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    sock.setsockopt(zmq.LINGER, 0)
+    if kind in (zmq.PUB, zmq.XPUB):
+        sock.setsockopt(zmq.XPUB_NODROP, 1)
+    return sock
+
+
+def zmq_proxy(cfg: dict) -> None:
+    import zmq
+
+    ctx = zmq.Context()
+    front = _zmq_socket(ctx, zmq.XSUB, cfg)
+    front.bind(cfg["in"])
+    back = _zmq_socket(ctx, zmq.XPUB, cfg)
+    back.bind(cfg["out"])
+    zmq.proxy(front, back)  # C loop; the parent kills this process
+
+
+def zmq_source(cfg: dict) -> None:
+    import zmq
+
+    from alphapulse import protocol
+
+    files = Files(cfg)
+    set_timer_slack()
+    ctx = zmq.Context()
+    pub = _zmq_socket(ctx, zmq.PUB, cfg)
+    if cfg.get("bind"):
+        pub.bind(cfg["endpoint"])
+    else:
+        pub.connect(cfg["endpoint"])
+    rounds = cfg["rounds"]
+    prebuilt = max((r["n"] for r in rounds if r["mode"] != "paced"), default=0)
+    frames = Frames(prebuilt, 1, 1, 1) if prebuilt else None
+    builder = protocol.MessageBuilder(1, 1, 1)
+    while not all(files.exists(f"{name}.ready.0") for name in cfg["sinks"]):
+        if files.left() < 0:
+            return
+        pub.send(HELLO)
+        time.sleep(0.005)
+    for k, rnd in enumerate(rounds):
+        mode, n = rnd["mode"], int(rnd["n"])
+        touch(files.path(f"src.ready.{k}"))
+        while not files.exists(f"go.{k}"):
+            if files.left() < 0:
+                return
+            time.sleep(0.001)
+        cpu0 = cpu_seconds()
+        t_go = time.time_ns()
+        send = pub.send
+        if mode in ("bulk", "single"):
+            per = int(rnd.get("per_send", 1))
+            mv = frames.mv
+            for i in range(0, n, per):
+                send(mv[i * MSG:min(n, i + per) * MSG])
+        else:
+            rate = float(rnd["rate"])
+            trade = protocol.Trade(instrument_id=MEASURED_INSTRUMENT, price=100_00000000, quantity=0,
+                                   exchange_ts_ns=0, side=1)
+            t0 = time.perf_counter()
+            for i in range(n):
+                sleep_until(t0 + i / rate)
+                send(builder.build(trade, time.time_ns()))
+        t_end = time.time_ns()
+        touch(files.path(f"src.result.{k}"), json.dumps({
+            "t_go_ns": t_go, "t_end_ns": t_end, "sent": n, "cpu_s": cpu_seconds() - cpu0,
+        }))
+    while files.left() > 0:
+        time.sleep(0.05)
+
+
+def zmq_sink(cfg: dict) -> None:
+    import zmq
+
+    files = Files(cfg)
+    name = cfg["name"]
+    ctx = zmq.Context()
+    sub = _zmq_socket(ctx, zmq.SUB, cfg)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(cfg["endpoint"])
+    rounds = cfg["rounds"]
+    ready = False
+    for k, rnd in enumerate(rounds):
+        n = int(rnd["n"])
+        latency = bool(rnd.get("latency"))
+        lat = np.zeros(n if latency else 0, np.int64)
+        got = 0
+        t_last = 0
+        timed_out = False
+        while got < n:
+            left = files.left()
+            if left <= 0:
+                timed_out = True
+                break
+            sub.setsockopt(zmq.RCVTIMEO, max(1, int(left * 1000)))
+            try:
+                frame = sub.recv(copy=False)
+            except zmq.Again:
+                timed_out = True
+                break
+            now = time.time_ns()
+            size = len(frame)
+            if size == len(HELLO):
+                if not ready:
+                    ready = True
+                    touch(files.path(f"{name}.ready.0"))
+                continue
+            m = size // MSG
+            if latency:
+                buf = frame.buffer
+                for j in range(m):
+                    lat[got + j] = now - int.from_bytes(buf[j * MSG + 16:j * MSG + 24], "little")
+            got += m
+            t_last = now
+        touch(files.path(f"{name}.result.{k}"), json.dumps({
+            "received": got, "t_last_ns": t_last, "timed_out": timed_out,
+            "latency": percentiles_us(lat[:got]) if latency else {},
+        }))
+    while files.left() > 0:
+        time.sleep(0.05)
+
+
+def main(argv: list[str]) -> int:
+    role, cfg = argv[1], json.loads(argv[2])
+    if role == "ap_source":
+        import trio
+
+        trio.run(_ap_source, cfg)
+    elif role == "ap_sink":
+        import trio
+
+        trio.run(_ap_sink, cfg)
+    else:
+        {"zmq_source": zmq_source, "zmq_sink": zmq_sink, "zmq_proxy": zmq_proxy}[role](cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
