@@ -10,7 +10,9 @@ A kind never touches sockets, fan-out or sequence numbers. It gets:
   (no task switch per block) and their pending messages flushed right after;
 * ``ctx.counters`` for kind-specific counts (shown by ``status``), ``ctx.log``,
   ``ctx.breaker(name)`` for circuit breakers that ``status`` reports,
-  ``ctx.request_snapshot()`` to ask upstream producers for a fresh full state.
+  ``ctx.request_snapshot()`` to ask upstream producers for a fresh full state;
+* ``ctx.plan``, the compiled plan the node runs in (read-only), e.g. to reach its peers'
+  control sockets.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 import trio
@@ -51,6 +53,7 @@ class NodeContext:
         self._pending_count = 0
         self._breaker_settings = breaker_settings
         self.breakers: dict[str, CircuitBreaker] = {}
+        self.plan: Mapping[str, Any] = {}
         # wired by the host
         self._publisher: Any = None
         self._inputs: list[Any] = []

@@ -82,6 +82,7 @@ class NodeHost:
             log=self.log,
             breaker_settings=BreakerSettings(**breaker),
         )
+        self.ctx.plan = plan
         self.handler_breaker = self.ctx.breaker("handler")
         self.passthrough_on_open = bool(getattr(self.instance, "breaker_passthrough", False))
         self.started = time.monotonic()
