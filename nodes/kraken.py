@@ -52,7 +52,6 @@ with other venues' BTC pairs).
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import logging
 import struct
@@ -62,7 +61,9 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any, Literal
 
+import numpy as np
 import orjson
+from numba import njit
 
 from alphapulse.kinds import Node, node_kind, param
 from alphapulse.protocol import (
@@ -123,6 +124,60 @@ def seconds_ns(text: str | float) -> int:
         except (ValueError, IndexError):
             pass
     return round(float(text) * 1e9)
+
+
+def _mantissa(text: str) -> tuple[int, int]:
+    """(mantissa, fixed point) of a decimal string: the digits without the dot as an int, and
+    the 10^8 value; at most 8 decimals (a book price or volume)."""
+    whole, dot, frac = text.partition(".")
+    if not (whole.isdigit() or (dot and whole == "")) or not (frac.isdigit() or frac == ""):
+        raise ValueError(f"not a plain decimal: {text!r}")
+    if len(whole) + len(frac) > 18:
+        raise ValueError(f"{text!r} has too many digits")
+    mantissa = int(whole + frac)
+    if len(frac) <= 8:
+        return mantissa, mantissa * _POW8[len(frac)]
+    value, rest = divmod(mantissa, 10 ** (len(frac) - 8))
+    if rest:
+        raise FixedPointError(f"{text!r} has more than 8 decimals")
+    return mantissa, value
+
+
+def _mantissas(texts: list[str]) -> tuple[list[int], list[int]]:
+    """:func:`_mantissa` over a list: (mantissas, fixed points), C-speed when every string has
+    the same number of decimals (Kraken writes a pair's prices and volumes that way)."""
+    if texts:
+        try:
+            first = texts[0]
+            d = len(first) - 1 - first.index(".")
+            mul = _POW8[d]  # beyond 8 decimals: IndexError, the exact path below
+            joined = "".join(texts)
+            if (
+                joined.count(".") == len(texts)
+                and {t[-d - 1] for t in texts} == {"."}
+                and joined.replace(".", "").isdigit()
+                and max(map(len, texts)) <= 19
+            ):
+                mantissas = [int(t.replace(".", "")) for t in texts]
+                return mantissas, [m * mul for m in mantissas]
+        except (ValueError, IndexError, TypeError, AttributeError):
+            pass
+    pairs = [_mantissa(t) for t in texts]
+    return [m for m, _ in pairs], [f for _, f in pairs]
+
+
+_ARRAY_START = frozenset(("[", b"["))
+
+
+def _timestamp_of(delta_tlv: bytes) -> int:
+    """exchange_ts_ns of an OrderBookDelta TLV built by the kernel."""
+    start = 2 if delta_tlv[0] != 255 else 5
+    return int.from_bytes(delta_tlv[start + 8 : start + 16], "little")
+
+
+def _book_tlvs(iid: int, ts_ns: int, seq: int, bids: np.ndarray, asks: np.ndarray) -> list[bytes]:
+    """OrderBook TLV(s) from (n, 2) price/qty arrays, best first."""
+    return pack_book(iid, ts_ns, seq, bids.ravel().tolist(), asks.ravel().tolist())
 
 
 _TRADE = struct.Struct("<BBQqqQBB4x")
@@ -195,184 +250,411 @@ def pack_book(iid: int, ts_ns: int, seq: int, bids: list[int], asks: list[int]) 
     return out
 
 
-# -- the book ------------------------------------------------------------------------------------
+# -- the book: numba kernels over per-pair arrays -----------------------------------------------------
+#
+# Every pair's book lives in one int64 array ``book[pair, side, i, field]`` (side: 0 bid, 1 ask;
+# fields: key, qty, price mantissa, volume mantissa) sorted by key ascending with the BEST level
+# at the END (bids: key = price, asks: key = -price), so the frequent updates near the top of
+# the book move only the few levels better than them. The mantissas are the integers the
+# exchange's decimal strings spell without their dot ("0.042990" -> 42990): printed back in
+# decimal they are exactly the digits Kraken's checksum uses (dot removed, leading zeros
+# stripped), so the checksum is computed from the arrays with no strings kept.
+#
+# ``_update`` takes a whole frame's bytes: it parses the plain update shape (no whitespace;
+# anything else returns FALLBACK and goes the orjson way), finds the pair, applies the levels,
+# truncates to the depth, verifies the CRC32 and writes the OrderBookDelta TLV, in one call.
+
+FALLBACK, OK, UNKNOWN_PAIR, UNSYNCED, MISMATCH, CROSSED, NO_CHECKSUM, OVERFLOW, NO_CHANGE = range(9)
+_F_KEY, _F_QTY, _F_PM, _F_VM = 0, 1, 2, 3
+_S_SYNCED, _S_SEQ, _S_COUNT, _S_IID = 0, 1, 2, 4  # state[pair, ...]: count of side s at _S_COUNT + s
+MAX_UPDATE_LEVELS = 256
+"""Levels one update frame may carry (Kraken sends a handful); more resyncs the pair."""
+_OUT_SIZE = 5 + 35 + 17 * 2 * MAX_UPDATE_LEVELS
 
 
-def _fragment(level: list) -> str:
-    return level[0].replace(".", "").lstrip("0") + level[1].replace(".", "").lstrip("0")
+def _crc_table() -> np.ndarray:
+    table = np.zeros(256, dtype=np.int64)
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
+        table[i] = c
+    return table
+
+
+_CRC_TABLE = _crc_table()
+_P10 = np.array([10**k for k in range(19)], dtype=np.int64)
+
+
+@njit(cache=True, inline="always")
+def _crc_digits(crc: int, value: int) -> int:
+    """Feed the decimal digits of ``value`` (none for 0: leading zeros are stripped) to the CRC."""
+    if value <= 0:
+        return crc
+    d = 1
+    while d <= value // 10:
+        d *= 10
+    while d > 0:
+        digit = value // d
+        value -= digit * d
+        crc = _CRC_TABLE[(crc ^ (48 + digit)) & 0xFF] ^ (crc >> 8)
+        d //= 10
+    return crc
+
+
+@njit(cache=True)
+def _book_checksum(book, state, p) -> int:
+    crc = 0xFFFFFFFF
+    for side in (1, 0):  # asks then bids, each best first (= from the end)
+        count = state[p, _S_COUNT + side]
+        for k in range(min(10, count)):
+            i = count - 1 - k
+            crc = _crc_digits(crc, book[p, side, i, _F_PM])
+            crc = _crc_digits(crc, book[p, side, i, _F_VM])
+    return crc ^ 0xFFFFFFFF
+
+
+@njit(cache=True, inline="always")
+def _put(out, pos: int, value: int, size: int) -> int:
+    for k in range(size):
+        out[pos + k] = (value >> (8 * k)) & 0xFF
+    return pos + size
+
+
+@njit(cache=True)
+def _apply(params, state, book, levels, n, p, checksum, has_checksum, ts, changes, out):
+    """Apply ``levels[:n]`` (side, price, qty, pm, vm) to pair ``p``; truncate; verify; write
+    the delta TLV into ``out``. Returns (status, TLV size, stale removals)."""
+    depth = params[0]
+    capacity = book.shape[2]
+    n_changes = 0
+    stale = 0
+    for j in range(n):
+        side = levels[j, 0]
+        price = levels[j, 1]
+        qty = levels[j, 2]
+        key = price if side == 0 else -price
+        count = state[p, _S_COUNT + side]
+        lo = 0
+        hi = count
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if book[p, side, mid, _F_KEY] < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        found = lo < count and book[p, side, lo, _F_KEY] == key
+        if qty != 0:
+            if not found:
+                if count == capacity:
+                    return OVERFLOW, 0, stale
+                for i in range(count, lo, -1):
+                    for f in range(4):
+                        book[p, side, i, f] = book[p, side, i - 1, f]
+                state[p, _S_COUNT + side] = count + 1
+                book[p, side, lo, _F_KEY] = key
+            book[p, side, lo, _F_QTY] = qty
+            book[p, side, lo, _F_PM] = levels[j, 3]
+            book[p, side, lo, _F_VM] = levels[j, 4]
+            changes[n_changes, 0] = price
+            changes[n_changes, 1] = qty
+            changes[n_changes, 2] = side
+            n_changes += 1
+        elif found:
+            for i in range(lo, count - 1):
+                for f in range(4):
+                    book[p, side, i, f] = book[p, side, i + 1, f]
+            state[p, _S_COUNT + side] = count - 1
+            changes[n_changes, 0] = price
+            changes[n_changes, 1] = 0
+            changes[n_changes, 2] = side
+            n_changes += 1
+        else:
+            stale += 1
+    for side in (0, 1):  # truncate to the subscribed depth: the worst levels are first
+        count = state[p, _S_COUNT + side]
+        if count > depth:
+            excess = count - depth
+            for i in range(excess):
+                key = book[p, side, i, _F_KEY]
+                changes[n_changes, 0] = key if side == 0 else -key
+                changes[n_changes, 1] = 0
+                changes[n_changes, 2] = side
+                n_changes += 1
+            for i in range(depth):
+                for f in range(4):
+                    book[p, side, i, f] = book[p, side, i + excess, f]
+            state[p, _S_COUNT + side] = depth
+    if params[1]:
+        if not has_checksum:
+            return NO_CHECKSUM, 0, stale
+        if _book_checksum(book, state, p) != checksum:
+            return MISMATCH, 0, stale
+    n_bids = state[p, _S_COUNT]
+    n_asks = state[p, _S_COUNT + 1]
+    if n_bids > 0 and n_asks > 0 and book[p, 0, n_bids - 1, _F_KEY] >= -book[p, 1, n_asks - 1, _F_KEY]:
+        return CROSSED, 0, stale
+    if n_changes == 0:
+        return NO_CHANGE, 0, stale
+    size = 35 + 17 * n_changes
+    if size <= 255:
+        out[0] = 7
+        out[1] = size
+        pos = 2
+    else:
+        out[0] = 255
+        out[1] = 0
+        out[2] = 7
+        pos = _put(out, 3, size, 2)
+    seq = state[p, _S_SEQ]
+    pos = _put(out, pos, state[p, _S_IID], 8)
+    pos = _put(out, pos, ts, 8)
+    pos = _put(out, pos, seq + 1, 8)
+    pos = _put(out, pos, seq, 8)
+    pos = _put(out, pos, n_changes, 2)
+    out[pos] = 0
+    pos += 1
+    for c in range(n_changes):
+        pos = _put(out, pos, changes[c, 0], 8)
+        pos = _put(out, pos, changes[c, 1], 8)
+        out[pos] = changes[c, 2]
+        pos += 1
+    state[p, _S_SEQ] = seq + 1
+    return OK, pos, stale
+
+
+@njit(cache=True, inline="always")
+def _decimal(buf, i: int, n: int):
+    """A quoted decimal at ``buf[i] == '"'``: (mantissa, decimals, index after the quote);
+    decimals -1 when it is not plain digits with at most one dot (or has over 18 digits)."""
+    if i >= n or buf[i] != 34:
+        return 0, -1, i
+    i += 1
+    mantissa = 0
+    digits = 0
+    decimals = -1
+    while i < n:
+        c = buf[i]
+        if 48 <= c <= 57:
+            mantissa = mantissa * 10 + (c - 48)
+            digits += 1
+            if decimals >= 0:
+                decimals += 1
+        elif c == 46 and decimals < 0:
+            decimals = 0
+        elif c == 34:
+            break
+        else:
+            return 0, -1, i
+        i += 1
+    if i >= n or digits == 0 or digits > 18:
+        return 0, -1, i
+    return mantissa, max(decimals, 0), i + 1
+
+
+@njit(cache=True, inline="always")
+def _scaled(mantissa: int, decimals: int) -> int:
+    """mantissa x 10^-decimals at the 10^8 scale; -1 when that is not exact."""
+    if decimals <= 8:
+        return mantissa * _P10[8 - decimals]
+    div = _P10[decimals - 8]
+    if mantissa % div:
+        return -1
+    return mantissa // div
+
+
+@njit(cache=True)
+def _scan(buf, levels):
+    """Parse a plain book update frame. Returns (ok, n levels, checksum, has checksum, latest
+    level time ns, pair start, pair end); levels rows: side, price, qty, pm, vm."""
+    n = len(buf)
+    if n < 2 or buf[0] != 91:  # '['
+        return False, 0, 0, False, 0, 0, 0
+    i = 1
+    while i < n and 48 <= buf[i] <= 57:  # channel id
+        i += 1
+    if i >= n or buf[i] != 44:
+        return False, 0, 0, False, 0, 0, 0
+    i += 1
+    count = 0
+    checksum = 0
+    has_checksum = False
+    latest = 0
+    objects = 0
+    while i < n and buf[i] == 123:  # '{'
+        objects += 1
+        i += 1
+        while True:
+            # "key":
+            if i + 3 >= n or buf[i] != 34 or buf[i + 2] != 34 or buf[i + 3] != 58:
+                return False, 0, 0, False, 0, 0, 0
+            key = buf[i + 1]
+            i += 4
+            if key == 97 or key == 98:  # a, b
+                side = 1 if key == 97 else 0
+                if i >= n or buf[i] != 91:
+                    return False, 0, 0, False, 0, 0, 0
+                i += 1
+                if i < n and buf[i] == 93:
+                    i += 1
+                else:
+                    while True:
+                        if i >= n or buf[i] != 91 or count >= levels.shape[0]:
+                            return False, 0, 0, False, 0, 0, 0
+                        pm, pd, i = _decimal(buf, i + 1, n)
+                        if pd < 0 or i >= n or buf[i] != 44:
+                            return False, 0, 0, False, 0, 0, 0
+                        vm, vd, i = _decimal(buf, i + 1, n)
+                        if vd < 0 or i >= n or buf[i] != 44:
+                            return False, 0, 0, False, 0, 0, 0
+                        price = _scaled(pm, pd)
+                        qty = _scaled(vm, vd)
+                        if price < 0 or qty < 0:  # digits beyond the 8th decimal that are not zeros
+                            return False, 0, 0, False, 0, 0, 0
+                        tm, td, i = _decimal(buf, i + 1, n)
+                        if td < 0 or td > 9:
+                            return False, 0, 0, False, 0, 0, 0
+                        ts = tm * _P10[9 - td]
+                        if ts > latest:
+                            latest = ts
+                        while i < n and buf[i] == 44:  # extra elements: the "r" republish flag
+                            i += 1
+                            if i >= n or buf[i] != 34:
+                                return False, 0, 0, False, 0, 0, 0
+                            i += 1
+                            while i < n and buf[i] != 34:
+                                i += 1
+                            i += 1
+                        if i >= n or buf[i] != 93:
+                            return False, 0, 0, False, 0, 0, 0
+                        i += 1
+                        levels[count, 0] = side
+                        levels[count, 1] = price
+                        levels[count, 2] = qty
+                        levels[count, 3] = pm
+                        levels[count, 4] = vm
+                        count += 1
+                        if i < n and buf[i] == 44:
+                            i += 1
+                            continue
+                        if i < n and buf[i] == 93:
+                            i += 1
+                            break
+                        return False, 0, 0, False, 0, 0, 0
+            elif key == 99:  # c
+                cm, cd, i = _decimal(buf, i, n)
+                if cd != 0 or cm > 0xFFFFFFFF:
+                    return False, 0, 0, False, 0, 0, 0
+                checksum = cm
+                has_checksum = True
+            else:  # "as"/"bs" have two letters and fail the shape check above; others too
+                return False, 0, 0, False, 0, 0, 0
+            if i < n and buf[i] == 44:
+                i += 1
+                continue
+            if i < n and buf[i] == 125:  # '}'
+                i += 1
+                break
+            return False, 0, 0, False, 0, 0, 0
+        if i >= n or buf[i] != 44:
+            return False, 0, 0, False, 0, 0, 0
+        i += 1
+    if objects == 0 or i + 5 >= n or buf[i] != 34:  # channel name: book-<depth>
+        return False, 0, 0, False, 0, 0, 0
+    if buf[i + 1] != 98 or buf[i + 2] != 111 or buf[i + 3] != 111 or buf[i + 4] != 107:
+        return False, 0, 0, False, 0, 0, 0
+    i += 1
+    while i < n and buf[i] != 34:
+        i += 1
+    i += 1
+    if i + 1 >= n or buf[i] != 44 or buf[i + 1] != 34:
+        return False, 0, 0, False, 0, 0, 0
+    start = i + 2
+    i = start
+    while i < n and buf[i] != 34:
+        i += 1
+    end = i
+    if i + 2 != n or buf[i + 1] != 93:
+        return False, 0, 0, False, 0, 0, 0
+    return True, count, checksum, has_checksum, latest, start, end
+
+
+@njit(cache=True)
+def _update(buf, names, params, state, book, scratch, out):
+    """One frame: (status, pair index, TLV size, stale removals, levels)."""
+    levels = scratch[0]
+    ok, n, checksum, has_checksum, latest, start, end = _scan(buf, levels)
+    if not ok:
+        return FALLBACK, -1, 0, 0, 0
+    # names: for each pair, its length then its bytes
+    p = -1
+    pos = 0
+    k = 0
+    length = end - start
+    while pos < len(names):
+        size = names[pos]
+        if size == length:
+            same = True
+            for c in range(size):
+                if names[pos + 1 + c] != buf[start + c]:
+                    same = False
+                    break
+            if same:
+                p = k
+                break
+        pos += 1 + size
+        k += 1
+    if p < 0:
+        return UNKNOWN_PAIR, -1, 0, 0, n
+    if state[p, _S_SYNCED] == 0:
+        return UNSYNCED, p, 0, 0, n
+    status, size, stale = _apply(params, state, book, levels, n, p, checksum, has_checksum, latest, scratch[1], out)
+    return status, p, size, stale, n
 
 
 class KrakenBook:
-    """One pair's book: per side a sorted list of int keys (asks: price, bids: -price, so the
-    best level is first on both sides), the level's JSON list by key (its exchange strings, for
-    the checksum) and a cache of checksum fragments."""
+    """A read-only view of one pair's book in the feed's arrays (tests, snapshots, quotes)."""
 
-    __slots__ = ("ask_frag", "ask_keys", "ask_raw", "ask_top", "bid_frag", "bid_keys", "bid_raw", "bid_top", "depth")
+    __slots__ = ("_feed", "_p")
 
-    def __init__(self, depth: int) -> None:
-        self.depth = depth
-        self.ask_keys: list[int] = []
-        self.bid_keys: list[int] = []
-        self.ask_raw: dict[int, list] = {}
-        self.bid_raw: dict[int, list] = {}
-        self.ask_frag: dict[int, str] = {}
-        self.bid_frag: dict[int, str] = {}
-        self.ask_top: bytes | None = None
-        self.bid_top: bytes | None = None
+    def __init__(self, feed: KrakenFeed, p: int) -> None:
+        self._feed = feed
+        self._p = p
 
-    def load(self, asks: list[list], bids: list[list]) -> tuple[list[int], list[int]]:
-        """Replace the book with a snapshot's levels; return its flat ``[price, qty, ...]`` bids
-        and asks, best first, truncated to the depth (what the OrderBook TLV carries)."""
-        depth = self.depth
-        out = []
-        for levels, sign in ((asks, 1), (bids, -1)):
-            prices = fixed_many([level[0] for level in levels])
-            qtys = fixed_many([level[1] for level in levels])
-            keys = [p * sign for p in prices] if sign < 0 else prices
-            raw = dict(zip(keys, levels, strict=True))
-            qty_of = dict(zip(keys, qtys, strict=True))
-            if len(raw) != len(levels) or not all(qtys):  # repeated prices, zero volumes: tidy up
-                for key in [k for k, q in qty_of.items() if not q]:
-                    del raw[key], qty_of[key]
-                keys = list(raw)
-            if any(keys[i] > keys[i + 1] for i in range(min(len(keys), depth) - 1)):
-                keys.sort()
-            if len(keys) > depth:
-                for key in keys[depth:]:
-                    del raw[key]
-                del keys[depth:]
-            flat: list[int] = []
-            for key in keys:
-                flat += (key * sign, qty_of[key])
-            out.append(flat)
-            if sign > 0:
-                self.ask_keys, self.ask_raw, self.ask_frag = keys, raw, {}
-            else:
-                self.bid_keys, self.bid_raw, self.bid_frag = keys, raw, {}
-        self.ask_top = self.bid_top = None
-        return out[1], out[0]
+    def _side(self, side: int) -> np.ndarray:
+        count = self._feed._state[self._p, _S_COUNT + side]
+        return self._feed._books[self._p, side, :count][::-1]  # best first
 
-    @staticmethod
-    def _remove(keys: list[int], raw: dict, key: int) -> None:
-        del raw[key]
-        del keys[bisect.bisect_left(keys, key)]
+    def levels(self) -> tuple[list[int], list[int]]:
+        """Flat ``[price, qty, ...]`` bids and asks, best first."""
+        bids = self._side(0)
+        asks = self._side(1)
+        flat_bids = np.empty((len(bids), 2), dtype=np.int64)
+        flat_bids[:, 0] = bids[:, _F_KEY]
+        flat_bids[:, 1] = bids[:, _F_QTY]
+        flat_asks = np.empty((len(asks), 2), dtype=np.int64)
+        flat_asks[:, 0] = -asks[:, _F_KEY]
+        flat_asks[:, 1] = asks[:, _F_QTY]
+        return flat_bids.ravel().tolist(), flat_asks.ravel().tolist()
 
-    def apply(self, levels: list[list], bid: bool, changes: list[int], latest: str) -> tuple[int, str]:
-        """Apply one side's update levels; append changes to ``changes``; return the stale
-        removals (levels to remove that were not in the book, which Kraken sends now and then
-        and we ignore, like its own clients do) and the latest level time seen (string)."""
-        if bid:
-            keys, raw, frag, side, sign = self.bid_keys, self.bid_raw, self.bid_frag, _BID, -1
-        else:
-            keys, raw, frag, side, sign = self.ask_keys, self.ask_raw, self.ask_frag, _ASK, 1
-        dirty = False
-        stale = 0
-        pow8 = _POW8
-        for level in levels:
-            ps = level[0]
-            vs = level[1]
-            pd = ps.replace(".", "")
-            vd = vs.replace(".", "")
-            try:
-                price = int(pd) * pow8[len(ps) - 1 - ps.index(".")]
-                qty = int(vd) * pow8[len(vs) - 1 - vs.index(".")]
-            except (ValueError, IndexError):
-                price = fixed(ps)
-                qty = fixed(vs)
-            t = level[2]
-            if t > latest:
-                latest = t
-            key = price * sign
-            if not dirty and (len(keys) <= CHECKSUM_LEVELS or key <= keys[CHECKSUM_LEVELS - 1]):
-                dirty = True
-            if qty:
-                if key not in raw:
-                    bisect.insort(keys, key)
-                raw[key] = level
-                frag[key] = pd.lstrip("0") + vd.lstrip("0")
-                changes += (price, qty, side)
-            elif key in raw:
-                del raw[key]
-                frag.pop(key, None)
-                del keys[bisect.bisect_left(keys, key)]
-                changes += (price, 0, side)
-            else:
-                stale += 1
-        if dirty:
-            if bid:
-                self.bid_top = None
-            else:
-                self.ask_top = None
-        return stale, latest
-
-    def truncate(self, changes: list[int]) -> None:
-        """Drop the levels beyond the subscribed depth (Kraken does the same on its side)."""
-        depth = self.depth
-        for keys, raw, frag, side, sign in (
-            (self.ask_keys, self.ask_raw, self.ask_frag, _ASK, 1),
-            (self.bid_keys, self.bid_raw, self.bid_frag, _BID, -1),
-        ):
-            if len(keys) > depth:
-                for key in keys[depth:]:
-                    del raw[key]
-                    frag.pop(key, None)
-                    changes += (key * sign, 0, side)
-                del keys[depth:]
-
-    @staticmethod
-    def _top(keys: list[int], raw: dict, frag: dict) -> bytes:
-        try:
-            return "".join([frag[key] for key in keys[:CHECKSUM_LEVELS]]).encode()
-        except KeyError:  # levels from a snapshot get their fragment when first needed
-            pass
-        parts = []
-        for key in keys[:CHECKSUM_LEVELS]:
-            f = frag.get(key)
-            if f is None:
-                f = frag[key] = _fragment(raw[key])
-            parts.append(f)
-        return "".join(parts).encode()
-
-    def checksum(self) -> int:
-        """Kraken's v1 CRC32 over the top 10 asks (ascending) then top 10 bids (descending)."""
-        ask = self.ask_top
-        if ask is None:
-            ask = self.ask_top = self._top(self.ask_keys, self.ask_raw, self.ask_frag)
-        bid = self.bid_top
-        if bid is None:
-            bid = self.bid_top = self._top(self.bid_keys, self.bid_raw, self.bid_frag)
-        return zlib.crc32(bid, zlib.crc32(ask))
-
-    def crossed(self) -> bool:
-        return bool(self.ask_keys and self.bid_keys and -self.bid_keys[0] >= self.ask_keys[0])
+    def mantissas(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """(price, volume) as the integers the exchange's strings spell without their dot."""
+        return ([tuple(r) for r in self._side(0)[:, 2:].tolist()], [tuple(r) for r in self._side(1)[:, 2:].tolist()])
 
     def best(self) -> tuple[int, int, int, int]:
         """(bid price, bid qty, ask price, ask qty); zeros for an empty side."""
-        bid = bid_qty = ask = ask_qty = 0
-        if self.bid_keys:
-            key = self.bid_keys[0]
-            bid, bid_qty = -key, fixed(self.bid_raw[key][1])
-        if self.ask_keys:
-            key = self.ask_keys[0]
-            ask, ask_qty = key, fixed(self.ask_raw[key][1])
-        return bid, bid_qty, ask, ask_qty
+        bids, asks = self._side(0), self._side(1)
+        bid = (int(bids[0, 0]), int(bids[0, 1])) if len(bids) else (0, 0)
+        ask = (int(-asks[0, 0]), int(asks[0, 1])) if len(asks) else (0, 0)
+        return bid[0], bid[1], ask[0], ask[1]
 
-    def levels(self) -> tuple[list[int], list[int]]:
-        """Flat ``[price, qty, ...]`` bids (best first) and asks (best first)."""
-        bids: list[int] = []
-        for key in self.bid_keys:
-            bids += (-key, fixed(self.bid_raw[key][1]))
-        asks: list[int] = []
-        for key in self.ask_keys:
-            asks += (key, fixed(self.ask_raw[key][1]))
-        return bids, asks
+    def checksum(self) -> int:
+        """Kraken's v1 CRC32 of the current book."""
+        return int(_book_checksum(self._feed._books, self._feed._state, self._p))
 
-    def strings(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-        """(price, volume) strings as the exchange sent them: bids then asks, best first."""
-        return (
-            [(self.bid_raw[k][0], self.bid_raw[k][1]) for k in self.bid_keys],
-            [(self.ask_raw[k][0], self.ask_raw[k][1]) for k in self.ask_keys],
-        )
+    def crossed(self) -> bool:
+        best = self.best()
+        return bool(best[0] and best[2] and best[0] >= best[2])
 
 
 def book_checksum(asks: Iterable[tuple[str, str]], bids: Iterable[tuple[str, str]]) -> int:
@@ -404,30 +686,36 @@ class PairStatistics:
 
 
 class _Pair:
-    __slots__ = (
-        "book",
-        "book_seq",
-        "iid",
-        "instrument",
-        "last_quote",
-        "mapping",
-        "name",
-        "resubscribing",
-        "stats",
-        "synced",
-    )
+    __slots__ = ("feed", "iid", "index", "instrument", "last_quote", "mapping", "name", "resubscribing", "stats")
 
-    def __init__(self, name: str, instrument: Instrument) -> None:
+    def __init__(self, feed: KrakenFeed, index: int, name: str, instrument: Instrument) -> None:
+        self.feed = feed
+        self.index = index
         self.name = name
         self.instrument = instrument
         self.iid = instrument.id
         self.mapping = encode(mapping_for(instrument))
-        self.book: KrakenBook | None = None
-        self.synced = False
         self.resubscribing = False
-        self.book_seq = 0
         self.stats = PairStatistics()
         self.last_quote: tuple[int, int, int, int] | None = None
+
+    @property
+    def synced(self) -> bool:
+        return bool(self.feed._state[self.index, _S_SYNCED])
+
+    @property
+    def book(self) -> KrakenBook | None:
+        """The pair's book while synced, else None (nothing is published for it)."""
+        return KrakenBook(self.feed, self.index) if self.synced else None
+
+    @property
+    def book_seq(self) -> int:
+        return int(self.feed._state[self.index, _S_SEQ])
+
+    def drop_book(self) -> None:
+        state = self.feed._state
+        state[self.index, _S_SYNCED] = 0
+        state[self.index, _S_COUNT] = state[self.index, _S_COUNT + 1] = 0
 
 
 def kraken_instrument(venue: str, wsname: str) -> Instrument:
@@ -458,8 +746,22 @@ class KrakenFeed:
         self.verify_checksum = verify_checksum
         self.book_quotes = book_quotes
         self.venue = venue
-        self.pairs = {name: _Pair(name, kraken_instrument(venue, name)) for name in pairs}
-        self.by_id = {p.iid: p for p in self.pairs.values()}
+        names = list(dict.fromkeys(pairs))
+        self._pair_list = [_Pair(self, i, name, kraken_instrument(venue, name)) for i, name in enumerate(names)]
+        self.pairs = {p.name: p for p in self._pair_list}
+        self.by_id = {p.iid: p for p in self._pair_list}
+        n = len(names)
+        encoded = [name.encode() for name in names]
+        if any(len(e) > 255 for e in encoded):
+            raise ValueError("Kraken pair names are short")
+        self._names = np.frombuffer(b"".join(bytes((len(e),)) + e for e in encoded), dtype=np.uint8).copy()
+        self._params = np.array([depth, 1 if verify_checksum else 0], dtype=np.int64)
+        self._state = np.zeros((n, 5), dtype=np.int64)
+        self._state[:, _S_IID] = np.array([p.iid for p in self._pair_list], dtype=np.uint64).view(np.int64)
+        self._books = np.zeros((n, 2, depth + MAX_UPDATE_LEVELS, 4), dtype=np.int64)
+        self._scratch = np.zeros((2, 2 * MAX_UPDATE_LEVELS, 5), dtype=np.int64)
+        self._out = np.zeros(_OUT_SIZE, dtype=np.uint8)
+        self._out_view = memoryview(self._out)
         self.counters: Counter[str] = counters if counters is not None else Counter()
         self.log = log or logging.getLogger("alphapulse.kraken")
         self.outgoing: list[str] = []
@@ -483,15 +785,35 @@ class KrakenFeed:
 
     def reset(self) -> None:
         """Connection lost: drop every book; nothing is published until fresh snapshots."""
-        for pair in self.pairs.values():
-            pair.book = None
-            pair.synced = False
+        for pair in self._pair_list:
+            pair.drop_book()
             pair.resubscribing = False
         self.outgoing.clear()
 
     # -- frames -----------------------------------------------------------------------------------
     def receive(self, frame: str | bytes, receive_ns: int = 0) -> list[bytes]:
         """Parse one frame; return the TLVs it produces (each to be one message)."""
+        if frame[:1] in _ARRAY_START:  # book updates: one compiled call parses, applies, checks, packs
+            buf = frame.encode() if type(frame) is str else frame
+            status, p, size, stale, _n = _update(
+                buf, self._names, self._params, self._state, self._books, self._scratch, self._out
+            )
+            if status == OK:
+                pair = self._pair_list[p]
+                stats = pair.stats
+                stats.updates += 1
+                if self.verify_checksum:
+                    stats.checksum_ok += 1
+                if stale:
+                    stats.stale_removals += stale
+                out = [self._out_view[:size].tobytes()]
+                if self.book_quotes:
+                    self._book_quote(pair, _timestamp_of(out[0]), out)
+                return out
+            if status != FALLBACK:
+                out = []
+                self._finish(self._pair_list[p] if p >= 0 else None, status, size, stale, out, frame)
+                return out
         try:
             msg = orjson.loads(frame)
         except orjson.JSONDecodeError:
@@ -522,114 +844,152 @@ class KrakenFeed:
             self._error("malformed", "cannot read frame (%s: %s): %.200r", type(exc).__name__, exc, frame)
         return out
 
-    def _book(self, pair: _Pair, msg: list, out: list[bytes]) -> None:
-        first = msg[1]
-        if "as" in first or "bs" in first:
-            self._snapshot(pair, first.get("as", []), first.get("bs", []), out)
+    def _finish(self, pair: _Pair | None, status: int, size: int, stale: int, out: list[bytes], frame: Any) -> None:
+        """Everything but the common OK outcome of applying an update."""
+        if pair is None:
+            self._error("unknown_pair", "book update for a pair not subscribed: %.120r", frame)
             return
-        book = pair.book
         stats = pair.stats
-        if book is None or not pair.synced:
+        if status == UNSYNCED:
             stats.ignored_unsynced += 1
             return
-        asks = first.get("a")
-        bids = first.get("b")
-        checksum = first.get("c")
-        if len(msg) > 4:  # asks and bids as two objects: [id, {"a": ...}, {"b": ..., "c": ...}, name, pair]
-            second = msg[2]
-            if bids is None:
-                bids = second.get("b")
-            if asks is None:
-                asks = second.get("a")
-            checksum = second.get("c", checksum)
-        changes: list[int] = []
-        latest = ""
-        try:
-            if asks:
-                stale, latest = book.apply(asks, False, changes, latest)
-                if stale:
-                    stats.stale_removals += stale
-            if bids:
-                stale, latest = book.apply(bids, True, changes, latest)
-                if stale:
-                    stats.stale_removals += stale
-            if len(book.ask_keys) > book.depth or len(book.bid_keys) > book.depth:
-                book.truncate(changes)
-        except (IndexError, TypeError, ValueError, AttributeError) as exc:
-            self._error("malformed", "%s: cannot apply book update (%s); resyncing", pair.name, exc)
-            self._resync(pair, "unreadable update")
-            return
-        stats.updates += 1
-        if self.verify_checksum:
-            if checksum is None:
-                self._error("missing_checksum", "%s: book update without checksum", pair.name)
-            elif book.checksum() != int(checksum):
-                stats.checksum_mismatch += 1
-                self.counters["book.checksum_mismatch"] += 1
-                self._error("checksum", "%s: book checksum mismatch (got %s); resyncing", pair.name, checksum)
-                self._resync(pair, "checksum mismatch")
-                return
-            else:
+        if stale:
+            stats.stale_removals += stale
+        if status == OK:
+            stats.updates += 1
+            if self.verify_checksum:
                 stats.checksum_ok += 1
-        if book.ask_keys and book.bid_keys and -book.bid_keys[0] >= book.ask_keys[0]:
+            out.append(self._out_view[:size].tobytes())
+            if self.book_quotes:
+                self._book_quote(pair, _timestamp_of(out[-1]), out)
+        elif status == NO_CHANGE:
+            stats.updates += 1
+            if self.verify_checksum:
+                stats.checksum_ok += 1
+        elif status == MISMATCH:
+            stats.updates += 1
+            stats.checksum_mismatch += 1
+            self.counters["book.checksum_mismatch"] += 1
+            self._error("checksum", "%s: book checksum mismatch; resyncing", pair.name)
+            self._resync(pair, "checksum mismatch")
+        elif status == CROSSED:
+            stats.updates += 1
+            if self.verify_checksum:
+                stats.checksum_ok += 1
             stats.crossed += 1
             self.counters["book.crossed"] += 1
             self._error("crossed", "%s: crossed book after an update; resyncing", pair.name)
             self._resync(pair, "crossed book")
+        elif status == NO_CHECKSUM:
+            self._error("missing_checksum", "%s: book update without a checksum; resyncing", pair.name)
+            self._resync(pair, "update without checksum")
+        elif status == OVERFLOW:
+            self._error("malformed", "%s: book update beyond capacity; resyncing", pair.name)
+            self._resync(pair, "book capacity")
+
+    def _book(self, pair: _Pair, msg: list, out: list[bytes]) -> None:
+        """A book frame the compiled scanner did not take: a snapshot, or an update in another
+        shape (whitespace, odd numbers); parsed with orjson, applied by the same kernel."""
+        first = msg[1]
+        if "as" in first or "bs" in first:
+            self._snapshot(pair, first.get("as", []), first.get("bs", []), out)
             return
-        if changes:
-            seq = pair.book_seq
-            pair.book_seq = seq + 1
-            ts = seconds_ns(latest) if latest else 0
-            if len(changes) <= 36:  # the common small update: one standard TLV, packed inline
-                n = len(changes) // 3
-                st = _delta_structs.get(n) or _delta_struct(n)
-                out.append(st.pack(TLVType.ORDER_BOOK_DELTA, 35 + 17 * n, pair.iid, ts, seq + 1, seq, n, 0, *changes))
-            else:
-                out += pack_deltas(pair.iid, ts, seq + 1, seq, changes)
-            if self.book_quotes:
-                self._book_quote(pair, book, ts, out)
+        if not pair.synced:
+            pair.stats.ignored_unsynced += 1
+            return
+        levels = self._scratch[0]
+        n = 0
+        latest = 0
+        checksum = None
+        try:
+            for part in msg[1:-2]:
+                for key, side in (("a", _ASK), ("b", _BID)):
+                    for level in part.get(key, ()):
+                        if n >= MAX_UPDATE_LEVELS:
+                            raise ValueError(f"more than {MAX_UPDATE_LEVELS} levels in one update")
+                        pm, price = _mantissa(level[0])
+                        vm, qty = _mantissa(level[1])
+                        levels[n] = (side, price, qty, pm, vm)
+                        latest = max(latest, seconds_ns(level[2]))
+                        n += 1
+                if "c" in part:
+                    checksum = int(part["c"])
+                    if not 0 <= checksum <= 0xFFFFFFFF:
+                        raise ValueError(f"checksum {checksum} out of range")
+        except (IndexError, TypeError, ValueError, AttributeError) as exc:
+            self._error("malformed", "%s: cannot read book update (%s); resyncing", pair.name, exc)
+            self._resync(pair, "unreadable update")
+            return
+        status, size, stale = _apply(
+            self._params,
+            self._state,
+            self._books,
+            levels,
+            n,
+            pair.index,
+            checksum or 0,
+            checksum is not None,
+            latest,
+            self._scratch[1],
+            self._out,
+        )
+        self._finish(pair, status, size, stale, out, msg)
 
     def _snapshot(self, pair: _Pair, asks: list, bids: list, out: list[bytes]) -> None:
-        book = KrakenBook(self.depth)
+        p = pair.index
+        pair.drop_book()
+        sides = []
         try:
-            bid_levels, ask_levels = book.load(asks, bids)
-            latest = max([level[2] for level in asks] + [level[2] for level in bids], default="")
-        except (IndexError, TypeError, ValueError, AttributeError) as exc:
+            latest = max((seconds_ns(level[2]) for level in (*asks, *bids)), default=0)
+            for side, levels in ((_BID, bids), (_ASK, asks)):
+                pm, price = _mantissas([level[0] for level in levels])
+                vm, qty = _mantissas([level[1] for level in levels])
+                rows = np.array([price, qty, pm, vm], dtype=np.int64).T.reshape(-1, 4)
+                rows = rows[rows[:, 1] != 0]
+                if side == _ASK:
+                    rows[:, 0] = -rows[:, 0]
+                if len(np.unique(rows[:, 0])) != len(rows):
+                    raise ValueError("a price appears twice")
+                rows = rows[np.argsort(rows[:, 0], kind="stable")][-self.depth :]
+                sides.append(rows)
+        except (IndexError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             self._error("malformed", "%s: unreadable book snapshot (%s); resyncing", pair.name, exc)
             self._resync(pair, "unreadable snapshot")
             return
         pair.stats.snapshots += 1
         self.counters["book.snapshots"] += 1
-        if book.crossed():
+        bids, asks = sides
+        if len(bids) and len(asks) and bids[-1, 0] >= -asks[-1, 0]:
             pair.stats.crossed += 1
             self.counters["book.crossed"] += 1
             self._error("crossed", "%s: crossed book snapshot; resyncing", pair.name)
-            self._resync(pair, "crossed snapshot")
+            self._resync(pair, "crossed snapshot", force=True)
             return
-        pair.book = book
-        pair.synced = True
+        self._books[p, _BID, : len(bids)] = bids
+        self._books[p, _ASK, : len(asks)] = asks
+        state = self._state
+        state[p, _S_COUNT + _BID] = len(bids)
+        state[p, _S_COUNT + _ASK] = len(asks)
+        state[p, _S_SYNCED] = 1
         pair.resubscribing = False
-        ts = seconds_ns(latest) if latest else 0
-        out += pack_book(pair.iid, ts, pair.book_seq, bid_levels, ask_levels)
         pair.last_quote = None
+        out += _book_tlvs(pair.iid, latest, pair.book_seq, bids[::-1, :2], asks[::-1, :2] * (-1, 1))
         if self.book_quotes:
-            self._book_quote(pair, book, ts, out)
+            self._book_quote(pair, latest, out)
 
-    def _book_quote(self, pair: _Pair, book: KrakenBook, ts: int, out: list[bytes]) -> None:
-        best = book.best()
+    def _book_quote(self, pair: _Pair, ts: int, out: list[bytes]) -> None:
+        best = KrakenBook(self, pair.index).best()
         if best != pair.last_quote:
             pair.last_quote = best
             pair.stats.quotes += 1
             out.append(pack_quote(pair.iid, best[0], best[1], best[2], best[3], ts))
 
-    def _resync(self, pair: _Pair, reason: str) -> None:
+    def _resync(self, pair: _Pair, reason: str, *, force: bool = False) -> None:
         """Drop the pair's book and ask Kraken for a fresh snapshot (unsubscribe + subscribe)."""
         pair.stats.resyncs += 1
         self.counters["book.resyncs"] += 1
-        pair.book = None
-        pair.synced = False
-        if pair.resubscribing:
+        pair.drop_book()
+        if pair.resubscribing and not force:
             return  # a resubscribe is already on its way; its snapshot will resync the pair
         pair.resubscribing = True
         self.log.warning("%s: resyncing book (%s)", pair.name, reason)
@@ -697,8 +1057,9 @@ class KrakenFeed:
             if instrument_id not in (0, pair.iid):
                 continue
             out.append(pair.mapping)
-            if pair.synced and pair.book is not None:
-                bids, asks = pair.book.levels()
+            book = pair.book
+            if book is not None:
+                bids, asks = book.levels()
                 out += pack_book(pair.iid, time.time_ns(), pair.book_seq, bids, asks)
         return out
 
@@ -706,6 +1067,9 @@ class KrakenFeed:
         return {
             "pairs": {name: dataclasses.asdict(p.stats) for name, p in self.pairs.items()},
             "synced": sorted(name for name, p in self.pairs.items() if p.synced),
+            "book_levels": {
+                name: [int(c) for c in self._state[p.index, _S_COUNT : _S_COUNT + 2]] for name, p in self.pairs.items()
+            },
             "system_status": self.system_status,
             "errors": {k[7:]: v for k, v in self.counters.items() if k.startswith("errors.")},
         }

@@ -531,3 +531,38 @@ async def test_node_cut_mid_stream_clears_books_and_resyncs(capture, resume):
             {_frame_data(r.text)["s"] for r in frames[151:] if "depthUpdate" in r.text}
         )
         _assert_books_match(run.node, final, list(run.messages))
+
+
+def test_compiled_snapshot_reader_agrees_with_orjson(capture):
+    from nodes.binance import parse_depth_snapshot
+
+    _ws, _http, _frames, snapshots = capture
+    for record in snapshots.values():
+        fast = parse_depth_snapshot(record.text)
+        spaced = orjson.dumps(orjson.loads(record.text), option=orjson.OPT_INDENT_2).decode()
+        slow = parse_depth_snapshot(spaced)
+        assert fast[0] == slow[0] and (fast[1] == slow[1]).all() and (fast[2] == slow[2]).all()
+        snap = orjson.loads(record.text)
+        assert fast[1].tolist() == [[fixed(p), fixed(q)] for p, q in snap["bids"]]
+
+
+def test_mutated_snapshots_never_crash(capture):
+    import random
+
+    _ws, _http, _frames, snapshots = capture
+    body = snapshots["RUNEEUR"].text.encode()
+    rng = random.Random(3)
+    feed = BinanceFeed(["RUNEEUR"])
+    bad = 0
+    for _ in range(300):
+        mutated = bytearray(body)
+        if rng.random() < 0.5:
+            del mutated[rng.randrange(len(mutated)) :]
+        else:
+            for _ in range(rng.randint(1, 3)):
+                mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+        feed.reset()
+        feed.receive(_depth("RUNEEUR", 1, 2))
+        out = feed.apply_snapshot("RUNEEUR", bytes(mutated))
+        bad += not out
+    assert bad > 0 and feed.counters["errors.bad_snapshot"] > 0

@@ -146,12 +146,16 @@ class KrakenExchange(ReplayResponder):
 
 
 def _book_strings(feed: KrakenFeed, pair: str):
-    bids, asks = feed.pairs[pair].book.strings()
+    """The book as the exchange's digits: (price, volume) mantissas, asks then bids, best first."""
+    bids, asks = feed.pairs[pair].book.mantissas()
     return [list(x) for x in asks], [list(x) for x in bids]
 
 
 def _reference_strings(ref: ReferenceBooks, pair: str):
-    return ([lv[:2] for lv in ref.levels(pair, "a")], [lv[:2] for lv in ref.levels(pair, "b")])
+    def digits(text: str) -> int:
+        return int(text.replace(".", ""))
+
+    return tuple([[digits(lv[0]), digits(lv[1])] for lv in ref.levels(pair, s)] for s in ("a", "b"))
 
 
 # -- sans-IO: the whole book capture ------------------------------------------------------------
@@ -410,10 +414,19 @@ def test_book_quotes_follow_the_top_of_book():
     assert [type(r) for r in _decode(feed.receive(deeper))] == [protocol.OrderBookDelta]  # top unchanged: no quote
 
 
-def test_kraken_book_keeps_exchange_strings():
-    book = KrakenBook(10)
-    book.load([["0.042990", "364630.28272081", "1"]], [["0.042980", "1.00000000", "1"]])
-    assert book.checksum() == book_checksum([("0.042990", "364630.28272081")], [("0.042980", "1.00000000")])
+def test_book_keeps_the_exchange_digits_for_the_checksum():
+    """Trailing zeros count (they are digits Kraken sends), leading ones do not; a 9th decimal
+    that is a zero is exact at our 8-decimal scale."""
+    feed = KrakenFeed(["XBT/CHF"], channels=["book"], depth=10)
+    frame = (
+        '[1,{"as":[["0.042990","364630.28272081","1"]],"bs":[["0.000027720","1.00000000","1"]]},"book-10","XBT/CHF"]'
+    )
+    (book,) = _decode(feed.receive(frame))
+    assert book.bids == ((2772, 100000000),) and book.asks == ((4299000, 36463028272081),)
+    view = feed.pairs["XBT/CHF"].book
+    assert isinstance(view, KrakenBook)
+    assert view.checksum() == book_checksum([("0.042990", "364630.28272081")], [("0.000027720", "1.00000000")])
+    assert view.mantissas() == ([(27720, 100000000)], [(42990, 36463028272081)])
 
 
 # -- the real node, the real sockets, the local replay server --------------------------------
@@ -609,3 +622,51 @@ async def test_node_snapshot_request_through_control(shared_data):
             bids, _asks = run.node.feed.pairs[pair].book.levels()
             assert list(last.bids) == list(zip(bids[::2], bids[1::2], strict=True))
         nursery.cancel_scope.cancel()
+
+
+# -- the compiled scanner agrees with the generic path, and survives anything ------------------
+
+
+def test_compiled_and_generic_paths_agree(book_frames):
+    """Every update once as captured (compiled path) and once re-serialised with spaces
+    (orjson path): same TLVs, same books."""
+    fast, slow = _feed(), _feed()
+    for frame in book_frames:
+        spaced = orjson.dumps(orjson.loads(frame)).decode().replace(",", ", ")
+        assert fast.receive(frame) == slow.receive(spaced)
+    assert _totals(fast) == _totals(slow) and fast.statistics()["errors"] == slow.statistics()["errors"] == {}
+
+
+def test_republish_flag_is_accepted():
+    feed = KrakenFeed(["XBT/CHF"], channels=["book"], depth=10)
+    feed.receive(SNAP)
+    after = ([("10.0", "1.0"), ("11.0", "2.0")], [("9.5", "4.0"), ("9.0", "1.0"), ("8.0", "3.0")])
+    checksum = book_checksum(*after)
+    frame = f'[1,{{"b":[["9.5","4.0","2.0","r"]],"c":"{checksum}"}},"book-10","XBT/CHF"]'
+    (delta,) = _decode(feed.receive(frame))
+    assert delta.changes == ((950000000, 400000000, 0),)
+
+
+def test_mutated_frames_never_crash(book_frames):
+    """Truncated and byte-flipped frames go through the compiled scanner: each is applied,
+    refused or counted, and the feed keeps working."""
+    import random
+
+    rng = random.Random(5)
+    updates = [f for f in book_frames if f.startswith("[") and '"as"' not in f]
+    feed = _feed()
+    for frame in book_frames[:30]:
+        feed.receive(frame)
+    for _ in range(3000):
+        frame = bytearray(rng.choice(updates).encode())
+        if rng.random() < 0.5:
+            del frame[rng.randrange(len(frame)) :]
+        else:
+            for _ in range(rng.randint(1, 3)):
+                frame[rng.randrange(len(frame))] = rng.randrange(256)
+        feed.receive(bytes(frame))
+    assert sum(feed.counters[k] for k in feed.counters if k.startswith("errors.")) > 0
+    fresh = _feed()
+    for frame in book_frames:
+        fresh.receive(frame)
+    assert _totals(fresh)["checksum_ok"] == 2166
