@@ -23,7 +23,7 @@ from nodes._websocket import Bridge, ClientServer, dashboard_app, poll_health, s
 
 MAX_CLIENT_MESSAGE = 64 * 1024
 """Largest message a client may send (requests are tiny); bigger ones close the connection (1009)."""
-HANDLED = np.array([TLVType.TRADE, TLVType.QUOTE, TLVType.ORDER_BOOK, TLVType.ORDER_BOOK_DELTA,
+HANDLED = np.array([TLVType.TRADE, TLVType.QUOTE, TLVType.ORDER_BOOK, TLVType.ORDER_BOOK_DELTA, TLVType.POOL_SWAP,
                     TLVType.ARBITRAGE_SIGNAL, TLVType.SIGNAL_IDENTITY, TLVType.INSTRUMENT_MAPPING], np.uint8)
 """First-TLV types worth decoding; anything else is counted as ignored without being decoded."""
 

@@ -68,4 +68,9 @@ def _print_endpoints(plan: dict) -> None:
         params = node.get("params", {})
         if node["kind"] == "sink.websocket":
             host, port = params.get("host", "127.0.0.1"), params.get("port", 8765)
-            print(f"dashboard    http://{host}:{port}/  (node {name})")
+            http_port = params.get("http_port")
+            if http_port is None:  # the kind's default: the WebSocket port + 1
+                http_port = port + 1 if port else 0
+            if params.get("dashboard", True):
+                print(f"dashboard    http://{host}:{http_port}/  (node {name})")
+            print(f"websocket    ws://{host}:{port}/  (node {name})")

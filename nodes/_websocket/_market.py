@@ -60,8 +60,8 @@ class Event:
     """Something clients may need to hear about; the node renders and routes it.
 
     kinds: ``instrument`` (newly named), ``book`` (view changed: ``data`` is the bid and ask
-    changes), ``bbo`` (best bid/ask changed), ``trade`` and ``signal`` (``data`` is the message
-    body), ``unsynced`` (a delta for a book with no snapshot yet: ask upstream for one).
+    changes), ``bbo`` (best bid/ask changed), ``trade`` (a trade or a DEX swap) and ``signal``
+    (``data`` is the message body), ``unsynced`` (a delta for a book with no snapshot yet: ask upstream for one).
     """
 
     kind: str
@@ -156,6 +156,8 @@ class Market:
                 self._dirty[tlv.instrument_id] = timestamp_ns
             elif isinstance(tlv, protocol.Trade):
                 yield from self._trade(tlv, timestamp_ns)
+            elif isinstance(tlv, protocol.PoolSwap):
+                yield from self._swap(tlv, timestamp_ns)
             elif isinstance(tlv, protocol.Quote):
                 yield from self._quote(tlv, timestamp_ns)
             elif isinstance(tlv, protocol.ArbitrageSignal):
@@ -195,6 +197,26 @@ class Market:
             **level(tlv.price, tlv.quantity),
             "side": _SIDES.get(tlv.side, "unknown"),
             "ts": tlv.exchange_ts_ns or timestamp_ns,
+        }
+        self.trades.setdefault(tlv.instrument_id, deque(maxlen=TRADES_KEPT)).append(body)
+        yield Event("trade", tlv.instrument_id, body, timestamp_ns)
+
+    def _swap(self, tlv: Any, timestamp_ns: int) -> Iterator[Event]:
+        """A DEX swap goes on the pool's tape, amounts exact in the tokens' own decimals."""
+        named = self.names.get(tlv.instrument_id)
+        if named is None:
+            return
+        body = {
+            "type": "swap",
+            **named.fields(),
+            "token_in": "0x" + tlv.token_in.hex(),
+            "token_out": "0x" + tlv.token_out.hex(),
+            "amount_in": protocol.format_fixed(tlv.amount_in, tlv.decimals_in),
+            "amount_out": protocol.format_fixed(tlv.amount_out, tlv.decimals_out),
+            "block": tlv.block_number,
+            "tx": "0x" + tlv.tx_hash.hex(),
+            "log_index": tlv.log_index,
+            "ts": timestamp_ns,
         }
         self.trades.setdefault(tlv.instrument_id, deque(maxlen=TRADES_KEPT)).append(body)
         yield Event("trade", tlv.instrument_id, body, timestamp_ns)

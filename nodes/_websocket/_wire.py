@@ -17,7 +17,8 @@ or ``*`` (everything); default ``["*"]``. ``id`` is optional and echoed in the r
 
 Server → client: objects with a ``type``: ``hello``, ``instruments``, ``subscribed``,
 ``unsubscribed``, ``book_snapshot``, ``book_delta``, ``bbo``, ``trades_snapshot``, ``trade``,
-``signals_snapshot``, ``signal``, ``health``, ``pong``, ``error``. Instrument-scoped messages
+``swap`` (DEX, on the trades channel), ``signals_snapshot``, ``signal``, ``health``, ``pong``,
+``error``. Instrument-scoped messages
 name the instrument three ways: ``instrument`` (``sim_a:BTC-USD``), ``venue`` and ``symbol``
 (``BTC-USD``). Prices and sizes are exact decimal strings (``"60001.25"``), never floats; levels
 are ``{"price", "size"}`` objects, best first; in a ``book_delta`` a size of ``"0"`` removes the

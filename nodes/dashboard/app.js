@@ -123,6 +123,7 @@ function handle(msg) {
       state.trades = msg.trades.filter((t) => t.instrument === state.selected).reverse().slice(0, TRADES_SHOWN);
       break;
     case "trade":
+    case "swap":
       if (msg.instrument !== state.selected) break;
       state.trades.unshift(msg);
       state.trades.length = Math.min(state.trades.length, TRADES_SHOWN);
@@ -188,14 +189,14 @@ function sortedLevels(side, descending, depth) {
   return levels.slice(0, depth);
 }
 
-function levelRows(levels, maxTotal, reverse) {
+function levelRows(levels, maxTotal, places, reverse) {
   let total = 0;
   const rows = levels.map((l) => {
     total += l.s;
     const width = maxTotal > 0 ? (100 * total) / maxTotal : 0;
     return el("div", { class: "level" },
       el("div", { class: "bar", style: `width:${width.toFixed(1)}%` }),
-      el("span", {}, l.price), el("span", {}, l.size), el("span", {}, total.toFixed(Math.min(8, decimals(l.size) + 2))));
+      el("span", {}, l.price), el("span", {}, l.size), el("span", {}, total.toFixed(places)));
   });
   return reverse ? rows.reverse() : rows;
 }
@@ -207,8 +208,9 @@ function renderBook() {
   const asks = sortedLevels(book.asks, false, depth);
   const sum = (levels) => levels.reduce((acc, l) => acc + l.s, 0);
   const maxTotal = Math.max(sum(bids), sum(asks));
-  $("asks").replaceChildren(...levelRows(asks, maxTotal, true));   // best ask next to the spread
-  $("bids").replaceChildren(...levelRows(bids, maxTotal, false));
+  const places = Math.min(6, Math.max(0, ...bids.concat(asks).map((l) => decimals(l.size))));  // one format for totals
+  $("asks").replaceChildren(...levelRows(asks, maxTotal, places, true));   // best ask next to the spread
+  $("bids").replaceChildren(...levelRows(bids, maxTotal, places, false));
   $("book-title").textContent = state.selected || "";
   $("book-updates").textContent = String(book.updates);
   $("book-seq").textContent = book.seq === null ? "–" : String(book.seq);
@@ -228,8 +230,11 @@ function renderBook() {
 }
 
 function renderTrades() {
-  $("trades").replaceChildren(...state.trades.map((t) =>
-    el("tr", { "data-testid": "trade-row" },
+  $("trades").replaceChildren(...state.trades.map((t) => t.type === "swap"
+    ? el("tr", { "data-testid": "trade-row" },
+      el("td", {}, `block ${t.block}`), el("td", {}, "swap"),
+      el("td", { class: "num" }, `${t.amount_in} → ${t.amount_out}`), el("td", { class: "num" }, ""))
+    : el("tr", { "data-testid": "trade-row" },
       el("td", {}, timeOf(t.ts)), el("td", { class: t.side }, t.side),
       el("td", { class: `num ${t.side}` }, t.price), el("td", { class: "num" }, t.size))));
 }

@@ -337,3 +337,25 @@ async def test_deltas_for_a_book_never_loaded_ask_upstream_for_a_snapshot() -> N
         loaded = rig.node.bridge.market.books[BTC_A.id]
         assert loaded.version == 1 and loaded.bid_view[0] == (px("100"), P)
         assert rig.counters["dropped.unsynced_delta"] == 1
+
+
+async def test_dex_swaps_go_on_the_pool_tape_with_exact_amounts() -> None:
+    pool = protocol.pool("polygon", "0x45dda9cb7c25131df268515131f647d726f50608")
+    swap = protocol.PoolSwap(
+        pool.id, 51_000_000, bytes(range(32)), 7, protocol.PoolProtocol.UNISWAP_V3, 6, 18,
+        bytes.fromhex("2791bca1f2de4661ed88a30c99a7a9449aa84174"),
+        bytes.fromhex("7ceb23fd6bc0add59e62ac25578270cff1b9f619"),
+        1_234_567_890, 456_000_000_000_000_001, 0, 0, 0,
+    )
+    async with run_bridge() as rig:
+        await rig.feed.send(protocol.mapping_for(pool))
+        await rig.wait_until(lambda: pool.id in rig.node.bridge.market.names)
+        async with connect(rig.ws_url) as client:
+            await client.send(op="subscribe", channels=["trades"], instruments=[pool.short])
+            await client.recv_type("trades_snapshot")
+            await rig.feed.send(swap)
+            message = await client.recv()
+        assert message["type"] == "swap" and message["instrument"] == pool.short and message["venue"] == "polygon"
+        assert (message["amount_in"], message["amount_out"]) == ("1234.56789", "0.456000000000000001")
+        assert message["token_in"] == "0x2791bca1f2de4661ed88a30c99a7a9449aa84174"
+        assert (message["block"], message["log_index"], message["tx"][:6]) == (51_000_000, 7, "0x0001")

@@ -1,0 +1,189 @@
+"""The live dashboard in a real headless browser: Debian's chromium driven by Playwright.
+
+A small market simulation (two venues, two symbols, random-walk books, trades, arbitrage signals)
+is fed as TLV frames through a real publisher and a real relay node into the bridge; the page is
+loaded from the bridge's own HTTP port and must show a live book (best bid below best ask, 20
+levels a side) that keeps updating, the tape, the cross-venue table, signals and node health.
+The screenshot is kept in ``artifacts/dashboard.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import random
+import shutil
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import trio
+
+from alphapulse import protocol
+from tests.sinks._websocket_bridge import BTC_A, BTC_B, ETH_A, ETH_B, book, delta, run_bridge, signal, trade
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+WAIT_MS = 20_000
+LEVELS = 30
+
+
+def _browser_or_skip() -> None:
+    reason = None
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        reason = "playwright is not installed (pip install -e '.[test]')"
+    if not os.path.exists(CHROMIUM):
+        reason = "Debian chromium is not installed (apt-get install chromium)"
+    if reason is None:
+        return
+    if os.environ.get("ALPHAPULSE_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"ALPHAPULSE_REQUIRE_BROWSER=1 but {reason}")
+    pytest.skip(reason)
+
+
+class Venue:
+    """One simulated instrument: a random-walk mid with a full ladder on a fixed tick grid."""
+
+    def __init__(self, inst: protocol.Instrument, mid: str, tick: str, rng: random.Random) -> None:
+        self.inst, self.rng = inst, rng
+        self.tick = protocol.parse_fixed(tick)
+        self.mid = protocol.parse_fixed(mid)
+        self.bids, self.asks = self._ladder()
+
+    def _ladder(self) -> tuple[dict[int, int], dict[int, int]]:
+        def size() -> int:
+            return self.rng.randint(1, 50_000) * 10_000  # 0.0001 .. 5 with four decimals
+        bids = {self.mid - self.tick * k: size() for k in range(1, LEVELS + 1)}
+        asks = {self.mid + self.tick * k: size() for k in range(1, LEVELS + 1)}
+        return bids, asks
+
+    def snapshot(self) -> Any:
+        return book(self.inst, sorted(self.bids.items(), reverse=True), sorted(self.asks.items()))
+
+    def step(self) -> Any:
+        """Move the mid by -1..+1 ticks, resize a few levels; the change as one OrderBookDelta."""
+        self.mid += self.tick * self.rng.choice((-1, 0, 0, 1))
+        bids, asks = self._ladder()
+        for old, new in ((self.bids, bids), (self.asks, asks)):
+            for price in list(new):  # keep most sizes, so only some levels change
+                if price in old and self.rng.random() < 0.8:
+                    new[price] = old[price]
+        changes = []
+        for side, old, new in ((protocol.BookSide.BID, self.bids, bids), (protocol.BookSide.ASK, self.asks, asks)):
+            changes += [(p, q, side) for p, q in new.items() if old.get(p) != q]
+            changes += [(p, 0, side) for p in old if p not in new]
+        self.bids, self.asks = bids, asks
+        return delta(self.inst, changes)
+
+    def best(self) -> tuple[str, str]:
+        return protocol.format_fixed(max(self.bids)), protocol.format_fixed(min(self.asks))
+
+
+async def simulate(rig: Any) -> None:
+    rng = random.Random(7)
+    venues = [Venue(BTC_A, "60000", "0.5", rng), Venue(BTC_B, "60012", "0.5", rng),
+              Venue(ETH_A, "3000", "0.05", rng), Venue(ETH_B, "3001.2", "0.05", rng)]
+    await rig.feed.send(*(protocol.mapping_for(v.inst) for v in venues), *(v.snapshot() for v in venues))
+    ticks = 0
+    while True:
+        ticks += 1
+        records = [v.step() for v in venues]
+        for v in rng.sample(venues, 2):
+            bid, ask = v.best()
+            records.append(trade(v.inst, ask if rng.random() < 0.5 else bid, f"0.{rng.randint(1, 999):03d}",
+                                 side=rng.choice((1, 2))))
+        await rig.feed.send(*records)
+        if ticks % 8 == 0:
+            (_, a_ask), (b_bid, _) = venues[0].best(), venues[1].best()
+            await rig.signals.send(signal(BTC_A, BTC_B, a_ask, b_bid, signal_id=ticks))
+        await trio.sleep(0.05)
+
+
+_READ_PAGE = """() => {
+  const text = (id) => document.getElementById(id).textContent;
+  const prices = (sel) => [...document.querySelectorAll(sel + ' .level span:first-of-type')].map(e => e.textContent);
+  return {bestBid: text('best-bid'), bestAsk: text('best-ask'), spread: text('spread-value'),
+          updates: Number(text('book-updates')), seq: text('book-seq'), title: text('book-title'),
+          bids: prices('#bids'), asks: prices('#asks'), connection: text('connection')};
+}"""
+
+
+def drive_browser(url: str, screenshot: pathlib.Path) -> dict[str, Any]:
+    """Runs in a worker thread (Playwright's sync API): load, watch the book move, screenshot."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(url)
+            page.wait_for_function(
+                "() => window.alphapulse && alphapulse.book.seq !== null"
+                " && document.querySelectorAll('#bids .level').length === 20"
+                " && document.querySelectorAll('#asks .level').length === 20", timeout=WAIT_MS)
+            first = page.evaluate(_READ_PAGE)
+            page.wait_for_function(
+                f"() => Number(document.getElementById('book-updates').textContent) >= {first['updates'] + 10}",
+                timeout=WAIT_MS)
+            page.wait_for_function(
+                "() => document.querySelectorAll('[data-testid=trade-row]').length >= 5"
+                " && document.querySelectorAll('[data-testid=bbo-row]').length === 4"
+                " && document.querySelectorAll('[data-testid=signal-row]').length >= 1"
+                " && document.querySelectorAll('[data-testid=health-row]').length === 2", timeout=WAIT_MS)
+            second = page.evaluate(_READ_PAGE)
+            page.screenshot(path=str(screenshot), full_page=True)
+            result = {
+                "first": first, "second": second,
+                "health": page.inner_text("#health"), "venues": page.inner_text("#venues"),
+                "signals": page.inner_text("#signals"), "trades": page.inner_text("#trades"),
+            }
+            page.select_option("#instrument", "sim_b:ETH-USD")  # the picker switches the book
+            page.wait_for_function(
+                "() => document.getElementById('book-title').textContent === 'sim_b:ETH-USD'"
+                " && alphapulse.book.seq !== null && document.querySelectorAll('#bids .level').length === 20",
+                timeout=WAIT_MS)
+            result["switched"] = page.evaluate(_READ_PAGE)
+            result["errors"] = errors
+            return result
+        finally:
+            browser.close()
+
+
+def _check_book(view: dict[str, Any]) -> None:
+    bids = [Decimal(p) for p in view["bids"]]
+    asks = [Decimal(p) for p in view["asks"]]  # shown worst first, best next to the spread
+    assert len(bids) == len(asks) == 20
+    assert bids == sorted(bids, reverse=True) and asks == sorted(asks, reverse=True)
+    assert Decimal(view["bestBid"]) == bids[0] and Decimal(view["bestAsk"]) == asks[-1]
+    assert Decimal(view["bestBid"]) < Decimal(view["bestAsk"])
+    assert Decimal(view["spread"]) == Decimal(view["bestAsk"]) - Decimal(view["bestBid"])
+
+
+async def test_dashboard_shows_a_live_book_in_a_real_browser() -> None:
+    _browser_or_skip()
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / "dashboard.png"
+    async with run_bridge({"health_interval": 0.5}, relay=True) as rig, trio.open_nursery() as nursery:
+        nursery.start_soon(simulate, rig)
+        url = rig.http_url + "?instrument=sim_a:BTC-USD"
+        result = await trio.to_thread.run_sync(drive_browser, url, screenshot)
+        nursery.cancel_scope.cancel()
+    assert result["errors"] == []
+    first, second = result["first"], result["second"]
+    for view in (first, second, result["switched"]):
+        _check_book(view)
+    assert first["title"] == second["title"] == "sim_a:BTC-USD" and second["connection"] == "live"
+    assert second["updates"] >= first["updates"] + 10 and int(second["seq"]) > int(first["seq"])
+    assert (first["bids"], first["asks"]) != (second["bids"], second["asks"])
+    assert Decimal(result["switched"]["bestBid"]) < 3100 < Decimal(second["bestBid"])  # ETH now, not BTC
+    assert "sim_a" in result["venues"] and "sim_b" in result["venues"] and "BTC-USD" in result["venues"]
+    assert "sim_a @" in result["signals"] and "sim_b @" in result["signals"]
+    assert "market" in result["health"] and "bridge" in result["health"] and "healthy" in result["health"]
+    assert screenshot.stat().st_size > 10_000
