@@ -84,6 +84,7 @@ STATUS_COUNTERS = {
     ST_NO_SLOT: "dropped.too_many_instruments",
 }
 NEEDS_SNAPSHOT = (ST_NO_BOOK, ST_STALE, ST_SEQ_GAP, ST_INCOMPLETE)
+H_UNCHANGED = 15  # hist slot: applied updates that changed nothing in the top-N
 # kernel counters
 C_UNKNOWN_REMOVALS, C_BEYOND_KNOWN, C_CROSSED, N_COUNTS = 0, 1, 2, 3
 
@@ -431,6 +432,21 @@ def write_book(out, pos, iid, ts, seq, pk, pq, pn, ch_price, ch_qty, ch_side):
 
 
 @njit(cache=True)
+def book_message_bytes(levels):
+    """Bytes of the message ``write_book`` makes for a book of ``levels`` levels, header included."""
+    first = min(levels, MAX_BOOK_LEVELS)
+    value = BOOK_HEAD + LEVEL_SIZE * first
+    size = HEADER_SIZE + value + (2 if value <= 255 else 5)
+    rest = levels - first
+    while rest > 0:
+        m = min(rest, MAX_DELTA_CHANGES)
+        value = DELTA_HEAD + CHANGE_SIZE * m
+        size += value + (2 if value <= 255 else 5)
+        rest -= m
+    return size
+
+
+@njit(cache=True)
 def _load_snapshot(buf, v, nb, na, keys, qtys, n, trunc, slot):
     """Validate an OrderBook value's levels, then load them. Returns a status."""
     for side in range(2):
@@ -492,13 +508,15 @@ def _apply_delta(buf, v, nc, keys, qtys, n, trunc, slot, scratch, tk, tq, counts
 @njit(cache=True)
 def process_updates(buf, ttype, voff, vlen, slots, start, keys, qtys, n, trunc, pk, pq, pn, state, seq, ts,
                     pseq, pts, ids, depth, out, ch_price, ch_qty, ch_side, scratch, tk, tq,
-                    status, res_start, res_len, res_changes, res_levels, counts):
+                    status, res_start, res_len, res_changes, res_levels, counts, hist, acct):
     """Apply book TLVs ``start..`` in order and write what downstream must get for each.
 
     Stops early when ``out`` may lack room for one more update's output; returns (next index,
     bytes used). For TLV t: ``status[t]``, its output bytes at ``out[res_start[t]:][:res_len[t]]``
     (delta TLVs, or OrderBook for a first snapshot), ``res_changes[t]`` levels changed and
-    ``res_levels[t]`` levels in the published book afterwards.
+    ``res_levels[t]`` levels in the published book afterwards. ``hist`` counts statuses and
+    ``acct[slot]`` adds up delta bytes, full-snapshot bytes at updates that changed the top-N,
+    full-snapshot bytes at every update, and updates (message headers included).
     """
     pos = 0
     total = ttype.shape[0]
@@ -600,14 +618,23 @@ def process_updates(buf, ttype, voff, vlen, slots, start, keys, qtys, n, trunc, 
             res_changes[t - 1] = c
             pos = end
         res_levels[t - 1] = pn[slot, 0] + pn[slot, 1]
+    for x in range(start, t):
+        st = status[x]
+        hist[st] += 1
+        if st == ST_OK or st == ST_RESYNC:  # noqa: SIM109 (numba: plain comparisons)
+            slot = slots[x]
+            full = book_message_bytes(res_levels[x])
+            acct[slot, 2] += full
+            acct[slot, 3] += 1
+            if res_len[x] > 0:
+                acct[slot, 0] += HEADER_SIZE + res_len[x]
+                acct[slot, 1] += full
+            else:
+                hist[H_UNCHANGED] += 1
     return t, pos
 
 
 # -- the sans-IO tracker ----------------------------------------------------------------------------
-def book_message_size(levels: np.ndarray | int) -> np.ndarray | int:
-    """Bytes of one message carrying a full OrderBook of ``levels`` levels (header included)."""
-    value = BOOK_HEAD + LEVEL_SIZE * np.asarray(levels)
-    return HEADER_SIZE + value + np.where(value <= 255, 2, 5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -646,6 +673,7 @@ class BookTracker:
         self.tk = np.empty(self.capacity, np.int64)
         self.tq = np.empty(self.capacity, np.int64)
         self.counts = np.zeros(N_COUNTS, np.int64)
+        self.hist = np.zeros(16, np.int64)
         bound = 4 * depth * CHANGE_SIZE + 2 * depth * LEVEL_SIZE + 1024
         self.out = np.empty(max(1 << 20, 4 * bound), np.uint8)
         self._snapshot_out = np.empty(2 * depth * LEVEL_SIZE + 4 * depth * CHANGE_SIZE + 1024, np.uint8)
@@ -667,6 +695,9 @@ class BookTracker:
             "pseq": np.zeros(slots, np.uint64),
             "pts": np.zeros(slots, np.uint64),
             "ids": np.zeros(slots, np.uint64),
+            "acct": np.zeros((slots, 4), np.int64),
+            "source": np.zeros(slots, np.int64),
+            "asked_at": np.full(slots, -np.inf),
         }
         for name, array in fresh.items():
             if old is not None:
@@ -698,6 +729,7 @@ class BookTracker:
             buf, ttype, voff, vlen, slots, start, self.keys, self.qtys, self.n, self.trunc, self.pk, self.pq,
             self.pn, self.state, self.seq, self.ts, self.pseq, self.pts, self.ids, self.depth, self.out,
             self.ch_price, self.ch_qty, self.ch_side, self.scratch, self.tk, self.tq, status, *res, self.counts,
+            self.hist, self.acct,
         )
         return Results(start, last, self.out, status, *res)
 
@@ -758,39 +790,44 @@ class BookDelta(Node):
         self.clock = time.monotonic
         self.names: dict[int, str] = {}
         self.mappings: dict[int, Any] = {}
-        self._source = np.zeros(0, np.int64)
-        self._asked_at = np.zeros(0, np.float64)
-        self._bytes = np.zeros((0, 4), np.int64)  # delta, snapshot-equivalent (changed), (every update), updates
 
     # -- input --------------------------------------------------------------------------------------
     def handle_block(self, block: Any, ctx: Any) -> None:
-        """Map, apply and diff every book TLV of the block; emit mappings, deltas and first snapshots."""
+        """Apply and diff every book TLV of the block in one kernel call; emit what changed.
+
+        InstrumentMapping messages pass through as they come (upstream sends them before data),
+        first snapshots go out whole, later updates as deltas of the levels that changed.
+        """
         buf = np.frombuffer(block.data, np.uint8)
-        frames, ttype, voff, vlen, iid, bad = index_tlvs(buf, block.offsets, block.sizes,
-                                                         np.arange(len(block), dtype=np.int64))
+        frames, ttype, voff, vlen, iid, bad = index_tlvs(buf, block.offsets, block.sizes, self._frame_index(block))
         if bad.any():
             ctx.counters["errors.bad_tlv"] += int(bad.sum())
             ctx.log.warning("%d messages with malformed TLV framing skipped", int(bad.sum()))
+        if not ttype.shape[0]:
+            return
         now_ns = time.time_ns()
         is_map = ttype == T_MAPPING
-        for t in np.flatnonzero(is_map).tolist():
-            self._mapping(buf[voff[t] : voff[t] + vlen[t]], ctx, now_ns)
-        keep = ~is_map
-        if not keep.any():
-            return
-        frames, ttype, voff, vlen, iid = frames[keep], ttype[keep], voff[keep], vlen[keep], iid[keep]
-        unique, inverse = np.unique(iid, return_inverse=True)
-        slots = np.array([self.books.slot(i) for i in unique.tolist()], np.int64)[inverse]
-        self._grow_side_arrays()
-        sources = block.source[frames].astype(np.int64)
-        valid = slots >= 0
-        self._source[slots[valid]] = sources[valid]
+        if is_map.any():
+            for t in np.flatnonzero(is_map).tolist():
+                self._mapping(buf[voff[t] : voff[t] + vlen[t]], ctx, now_ns)
+            keep = ~is_map
+            frames, ttype, voff, vlen, iid = frames[keep], ttype[keep], voff[keep], vlen[keep], iid[keep]
+            if not ttype.shape[0]:
+                return
+        books = self.books
+        slots = np.fromiter((books.slot(i) for i in iid.tolist()), np.int64, iid.shape[0])
+        known = slots >= 0
+        books.source[slots[known]] = block.source[frames[known]]
         start = 0
         while start < ttype.shape[0]:
-            results = self.books.process(buf, ttype, voff, vlen, slots, start)
+            results = books.process(buf, ttype, voff, vlen, slots, start)
             self._emit(results, slots, ctx, now_ns, buf, voff, vlen, ttype)
             start = results.last
-        self._count(ctx)
+        self._count(ctx, np.unique(slots[known]))
+
+    @staticmethod
+    def _frame_index(block: Any) -> np.ndarray:
+        return np.arange(len(block), dtype=np.int64)
 
     def _mapping(self, value: np.ndarray, ctx: Any, now_ns: int) -> None:
         try:
@@ -808,44 +845,23 @@ class BookDelta(Node):
         ctx.message(encode(record), timestamp_ns=now_ns)
         ctx.counters["mappings"] += 1
 
-    def _grow_side_arrays(self) -> None:
-        size = self.books.ids.shape[0]
-        if self._source.shape[0] < size:
-            grow = size - self._source.shape[0]
-            self._source = np.concatenate([self._source, np.zeros(grow, np.int64)])
-            self._asked_at = np.concatenate([self._asked_at, np.full(grow, -np.inf)])
-            self._bytes = np.concatenate([self._bytes, np.zeros((grow, 4), np.int64)])
-
     def _emit(self, r: Results, slots: np.ndarray, ctx: Any, now_ns: int, buf: np.ndarray, voff: np.ndarray,
               vlen: np.ndarray, ttype: np.ndarray) -> None:
+        """Messages for what the kernel wrote, in input order; snapshot requests; warnings."""
         span = slice(r.first, r.last)
-        status, length, changes, levels, where = r.status[span], r.length[span], r.changes[span], r.levels[span], \
-            slots[span]
-        for code, name in STATUS_COUNTERS.items():
-            hits = int(np.count_nonzero(status == code))
-            if hits:
-                ctx.counters[name] += hits
-        applied = (status == ST_OK) | (status == ST_RESYNC)
-        ctx.counters["updates"] += int(np.count_nonzero(applied))
-        ctx.counters["updates.unchanged"] += int(np.count_nonzero(applied & (changes == 0)))
-        changed = applied & (changes > 0)
-        snap_bytes = book_message_size(levels)
-        rows = where[applied]
-        np.add.at(self._bytes[:, 0], where[changed], HEADER_SIZE + length[changed])
-        np.add.at(self._bytes[:, 1], where[changed], snap_bytes[changed])
-        np.add.at(self._bytes[:, 2], rows, snap_bytes[applied])
-        np.add.at(self._bytes[:, 3], rows, 1)
-        passthrough = self.params.pass_through_snapshots
-        for k in np.flatnonzero((length > 0) | ((status != ST_OK) & (status != ST_RESYNC)) | (ttype[span] == T_BOOK)
-                                ).tolist():
+        status, length = r.status[span], r.length[span]
+        interesting = (length > 0) | (status > ST_RESYNC)
+        if self.params.pass_through_snapshots:
+            interesting |= ttype[span] == T_BOOK
+        for k in np.flatnonzero(interesting).tolist():
             t = r.first + k
             code = int(status[k])
-            slot = int(where[k])
-            if code == ST_FIRST:
-                ctx.log.info("book %s: first snapshot, %d levels published", self._name(slot), int(levels[k]))
+            slot = int(slots[t])
             if length[k] > 0:
                 ctx.message(r.payload(t), timestamp_ns=now_ns)
-            if passthrough and ttype[t] == T_BOOK and code in (ST_FIRST, ST_RESYNC):
+            if code == ST_FIRST:
+                ctx.log.info("book %s: first snapshot, %d levels published", self._name(slot), int(r.levels[t]))
+            if self.params.pass_through_snapshots and ttype[t] == T_BOOK and code in (ST_FIRST, ST_RESYNC):
                 ctx.message(encode_value(T_BOOK, buf[voff[t] : voff[t] + vlen[t]]), timestamp_ns=now_ns)
             if code in NEEDS_SNAPSHOT:
                 self._ask_snapshot(slot, code, ctx)
@@ -853,30 +869,40 @@ class BookDelta(Node):
                 ctx.log.warning("bad book value for %s skipped (%s)", self._name(slot), STATUS_COUNTERS[code])
 
     def _ask_snapshot(self, slot: int, code: int, ctx: Any) -> None:
+        books = self.books
         now = self.clock()
-        if now - self._asked_at[slot] < RESNAPSHOT_AFTER:
+        if now - books.asked_at[slot] < RESNAPSHOT_AFTER:
             return
-        self._asked_at[slot] = now
-        iid = int(self.books.ids[slot])
-        source = int(self._source[slot])
+        books.asked_at[slot] = now
+        source = int(books.source[slot])
         ctx.counters["snapshots.requested"] += 1
         ctx.log.warning("book %s: %s; asking source %d for a snapshot", self._name(slot), STATUS_COUNTERS[code],
                         source)
-        ctx.request_snapshot(source, iid)
+        ctx.request_snapshot(source, int(books.ids[slot]))
 
-    def _count(self, ctx: Any) -> None:
-        counts = self.books.counts
+    def _count(self, ctx: Any, touched: np.ndarray) -> None:
+        """Fold the kernel's tallies into ctx.counters (per-instrument ones for the books touched)."""
+        books = self.books
+        hist, counts = books.hist, books.counts
+        for code in np.flatnonzero(hist).tolist():
+            if code in STATUS_COUNTERS:
+                ctx.counters[STATUS_COUNTERS[code]] += int(hist[code])
+        ctx.counters["updates"] += int(hist[ST_OK] + hist[ST_RESYNC])
+        ctx.counters["updates.unchanged"] += int(hist[H_UNCHANGED])
+        hist[:] = 0
         for index, name in ((C_UNKNOWN_REMOVALS, "levels.unknown_removed"), (C_BEYOND_KNOWN, "levels.beyond_known"),
                             (C_CROSSED, "books.crossed")):
             if counts[index]:
                 ctx.counters[name] += int(counts[index])
-                counts[index] = 0
-        ctx.counters["bytes.delta"] = int(self._bytes[:, 0].sum())
-        ctx.counters["bytes.snapshot_equivalent"] = int(self._bytes[:, 1].sum())
-        for slot in np.flatnonzero(self._bytes[:, 0]).tolist():
-            name = self._name(slot)
-            ctx.counters[f"bytes_delta.{name}"] = int(self._bytes[slot, 0])
-            ctx.counters[f"bytes_snapshot.{name}"] = int(self._bytes[slot, 1])
+        counts[:] = 0
+        acct = books.acct
+        for slot in touched.tolist():
+            if acct[slot, 0]:
+                name = self._name(slot)
+                ctx.counters[f"bytes_delta.{name}"] = int(acct[slot, 0])
+                ctx.counters[f"bytes_snapshot.{name}"] = int(acct[slot, 1])
+        ctx.counters["bytes.delta"] = int(acct[: books.size, 0].sum())
+        ctx.counters["bytes.snapshot_equivalent"] = int(acct[: books.size, 1].sum())
 
     def _name(self, slot: int) -> str:
         iid = int(self.books.ids[slot])
@@ -922,8 +948,7 @@ class BookDelta(Node):
         states = books.state[: books.size]
         per: dict[str, dict] = {}
         for slot in range(books.size):
-            delta, snap, snap_all, updates = (int(x) for x in self._bytes[slot]) if slot < len(self._bytes) \
-                else (0, 0, 0, 0)
+            delta, snap, snap_all, updates = (int(x) for x in books.acct[slot])
             per[self._name(slot)] = {
                 "state": ("unknown", "live", "stale")[int(states[slot])],
                 "levels": [int(x) for x in books.pn[slot]],

@@ -174,7 +174,7 @@ def test_fed_by_book_delta_output():
     """The arbitrage node reads what transform.book_delta publishes (frames, not objects)."""
     books = BookDelta(BookDeltaParams(depth=5))
     books_ctx = context(name="books")
-    node, ctx, _ = make()
+    node, ctx, _ = make(max_book_age_ms=3_600_000)  # book_delta stamps wall-clock time: no staleness here
     up = Upstream()
     books.handle_block(up.block(P.mapping_for(A), P.mapping_for(B), book(A, [(99.9, 5)], [(100, 2)], ts=7),
                                 book(B, [(100.2, 1.5)], [(100.6, 3)], ts=9)), books_ctx)
