@@ -62,7 +62,7 @@ UNKNOWN, LIVE, STALE = 0, 1, 2
 
 # per-update outcome of process_updates
 ST_OK = 0  # delta applied; changes (maybe none) written
-ST_FIRST = 1  # first snapshot of the book: a full OrderBook written
+ST_FIRST = 1  # first snapshot of the book (or of an empty one): a full OrderBook written
 ST_RESYNC = 2  # snapshot on a known book: diffed, a delta written
 ST_NO_BOOK = 3  # delta before any snapshot: dropped, ask for a snapshot
 ST_STALE = 4  # delta on a book awaiting a snapshot: dropped
@@ -73,7 +73,7 @@ ST_UNSORTED = 8  # snapshot levels not best-first: ignored
 ST_NO_SLOT = 9  # more instruments than max_instruments: ignored
 
 STATUS_COUNTERS = {
-    ST_FIRST: "snapshots.first",
+    ST_FIRST: "snapshots.full",
     ST_RESYNC: "resyncs",
     ST_NO_BOOK: "dropped.no_snapshot_yet",
     ST_STALE: "dropped.stale_book",
@@ -553,7 +553,7 @@ def process_updates(buf, ttype, voff, vlen, slots, start, keys, qtys, n, trunc, 
             ts[slot] = _rd_u64(buf, v + 8)
             before = state[slot]
             state[slot] = LIVE
-            if before == UNKNOWN:
+            if before == UNKNOWN or pn[slot, 0] + pn[slot, 1] == 0:  # nothing to diff against: send it whole
                 copy_top(pk[slot], pq[slot], pn[slot], keys[slot], qtys[slot], n[slot], depth)
                 pseq[slot] = seq[slot]
                 pts[slot] = ts[slot]

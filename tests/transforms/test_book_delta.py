@@ -47,7 +47,7 @@ def test_first_snapshot_publishes_mapping_and_top_n():
     assert snap.bids == tuple((px(p), q) for p, q in BIDS[:3])
     assert snap.asks == tuple((px(p), q) for p, q in ASKS[:3])
     assert (snap.exchange_sequence, snap.exchange_ts_ns) == (100, 10)
-    assert ctx.counters["snapshots.first"] == 1 and ctx.counters["mappings"] == 1
+    assert ctx.counters["snapshots.full"] == 1 and ctx.counters["mappings"] == 1
 
 
 def test_delta_inside_top_n_is_compact_and_outside_is_silent():
@@ -248,3 +248,14 @@ def test_slots_grow_beyond_the_first_allocation():
     for inst in instruments:
         assert node.books.published(node.books.slot_of[inst.id])[0] == [(px(100), 1), (px(99), 2)]
     assert np.all(node.books.state[:40] == 1)
+
+
+def test_snapshot_on_an_emptied_book_goes_out_whole():
+    node, ctx, _ = node_and_ctx(depth=3)
+    up = Upstream()
+    feed(node, ctx, up.block(book(BTC, [(100, 1)], [(101, 1)])))
+    [[d]] = feed(node, ctx, up.block(delta(BTC, [(100, 0, 0), (101, 0, 1)], 101)))
+    assert d.changes == ((px(100), 0, 0), (px(101), 0, 1))
+    [[snap]] = feed(node, ctx, up.block(book(BTC, BIDS, ASKS, seq=150)))
+    assert isinstance(snap, P.OrderBook) and len(snap.bids) == 3
+    assert ctx.counters["snapshots.full"] == 2 and ctx.counters["resyncs"] == 0
