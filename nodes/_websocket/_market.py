@@ -96,13 +96,23 @@ class Book:
         self.asks = {p: q for p, q in asks if q > 0}
         self.synced = True
 
-    def apply(self, changes: Iterable[tuple[int, int, int]]) -> None:
+    def apply(self, changes: Iterable[tuple[int, int, int]], depth: int) -> bool:
+        """Apply level changes; True if any may move the top-``depth`` view (else no refresh is needed)."""
+        bid_edge = self.bid_view[-1][0] if len(self.bid_view) == depth else None
+        ask_edge = self.ask_view[-1][0] if len(self.ask_view) == depth else None
+        touched = False
         for price, qty, side in changes:
-            levels = self.asks if side == protocol.BookSide.ASK else self.bids
+            if side == protocol.BookSide.ASK:
+                levels = self.asks
+                touched = touched or ask_edge is None or price <= ask_edge
+            else:
+                levels = self.bids
+                touched = touched or bid_edge is None or price >= bid_edge
             if qty > 0:
                 levels[price] = qty
             else:
                 levels.pop(price, None)
+        return touched
 
     def refresh(self, depth: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]] | None:
         """Recompute the view; return the (bid, ask) changes since the last one, or None if none.
@@ -184,8 +194,8 @@ class Market:
         if book is None or not book.synced:
             yield Event("unsynced", tlv.instrument_id)
             return
-        book.apply(tlv.changes)
-        self._dirty[tlv.instrument_id] = timestamp_ns
+        if book.apply(tlv.changes, self.depth):
+            self._dirty[tlv.instrument_id] = timestamp_ns
 
     def _trade(self, tlv: Any, timestamp_ns: int) -> Iterator[Event]:
         named = self.names.get(tlv.instrument_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import httpx
 import pytest
 import trio_websocket
@@ -359,3 +361,17 @@ async def test_dex_swaps_go_on_the_pool_tape_with_exact_amounts() -> None:
         assert (message["amount_in"], message["amount_out"]) == ("1234.56789", "0.456000000000000001")
         assert message["token_in"] == "0x2791bca1f2de4661ed88a30c99a7a9449aa84174"
         assert (message["block"], message["log_index"], message["tx"][:6]) == (51_000_000, 7, "0x0001")
+
+
+async def test_bad_upstream_messages_are_counted_and_skipped() -> None:
+    async with run_bridge() as rig:
+        head = struct.pack("<QQQHH", BTC_A.id, 0, 0, 5, 0)  # claims 5 bids, carries none
+        bad_book = protocol.encode_tlv(protocol.TLVType.ORDER_BOOK, head)
+        bad_mapping = protocol.InstrumentMapping(12345, BTC_A.canonical)  # does not hash to its id
+        await rig.feed.send(bad_book, bad_mapping)
+        await _seed(rig, BTC_A)
+        assert rig.counters["errors.decode"] == 1 and rig.counters["errors.mapping"] == 1
+        async with connect(rig.ws_url) as client:
+            await client.send(op="subscribe", channels=["book"], instruments=["sim_a:BTC-USD"])
+            snap, _ = await client.recv_type("book_snapshot")
+            assert snap["bids"][0]["price"] == "59999.5"

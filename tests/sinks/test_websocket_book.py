@@ -1,0 +1,71 @@
+"""The bridge's book views, sans-IO: a client applying the view deltas always holds the true top N."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from alphapulse import protocol
+from nodes._websocket import Market
+
+INST = protocol.spot("sim_a", "BTC", "USD")
+BID, ASK = protocol.BookSide.BID, protocol.BookSide.ASK
+
+
+def _top(levels: dict[int, int], depth: int, best_high: bool) -> list[tuple[int, int]]:
+    return [(p, levels[p]) for p in sorted(levels, reverse=best_high)[:depth]]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_view_deltas_rebuild_the_exact_top_n(seed: int) -> None:
+    rng = random.Random(seed)
+    depth = rng.choice((1, 3, 5))
+    market = Market(depth)
+    list(market.apply([protocol.mapping_for(INST)], 1))
+    full = {BID: {}, ASK: {}}
+    seen = {BID: {}, ASK: {}}
+    version = 0
+    for step in range(400):
+        if step % 97 == 0:  # a fresh snapshot now and then (books are reset upstream)
+            full = {BID: {100 - k: rng.randint(1, 9) for k in range(1, rng.randint(0, 12) + 1)},
+                    ASK: {100 + k: rng.randint(1, 9) for k in range(1, rng.randint(0, 12) + 1)}}
+            tlv = protocol.OrderBook(INST.id, 0, 0, tuple(sorted(full[BID].items(), reverse=True)),
+                                     tuple(sorted(full[ASK].items())))
+        else:
+            changes = []
+            for _ in range(rng.randint(1, 4)):
+                side = rng.choice((BID, ASK))
+                price = 100 - rng.randint(1, 15) if side == BID else 100 + rng.randint(1, 15)
+                qty = rng.choice((0, 0, rng.randint(1, 9)))
+                changes.append((price, qty, side))
+                if qty:
+                    full[side][price] = qty
+                else:
+                    full[side].pop(price, None)
+            tlv = protocol.OrderBookDelta(INST.id, 0, 0, 0, 0, tuple(changes))
+        assert list(market.apply([tlv], step)) == []
+        for event in market.flush_books():
+            if event.kind != "book":
+                continue
+            version += 1
+            assert market.books[INST.id].version == version
+            for side, changes in zip((BID, ASK), event.data, strict=True):
+                for price, qty in changes:
+                    if qty:
+                        seen[side][price] = qty
+                    else:
+                        del seen[side][price]  # only levels the client holds are ever removed
+        assert sorted(seen[BID].items(), reverse=True) == _top(full[BID], depth, True)
+        assert sorted(seen[ASK].items()) == _top(full[ASK], depth, False)
+
+
+def test_a_delta_for_a_book_never_loaded_is_reported_not_applied() -> None:
+    market = Market(20)
+    events = list(market.apply([protocol.OrderBookDelta(INST.id, 0, 0, 0, 0, ((100, 1, BID),))], 1))
+    assert [e.kind for e in events] == ["unsynced"] and INST.id not in market.books
+
+
+def test_a_mapping_that_does_not_hash_to_its_id_is_refused() -> None:
+    with pytest.raises(protocol.InstrumentError):
+        list(Market(20).apply([protocol.InstrumentMapping(12345, INST.canonical)], 1))
