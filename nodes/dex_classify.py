@@ -507,10 +507,15 @@ def read_evm_log(value: bytes | memoryview) -> Any:
 
 
 def peek_topic0(value: bytes | memoryview) -> bytes:
-    """topic0 of an EvmLog TLV value without decoding it (b"" when it has no topics or is short),
-    so the many logs the classifier does not decode cost one slice and one dict lookup."""
-    if len(value) < _TOPICS_AT + 32 or not value[_N_TOPICS_AT]:
+    """topic0 of an EvmLog TLV value without decoding the rest (b"" for a log without topics), so
+    the many logs the classifier does not decode cost one slice and one dict lookup. Raises
+    MalformedFrame when the value is too short to hold what its head claims up to topic0."""
+    if len(value) < _TOPICS_AT:
+        raise MalformedFrame(f"EvmLog value of {len(value)} bytes < head {_TOPICS_AT}")
+    if not value[_N_TOPICS_AT]:
         return b""
+    if len(value) < _TOPICS_AT + 32:
+        raise MalformedFrame("EvmLog value ends inside topic0")
     return bytes(value[_TOPICS_AT : _TOPICS_AT + 32])
 
 
@@ -578,11 +583,11 @@ class DexClassify(Node):
 
     def _on_log(self, value: memoryview, ctx) -> None:
         ctx.counters["logs"] += 1
-        topic0 = peek_topic0(value)
-        if not self.classifier.knows(topic0):  # most logs: counted without decoding the rest
-            self.classifier.count_unknown(topic0)
-            return
         try:
+            topic0 = peek_topic0(value)
+            if not self.classifier.knows(topic0):  # most logs: counted without decoding the rest
+                self.classifier.count_unknown(topic0)
+                return
             log = read_evm_log(value)
             records = self.classifier.feed(log)
         except (MalformedFrame, BadLog) as exc:

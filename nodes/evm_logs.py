@@ -177,6 +177,7 @@ class LogStream:
         self.head: int | None = None
         self.seen: int | None = None
         """Highest block seen (log, head or backfill end): the next backfill starts here."""
+        self.connected_before = False
         self.instruments: dict[bytes, Any] = {}
         """contract address -> Instrument"""
         self.announced: set[bytes] = set()
@@ -204,9 +205,12 @@ class LogStream:
 
     def backfill_range(self, head: int) -> Backfill | None:
         """The inclusive block range to backfill after a (re)connect, or None on the first connect
-        (a source starts live). A range over ``max_backfill_blocks`` keeps its newest blocks."""
-        if self.seen is None:
-            self.head = self.seen = head
+        (a source starts live; call ``on_head(head)`` then). A range over ``max_backfill_blocks``
+        keeps its newest blocks."""
+        if not self.connected_before:
+            # notifications may already have arrived on this first connection: start live anyway
+            self.connected_before = True
+            self._see(head)
             return None
         first = max(0, self.seen - self.confirmations)
         if head < first:

@@ -356,6 +356,9 @@ def test_the_fast_evm_log_reader_agrees_with_the_protocol_decoder(shared_data):
     for bad in (value[:50], value[:-1], value + b"\0"):
         with pytest.raises(P.MalformedFrame):
             read_evm_log(bad)
+    for bad in (value[:50], value[:100]):
+        with pytest.raises(P.MalformedFrame):
+            peek_topic0(bad)
 
 
 def test_snapshot_names_pools_and_gives_their_latest_state(shared_data):

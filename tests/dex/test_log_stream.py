@@ -106,7 +106,8 @@ def test_confirmations_hold_logs_until_the_head_is_deep_enough(blocks):
 
 def test_backfill_range_starts_at_the_last_block_seen_minus_confirmations():
     stream = LogStream("ethereum", 1, confirmations=3, max_backfill_blocks=100)
-    assert stream.backfill_range(500) is None
+    stream.on_head(499)  # a notification that arrived before the first head was read
+    assert stream.backfill_range(500) is None  # the first connect starts live, whatever came first
     stream.on_head(510)
     assert stream.backfill_range(520) == Backfill(507, 520)
     assert stream.backfill_range(700) == Backfill(601, 700, skipped=94)  # keeps the newest 100 blocks

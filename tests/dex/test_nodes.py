@@ -9,6 +9,7 @@ the test reads those sockets with InputLinks, as any downstream node would.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import itertools
 import json
@@ -23,7 +24,8 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
 import alphapulse.protocol as P
-from alphapulse.runtime import InputLink, InputSpec, NodeConfigError, NodeHost
+from alphapulse.runtime import InputLink, InputSpec, NodeConfigError, NodeHost, open_publisher
+from nodes.evm_logs import parse_log
 from tests.dex import as_blocks, block_hash, receipt_logs
 
 V2_SWAP = "0xd78ad95fa46c994b6551d0da85fc275fe613ce37657fb8d5e3d130840159d822"
@@ -62,6 +64,8 @@ class FakeChain:
         self.http_calls: Counter[str] = Counter()
         self.get_logs: list[tuple[str, int, int]] = []
         self.paths: list[str] = []
+        self.up = True
+        self.refused = 0
         self.max_range: int | None = None
         """eth_getLogs over more blocks than this is refused, as providers do."""
         self._ids = itertools.count(1)
@@ -87,6 +91,10 @@ class FakeChain:
         return reply
 
     async def serve_ws(self, request: WebSocketRequest) -> None:
+        if not self.up:
+            self.refused += 1
+            await request.reject(503)
+            return
         self.paths.append(request.path)
         ws = await request.accept()
         subscriptions = self.sockets[ws] = {}
@@ -133,7 +141,9 @@ class FakeChain:
         for ws in list(self.sockets):
             await ws.send_message(text)
 
-    async def disconnect_all(self) -> None:
+    async def go_down(self) -> None:
+        """Close every connection and refuse new ones until :meth:`go_up`."""
+        self.up = False
         for ws in list(self.sockets):
             await ws.aclose()
 
@@ -247,22 +257,35 @@ async def test_live_disconnect_backfill_and_reorg_through_both_nodes(run_dir, ch
     caplog.set_level(logging.INFO)
     monkeypatch.setenv("TEST_EVM_KEY", API_KEY)
     chain = FakeChain(chain_id=1, head=1000)
-    async with trio.open_nursery() as nursery:
+    async with contextlib.AsyncExitStack() as stack:
+        nursery = await stack.enter_async_context(trio.open_nursery())
         server = await nursery.start(functools.partial(serve_websocket, chain.serve_ws, "127.0.0.1", 0, None,
                                                        max_message_size=16 * 1024 * 1024))
         port = server.port
         plan = make_plan(run_dir, {
             "logs": ("source.evm_logs", {"chain": "ethereum", "chain_id": 1, "topics": DEX_TOPICS,
                                          "endpoint": f"ws://127.0.0.1:{port}/v2/{{api_key}}"}, []),
-            "dex": ("transform.dex_classify", {"chain": "ethereum"}, ["logs"]),
+            "dex": ("transform.dex_classify", {"chain": "ethereum"}, ["logs", "other"]),
         })
         plan["nodes"]["logs"]["secret_env"] = {"api_key": "TEST_EVM_KEY"}
+        # a second upstream of the classifier, published by the test: what else may arrive there
+        other = await stack.enter_async_context(open_publisher(f"{run_dir}/other.sock", source_id=999))
         source = await nursery.start(NodeHost(plan, "logs").run)
         dex = await nursery.start(NodeHost(plan, "dex").run)
         logs_out = await listen(nursery, plan, "logs")
         dex_out = await listen(nursery, plan, "dex")
         await wait_until(lambda: chain.subscribed() == 1 and subscribers(source) == {"dex", "test-logs"}
-                         and subscribers(dex) == {"test-dex"})
+                         and subscribers(dex) == {"test-dex"}
+                         and {s.name for s in other.statistics().subscribers} == {"dex"})
+        v2_record = parse_log(chain_blocks[1001][7], 1, lambda a: P.pool("ethereum", "0x" + a.hex())).record
+        upstream_retraction = P.PoolEventRetraction(7, 99, bytes(32), 3, int(P.TLVType.POOL_SWAP))
+        builder = P.MessageBuilder(P.RelayDomain.MARKET_DATA, 999)
+        other.publish_nowait(P.FrameBlock.from_bytes(b"".join(builder.build(tlv, 1) for tlv in (
+            upstream_retraction,  # passes through
+            P.Trade(1, 2, 3, 4),  # not for this node: ignored
+            P.encode_tlv(P.TLVType.EVM_LOG, bytes(10)),  # a truncated EvmLog value
+            dataclasses.replace(v2_record, topics=(bytes.fromhex(V2_SWAP[2:]),), data=b"\1"),  # wrong ABI
+        ))))
 
         def published():
             return [r for r in logs_out.of(P.EvmLog) if not r.removed]
@@ -271,9 +294,10 @@ async def test_live_disconnect_backfill_and_reorg_through_both_nodes(run_dir, ch
         await chain.mine(1001, chain_blocks[1001])
         await wait_until(lambda: len(published()) == len(expected(chain_blocks, [1001])))
         # the connection drops; two blocks are mined while the source is away
-        await chain.disconnect_all()
+        await chain.go_down()
         await chain.mine(1002, chain_blocks[1002])
         await chain.mine(1003, chain_blocks[1003])
+        chain.up = True
         await wait_until(lambda: len(published()) == len(expected(chain_blocks, [1001, 1002, 1003])))
         await wait_until(lambda: chain.subscribed() == 1)
         # live again, then garbage, a malformed log and a reorg removing one swap of block 1004
@@ -282,7 +306,7 @@ async def test_live_disconnect_backfill_and_reorg_through_both_nodes(run_dir, ch
         await chain.notify_log({"address": "0x12", "removed": False})
         swap = next(log for log in chain_blocks[1004] if log["topics"][0] == V2_SWAP)
         await chain.notify_log({**swap, "removed": True})
-        await wait_until(lambda: dex_out.of(P.PoolEventRetraction))
+        await wait_until(lambda: len(dex_out.of(P.PoolEventRetraction)) == 2)
         await wait_until(lambda: source.stats()["counters"]["errors"] == 2)
         source_stats, dex_stats = source.stats(), dex.stats()
         nursery.cancel_scope.cancel()
@@ -303,14 +327,17 @@ async def test_live_disconnect_backfill_and_reorg_through_both_nodes(run_dir, ch
     assert len(dex_out.of(P.PoolSync)) == classes[DEX_TOPICS[4]]
     assert len(dex_out.of(P.PoolMint)) == classes[DEX_TOPICS[5]]
     assert dex_stats["kind_stats"]["classified"]["UniswapV2.Swap"] == classes[V2_SWAP]
-    (retraction,) = dex_out.of(P.PoolEventRetraction)
+    passed, retraction = sorted(dex_out.of(P.PoolEventRetraction), key=lambda r: r.block_number)
+    assert passed == upstream_retraction
+    assert dex_stats["counters"]["errors.bad_log"] == 2
+    assert dex_stats["counters"]["ignored_tlvs"] == len(logs_out.of(P.InstrumentMapping)) + 1
     assert record_key(retraction) == log_key(swap) and retraction.retracted_type == P.TLVType.POOL_SWAP
     assert retraction.instrument_id == P.pool("ethereum", swap["address"]).id
     named: set[int] = set()
     for record in dex_out.records:
         if isinstance(record, P.InstrumentMapping):
             named.add(record.instrument_id)
-        elif hasattr(record, "instrument_id"):
+        elif hasattr(record, "instrument_id") and record != upstream_retraction:
             assert record.instrument_id in named
     # the API key reached the endpoint and never the log
     assert chain.paths == [f"/v2/{API_KEY}"] * 2
@@ -334,12 +361,13 @@ async def test_http_backfill_splits_ranges_the_provider_refuses(run_dir, chain_b
         await wait_until(lambda: chain.subscribed() == 1 and subscribers(source) == {"test-logs"})
         await chain.mine(1001, chain_blocks[1001])
         await wait_until(lambda: len(logs_out.of(P.EvmLog)) == len(expected(chain_blocks, [1001])))
-        await chain.disconnect_all()
+        await chain.go_down()
         await chain.mine(1002, chain_blocks[1002])
+        chain.up = True
         await wait_until(lambda: len(logs_out.of(P.EvmLog)) == len(expected(chain_blocks, [1001, 1002])))
         stats = source.stats()
         nursery.cancel_scope.cancel()
-    assert chain.get_logs == [("http", 1001, 1002), ("http", 1001, 1001), ("http", 1002, 1002)]
+    assert chain.get_logs == [("http", 1001, 1002), ("http", 1001, 1001), ("http", 1002, 1002)], chain.get_logs
     assert chain.calls["eth_getLogs"] == 0 and chain.http_calls["eth_blockNumber"] == 2  # each connect
     assert stats["counters"]["backfill.split"] == 1
     keys = [record_key(r) for r in logs_out.of(P.EvmLog)]
