@@ -77,7 +77,9 @@ function connect() {
     state.dirty = true;
   };
   ws.onclose = (event) => {
-    setConnection(false, event.code === 1008 ? "dropped (too slow)" : "reconnecting…");
+    const tokenMissing = state.config.token_required && !new URLSearchParams(location.hash.slice(1)).get("token");
+    setConnection(false, tokenMissing ? "needs #token=… in the page URL"
+      : event.code === 1008 ? "dropped (too slow)" : "reconnecting…");
     setTimeout(connect, 1000);
   };
 }

@@ -187,3 +187,36 @@ async def test_dashboard_shows_a_live_book_in_a_real_browser() -> None:
     assert "sim_a @" in result["signals"] and "sim_b @" in result["signals"]
     assert "market" in result["health"] and "bridge" in result["health"] and "healthy" in result["health"]
     assert screenshot.stat().st_size > 10_000
+
+
+def check_token_pages(base: str, secret: str) -> dict[str, str]:
+    """Without the token the page says what it needs; with ``#token=`` it goes live."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(base)
+            page.wait_for_function("() => document.getElementById('connection').textContent.includes('token')",
+                                   timeout=WAIT_MS)
+            without = page.inner_text("#connection")
+            page = browser.new_page()
+            page.goto(f"{base}?instrument=sim_a:BTC-USD#token={secret}")
+            page.wait_for_function("() => alphapulse.book.seq !== null && document.getElementById('best-bid')"
+                                   ".textContent !== '\u2013'", timeout=WAIT_MS)
+            return {"without": without, "with": page.inner_text("#connection"), "bid": page.inner_text("#best-bid")}
+        finally:
+            browser.close()
+
+
+async def test_dashboard_passes_the_bearer_token_from_its_url(monkeypatch) -> None:
+    _browser_or_skip()
+    monkeypatch.setenv("DASH_TEST_TOKEN", "page-token-123")
+    async with run_bridge({"token": "${DASH_TEST_TOKEN}"}, secret_env={"token": "DASH_TEST_TOKEN"}) as rig:
+        venue = Venue(BTC_A, "60000", "0.5", random.Random(1))
+        await rig.feed.send(protocol.mapping_for(BTC_A), venue.snapshot())
+        result = await trio.to_thread.run_sync(check_token_pages, rig.http_url, "page-token-123")
+    assert result["without"] == "needs #token=… in the page URL"
+    assert result["with"] == "live" and result["bid"] == venue.best()[0]
+    assert rig.counters["clients.rejected_auth"] >= 1
