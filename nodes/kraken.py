@@ -265,8 +265,16 @@ def pack_book(iid: int, ts_ns: int, seq: int, bids: list[int], asks: list[int]) 
 # truncates to the depth, verifies the CRC32 and writes the OrderBookDelta TLV, in one call.
 
 FALLBACK, OK, UNKNOWN_PAIR, UNSYNCED, MISMATCH, CROSSED, NO_CHECKSUM, OVERFLOW, NO_CHANGE = range(9)
-_F_KEY, _F_QTY, _F_PM, _F_VM = 0, 1, 2, 3
-_S_SYNCED, _S_SEQ, _S_COUNT, _S_IID = 0, 1, 2, 4  # state[pair, ...]: count of side s at _S_COUNT + s
+_F_KEY, _F_QTY, _F_PM, _F_VM, _F_FLEN, _F_FRAG = 0, 1, 2, 3, 4, 5
+_WIDTH = 10
+"""Fields per level: key, qty, price and volume mantissas, then the level's checksum fragment
+(its digits, at most 36 bytes) packed little-endian in 5 words, with its length."""
+_S_SYNCED, _S_SEQ, _S_COUNT, _S_IID, _S_UPDATES, _S_CHECKSUM_OK, _S_STALE, _S_CRC_ASKS, _S_CRC = 0, 1, 2, 4, 5, 6, 7, 8, 9
+"""state[pair, ...] columns: synced flag, book sequence, level count per side (_S_COUNT + s),
+instrument id, counters (updates, checksums ok, stale removals), and the cached CRC registers
+after the asks and after the whole top (-1: recompute), so an update that leaves one side's top
+10 alone does not run the CRC over it again."""
+_STATE_WIDTH = 10
 MAX_UPDATE_LEVELS = 256
 """Levels one update frame may carry (Kraken sends a handful); more resyncs the pair."""
 _OUT_SIZE = 5 + 35 + 17 * 2 * MAX_UPDATE_LEVELS
@@ -287,31 +295,62 @@ _P10 = np.array([10**k for k in range(19)], dtype=np.int64)
 
 
 @njit(cache=True, inline="always")
-def _crc_digits(crc: int, value: int) -> int:
-    """Feed the decimal digits of ``value`` (none for 0: leading zeros are stripped) to the CRC."""
-    if value <= 0:
-        return crc
-    d = 1
-    while d <= value // 10:
-        d *= 10
-    while d > 0:
-        digit = value // d
-        value -= digit * d
-        crc = _CRC_TABLE[(crc ^ (48 + digit)) & 0xFF] ^ (crc >> 8)
-        d //= 10
+def _set_fragment(book, p: int, side: int, i: int, pm: int, vm: int) -> None:
+    """Store the level's checksum fragment: the decimal digits of both mantissas (none for 0:
+    Kraken strips leading zeros), packed into the level's fragment words."""
+    for w in range(5):
+        book[p, side, i, _F_FRAG + w] = 0
+    length = 0
+    for value in (pm, vm):
+        if value > 0:
+            digits = 0
+            v = value
+            while v > 0:
+                digits += 1
+                v //= 10
+            v = value
+            for k in range(digits - 1, -1, -1):  # most significant digit first
+                pos = length + k
+                book[p, side, i, _F_FRAG + (pos >> 3)] |= (48 + v % 10) << (8 * (pos & 7))
+                v //= 10
+            length += digits
+    book[p, side, i, _F_FLEN] = length
+
+
+@njit(cache=True, inline="always")
+def _crc_side(book, state, p: int, side: int, crc: int) -> int:
+    """Continue the CRC register over one side's top 10 fragments, best first (= from the end)."""
+    count = state[p, _S_COUNT + side]
+    for k in range(min(10, count)):
+        i = count - 1 - k
+        remaining = book[p, side, i, _F_FLEN]
+        w = _F_FRAG
+        while remaining > 0:
+            word = book[p, side, i, w]
+            for _ in range(min(8, remaining)):
+                crc = _CRC_TABLE[(crc ^ word) & 0xFF] ^ (crc >> 8)
+                word >>= 8
+            remaining -= 8
+            w += 1
     return crc
 
 
 @njit(cache=True)
 def _book_checksum(book, state, p) -> int:
-    crc = 0xFFFFFFFF
-    for side in (1, 0):  # asks then bids, each best first (= from the end)
-        count = state[p, _S_COUNT + side]
-        for k in range(min(10, count)):
-            i = count - 1 - k
-            crc = _crc_digits(crc, book[p, side, i, _F_PM])
-            crc = _crc_digits(crc, book[p, side, i, _F_VM])
-    return crc ^ 0xFFFFFFFF
+    """Kraken's v1 CRC32: top 10 asks then top 10 bids, best first, digits of each level."""
+    return _crc_side(book, state, p, 0, _crc_side(book, state, p, 1, 0xFFFFFFFF)) ^ 0xFFFFFFFF
+
+
+@njit(cache=True)
+def _load_side(book, state, p: int, side: int, rows) -> None:
+    """A snapshot side: ``rows`` (key, qty, pm, vm) sorted by key, best last."""
+    for i in range(rows.shape[0]):
+        for f in range(4):
+            book[p, side, i, f] = rows[i, f]
+        _set_fragment(book, p, side, i, rows[i, 2], rows[i, 3])
+    state[p, _S_COUNT + side] = rows.shape[0]
+    state[p, _S_CRC_ASKS] = -1
+    state[p, _S_CRC] = -1
 
 
 @njit(cache=True, inline="always")
@@ -329,6 +368,8 @@ def _apply(params, state, book, levels, n, p, checksum, has_checksum, ts, change
     capacity = book.shape[2]
     n_changes = 0
     stale = 0
+    dirty_bids = False
+    dirty_asks = False
     for j in range(n):
         side = levels[j, 0]
         price = levels[j, 1]
@@ -344,25 +385,31 @@ def _apply(params, state, book, levels, n, p, checksum, has_checksum, ts, change
             else:
                 hi = mid
         found = lo < count and book[p, side, lo, _F_KEY] == key
+        if count - lo <= 10:  # the level is (or enters) the top 10 this side's checksum covers
+            if side == 0:
+                dirty_bids = True
+            else:
+                dirty_asks = True
         if qty != 0:
             if not found:
                 if count == capacity:
                     return OVERFLOW, 0, stale
                 for i in range(count, lo, -1):
-                    for f in range(4):
+                    for f in range(_WIDTH):
                         book[p, side, i, f] = book[p, side, i - 1, f]
                 state[p, _S_COUNT + side] = count + 1
                 book[p, side, lo, _F_KEY] = key
             book[p, side, lo, _F_QTY] = qty
             book[p, side, lo, _F_PM] = levels[j, 3]
             book[p, side, lo, _F_VM] = levels[j, 4]
+            _set_fragment(book, p, side, lo, levels[j, 3], levels[j, 4])
             changes[n_changes, 0] = price
             changes[n_changes, 1] = qty
             changes[n_changes, 2] = side
             n_changes += 1
         elif found:
             for i in range(lo, count - 1):
-                for f in range(4):
+                for f in range(_WIDTH):
                     book[p, side, i, f] = book[p, side, i + 1, f]
             state[p, _S_COUNT + side] = count - 1
             changes[n_changes, 0] = price
@@ -371,6 +418,8 @@ def _apply(params, state, book, levels, n, p, checksum, has_checksum, ts, change
             n_changes += 1
         else:
             stale += 1
+    state[p, _S_STALE] += stale
+    state[p, _S_UPDATES] += 1
     for side in (0, 1):  # truncate to the subscribed depth: the worst levels are first
         count = state[p, _S_COUNT + side]
         if count > depth:
@@ -382,14 +431,23 @@ def _apply(params, state, book, levels, n, p, checksum, has_checksum, ts, change
                 changes[n_changes, 2] = side
                 n_changes += 1
             for i in range(depth):
-                for f in range(4):
+                for f in range(_WIDTH):
                     book[p, side, i, f] = book[p, side, i + excess, f]
             state[p, _S_COUNT + side] = depth
     if params[1]:
         if not has_checksum:
             return NO_CHECKSUM, 0, stale
-        if _book_checksum(book, state, p) != checksum:
+        crc = state[p, _S_CRC]
+        if dirty_asks or dirty_bids or crc < 0:
+            after_asks = state[p, _S_CRC_ASKS]
+            if dirty_asks or after_asks < 0:
+                after_asks = _crc_side(book, state, p, 1, 0xFFFFFFFF)
+                state[p, _S_CRC_ASKS] = after_asks
+            crc = _crc_side(book, state, p, 0, after_asks) ^ 0xFFFFFFFF
+            state[p, _S_CRC] = crc
+        if crc != checksum:
             return MISMATCH, 0, stale
+        state[p, _S_CHECKSUM_OK] += 1
     n_bids = state[p, _S_COUNT]
     n_asks = state[p, _S_COUNT + 1]
     if n_bids > 0 and n_asks > 0 and book[p, 0, n_bids - 1, _F_KEY] >= -book[p, 1, n_asks - 1, _F_KEY]:
@@ -639,7 +697,7 @@ class KrakenBook:
 
     def mantissas(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         """(price, volume) as the integers the exchange's strings spell without their dot."""
-        return ([tuple(r) for r in self._side(0)[:, 2:].tolist()], [tuple(r) for r in self._side(1)[:, 2:].tolist()])
+        return ([tuple(r) for r in self._side(0)[:, 2:4].tolist()], [tuple(r) for r in self._side(1)[:, 2:4].tolist()])
 
     def best(self) -> tuple[int, int, int, int]:
         """(bid price, bid qty, ask price, ask qty); zeros for an empty side."""
@@ -674,6 +732,7 @@ def book_checksum(asks: Iterable[tuple[str, str]], bids: Iterable[tuple[str, str
 @dataclasses.dataclass
 class PairStatistics:
     updates: int = 0
+    """Updates applied to a synced book (kept by the kernel, like checksum_ok and stale_removals)."""
     checksum_ok: int = 0
     checksum_mismatch: int = 0
     resyncs: int = 0
@@ -716,6 +775,7 @@ class _Pair:
         state = self.feed._state
         state[self.index, _S_SYNCED] = 0
         state[self.index, _S_COUNT] = state[self.index, _S_COUNT + 1] = 0
+        state[self.index, _S_CRC_ASKS] = state[self.index, _S_CRC] = -1
 
 
 def kraken_instrument(venue: str, wsname: str) -> Instrument:
@@ -756,9 +816,10 @@ class KrakenFeed:
             raise ValueError("Kraken pair names are short")
         self._names = np.frombuffer(b"".join(bytes((len(e),)) + e for e in encoded), dtype=np.uint8).copy()
         self._params = np.array([depth, 1 if verify_checksum else 0], dtype=np.int64)
-        self._state = np.zeros((n, 5), dtype=np.int64)
+        self._state = np.zeros((n, _STATE_WIDTH), dtype=np.int64)
+        self._state[:, _S_CRC_ASKS] = self._state[:, _S_CRC] = -1
         self._state[:, _S_IID] = np.array([p.iid for p in self._pair_list], dtype=np.uint64).view(np.int64)
-        self._books = np.zeros((n, 2, depth + MAX_UPDATE_LEVELS, 4), dtype=np.int64)
+        self._books = np.zeros((n, 2, depth + MAX_UPDATE_LEVELS, _WIDTH), dtype=np.int64)
         self._scratch = np.zeros((2, 2 * MAX_UPDATE_LEVELS, 5), dtype=np.int64)
         self._out = np.zeros(_OUT_SIZE, dtype=np.uint8)
         self._out_view = memoryview(self._out)
@@ -798,17 +859,10 @@ class KrakenFeed:
             status, p, size, stale, _n = _update(
                 buf, self._names, self._params, self._state, self._books, self._scratch, self._out
             )
-            if status == OK:
-                pair = self._pair_list[p]
-                stats = pair.stats
-                stats.updates += 1
-                if self.verify_checksum:
-                    stats.checksum_ok += 1
-                if stale:
-                    stats.stale_removals += stale
+            if status == OK:  # counters are kept by the kernel
                 out = [self._out_view[:size].tobytes()]
                 if self.book_quotes:
-                    self._book_quote(pair, _timestamp_of(out[0]), out)
+                    self._book_quote(self._pair_list[p], _timestamp_of(out[0]), out)
                 return out
             if status != FALLBACK:
                 out = []
@@ -853,29 +907,18 @@ class KrakenFeed:
         if status == UNSYNCED:
             stats.ignored_unsynced += 1
             return
-        if stale:
-            stats.stale_removals += stale
         if status == OK:
-            stats.updates += 1
-            if self.verify_checksum:
-                stats.checksum_ok += 1
             out.append(self._out_view[:size].tobytes())
             if self.book_quotes:
                 self._book_quote(pair, _timestamp_of(out[-1]), out)
         elif status == NO_CHANGE:
-            stats.updates += 1
-            if self.verify_checksum:
-                stats.checksum_ok += 1
+            pass
         elif status == MISMATCH:
-            stats.updates += 1
             stats.checksum_mismatch += 1
             self.counters["book.checksum_mismatch"] += 1
             self._error("checksum", "%s: book checksum mismatch; resyncing", pair.name)
             self._resync(pair, "checksum mismatch")
         elif status == CROSSED:
-            stats.updates += 1
-            if self.verify_checksum:
-                stats.checksum_ok += 1
             stats.crossed += 1
             self.counters["book.crossed"] += 1
             self._error("crossed", "%s: crossed book after an update; resyncing", pair.name)
@@ -965,11 +1008,9 @@ class KrakenFeed:
             self._error("crossed", "%s: crossed book snapshot; resyncing", pair.name)
             self._resync(pair, "crossed snapshot", force=True)
             return
-        self._books[p, _BID, : len(bids)] = bids
-        self._books[p, _ASK, : len(asks)] = asks
         state = self._state
-        state[p, _S_COUNT + _BID] = len(bids)
-        state[p, _S_COUNT + _ASK] = len(asks)
+        _load_side(self._books, state, p, _BID, np.ascontiguousarray(bids))
+        _load_side(self._books, state, p, _ASK, np.ascontiguousarray(asks))
         state[p, _S_SYNCED] = 1
         pair.resubscribing = False
         pair.last_quote = None
@@ -1063,9 +1104,17 @@ class KrakenFeed:
                 out += pack_book(pair.iid, time.time_ns(), pair.book_seq, bids, asks)
         return out
 
+    def _pair_statistics(self, pair: _Pair) -> dict[str, int]:
+        stats = dataclasses.asdict(pair.stats)
+        row = self._state[pair.index]
+        stats["updates"] = int(row[_S_UPDATES])
+        stats["checksum_ok"] = int(row[_S_CHECKSUM_OK])
+        stats["stale_removals"] = int(row[_S_STALE])
+        return stats
+
     def statistics(self) -> dict[str, Any]:
         return {
-            "pairs": {name: dataclasses.asdict(p.stats) for name, p in self.pairs.items()},
+            "pairs": {name: self._pair_statistics(p) for name, p in self.pairs.items()},
             "synced": sorted(name for name, p in self.pairs.items() if p.synced),
             "book_levels": {
                 name: [int(c) for c in self._state[p.index, _S_COUNT : _S_COUNT + 2]] for name, p in self.pairs.items()
