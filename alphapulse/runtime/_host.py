@@ -28,6 +28,7 @@ from alphapulse.runtime._context import NodeContext
 from alphapulse.runtime._control import serve_control
 from alphapulse.runtime._input import Backoff, InputLink, InputSpec
 from alphapulse.runtime._publisher import open_publisher
+from alphapulse.topology import UnsetVariable, interpolate
 
 RATE_INTERVAL = 1.0
 DEFAULT_RETRANSMIT = 16384
@@ -39,12 +40,17 @@ class NodeConfigError(RuntimeError):
 
 
 def resolve_params(node: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
-    """The node's params with secrets read from the environment (never stored in the plan)."""
+    """The node's params with secrets read from the environment (the plan keeps only their
+    ``${VAR}`` / ``${VAR:-default}`` templates, never the values)."""
     params = dict(node.get("params", {}))
     for field, variable in node.get("secret_env", {}).items():
-        if variable not in environ:
-            raise NodeConfigError(f"parameter {field!r} needs environment variable {variable} (it is not set)")
-        params[field] = environ[variable]
+        template = params.get(field)
+        try:
+            params[field] = interpolate(template if isinstance(template, str) else f"${{{variable}}}", environ)
+        except UnsetVariable:
+            raise NodeConfigError(
+                f"parameter {field!r} needs environment variable {variable} (it is not set)"
+            ) from None
     return params
 
 
@@ -196,7 +202,13 @@ class NodeHost:
             return
         breaker.record_success(now)
         if self.ctx.has_output:
-            await self.ctx.flush()
+            # Publish what the handler built; wait only while a ``block`` subscriber is over its
+            # limit. No unconditional checkpoint: the input link yields once per read, and one more
+            # trip through trio's scheduler per block cost more than forwarding the block itself.
+            self.ctx.flush_nowait()
+            publisher = self.ctx._publisher
+            if publisher.must_wait():
+                await publisher.wait_for_space()
 
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -307,9 +319,10 @@ class NodeHost:
         }
 
     def _reconfigure(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        new_raw = dict(request["params"])
-        for field, variable in self.node.get("secret_env", {}).items():
-            new_raw.setdefault(field, os.environ.get(variable, ""))
+        try:
+            new_raw = resolve_params({"params": request["params"], "secret_env": self.node.get("secret_env", {})})
+        except NodeConfigError as exc:
+            raise ValueError(str(exc)) from None
         try:
             jsonschema.validate(new_raw, self.spec.params_schema())
         except jsonschema.ValidationError as exc:  # refused request: the node keeps running
