@@ -1,0 +1,170 @@
+"""The writer engine behind ``sink.parquet``: ingest, WAL, flush, compaction, retention, recovery.
+
+Plain synchronous code with no trio in it: the node calls ``add`` from its block handler and
+runs the slow steps (``FlushJob.run``, ``maintain``, ``wal.sync``) in a worker thread, one at a
+time, so a flush never stalls the event loop. What a worker thread touches is handed to it:
+``begin_flush`` swaps the row batch out and rotates the WAL on the node's thread, and the job
+owns that batch from then on while new blocks go to a fresh batch and the new WAL file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alphapulse import protocol
+from nodes._parquet._ingest import Ingestor, IngestReport, RowBatch
+from nodes._parquet._store import Bucket, Compaction, PartitionStore, RecoveryReport
+from nodes._parquet._tables import TABLE_NAMES, build_table
+from nodes._parquet._wal import WriteAheadLog, fsync_directory
+
+READ_CHUNK = 1 << 20
+
+
+@dataclasses.dataclass
+class OpenReport:
+    recovery: RecoveryReport
+    replayed_files: int = 0
+    replayed_messages: int = 0
+    replay_errors: dict[str, int] = dataclasses.field(default_factory=dict)
+    ingest: list[IngestReport] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class FlushResult:
+    generation: int
+    rows: Counter[str]
+    parts: list[Path]
+    buckets: set[Bucket]
+
+
+@dataclasses.dataclass
+class MaintenanceResult:
+    compactions: list[Compaction] = dataclasses.field(default_factory=list)
+    expired: list[Path] = dataclasses.field(default_factory=list)
+
+
+class FlushJob:
+    """One flush: the swapped-out rows, the names known then, and the WAL generation to commit."""
+
+    def __init__(self, writer: ParquetWriter, batch: RowBatch, names: dict, generation: int, compression: str) -> None:
+        self.writer = writer
+        self.batch = batch
+        self.names = names
+        self.generation = generation
+        self.compression = compression
+        self.started = False
+
+    def run(self) -> FlushResult:
+        """Write one part per (table, bucket), make them durable, then commit the WAL."""
+        self.started = True
+        store = self.writer.store
+        result = FlushResult(self.generation, Counter(), [], set())
+        for spec, rows, header in self.batch.tables():
+            table = build_table(spec, rows, header, self.names)
+            index = store.bucket_index(header["ts"])
+            if (index[1:] < index[:-1]).any():
+                order = np.argsort(index, kind="stable")
+                table = table.take(order)
+                index = index[order]
+            cuts = np.flatnonzero(np.diff(index)) + 1
+            for start, stop in zip([0, *cuts.tolist()], [*cuts.tolist(), len(index)], strict=True):
+                bucket = store.bucket(spec.name, int(index[start]))
+                result.parts.append(store.write_part(bucket, table.slice(start, stop - start),
+                                                     self.generation, self.compression))
+                result.buckets.add(bucket)
+            result.rows[spec.name] += len(rows)
+        directories = {p.parent for p in result.parts}
+        for directory in sorted(directories | {d.parent for d in directories} | {store.base}):
+            fsync_directory(directory)
+        self.writer.wal.commit(self.generation)
+        return result
+
+
+class ParquetWriter:
+    def __init__(self, base: Path, period: int) -> None:
+        self.base = base
+        self.store = PartitionStore(base, TABLE_NAMES, period)
+        self.wal = WriteAheadLog(base / "_wal")
+        self.ingestor = Ingestor()
+        self.batch = RowBatch()
+        self.pending: set[Bucket] = set()
+        """buckets that have parts, to compact once they are over"""
+
+    def open(self) -> OpenReport:
+        """Recover from whatever a crash left, replay the pending WAL files, start a new one."""
+        self.base.mkdir(parents=True, exist_ok=True)
+        pending = self.wal.open()
+        recovery = self.store.recover(pending[0][0] if pending else None)
+        report = OpenReport(recovery)
+        self.pending |= recovery.buckets
+        for generation, path in pending:
+            messages = self._replay(path, report)
+            self.wal.adopt(generation, messages)
+            report.replayed_files += 1
+            report.replayed_messages += messages
+        preamble, count = self.ingestor.mapping_preamble()
+        self.wal.start(preamble, count)
+        return report
+
+    def _replay(self, path: Path, report: OpenReport) -> int:
+        decoder = protocol.FrameDecoder()
+        messages = 0
+        with open(path, "rb") as f:
+            while True:
+                chunk = f.read(READ_CHUNK)
+                decoder.receive_data(chunk)  # b"" at the end: EOF, so a torn tail is counted
+                while (block := decoder.next_block()) is not protocol.NEED_DATA:
+                    report.ingest.append(self.ingestor.ingest(block, self.batch))
+                    messages += len(block)
+                if not chunk:
+                    break
+        for kind, count in decoder.statistics().errors.items():
+            if count:
+                report.replay_errors[kind] = report.replay_errors.get(kind, 0) + count
+        return messages
+
+    def add(self, block: Any) -> IngestReport:
+        """Rows of one block into the batch, its useful frames into the WAL (not yet fsynced)."""
+        report = self.ingestor.ingest(block, self.batch)
+        keep = report.keep
+        if keep.all():
+            self.wal.append(block.data, len(block))
+        elif keep.any():
+            kept = block.select(keep)
+            self.wal.append(kept.data, len(kept))
+        return report
+
+    def begin_flush(self, compression: str) -> FlushJob | None:
+        if not self.batch.rows:
+            return None
+        batch, self.batch = self.batch, RowBatch()
+        preamble, count = self.ingestor.mapping_preamble()
+        generation = self.wal.rotate(preamble, count)
+        return FlushJob(self, batch, dict(self.ingestor.names), generation, compression)
+
+    def finish_flush(self, result: FlushResult) -> None:
+        self.pending |= result.buckets
+
+    def maintain(self, now: float, quiet: float, compression: str, row_group_rows: int,
+                 keep_days: int | None) -> MaintenanceResult:
+        """Compact the buckets that are over; with ``keep_days``, apply retention too."""
+        result = MaintenanceResult()
+        for bucket in self.store.due(self.pending, now, quiet):
+            compaction = self.store.compact(bucket, compression, row_group_rows)
+            if compaction.parts:
+                result.compactions.append(compaction)
+            self.pending.discard(bucket)  # after an error its parts stay readable; retried at the next start
+        if keep_days:
+            today = dt.datetime.fromtimestamp(now, dt.UTC).date()
+            result.expired = self.store.expire(today, keep_days)
+            self.pending = {b for b in self.pending if b.directory.exists()}
+        return result
+
+    def close(self) -> None:
+        self.wal.close()
