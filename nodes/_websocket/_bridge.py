@@ -54,8 +54,8 @@ class Bridge:
         try:
             tlvs = protocol.decode_message(frame).tlvs
             for event in self.market.apply(tlvs, timestamp_ns):
-                if event.kind == "unsynced":
-                    self._ask_snapshot(event.instrument_id, source, now)
+                if event.kind in ("unsynced", "unnamed"):
+                    self._ask_snapshot(event, source, now)
                 else:
                     self.route(event)
         except protocol.MalformedFrame as exc:
@@ -69,8 +69,10 @@ class Bridge:
         for event in self.market.flush_books():
             self.route(event)
 
-    def _ask_snapshot(self, instrument_id: int, source: int, now: float) -> None:
-        self.counters["dropped.unsynced_delta"] += 1
+    def _ask_snapshot(self, event: Event, source: int, now: float) -> None:
+        """A book without its snapshot, or an instrument without its name: ask the producer (throttled)."""
+        instrument_id = event.instrument_id
+        self.counters["dropped.unsynced_delta" if event.kind == "unsynced" else "unnamed"] += 1
         if now - self._asked.get(instrument_id, -SNAPSHOT_RETRY_SECONDS) < SNAPSHOT_RETRY_SECONDS:
             return
         self._asked[instrument_id] = now

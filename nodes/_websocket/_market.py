@@ -26,6 +26,9 @@ SIGNALS_KEPT = 50
 """Recent signals kept, sent as a batch when a client subscribes to signals."""
 
 _SIDES = {protocol.Side.BUY: "buy", protocol.Side.SELL: "sell"}
+_SCOPED = (protocol.Trade, protocol.Quote, protocol.OrderBook, protocol.OrderBookDelta, protocol.PoolSwap,
+           protocol.ArbitrageSignal)
+"""Records that name an instrument clients can only be told about once it has a mapping."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +64,8 @@ class Event:
 
     kinds: ``instrument`` (newly named), ``book`` (view changed: ``data`` is the bid and ask
     changes), ``bbo`` (best bid/ask changed), ``trade`` (a trade or a DEX swap) and ``signal``
-    (``data`` is the message body), ``unsynced`` (a delta for a book with no snapshot yet: ask upstream for one).
+    (``data`` is the message body), ``unsynced`` (a delta for a book with no snapshot yet) and
+    ``unnamed`` (an instrument without an InstrumentMapping yet): for both, ask upstream for a snapshot.
     """
 
     kind: str
@@ -158,6 +162,10 @@ class Market:
     def apply(self, tlvs: Iterable[Any], timestamp_ns: int) -> Iterator[Event]:
         """Take the TLVs of one message. Book changes are collected until :meth:`flush_books`."""
         for tlv in tlvs:
+            if isinstance(tlv, _SCOPED):
+                for iid in (tlv.instrument_id, getattr(tlv, "sell_instrument_id", 0)):
+                    if iid and iid not in self.names:
+                        yield Event("unnamed", iid)
             if isinstance(tlv, protocol.OrderBookDelta):
                 yield from self._delta(tlv, timestamp_ns)
             elif isinstance(tlv, protocol.OrderBook):

@@ -327,12 +327,16 @@ async def test_health_channel_reports_every_plan_node_and_the_page_is_served() -
         assert missing.status_code == 404
 
 
-async def test_deltas_for_a_book_never_loaded_ask_upstream_for_a_snapshot() -> None:
+async def test_what_the_bridge_missed_before_it_started_is_asked_for_upstream() -> None:
     async with run_bridge() as rig:
-        await rig.feed.send(protocol.mapping_for(BTC_A), delta(BTC_A, [(px("100"), P, BID)]))
-        await rig.wait_until(lambda: rig.requests)
-        assert rig.requests == [protocol.SnapshotRequest(source=FEED_SOURCE, instrument_id=BTC_A.id)]
-        assert rig.counters["dropped.unsynced_delta"] == 1
+        await rig.wait_until(lambda: rig.requests)  # at start: everything, from every producer
+        assert rig.requests == [protocol.SnapshotRequest(source=0, instrument_id=0)]
+        # a trade for an instrument never named, a delta for a book never loaded: ask for those
+        await rig.feed.send(trade(ETH_A, "3000", "1"), protocol.mapping_for(BTC_A), delta(BTC_A, [(px("100"), P, BID)]))
+        await rig.wait_until(lambda: len(rig.requests) == 3)
+        assert rig.requests[1:] == [protocol.SnapshotRequest(source=FEED_SOURCE, instrument_id=ETH_A.id),
+                                    protocol.SnapshotRequest(source=FEED_SOURCE, instrument_id=BTC_A.id)]
+        assert rig.counters["dropped.unsynced_delta"] == 1 and rig.counters["unnamed"] == 1
         bids, asks = ladder("100", "1", 3)
         await rig.feed.send(book(BTC_A, bids, asks), delta(BTC_A, [(px("100"), P, BID)]))
         await rig.wait_until(lambda: BTC_A.id in rig.node.bridge.market.books)

@@ -63,7 +63,10 @@ def test_view_deltas_rebuild_the_exact_top_n(seed: int) -> None:
 def test_a_delta_for_a_book_never_loaded_is_reported_not_applied() -> None:
     market = Market(20)
     events = list(market.apply([protocol.OrderBookDelta(INST.id, 0, 0, 0, 0, ((100, 1, BID),))], 1))
-    assert [e.kind for e in events] == ["unsynced"] and INST.id not in market.books
+    assert [e.kind for e in events] == ["unnamed", "unsynced"] and INST.id not in market.books
+    list(market.apply([protocol.mapping_for(INST)], 2))
+    events = list(market.apply([protocol.OrderBookDelta(INST.id, 0, 0, 0, 0, ((100, 1, BID),))], 3))
+    assert [e.kind for e in events] == ["unsynced"]
 
 
 def test_a_mapping_that_does_not_hash_to_its_id_is_refused() -> None:
