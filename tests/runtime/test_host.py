@@ -129,7 +129,10 @@ async def test_control_socket_health_reconfigure_and_refusals() -> None:
 def test_secret_params_resolve_from_the_environment_with_defaults() -> None:
     from alphapulse.runtime._host import NodeConfigError, resolve_params
 
-    node = {"params": {"token": "${TOKEN:-}", "key": "${KEY}", "rate": 5}, "secret_env": {"token": "TOKEN", "key": "KEY"}}
+    node = {
+        "params": {"token": "${TOKEN:-}", "key": "${KEY}", "rate": 5},
+        "secret_env": {"token": "TOKEN", "key": "KEY"},
+    }
     assert resolve_params(node, {"KEY": "k"}) == {"token": "", "key": "k", "rate": 5}
     assert resolve_params(node, {"KEY": "k", "TOKEN": "t"})["token"] == "t"
     with pytest.raises(NodeConfigError, match="needs environment variable KEY"):
