@@ -176,8 +176,17 @@ def _timestamp_of(delta_tlv: bytes) -> int:
 
 
 def _book_tlvs(iid: int, ts_ns: int, seq: int, bids: np.ndarray, asks: np.ndarray) -> list[bytes]:
-    """OrderBook TLV(s) from (n, 2) price/qty arrays, best first."""
-    return pack_book(iid, ts_ns, seq, bids.ravel().tolist(), asks.ravel().tolist())
+    """OrderBook TLV(s) from (n, 2) price/qty arrays, best first (the levels' bytes are the
+    arrays' own little-endian memory)."""
+    nb, na = len(bids), len(asks)
+    if nb + na > MAX_BOOK_LEVELS:
+        return pack_book(iid, ts_ns, seq, bids.ravel().tolist(), asks.ravel().tolist())
+    size = _BOOK_HEAD_SIZE + 16 * (nb + na)
+    if size <= 255:
+        head = struct.pack("<BB" + _BOOK_HEAD[1:], TLVType.ORDER_BOOK, size, iid, ts_ns, seq, nb, na)
+    else:
+        head = struct.pack("<BBBH" + _BOOK_HEAD[1:], 255, 0, TLVType.ORDER_BOOK, size, iid, ts_ns, seq, nb, na)
+    return [head + np.ascontiguousarray(bids, "<i8").tobytes() + np.ascontiguousarray(asks, "<i8").tobytes()]
 
 
 _TRADE = struct.Struct("<BBQqqQBB4x")
@@ -269,7 +278,17 @@ _F_KEY, _F_QTY, _F_PM, _F_VM, _F_FLEN, _F_FRAG = 0, 1, 2, 3, 4, 5
 _WIDTH = 10
 """Fields per level: key, qty, price and volume mantissas, then the level's checksum fragment
 (its digits, at most 36 bytes) packed little-endian in 5 words, with its length."""
-_S_SYNCED, _S_SEQ, _S_COUNT, _S_IID, _S_UPDATES, _S_CHECKSUM_OK, _S_STALE, _S_CRC_ASKS, _S_CRC = 0, 1, 2, 4, 5, 6, 7, 8, 9
+_S_SYNCED, _S_SEQ, _S_COUNT, _S_IID, _S_UPDATES, _S_CHECKSUM_OK, _S_STALE, _S_CRC_ASKS, _S_CRC = (
+    0,
+    1,
+    2,
+    4,
+    5,
+    6,
+    7,
+    8,
+    9,
+)
 """state[pair, ...] columns: synced flag, book sequence, level count per side (_S_COUNT + s),
 instrument id, counters (updates, checksums ok, stale removals), and the cached CRC registers
 after the asks and after the whole top (-1: recompute), so an update that leaves one side's top
@@ -638,6 +657,99 @@ def _scan(buf, levels):
 
 
 @njit(cache=True)
+def _scan_snapshot(buf):
+    """A compact book snapshot frame ``[id,{"as":[...],"bs":[...]},"book-N","PAIR"]``:
+    (ok, asks, bids, latest level time ns, pair start, pair end); level rows (price, qty, price
+    mantissa, volume mantissa) in the frame's order."""
+    n = len(buf)
+    rows = n // 13 + 1
+    sides = np.empty((2, rows, 4), dtype=np.int64)
+    counts = np.zeros(2, dtype=np.int64)
+    empty = np.empty((0, 4), dtype=np.int64)
+    latest = 0
+    if n < 2 or buf[0] != 91:
+        return False, empty, empty, 0, 0, 0
+    i = 1
+    while i < n and 48 <= buf[i] <= 57:
+        i += 1
+    if i + 1 >= n or buf[i] != 44 or buf[i + 1] != 123:
+        return False, empty, empty, 0, 0, 0
+    i += 2
+    while True:  # "as": [...] , "bs": [...]
+        if i + 4 >= n or buf[i] != 34 or buf[i + 2] != 115 or buf[i + 3] != 34 or buf[i + 4] != 58:
+            return False, empty, empty, 0, 0, 0
+        if buf[i + 1] == 97:
+            side = 1
+        elif buf[i + 1] == 98:
+            side = 0
+        else:
+            return False, empty, empty, 0, 0, 0
+        i += 5
+        if i >= n or buf[i] != 91:
+            return False, empty, empty, 0, 0, 0
+        i += 1
+        if i < n and buf[i] == 93:
+            i += 1
+        else:
+            while True:
+                if i >= n or buf[i] != 91 or counts[side] >= rows:
+                    return False, empty, empty, 0, 0, 0
+                pm, pd, i = _decimal(buf, i + 1, n)
+                if pd < 0 or i >= n or buf[i] != 44:
+                    return False, empty, empty, 0, 0, 0
+                vm, vd, i = _decimal(buf, i + 1, n)
+                if vd < 0 or i >= n or buf[i] != 44:
+                    return False, empty, empty, 0, 0, 0
+                tm, td, i = _decimal(buf, i + 1, n)
+                if td < 0 or td > 9 or i >= n or buf[i] != 93:
+                    return False, empty, empty, 0, 0, 0
+                i += 1
+                price = _scaled(pm, pd)
+                qty = _scaled(vm, vd)
+                if price < 0 or qty < 0:
+                    return False, empty, empty, 0, 0, 0
+                ts = tm * _P10[9 - td]
+                if ts > latest:
+                    latest = ts
+                k = counts[side]
+                sides[side, k, 0] = price
+                sides[side, k, 1] = qty
+                sides[side, k, 2] = pm
+                sides[side, k, 3] = vm
+                counts[side] = k + 1
+                if i < n and buf[i] == 44:
+                    i += 1
+                    continue
+                if i < n and buf[i] == 93:
+                    i += 1
+                    break
+                return False, empty, empty, 0, 0, 0
+        if i < n and buf[i] == 44:
+            i += 1
+            continue
+        if i < n and buf[i] == 125:
+            i += 1
+            break
+        return False, empty, empty, 0, 0, 0
+    if i + 1 >= n or buf[i] != 44 or buf[i + 1] != 34:  # channel name
+        return False, empty, empty, 0, 0, 0
+    i += 2
+    while i < n and buf[i] != 34:
+        i += 1
+    i += 1
+    if i + 1 >= n or buf[i] != 44 or buf[i + 1] != 34:
+        return False, empty, empty, 0, 0, 0
+    start = i + 2
+    i = start
+    while i < n and buf[i] != 34:
+        i += 1
+    end = i
+    if i + 2 != n or buf[i + 1] != 93:
+        return False, empty, empty, 0, 0, 0
+    return True, sides[1, : counts[1]].copy(), sides[0, : counts[0]].copy(), latest, start, end
+
+
+@njit(cache=True)
 def _update(buf, names, params, state, book, scratch, out):
     """One frame: (status, pair index, TLV size, stale removals, levels)."""
     levels = scratch[0]
@@ -868,6 +980,13 @@ class KrakenFeed:
                 out = []
                 self._finish(self._pair_list[p] if p >= 0 else None, status, size, stale, out, frame)
                 return out
+            if buf.find(b'{"as":', 0, 32) >= 0:  # a snapshot: compiled reader, whole columns
+                ok, asks, bids, latest, start, end = _scan_snapshot(buf)
+                pair = self.pairs.get(buf[start:end].decode("utf-8", "replace")) if ok else None
+                if pair is not None:
+                    out = []
+                    self._install(pair, bids, asks, latest, out)
+                    return out
         try:
             msg = orjson.loads(frame)
         except orjson.JSONDecodeError:
@@ -979,26 +1098,39 @@ class KrakenFeed:
         self._finish(pair, status, size, stale, out, msg)
 
     def _snapshot(self, pair: _Pair, asks: list, bids: list, out: list[bytes]) -> None:
-        p = pair.index
-        pair.drop_book()
-        sides = []
+        """A snapshot the compiled reader did not take (another shape): read with orjson."""
         try:
             latest = max((seconds_ns(level[2]) for level in (*asks, *bids)), default=0)
-            for side, levels in ((_BID, bids), (_ASK, asks)):
+            sides = []
+            for levels in (bids, asks):
                 pm, price = _mantissas([level[0] for level in levels])
                 vm, qty = _mantissas([level[1] for level in levels])
-                rows = np.array([price, qty, pm, vm], dtype=np.int64).T.reshape(-1, 4)
-                rows = rows[rows[:, 1] != 0]
-                if side == _ASK:
-                    rows[:, 0] = -rows[:, 0]
-                if len(np.unique(rows[:, 0])) != len(rows):
-                    raise ValueError("a price appears twice")
-                rows = rows[np.argsort(rows[:, 0], kind="stable")][-self.depth :]
-                sides.append(rows)
+                sides.append(np.array([price, qty, pm, vm], dtype=np.int64).T.reshape(-1, 4))
         except (IndexError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+            pair.drop_book()
             self._error("malformed", "%s: unreadable book snapshot (%s); resyncing", pair.name, exc)
             self._resync(pair, "unreadable snapshot")
             return
+        self._install(pair, sides[0], sides[1], latest, out)
+
+    def _install(self, pair: _Pair, bids: np.ndarray, asks: np.ndarray, latest: int, out: list[bytes]) -> None:
+        """Replace the pair's book with a snapshot's levels ((n, 4): price, qty, price and
+        volume mantissas) and publish it as an OrderBook."""
+        p = pair.index
+        pair.drop_book()
+        sides = []
+        for side, rows in ((_BID, bids), (_ASK, asks)):
+            rows = rows[rows[:, 1] != 0]
+            if side == _ASK:
+                rows[:, 0] = -rows[:, 0]
+            keys = rows[:, 0]
+            if len(keys) > 1 and not (np.diff(keys) > 0).all():  # Kraken sends them sorted: O(n) check
+                rows = rows[np.argsort(keys, kind="stable")]
+                if (np.diff(rows[:, 0]) == 0).any():
+                    self._error("malformed", "%s: a price appears twice in the snapshot; resyncing", pair.name)
+                    self._resync(pair, "unreadable snapshot")
+                    return
+            sides.append(np.ascontiguousarray(rows[-self.depth :]))
         pair.stats.snapshots += 1
         self.counters["book.snapshots"] += 1
         bids, asks = sides
@@ -1009,8 +1141,8 @@ class KrakenFeed:
             self._resync(pair, "crossed snapshot", force=True)
             return
         state = self._state
-        _load_side(self._books, state, p, _BID, np.ascontiguousarray(bids))
-        _load_side(self._books, state, p, _ASK, np.ascontiguousarray(asks))
+        _load_side(self._books, state, p, _BID, bids)
+        _load_side(self._books, state, p, _ASK, asks)
         state[p, _S_SYNCED] = 1
         pair.resubscribing = False
         pair.last_quote = None
