@@ -272,13 +272,54 @@ def sort_unique(sk, sq, k, wk, wq):
 
 
 @njit(cache=True)
+def _apply_in_place(keys, qtys, n, truncated, ck, cq, k, counts):
+    """``apply_side`` for a few changes, in ascending key order; same rules, same result
+    (it may set ``truncated`` where the merge would not, which only makes it more careful)."""
+    cap = keys.shape[0]
+    for j in range(k):
+        key = ck[j]
+        q = cq[j]
+        if truncated and (n == 0 or key > keys[n - 1]):
+            counts[C_BEYOND_KNOWN] += 1
+            continue
+        i = np.searchsorted(keys[:n], key)
+        if i < n and keys[i] == key:
+            if q > 0:
+                qtys[i] = q
+            else:
+                for x in range(i, n - 1):
+                    keys[x] = keys[x + 1]
+                    qtys[x] = qtys[x + 1]
+                n -= 1
+            continue
+        if q == 0:
+            counts[C_UNKNOWN_REMOVALS] += 1
+            continue
+        if n == cap:
+            truncated = True
+            if i == cap:
+                continue
+            n -= 1
+        for x in range(n, i, -1):
+            keys[x] = keys[x - 1]
+            qtys[x] = qtys[x - 1]
+        keys[i] = key
+        qtys[i] = q
+        n += 1
+    return n, truncated
+
+
+@njit(cache=True)
 def apply_side(keys, qtys, n, truncated, ck, cq, k, tk, tq, counts):
     """Merge k sorted, unique changes into one side (``keys`` ascending, n valid) in place.
 
     qty 0 removes a level. At most ``keys.shape[0]`` levels are kept; dropping any sets
     ``truncated``, after which changes beyond the last kept level are ignored (unknown region).
-    Returns (new n, truncated).
+    Returns (new n, truncated). A few changes are applied in place (binary search and shift,
+    no full pass over a deep book); more go through one merge walk.
     """
+    if k <= 4:
+        return _apply_in_place(keys, qtys, n, truncated, ck, cq, k, counts)
     cap = keys.shape[0]
     limit = k
     if truncated:
