@@ -91,8 +91,11 @@ class ProcessSet:
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         log = open(self.path(f"{name}.log"), "w", encoding="utf-8")  # noqa: SIM115 - closed by the child's exit
+        # own session: each process is scheduled like a separate service (with autogroup
+        # scheduling, one session's processes would share a single CPU share between them)
         self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                            cwd=str(pathlib.Path(__file__).resolve().parents[1]))
+                                            cwd=str(pathlib.Path(__file__).resolve().parents[1]),
+                                            start_new_session=True)
         log.close()
 
     def driver(self, name: str, role: str, cfg: dict) -> None:

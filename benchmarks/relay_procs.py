@@ -195,6 +195,7 @@ async def _ap_source(cfg: dict) -> None:
                     await pub.wait_for_space()
             else:  # paced: one message built and sent per slot, timestamped at send
                 rate = float(rnd["rate"])
+                builder.next_sequence = make_sequence(epoch, next_counter)
                 trade = protocol.Trade(instrument_id=MEASURED_INSTRUMENT, price=100_00000000, quantity=0,
                                        exchange_ts_ns=0, side=1)
                 t0 = time.perf_counter()

@@ -18,6 +18,7 @@ import logging
 import os
 import random
 import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -85,6 +86,37 @@ class InputStatistics:
     snapshot_requests: int
     resend_unavailable: int
     sequence: dict[str, int]
+
+
+_NO_SCOPE = contextlib.nullcontext()
+_MAGIC_BYTES = struct.pack("<I", protocol.MAGIC)
+
+
+def _completion(buffered: int, data: bytes, tail: bytes) -> tuple[int, bytes]:
+    """(bytes to ask for next, known start of the incomplete frame the decoder holds).
+
+    A big read rarely ends on a frame boundary. Reading exactly the rest of the split frame first
+    makes the next big read start on a boundary, so the decoder takes its zero-copy path (the block
+    is the received bytes object, forwarded as is) instead of copying every chunk into its own
+    buffer and out again. Only a hint: the decoder is correct whatever the split, so anything
+    unexpected (garbage, a frame spanning unknown reads) falls back to a plain big read.
+    """
+    if not buffered:
+        return READ_SIZE, b""
+    if buffered <= len(data):
+        tail = data[len(data) - buffered:]  # at most one frame
+    elif len(tail) + len(data) == buffered:
+        tail += data
+    else:
+        return READ_SIZE, b""
+    if len(tail) < protocol.HEADER_SIZE:
+        return protocol.HEADER_SIZE - len(tail), tail
+    if tail[:4] != _MAGIC_BYTES:
+        return READ_SIZE, b""
+    size = protocol.HEADER_SIZE + int.from_bytes(tail[24:28], "little")
+    if size <= len(tail) or size > protocol.HEADER_SIZE + protocol.MAX_PAYLOAD_SIZE:
+        return READ_SIZE, b""
+    return size - len(tail), tail
 
 
 class InputLink:
@@ -214,37 +246,61 @@ class InputLink:
         decoder = protocol.FrameDecoder()
         tracker = self.tracker
         self._decoder = decoder
+        want = READ_SIZE  # asked of the next recv: less only to finish a frame split across reads
+        tail = b""  # known start of the incomplete frame the decoder holds
+        drained = False  # the last read came back short: the socket is most likely empty
         while True:
             deadline = tracker.next_deadline()
+            if deadline is not None and trio.current_time() >= deadline:
+                # also when data never stops coming: a resend that is overdue is given up on
+                await self._poll(trio.current_time(), deliver)
+                continue
             data = None
-            with trio.move_on_at(deadline if deadline is not None else float("inf")):
+            waited = False
+            # no cancel scope per read unless a resend deadline is pending (the common case)
+            with _NO_SCOPE if deadline is None else trio.move_on_at(deadline):
                 while data is None:
-                    try:
-                        data = sock.recv(READ_SIZE)
-                    except BlockingIOError:
+                    if drained:  # skip the recv that would only say EAGAIN: wait first
                         await trio.lowlevel.wait_readable(sock)
+                        waited = True
+                    try:
+                        data = sock.recv(want)
+                    except BlockingIOError:
+                        drained = True
                     except _PEER_GONE:
                         data = b""
             now = trio.current_time()
             if data is None:  # a resend deadline passed with nothing to read
-                result = tracker.poll(now)
-                self._act(result.requests)
-                for block in result.deliver:
-                    await deliver(block)
+                await self._poll(now, deliver)
                 continue
             if not data:
                 self._count_decoder(decoder)
                 return
+            asked, drained = want, len(data) < want
             self._received_bytes += len(data)
             decoder.receive_data(data)
             while (block := decoder.next_block()) is not protocol.NEED_DATA:
                 await self._handle_block(block, now, deliver, on_control)
-            await trio.lowlevel.checkpoint_if_cancelled()
+            if asked == READ_SIZE and drained:
+                want, tail = READ_SIZE, b""  # a short read: whole frames as written, nothing to finish
+            else:
+                want, tail = _completion(decoder.statistics().buffered, data, tail)
+            if waited:
+                await trio.lowlevel.checkpoint_if_cancelled()
+            else:  # data kept coming without a wait: yield once per read so other tasks run
+                await trio.lowlevel.checkpoint()
+
+    async def _poll(self, now: float, deliver: Callable[[Any], Awaitable[None]]) -> None:
+        result = self.tracker.poll(now)
+        self._act(result.requests)
+        for block in result.deliver:
+            await deliver(block)
 
     async def _handle_block(self, block: Any, now: float, deliver: Callable[[Any], Awaitable[None]],
                             on_control: Callable[[Any], None] | None) -> None:
-        control = block.sequence == 0
-        if control.any():
+        sequences = block.sequence
+        if not sequences.all():  # one reduction in the common case; masks only with control frames
+            control = sequences == 0
             for released in self._handle_control(block.select(control), now, on_control):
                 await deliver(released)
             block = block.select(~control)

@@ -299,6 +299,10 @@ class Publisher:
         self.publish_nowait(block)
         await self.wait_for_space()
 
+    def must_wait(self) -> bool:
+        """True while a ``block``-policy subscriber is over its limit (publishers must wait)."""
+        return any(sub.full for sub in self._subscribers)
+
     async def wait_for_space(self) -> None:
         """Wait while a ``block``-policy subscriber is over its limit; always a checkpoint, so a
         producer publishing in a loop lets subscriber writers run (trio's rule for async calls)."""

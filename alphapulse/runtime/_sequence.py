@@ -78,6 +78,26 @@ def classify_frames(sources, sequences, epochs, expected, flags, out):  # pragma
     return out
 
 
+@numba.njit(cache=True, nogil=True)
+def classify_and_count(sources, sequences, epochs, expected, flags, out):  # pragma: no cover - jit
+    """:func:`classify_frames`, plus (deliverable, duplicates, rare) counts from the same pass, so the
+    common all-in-order block costs one kernel call and no numpy masks (the hot path of every link).
+    ``rare`` counts GAP, HELD, FILL and NEW_EPOCH frames: the ones needing per-source bookkeeping."""
+    classify_frames(sources, sequences, epochs, expected, flags, out)
+    deliverable = duplicates = rare = 0
+    for i in range(out.shape[0]):
+        c = out[i]
+        if c == 0 or c == 1:  # FIRST, IN_ORDER
+            deliverable += 1
+        elif c == 2:  # DUPLICATE
+            duplicates += 1
+        else:
+            rare += 1
+            if c == 5 or c == 6:  # FILL, NEW_EPOCH: deliverable too
+                deliverable += 1
+    return deliverable, duplicates, rare
+
+
 class GapState(enum.Enum):
     RESENDING = "resending"
     RECOVERED = "recovered"
@@ -241,22 +261,22 @@ class SequenceTracker:
 
     # -- internals ------------------------------------------------------------------------
     def _classify_into(self, block: Any, now: float, result: TrackResult) -> None:
-        classes = classify_frames(
-            block.source, block.sequence, self._epochs, self._expected, self._flags,
-            np.empty(len(block), np.uint8),
+        classes = np.empty(len(block), np.uint8)
+        # one kernel call classifies and counts; numpy masks only when something is not in order
+        n_deliver, n_duplicates, n_rare = classify_and_count(
+            block.source, block.sequence, self._epochs, self._expected, self._flags, classes,
         )
-        deliverable = (classes == IN_ORDER) | (classes == FIRST) | (classes == FILL) | (classes == NEW_EPOCH)
-        n_deliver = int(np.count_nonzero(deliverable))
         self._delivered += n_deliver
-        self._duplicates += int(np.count_nonzero(classes == DUPLICATE))
+        self._duplicates += n_duplicates
         deliver_at = len(result.deliver)  # frames a restart releases go before this block's own
         if n_deliver == len(block):
             result.deliver.append(block)
         elif n_deliver:
+            deliverable = (classes == IN_ORDER) | (classes == FIRST) | (classes == FILL) | (classes == NEW_EPOCH)
             result.deliver.append(block.select(deliverable))
-        rare = (classes == GAP) | (classes == HELD) | (classes == NEW_EPOCH) | (classes == FILL)
-        if not rare.any():
+        if not n_rare:
             return
+        rare = (classes == GAP) | (classes == HELD) | (classes == NEW_EPOCH) | (classes == FILL)
         # Rare path: per-source bookkeeping in Python.
         sources = block.source
         sequences = block.sequence
