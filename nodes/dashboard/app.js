@@ -224,7 +224,8 @@ function renderBook() {
     const spread = bestAsk.p - bestBid.p;
     const mid = (bestAsk.p + bestBid.p) / 2;
     $("spread-value").textContent = spread.toFixed(places);
-    $("spread-bps").textContent = `(${((spread / mid) * 1e4).toFixed(2)} bps)`;
+    const bps = (spread / mid) * 1e4;
+    $("spread-bps").textContent = `(${bps > 0 && bps < 0.1 ? bps.toPrecision(2) : bps.toFixed(2)} bps)`;
   } else {
     $("spread-value").textContent = "–";
     $("spread-bps").textContent = "";

@@ -123,6 +123,7 @@ def drive_browser(url: str, screenshot: pathlib.Path) -> dict[str, Any]:
             page = browser.new_page(viewport={"width": 1440, "height": 1000})
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
             page.goto(url)
             page.wait_for_function(
                 "() => window.alphapulse && alphapulse.book.seq !== null"
