@@ -181,6 +181,8 @@ def _fixed_at(buf, i: int, n: int):
     if decimals < 0:
         decimals = 0
     if decimals <= 8:
+        if mantissa > (2**63 - 1) // _P10[8 - decimals]:
+            return -1, i
         return mantissa * _P10[8 - decimals], i + 1
     div = _P10[decimals - 8]
     if mantissa % div:
@@ -593,7 +595,7 @@ class BinanceFeed:
                 self._error("exchange", "Binance error: %.200r", frame)
             else:
                 self._error("unknown_event", "unknown event %.200r", frame)
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError, struct.error) as exc:
             self._error("malformed", "cannot read frame (%s: %s): %.200r", type(exc).__name__, exc, frame)
         return out
 
@@ -640,6 +642,8 @@ class BinanceFeed:
                 book.apply(bids, True, changes)
             if asks:
                 book.apply(asks, False, changes)
+            if changes and not (0 <= max(changes[0::3]) < 2**63 and 0 <= max(changes[1::3]) < 2**63):
+                raise ValueError("price or quantity out of range")
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             self._error("malformed", "%s: cannot apply depth update (%s); resyncing", sym.name, exc)
             self._resync(sym, None)
@@ -712,7 +716,7 @@ class BinanceFeed:
             last_update_id, bid_levels, ask_levels = parse_depth_snapshot(body)
             book = BinanceBook()
             bids, asks = book.load(bid_levels, ask_levels, last_update_id)
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             self._error("bad_snapshot", "%s: unreadable depth snapshot (%s): %.120r", sym.name, exc, body)
             self.snapshot_failed(symbol)
             return out

@@ -311,6 +311,7 @@ def _crc_table() -> np.ndarray:
 
 _CRC_TABLE = _crc_table()
 _P10 = np.array([10**k for k in range(19)], dtype=np.int64)
+_I64_MAX = 2**63 - 1
 
 
 @njit(cache=True, inline="always")
@@ -533,11 +534,21 @@ def _decimal(buf, i: int, n: int):
 def _scaled(mantissa: int, decimals: int) -> int:
     """mantissa x 10^-decimals at the 10^8 scale; -1 when that is not exact."""
     if decimals <= 8:
+        if mantissa > _I64_MAX // _P10[8 - decimals]:
+            return -1
         return mantissa * _P10[8 - decimals]
     div = _P10[decimals - 8]
     if mantissa % div:
         return -1
     return mantissa // div
+
+
+@njit(cache=True, inline="always")
+def _time_ns(mantissa: int, decimals: int) -> int:
+    """Seconds (mantissa x 10^-decimals, at most 9 decimals) as ns; -1 if out of range."""
+    if decimals > 9 or mantissa > _I64_MAX // _P10[9 - decimals]:
+        return -1
+    return mantissa * _P10[9 - decimals]
 
 
 @njit(cache=True)
@@ -589,9 +600,9 @@ def _scan(buf, levels):
                         if price < 0 or qty < 0:  # digits beyond the 8th decimal that are not zeros
                             return False, 0, 0, False, 0, 0, 0
                         tm, td, i = _decimal(buf, i + 1, n)
-                        if td < 0 or td > 9:
+                        ts = _time_ns(tm, td) if td >= 0 else -1
+                        if ts < 0:
                             return False, 0, 0, False, 0, 0, 0
-                        ts = tm * _P10[9 - td]
                         if ts > latest:
                             latest = ts
                         while i < n and buf[i] == 44:  # extra elements: the "r" republish flag
@@ -701,14 +712,14 @@ def _scan_snapshot(buf):
                 if vd < 0 or i >= n or buf[i] != 44:
                     return False, empty, empty, 0, 0, 0
                 tm, td, i = _decimal(buf, i + 1, n)
-                if td < 0 or td > 9 or i >= n or buf[i] != 93:
+                if td < 0 or i >= n or buf[i] != 93:
                     return False, empty, empty, 0, 0, 0
                 i += 1
                 price = _scaled(pm, pd)
                 qty = _scaled(vm, vd)
-                if price < 0 or qty < 0:
+                ts = _time_ns(tm, td)
+                if price < 0 or qty < 0 or ts < 0:
                     return False, empty, empty, 0, 0, 0
-                ts = tm * _P10[9 - td]
                 if ts > latest:
                     latest = ts
                 k = counts[side]
@@ -1013,7 +1024,7 @@ class KrakenFeed:
                 self._event(msg)
             else:
                 self._error("malformed", "frame is neither an array nor an object: %.120r", frame)
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError, struct.error) as exc:
             self._error("malformed", "cannot read frame (%s: %s): %.200r", type(exc).__name__, exc, frame)
         return out
 
@@ -1073,12 +1084,14 @@ class KrakenFeed:
                         vm, qty = _mantissa(level[1])
                         levels[n] = (side, price, qty, pm, vm)
                         latest = max(latest, seconds_ns(level[2]))
+                        if not 0 <= latest < 2**63:
+                            raise ValueError(f"level time {level[2]!r} out of range")
                         n += 1
                 if "c" in part:
                     checksum = int(part["c"])
                     if not 0 <= checksum <= 0xFFFFFFFF:
                         raise ValueError(f"checksum {checksum} out of range")
-        except (IndexError, TypeError, ValueError, AttributeError) as exc:
+        except (IndexError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             self._error("malformed", "%s: cannot read book update (%s); resyncing", pair.name, exc)
             self._resync(pair, "unreadable update")
             return
@@ -1101,6 +1114,8 @@ class KrakenFeed:
         """A snapshot the compiled reader did not take (another shape): read with orjson."""
         try:
             latest = max((seconds_ns(level[2]) for level in (*asks, *bids)), default=0)
+            if not 0 <= latest < 2**63:
+                raise ValueError("level time out of range")
             sides = []
             for levels in (bids, asks):
                 pm, price = _mantissas([level[0] for level in levels])
