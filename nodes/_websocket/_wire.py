@@ -12,8 +12,9 @@ Client → server, one JSON object per text message::
 
 ``channels``: ``book`` (snapshot then deltas of the top ``book_levels`` per side), ``bbo`` (best
 bid/ask), ``trades``, ``signals`` (arbitrage), ``health`` (per-node health and rates; takes no
-instruments). ``instruments``: ``venue:BASE-QUOTE`` (one venue), ``BASE-QUOTE`` (every venue)
-or ``*`` (everything); default ``["*"]``. ``id`` is optional and echoed in the reply.
+instruments). ``instruments``: ``venue:BASE-QUOTE`` (one venue), ``BASE-QUOTE`` (every venue),
+another short form (``stock:alpaca:AAPL``), a bare ticker (``AAPL``, every venue) or ``*``
+(everything); default ``["*"]``. ``id`` is optional and echoed in the reply.
 
 Server → client: objects with a ``type``: ``hello``, ``instruments``, ``subscribed``,
 ``unsubscribed``, ``book_snapshot``, ``book_delta``, ``bbo``, ``trades_snapshot``, ``trade``,
@@ -29,12 +30,14 @@ message before it for that instrument, so a gap means the client should resubscr
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import orjson
 
 from alphapulse import protocol
 
+_SYMBOL = re.compile(r"^[A-Z0-9_.]+(-[A-Z0-9_.]+)?$")
 CHANNELS = ("book", "bbo", "trades", "signals", "health")
 INSTRUMENT_CHANNELS = frozenset(CHANNELS) - {"health"}
 OPS = ("subscribe", "unsubscribe", "list", "ping")
@@ -70,11 +73,11 @@ class Pattern:
             except protocol.InstrumentError as exc:
                 raise ClientError("bad_instrument", str(exc)) from None
             return cls(inst.short, instrument_id=inst.id)
-        base, sep, quote = text.upper().replace("/", "-").partition("-")
-        if not sep or not base or not quote:
+        symbol = text.upper().replace("/", "-")
+        if not _SYMBOL.match(symbol):
             raise ClientError("bad_instrument", f"cannot read instrument {text!r}: use 'venue:BASE-QUOTE', "
-                              "'BASE-QUOTE' or '*'")
-        return cls(f"{base}-{quote}", symbol=f"{base}-{quote}")
+                              "'BASE-QUOTE' (every venue), a ticker, or '*'")
+        return cls(symbol, symbol=symbol)
 
     def matches(self, instrument_id: int, symbol: str) -> bool:
         if self.instrument_id:

@@ -72,3 +72,18 @@ def test_a_delta_for_a_book_never_loaded_is_reported_not_applied() -> None:
 def test_a_mapping_that_does_not_hash_to_its_id_is_refused() -> None:
     with pytest.raises(protocol.InstrumentError):
         list(Market(20).apply([protocol.InstrumentMapping(12345, INST.canonical)], 1))
+
+
+@pytest.mark.parametrize("text, instrument_id, symbol", [
+    ("*", 0, ""),
+    ("sim_a:BTC-USD", INST.id, ""),
+    ("spot|sim_a|BTC|USD", INST.id, ""),
+    ("btc/usd", 0, "BTC-USD"),
+    ("AAPL", 0, "AAPL"),
+])
+def test_subscription_patterns(text: str, instrument_id: int, symbol: str) -> None:
+    from nodes._websocket._wire import Pattern
+
+    pattern = Pattern.parse(text)
+    assert (pattern.instrument_id, pattern.symbol) == (instrument_id, symbol)
+    assert pattern.matches(INST.id, "BTC-USD") == (text != "AAPL")
