@@ -92,7 +92,7 @@ def as_arrays(states, depth):
 
 
 # -- numba batch drivers (many pairs in one call) ----------------------------------------------
-@njit(cache=True)
+@njit  # not cached: numba would not notice a change to the kernels it calls in nodes/book_delta.py
 def diff_many(keys, qtys, n, depth, ch_price, ch_qty, ch_side):
     total = 0
     for i in range(keys.shape[0] - 1):
@@ -101,7 +101,7 @@ def diff_many(keys, qtys, n, depth, ch_price, ch_qty, ch_side):
     return total
 
 
-@njit(cache=True)
+@njit  # not cached: numba would not notice a change to the kernels it calls in nodes/book_delta.py
 def collect_deltas(keys, qtys, n, depth, ch_price, ch_qty, ch_side, out_key, out_qty, out_side, starts):
     """Every pair's delta, back to back in key space (bids negated), for the apply benchmark."""
     pos = 0
@@ -118,7 +118,7 @@ def collect_deltas(keys, qtys, n, depth, ch_price, ch_qty, ch_side, out_key, out
     return pos
 
 
-@njit(cache=True)
+@njit  # not cached: numba would not notice a change to the kernels it calls in nodes/book_delta.py
 def apply_one(bk, bq, bn, trunc, ck, cq, cs, a, b, tk, tq, counts):
     """Apply one delta (changes a..b, sorted by side then key) to a book in place."""
     split = a
@@ -134,7 +134,7 @@ def apply_one(bk, bq, bn, trunc, ck, cq, cs, a, b, tk, tq, counts):
             trunc[side] = t
 
 
-@njit(cache=True)
+@njit  # not cached: numba would not notice a change to the kernels it calls in nodes/book_delta.py
 def apply_many(bk, bq, bn, trunc, ck, cq, cs, starts, tk, tq, counts):
     for i in range(starts.shape[0] - 1):
         apply_one(bk, bq, bn, trunc, ck, cq, cs, starts[i], starts[i + 1], tk, tq, counts)

@@ -273,12 +273,15 @@ def sort_unique(sk, sq, k, wk, wq):
 
 @njit(cache=True)
 def _apply_in_place(keys, qtys, n, truncated, ck, cq, k, counts):
-    """``apply_side`` for a few changes, in ascending key order; same rules, same result
-    (it may set ``truncated`` where the merge would not, which only makes it more careful)."""
+    """``apply_side`` for a few changes: removals first (so they make room), then the rest in
+    ascending key order; the same result as the merge walk."""
     cap = keys.shape[0]
-    for j in range(k):
+    for step in range(2 * k):
+        j = step if step < k else step - k
         key = ck[j]
         q = cq[j]
+        if (q == 0) != (step < k):
+            continue
         if truncated and (n == 0 or key > keys[n - 1]):
             counts[C_BEYOND_KNOWN] += 1
             continue
@@ -540,16 +543,51 @@ def _apply_delta(buf, v, nc, keys, qtys, n, trunc, slot, scratch, tk, tq, counts
         if k == 0:
             continue
         k = sort_unique(sk, sq, k, wk, wq)
-        m, t = apply_side(keys[slot, side], qtys[slot, side], n[slot, side], trunc[slot, side], sk, sq, k, tk, tq,
-                          counts)
+        m, t = apply_side(
+            keys[slot, side], qtys[slot, side], n[slot, side], trunc[slot, side], sk, sq, k, tk, tq, counts
+        )
         n[slot, side] = m
         trunc[slot, side] = t
 
 
 @njit(cache=True)
-def process_updates(buf, ttype, voff, vlen, slots, start, keys, qtys, n, trunc, pk, pq, pn, state, seq, ts,
-                    pseq, pts, ids, depth, out, ch_price, ch_qty, ch_side, scratch, tk, tq,
-                    status, res_start, res_len, res_changes, res_levels, counts, hist, acct):
+def process_updates(
+    buf,
+    ttype,
+    voff,
+    vlen,
+    slots,
+    start,
+    keys,
+    qtys,
+    n,
+    trunc,
+    pk,
+    pq,
+    pn,
+    state,
+    seq,
+    ts,
+    pseq,
+    pts,
+    ids,
+    depth,
+    out,
+    ch_price,
+    ch_qty,
+    ch_side,
+    scratch,
+    tk,
+    tq,
+    status,
+    res_start,
+    res_len,
+    res_changes,
+    res_levels,
+    counts,
+    hist,
+    acct,
+):
     """Apply book TLVs ``start..`` in order and write what downstream must get for each.
 
     Stops early when ``out`` may lack room for one more update's output; returns (next index,
@@ -598,8 +636,9 @@ def process_updates(buf, ttype, voff, vlen, slots, start, keys, qtys, n, trunc, 
                 copy_top(pk[slot], pq[slot], pn[slot], keys[slot], qtys[slot], n[slot], depth)
                 pseq[slot] = seq[slot]
                 pts[slot] = ts[slot]
-                end = write_book(out, pos, ids[slot], ts[slot], seq[slot], pk[slot], pq[slot], pn[slot],
-                                 ch_price, ch_qty, ch_side)
+                end = write_book(
+                    out, pos, ids[slot], ts[slot], seq[slot], pk[slot], pq[slot], pn[slot], ch_price, ch_qty, ch_side
+                )
                 status[t - 1] = ST_FIRST
                 res_len[t - 1] = end - pos
                 res_changes[t - 1] = pn[slot, 0] + pn[slot, 1]
@@ -646,13 +685,11 @@ def process_updates(buf, ttype, voff, vlen, slots, start, keys, qtys, n, trunc, 
         # a delta or a resync snapshot on a known book: publish only what changed
         if n[slot, 0] > 0 and n[slot, 1] > 0 and -keys[slot, 0, 0] >= keys[slot, 1, 0]:
             counts[C_CROSSED] += 1
-        c = diff_book(pk[slot], pq[slot], pn[slot], keys[slot], qtys[slot], n[slot], depth, ch_price, ch_qty,
-                      ch_side)
+        c = diff_book(pk[slot], pq[slot], pn[slot], keys[slot], qtys[slot], n[slot], depth, ch_price, ch_qty, ch_side)
         if c > 0:
             copy_top(pk[slot], pq[slot], pn[slot], keys[slot], qtys[slot], n[slot], depth)
             flags = np.uint8(buf[v + 34] & 1) if ttype[t - 1] == 7 else np.uint8(0)
-            end = write_delta(out, pos, ids[slot], ts[slot], seq[slot], pseq[slot], flags, ch_price, ch_qty,
-                              ch_side, c)
+            end = write_delta(out, pos, ids[slot], ts[slot], seq[slot], pseq[slot], flags, ch_price, ch_qty, ch_side, c)
             pseq[slot] = seq[slot]
             pts[slot] = ts[slot]
             res_len[t - 1] = end - pos
@@ -760,24 +797,64 @@ class BookTracker:
         self.ids[slot] = iid
         return slot
 
-    def process(self, buf: np.ndarray, ttype: np.ndarray, voff: np.ndarray, vlen: np.ndarray, slots: np.ndarray,
-                start: int) -> Results:
+    def process(
+        self, buf: np.ndarray, ttype: np.ndarray, voff: np.ndarray, vlen: np.ndarray, slots: np.ndarray, start: int
+    ) -> Results:
         """Run the kernel from TLV ``start`` until done or the output buffer is full."""
         count = ttype.shape[0]
         status = np.zeros(count, np.uint8)
         res = [np.zeros(count, np.int64) for _ in range(4)]
         last, _ = process_updates(
-            buf, ttype, voff, vlen, slots, start, self.keys, self.qtys, self.n, self.trunc, self.pk, self.pq,
-            self.pn, self.state, self.seq, self.ts, self.pseq, self.pts, self.ids, self.depth, self.out,
-            self.ch_price, self.ch_qty, self.ch_side, self.scratch, self.tk, self.tq, status, *res, self.counts,
-            self.hist, self.acct,
+            buf,
+            ttype,
+            voff,
+            vlen,
+            slots,
+            start,
+            self.keys,
+            self.qtys,
+            self.n,
+            self.trunc,
+            self.pk,
+            self.pq,
+            self.pn,
+            self.state,
+            self.seq,
+            self.ts,
+            self.pseq,
+            self.pts,
+            self.ids,
+            self.depth,
+            self.out,
+            self.ch_price,
+            self.ch_qty,
+            self.ch_side,
+            self.scratch,
+            self.tk,
+            self.tq,
+            status,
+            *res,
+            self.counts,
+            self.hist,
+            self.acct,
         )
         return Results(start, last, self.out, status, *res)
 
     def snapshot_tlvs(self, slot: int) -> bytes:
         """The published book of a slot as OrderBook TLV bytes (plus continuation deltas if huge)."""
-        end = write_book(self._snapshot_out, 0, self.ids[slot], self.pts[slot], self.pseq[slot], self.pk[slot],
-                         self.pq[slot], self.pn[slot], self.ch_price, self.ch_qty, self.ch_side)
+        end = write_book(
+            self._snapshot_out,
+            0,
+            self.ids[slot],
+            self.pts[slot],
+            self.pseq[slot],
+            self.pk[slot],
+            self.pq[slot],
+            self.pn[slot],
+            self.ch_price,
+            self.ch_qty,
+            self.ch_side,
+        )
         return self._snapshot_out[:end].tobytes()
 
     def published(self, slot: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
@@ -793,20 +870,28 @@ class BookTracker:
 class BookDeltaParams:
     depth: int = param(50, doc="Levels per side tracked, diffed and published (top-N).", minimum=1, maximum=5000)
     extra_levels: int = param(
-        200, doc="Levels per side kept below the top-N, so a deeper level can move up when a better one is "
-        "removed. A book whose known levels shrink below depth is withheld until a fresh snapshot.", minimum=0,
+        200,
+        doc="Levels per side kept below the top-N, so a deeper level can move up when a better one is "
+        "removed. A book whose known levels shrink below depth is withheld until a fresh snapshot.",
+        minimum=0,
         maximum=100000,
     )
     snapshot_interval: float = param(
-        30.0, doc="Seconds between full OrderBook snapshots of every book; 0 sends snapshots only on request.",
-        live=True, minimum=0,
+        30.0,
+        doc="Seconds between full OrderBook snapshots of every book; 0 sends snapshots only on request.",
+        live=True,
+        minimum=0,
     )
     max_instruments: int = param(
-        4096, doc="Books kept at most; updates of further instruments are dropped and counted. Arrays grow as "
-        "instruments appear.", minimum=1,
+        4096,
+        doc="Books kept at most; updates of further instruments are dropped and counted. Arrays grow as "
+        "instruments appear.",
+        minimum=1,
     )
     pass_through_snapshots: bool = param(
-        False, doc="Also forward upstream snapshots unchanged, besides the computed deltas.", live=True,
+        False,
+        doc="Also forward upstream snapshots unchanged, besides the computed deltas.",
+        live=True,
     )
 
 
@@ -886,8 +971,17 @@ class BookDelta(Node):
         ctx.message(encode(record), timestamp_ns=now_ns)
         ctx.counters["mappings"] += 1
 
-    def _emit(self, r: Results, slots: np.ndarray, ctx: Any, now_ns: int, buf: np.ndarray, voff: np.ndarray,
-              vlen: np.ndarray, ttype: np.ndarray) -> None:
+    def _emit(
+        self,
+        r: Results,
+        slots: np.ndarray,
+        ctx: Any,
+        now_ns: int,
+        buf: np.ndarray,
+        voff: np.ndarray,
+        vlen: np.ndarray,
+        ttype: np.ndarray,
+    ) -> None:
         """Messages for what the kernel wrote, in input order; snapshot requests; warnings."""
         span = slice(r.first, r.last)
         status, length = r.status[span], r.length[span]
@@ -917,8 +1011,7 @@ class BookDelta(Node):
         books.asked_at[slot] = now
         source = int(books.source[slot])
         ctx.counters["snapshots.requested"] += 1
-        ctx.log.warning("book %s: %s; asking source %d for a snapshot", self._name(slot), STATUS_COUNTERS[code],
-                        source)
+        ctx.log.warning("book %s: %s; asking source %d for a snapshot", self._name(slot), STATUS_COUNTERS[code], source)
         ctx.request_snapshot(source, int(books.ids[slot]))
 
     def _count(self, ctx: Any, touched: np.ndarray) -> None:
@@ -931,8 +1024,11 @@ class BookDelta(Node):
         ctx.counters["updates"] += int(hist[ST_OK] + hist[ST_RESYNC])
         ctx.counters["updates.unchanged"] += int(hist[H_UNCHANGED])
         hist[:] = 0
-        for index, name in ((C_UNKNOWN_REMOVALS, "levels.unknown_removed"), (C_BEYOND_KNOWN, "levels.beyond_known"),
-                            (C_CROSSED, "books.crossed")):
+        for index, name in (
+            (C_UNKNOWN_REMOVALS, "levels.unknown_removed"),
+            (C_BEYOND_KNOWN, "levels.beyond_known"),
+            (C_CROSSED, "books.crossed"),
+        ):
             if counts[index]:
                 ctx.counters[name] += int(counts[index])
         counts[:] = 0
