@@ -1314,7 +1314,8 @@ class KrakenParams:
     )
     breaker_failures: int = param(
         5,
-        doc="Failed connects in a row that open the circuit breaker.",
+        doc="Failed connects within 60 s that open the circuit breaker; while open no connect is "
+        "tried, then one probe after reconnect_max seconds.",
         live=True,
         minimum=1,
     )
@@ -1374,7 +1375,7 @@ class Kraken(Node):
         feed = self.feed
         feed.counters = ctx.counters
         feed.log = ctx.log
-        ctx.breaker("upstream", BreakerSettings(failure_threshold=self.params.breaker_failures))
+        self._breaker = ctx.breaker("upstream", self._breaker_settings(BreakerSettings))
         ctx.messages(feed.mappings())
         await ctx.flush()
 
@@ -1414,6 +1415,17 @@ class Kraken(Node):
             self.feed.outgoing.clear()
             for text in outgoing:
                 await self._ws.send_message(text)
+
+    def _breaker_settings(self, settings_type: Any) -> Any:
+        p = self.params
+        return settings_type(failure_threshold=p.breaker_failures, window=60.0, cooldown=p.reconnect_max)
+
+    def reconfigure(self, params: Any) -> None:
+        """Live params: session timings are read at each use; the breaker takes new thresholds."""
+        super().reconfigure(params)
+        breaker = getattr(self, "_breaker", None)
+        if breaker is not None:
+            breaker.settings = self._breaker_settings(type(breaker.settings))
 
     def snapshot(self, instrument_id: int) -> list[bytes]:
         return self.feed.snapshot(instrument_id)

@@ -671,3 +671,22 @@ def test_mutated_frames_never_crash(book_frames):
     for frame in book_frames:
         fresh.receive(frame)
     assert _totals(fresh)["checksum_ok"] == 2166
+
+
+async def test_node_live_reconfigure_updates_session_and_breaker(shared_data):
+    path = shared_data / "kraken" / "KRAKEN.ws.48.0"
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(functools.partial(serve_capture, path, wait_for_messages=1))
+        params = _node_params(server.url, pairs=LIST_PAIRS, channels=["trade"])
+        async with run_node("source.kraken", params) as run:
+            await server.finished.wait()
+            new = {**params, "staleness_timeout": 5.0, "breaker_failures": 2, "reconnect_max": 1.0}
+            assert run.host._reconfigure({"params": new}) == {
+                "changed": ["breaker_failures", "reconnect_max", "staleness_timeout"]
+            }
+            breaker = run.ctx.breakers["upstream"]
+            assert (breaker.settings.failure_threshold, breaker.settings.cooldown) == (2, 1.0)
+            assert run.node.params.staleness_timeout == 5.0
+            with pytest.raises(ValueError, match="depth"):
+                run.host._reconfigure({"params": {**new, "depth": 25}})
+        nursery.cancel_scope.cancel()
