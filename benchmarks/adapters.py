@@ -224,6 +224,81 @@ def binance(data: pathlib.Path, repeats: int) -> Figures:
     return figures
 
 
+# -- Coinbase Advanced Trade -------------------------------------------------------------------------
+
+
+@bench("coinbase")
+def coinbase(data: pathlib.Path, repeats: int) -> Figures:
+    import orjson
+
+    from alphapulse.captures import http_responses, received_frames
+    from alphapulse.protocol import MessageBuilder
+    from nodes._coinbase import AdvancedTradeFeed
+    from nodes._coinbase._book import ASK, BID
+
+    path = data / "coinbase_advanced" / "COINBASE.jsonl.zst"
+    frames = list(received_frames(path))
+    products = ("BTC-USD", "ETH-USD")
+    reference = AdvancedTradeFeed(products=products)
+    reference.fast_path = False  # json-only path: the exact book every pass must end with
+    for frame in frames:
+        reference.receive(frame, 1)
+    exact = {p: (b.as_dict(BID), b.as_dict(ASK)) for p, b in reference.books.items()}
+
+    def ours(messages: bool = False) -> Pass:
+        def run() -> float:
+            feed = AdvancedTradeFeed(products=products)  # publishes the top 1000 levels, keeps all
+            receive, take = feed.receive, feed.take
+            t0 = time.perf_counter()
+            if messages:  # also build each TLV into a full message (header, sequence, CRC)
+                build = MessageBuilder(1, 1).build
+                for frame in frames:
+                    receive(frame, 1)
+                    for tlv in take():
+                        build(tlv, 1)
+            else:
+                for frame in frames:
+                    receive(frame, 1)
+                    take()
+            elapsed = time.perf_counter() - t0
+            assert feed.next_sequence == len(frames) and not feed.counters["gaps.sequence"]
+            assert {p: (b.as_dict(BID), b.as_dict(ASK)) for p, b in feed.books.items()} == exact, "exact book"
+            return elapsed
+
+        return run
+
+    from cryptofeed.defines import L2_BOOK, TRADES
+    from cryptofeed.exchanges import Coinbase as CfCoinbase
+    from cryptofeed.symbols import Symbols
+
+    (products_body,) = list(http_responses(path))
+    Symbols.set(CfCoinbase.id, *CfCoinbase._parse_symbol_data(orjson.loads(products_body.text)))
+
+    def make() -> Callable[[str], Any]:
+        feed = CfCoinbase(symbols=list(products), channels=[L2_BOOK, TRADES],
+                          callbacks={L2_BOOK: _noop, TRADES: _noop})
+        handler = feed.message_handler
+        make.feed = feed  # type: ignore[attr-defined]
+        return lambda frame: handler(frame, None, 1.0)
+
+    rates = interleaved(
+        {"coinbase_ours": ours(), "coinbase_ours_messages": ours(messages=True),
+         "coinbase_cryptofeed": async_pass(make, frames)},
+        len(frames),
+        repeats,
+    )
+    cf_book = make.feed._l2_book  # type: ignore[attr-defined]
+    figures: Figures = {"coinbase_frames": len(frames), **rates}
+    figures["coinbase_book_levels_exact"] = sum(len(b) + len(a) for b, a in exact.values())
+    # cryptofeed 2.4.1 keeps only asks that arrived as updates: it looks for side "ask" in the
+    # snapshot, which says "offer"
+    figures["coinbase_cryptofeed_book_levels"] = sum(len(b.book.bids) + len(b.book.asks) for b in cf_book.values())
+    ratio = _ratio(rates["coinbase_ours"], rates["coinbase_cryptofeed"])
+    figures["coinbase_ratio_vs_cryptofeed"] = ratio
+    figures["coinbase_goal_2x"] = ratio >= 2.0
+    return figures
+
+
 # -- running -------------------------------------------------------------------------------------------
 
 
