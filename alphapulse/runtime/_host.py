@@ -27,7 +27,7 @@ from alphapulse.runtime._breaker import BreakerSettings
 from alphapulse.runtime._context import NodeContext
 from alphapulse.runtime._control import serve_control
 from alphapulse.runtime._input import Backoff, InputLink, InputSpec
-from alphapulse.runtime._publisher import open_publisher
+from alphapulse.runtime._publisher import Overflow, open_publisher
 from alphapulse.topology import UnsetVariable, interpolate
 
 RATE_INTERVAL = 1.0
@@ -105,6 +105,9 @@ class NodeHost:
         self.rates = _Rates()
         self.received = 0
         self._stop_scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
+        self._deliver: Any = None
+        self._attached: dict[str, tuple[trio.CancelScope, InputLink]] = {}
 
     # -- running ----------------------------------------------------------------------------------
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -133,6 +136,7 @@ class NodeHost:
                         self.received += len(block)
                         await _send.send(block)
 
+            self._nursery, self._deliver = nursery, deliver
             for link in self.links:
                 nursery.start_soon(link.run, deliver, self._on_upstream_control)
             nursery.start_soon(self._sample_rates)
@@ -269,6 +273,8 @@ class NodeHost:
             "reconfigure": self._reconfigure,
             "snapshot": self._trigger_snapshot,
             "shutdown": self._shutdown,
+            "attach_input": self._attach_input,
+            "detach_input": self._detach_input,
         }
 
     def health(self) -> dict[str, Any]:
@@ -346,6 +352,48 @@ class NodeHost:
         self._snapshot_requested(protocol.SnapshotRequest(source=self.ctx.source_id,
                                                           instrument_id=int(request.get("instrument_id", 0))))
         return {}
+
+    def _attach_input(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Subscribe to one more publisher socket until ``detach_input`` (``alphapulse replay --into``).
+
+        The temporary input is delivered exactly like the plan's inputs (same handler, its own
+        sequence tracker) and shows in ``stats``; it is not in the plan, so a restart forgets it.
+        """
+        overflow = Overflow(request.get("overflow", "block")).value
+        spec = InputSpec(node=str(request["name"]), socket=str(request["socket"]), overflow=overflow,
+                         queue=int(request.get("queue", 4096)))
+        if self._nursery is None or self._deliver is None:
+            raise ValueError(f"node {self.name} has no inputs to attach to")
+        if spec.node in self._attached or any(link.spec.node == spec.node for link in self.links):
+            raise ValueError(f"node {self.name} already has an input named {spec.node!r}")
+        link = InputLink(spec, subscriber_name=self.name, resend_timeout=float(self.node.get("resend_timeout", 0.25)))
+        scope = trio.CancelScope()
+
+        async def run_link() -> None:
+            with scope:
+                try:
+                    await link.run(self._deliver, self._on_upstream_control)
+                except OSError as exc:  # a temporary input that cannot connect must not take the node down
+                    self.ctx.counters["errors.attached_input"] += 1
+                    self.log.error("node %s: temporary input %s failed: %s", self.name, spec.node, exc)
+                    self._attached.pop(spec.node, None)
+                    self.links.remove(link)
+
+        self._attached[spec.node] = (scope, link)
+        self.links.append(link)
+        self._nursery.start_soon(run_link)
+        self.log.info("node %s: attached temporary input %s (%s)", self.name, spec.node, spec.socket)
+        return {"attached": spec.node}
+
+    def _detach_input(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        name = str(request["name"])
+        if name not in self._attached:
+            raise KeyError(f"node {self.name} has no temporary input {name!r}")
+        scope, link = self._attached.pop(name)
+        scope.cancel()
+        self.links.remove(link)
+        self.log.info("node %s: detached temporary input %s", self.name, name)
+        return {"detached": name}
 
     def _shutdown(self, request: Mapping[str, Any]) -> dict[str, Any]:
         self.stop()
