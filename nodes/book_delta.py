@@ -71,6 +71,7 @@ ST_INCOMPLETE = 6  # applied, but the top-N is no longer known: stale, ask for a
 ST_BAD = 7  # malformed value (sizes, prices, sides): ignored
 ST_UNSORTED = 8  # snapshot levels not best-first: ignored
 ST_NO_SLOT = 9  # more instruments than max_instruments: ignored
+ST_MAPPING = 10  # an InstrumentMapping (handled in Python)
 
 STATUS_COUNTERS = {
     ST_FIRST: "snapshots.full",
@@ -84,7 +85,8 @@ STATUS_COUNTERS = {
     ST_NO_SLOT: "dropped.too_many_instruments",
 }
 NEEDS_SNAPSHOT = (ST_NO_BOOK, ST_STALE, ST_SEQ_GAP, ST_INCOMPLETE)
-H_UNCHANGED = 15  # hist slot: applied updates that changed nothing in the top-N
+H_DELTA_BYTES, H_SNAPSHOT_BYTES, H_UNCHANGED = 13, 14, 15  # hist slots besides the statuses
+R_STATUS, R_START, R_LEN, R_CHANGES, R_LEVELS, R_ROWS = 0, 1, 2, 3, 4, 5  # rows of process_updates' results
 # kernel counters
 C_UNKNOWN_REMOVALS, C_BEYOND_KNOWN, C_CROSSED, N_COUNTS = 0, 1, 2, 3
 
@@ -142,11 +144,17 @@ def _tlv_head(out, pos, tlv_type, length):
 
 
 # -- indexing a block ----------------------------------------------------------------------------
+# rows of the index ``index_tlvs`` fills
+IX_FRAME, IX_TYPE, IX_VOFF, IX_VLEN, IX_SOURCE, IX_IID, IX_ROWS = 0, 1, 2, 3, 4, 5, 6
+
+
 @njit(cache=True)
-def _walk(buf, off, size, record, frame, ttype, voff, vlen, iid, count):
-    """Walk one frame's TLVs; with ``record`` store the book/mapping ones. -1 if malformed."""
+def _walk(buf, f, off, size, out, count):
+    """Index one frame's book and mapping TLVs from ``count`` on; -1 if its framing is bad."""
     p = off + 32
     end = off + size
+    cap = out.shape[1]
+    source = _rd_u16(buf, off + 6)
     while p < end:
         if end - p < 2:
             return -1
@@ -163,48 +171,35 @@ def _walk(buf, off, size, record, frame, ttype, voff, vlen, iid, count):
         if v + length > end:
             return -1
         if t == 3 or t == 7 or t == 82:
-            if record:
-                ttype[count] = t
-                voff[count] = v
-                vlen[count] = length
-                iid[count] = _rd_u64(buf, v) if length >= 8 else _U0
+            if count < cap:
+                out[IX_FRAME, count] = f
+                out[IX_TYPE, count] = t
+                out[IX_VOFF, count] = v
+                out[IX_VLEN, count] = length
+                out[IX_SOURCE, count] = source
+                out[IX_IID, count] = np.int64(_rd_u64(buf, v)) if length >= 8 else 0
             count += 1
         p = v + length
     return count
 
 
 @njit(cache=True)
-def index_tlvs(buf, offsets, sizes, frame_index):
-    """Every OrderBook, OrderBookDelta and InstrumentMapping TLV of a block, in order.
+def index_tlvs(buf, offsets, sizes, out):
+    """Every OrderBook, OrderBookDelta and InstrumentMapping TLV of a block, in order, as columns
+    of ``out`` (frame, type, value offset, value length, source, instrument id bits).
 
-    Returns (frame, type, value offset, value length, instrument id) arrays and a per-frame
-    "malformed TLV framing" flag; malformed frames contribute nothing.
+    Returns (count, malformed frames); frames with broken TLV framing contribute nothing. A count
+    above ``out.shape[1]`` means the index did not fit: grow ``out`` and call again.
     """
-    nf = offsets.shape[0]
-    bad = np.zeros(nf, dtype=np.bool_)
-    total = 0
-    empty_i = np.empty(0, dtype=np.int64)
-    empty_u = np.empty(0, dtype=np.uint64)
-    for f in range(nf):
-        c = _walk(buf, offsets[f], sizes[f], False, empty_i, empty_i, empty_i, empty_i, empty_u, 0)
-        if c < 0:
-            bad[f] = True
-        else:
-            total += c
-    frame = np.empty(total, dtype=np.int64)
-    ttype = np.empty(total, dtype=np.int64)
-    voff = np.empty(total, dtype=np.int64)
-    vlen = np.empty(total, dtype=np.int64)
-    iid = np.empty(total, dtype=np.uint64)
     count = 0
-    for f in range(nf):
-        if bad[f]:
-            continue
-        new = _walk(buf, offsets[f], sizes[f], True, frame, ttype, voff, vlen, iid, count)
-        for k in range(count, new):
-            frame[k] = frame_index[f]
-        count = new
-    return frame, ttype, voff, vlen, iid, bad
+    bad = 0
+    for f in range(offsets.shape[0]):
+        new = _walk(buf, f, offsets[f], sizes[f], out, count)
+        if new < 0:
+            bad += 1
+        else:
+            count = new
+    return count, bad
 
 
 # -- book kernels ---------------------------------------------------------------------------------
@@ -551,82 +546,54 @@ def _apply_delta(buf, v, nc, keys, qtys, n, trunc, slot, scratch, tk, tq, counts
 
 
 @njit(cache=True)
-def process_updates(
-    buf,
-    ttype,
-    voff,
-    vlen,
-    slots,
-    start,
-    keys,
-    qtys,
-    n,
-    trunc,
-    pk,
-    pq,
-    pn,
-    state,
-    seq,
-    ts,
-    pseq,
-    pts,
-    ids,
-    depth,
-    out,
-    ch_price,
-    ch_qty,
-    ch_side,
-    scratch,
-    tk,
-    tq,
-    status,
-    res_start,
-    res_len,
-    res_changes,
-    res_levels,
-    counts,
-    hist,
-    acct,
-):
-    """Apply book TLVs ``start..`` in order and write what downstream must get for each.
+def process_updates(buf, ix, slots, count, start, keys, qtys, n, trunc, pk, pq, pn, state, seq, ts, pseq, pts, ids,
+                    source, depth, out, ch_price, ch_qty, ch_side, scratch, tk, tq, res, actions, touched, flagged,
+                    passthrough, counts, hist, acct):
+    """Apply the indexed book TLVs ``start..count`` in order and write what downstream must get.
 
-    Stops early when ``out`` may lack room for one more update's output; returns (next index,
-    bytes used). For TLV t: ``status[t]``, its output bytes at ``out[res_start[t]:][:res_len[t]]``
-    (delta TLVs, or OrderBook for a first snapshot), ``res_changes[t]`` levels changed and
-    ``res_levels[t]`` levels in the published book afterwards. ``hist`` counts statuses and
+    Stops early when ``out`` may lack room for one more update's output. For TLV t, ``res`` holds
+    its status, where its output starts in ``out`` and how long it is (delta TLVs, or a whole
+    OrderBook), the levels it changed and the levels published afterwards. ``actions`` lists the
+    TLVs Python must look at (output to send, a problem to report, a snapshot to pass through),
+    ``touched`` the books whose byte accounting moved. ``hist`` counts statuses and bytes;
     ``acct[slot]`` adds up delta bytes, full-snapshot bytes at updates that changed the top-N,
     full-snapshot bytes at every update, and updates (message headers included).
+    Returns (next TLV, output bytes used, number of actions, number of touched books).
     """
     pos = 0
-    total = ttype.shape[0]
     bound = 4 * depth * CHANGE_SIZE + 2 * depth * LEVEL_SIZE + 1024
     t = start
-    while t < total:
+    while t < count:
         if pos + bound > out.shape[0]:
             break
         slot = slots[t]
-        v = voff[t]
-        length = vlen[t]
-        res_start[t] = pos
-        res_len[t] = 0
-        res_changes[t] = 0
-        res_levels[t] = 0
+        kind = ix[IX_TYPE, t]
+        v = ix[IX_VOFF, t]
+        length = ix[IX_VLEN, t]
+        res[R_START, t] = pos
+        res[R_LEN, t] = 0
+        res[R_CHANGES, t] = 0
+        res[R_LEVELS, t] = 0
         t += 1
-        if slot < 0:
-            status[t - 1] = ST_NO_SLOT
+        if kind == 82:
+            res[R_STATUS, t - 1] = ST_MAPPING
             continue
-        if ttype[t - 1] == 3:
+        if slot < 0:
+            res[R_STATUS, t - 1] = ST_NO_SLOT
+            continue
+        source[slot] = ix[IX_SOURCE, t - 1]
+        if kind == 3:
             if length < BOOK_HEAD:
-                status[t - 1] = ST_BAD
+                res[R_STATUS, t - 1] = ST_BAD
                 continue
             nb = _rd_u16(buf, v + 24)
             na = _rd_u16(buf, v + 26)
             if BOOK_HEAD + LEVEL_SIZE * (nb + na) != length:
-                status[t - 1] = ST_BAD
+                res[R_STATUS, t - 1] = ST_BAD
                 continue
             st = _load_snapshot(buf, v, nb, na, keys, qtys, n, trunc, slot)
             if st != ST_OK:
-                status[t - 1] = st
+                res[R_STATUS, t - 1] = st
                 continue
             seq[slot] = _rd_u64(buf, v + 16)
             ts[slot] = _rd_u64(buf, v + 8)
@@ -636,23 +603,22 @@ def process_updates(
                 copy_top(pk[slot], pq[slot], pn[slot], keys[slot], qtys[slot], n[slot], depth)
                 pseq[slot] = seq[slot]
                 pts[slot] = ts[slot]
-                end = write_book(
-                    out, pos, ids[slot], ts[slot], seq[slot], pk[slot], pq[slot], pn[slot], ch_price, ch_qty, ch_side
-                )
-                status[t - 1] = ST_FIRST
-                res_len[t - 1] = end - pos
-                res_changes[t - 1] = pn[slot, 0] + pn[slot, 1]
-                res_levels[t - 1] = pn[slot, 0] + pn[slot, 1]
+                end = write_book(out, pos, ids[slot], ts[slot], seq[slot], pk[slot], pq[slot], pn[slot], ch_price,
+                                 ch_qty, ch_side)
+                res[R_STATUS, t - 1] = ST_FIRST
+                res[R_LEN, t - 1] = end - pos
+                res[R_CHANGES, t - 1] = pn[slot, 0] + pn[slot, 1]
+                res[R_LEVELS, t - 1] = pn[slot, 0] + pn[slot, 1]
                 pos = end
                 continue
-            status[t - 1] = ST_RESYNC
+            res[R_STATUS, t - 1] = ST_RESYNC
         else:
             if length < DELTA_HEAD:
-                status[t - 1] = ST_BAD
+                res[R_STATUS, t - 1] = ST_BAD
                 continue
             nc = _rd_u16(buf, v + 32)
             if DELTA_HEAD + CHANGE_SIZE * nc != length or nc > scratch.shape[1]:
-                status[t - 1] = ST_BAD
+                res[R_STATUS, t - 1] = ST_BAD
                 continue
             bad = False
             for i in range(nc):
@@ -661,55 +627,69 @@ def process_updates(
                     bad = True
                     break
             if bad:
-                status[t - 1] = ST_BAD
+                res[R_STATUS, t - 1] = ST_BAD
                 continue
             if state[slot] == UNKNOWN:
-                status[t - 1] = ST_NO_BOOK
+                res[R_STATUS, t - 1] = ST_NO_BOOK
                 continue
             if state[slot] == STALE:
-                status[t - 1] = ST_STALE
+                res[R_STATUS, t - 1] = ST_STALE
                 continue
             prev = _rd_u64(buf, v + 24)
             if prev != _U0 and seq[slot] != _U0 and prev != seq[slot]:
                 state[slot] = STALE
-                status[t - 1] = ST_SEQ_GAP
+                res[R_STATUS, t - 1] = ST_SEQ_GAP
                 continue
             _apply_delta(buf, v, nc, keys, qtys, n, trunc, slot, scratch, tk, tq, counts)
             seq[slot] = _rd_u64(buf, v + 16)
             ts[slot] = _rd_u64(buf, v + 8)
             if (trunc[slot, 0] and n[slot, 0] < depth) or (trunc[slot, 1] and n[slot, 1] < depth):
                 state[slot] = STALE
-                status[t - 1] = ST_INCOMPLETE
+                res[R_STATUS, t - 1] = ST_INCOMPLETE
                 continue
-            status[t - 1] = ST_OK
+            res[R_STATUS, t - 1] = ST_OK
         # a delta or a resync snapshot on a known book: publish only what changed
         if n[slot, 0] > 0 and n[slot, 1] > 0 and -keys[slot, 0, 0] >= keys[slot, 1, 0]:
             counts[C_CROSSED] += 1
         c = diff_book(pk[slot], pq[slot], pn[slot], keys[slot], qtys[slot], n[slot], depth, ch_price, ch_qty, ch_side)
         if c > 0:
             copy_top(pk[slot], pq[slot], pn[slot], keys[slot], qtys[slot], n[slot], depth)
-            flags = np.uint8(buf[v + 34] & 1) if ttype[t - 1] == 7 else np.uint8(0)
+            flags = np.uint8(buf[v + 34] & 1) if kind == 7 else np.uint8(0)
             end = write_delta(out, pos, ids[slot], ts[slot], seq[slot], pseq[slot], flags, ch_price, ch_qty, ch_side, c)
             pseq[slot] = seq[slot]
             pts[slot] = ts[slot]
-            res_len[t - 1] = end - pos
-            res_changes[t - 1] = c
+            res[R_LEN, t - 1] = end - pos
+            res[R_CHANGES, t - 1] = c
             pos = end
-        res_levels[t - 1] = pn[slot, 0] + pn[slot, 1]
+        res[R_LEVELS, t - 1] = pn[slot, 0] + pn[slot, 1]
+    n_actions = 0
+    n_touched = 0
     for x in range(start, t):
-        st = status[x]
+        st = res[R_STATUS, x]
         hist[st] += 1
+        wanted = res[R_LEN, x] > 0 or st > ST_RESYNC or (passthrough and ix[IX_TYPE, x] == 3 and st != ST_OK)
+        if wanted and st != ST_MAPPING:
+            actions[n_actions] = x
+            n_actions += 1
         if st == ST_OK or st == ST_RESYNC:  # noqa: SIM109 (numba: plain comparisons)
             slot = slots[x]
-            full = book_message_bytes(res_levels[x])
+            full = book_message_bytes(res[R_LEVELS, x])
             acct[slot, 2] += full
             acct[slot, 3] += 1
-            if res_len[x] > 0:
-                acct[slot, 0] += HEADER_SIZE + res_len[x]
+            if res[R_LEN, x] > 0:
+                acct[slot, 0] += HEADER_SIZE + res[R_LEN, x]
                 acct[slot, 1] += full
+                hist[H_DELTA_BYTES] += HEADER_SIZE + res[R_LEN, x]
+                hist[H_SNAPSHOT_BYTES] += full
+                if not flagged[slot]:
+                    flagged[slot] = True
+                    touched[n_touched] = slot
+                    n_touched += 1
             else:
                 hist[H_UNCHANGED] += 1
-    return t, pos
+    for x in range(n_touched):
+        flagged[touched[x]] = False
+    return t, pos, n_actions, n_touched
 
 
 # -- the sans-IO tracker ----------------------------------------------------------------------------
@@ -717,20 +697,22 @@ def process_updates(
 
 @dataclasses.dataclass(frozen=True)
 class Results:
-    """What ``BookTracker.process`` did with TLVs ``first..last`` of the indexed block."""
+    """What one ``BookTracker.process`` call did with TLVs ``first..last`` of the indexed block.
+
+    ``res`` rows (R_STATUS, ...) are indexed by TLV; ``actions`` are the TLVs that need Python
+    (output, problems, pass-through), ``touched`` the books whose byte counts moved.
+    """
 
     first: int
     last: int
     out: np.ndarray
-    status: np.ndarray
-    start: np.ndarray
-    length: np.ndarray
-    changes: np.ndarray
-    levels: np.ndarray
+    res: np.ndarray
+    actions: list[int]
+    touched: list[int]
 
     def payload(self, t: int) -> bytes:
-        a = int(self.start[t])
-        return self.out[a : a + int(self.length[t])].tobytes()
+        a = int(self.res[R_START, t])
+        return self.out[a : a + int(self.res[R_LEN, t])].tobytes()
 
 
 class BookTracker:
@@ -754,6 +736,7 @@ class BookTracker:
         self.hist = np.zeros(16, np.int64)
         bound = 4 * depth * CHANGE_SIZE + 2 * depth * LEVEL_SIZE + 1024
         self.out = np.empty(max(1 << 20, 4 * bound), np.uint8)
+        self._room(256)
         self._snapshot_out = np.empty(2 * depth * LEVEL_SIZE + 4 * depth * CHANGE_SIZE + 1024, np.uint8)
 
     def _allocate(self, slots: int) -> None:
@@ -776,6 +759,7 @@ class BookTracker:
             "acct": np.zeros((slots, 4), np.int64),
             "source": np.zeros(slots, np.int64),
             "asked_at": np.full(slots, -np.inf),
+            "flagged": np.zeros(slots, np.bool_),
         }
         for name, array in fresh.items():
             if old is not None:
@@ -797,48 +781,31 @@ class BookTracker:
         self.ids[slot] = iid
         return slot
 
-    def process(
-        self, buf: np.ndarray, ttype: np.ndarray, voff: np.ndarray, vlen: np.ndarray, slots: np.ndarray, start: int
-    ) -> Results:
-        """Run the kernel from TLV ``start`` until done or the output buffer is full."""
-        count = ttype.shape[0]
-        status = np.zeros(count, np.uint8)
-        res = [np.zeros(count, np.int64) for _ in range(4)]
-        last, _ = process_updates(
-            buf,
-            ttype,
-            voff,
-            vlen,
-            slots,
-            start,
-            self.keys,
-            self.qtys,
-            self.n,
-            self.trunc,
-            self.pk,
-            self.pq,
-            self.pn,
-            self.state,
-            self.seq,
-            self.ts,
-            self.pseq,
-            self.pts,
-            self.ids,
-            self.depth,
-            self.out,
-            self.ch_price,
-            self.ch_qty,
-            self.ch_side,
-            self.scratch,
-            self.tk,
-            self.tq,
-            status,
-            *res,
-            self.counts,
-            self.hist,
-            self.acct,
-        )
-        return Results(start, last, self.out, status, *res)
+    def _room(self, tlvs: int) -> None:
+        """Index and result columns for ``tlvs`` TLVs per block."""
+        self.ix = np.zeros((IX_ROWS, tlvs), np.int64)
+        self.res = np.zeros((R_ROWS, tlvs), np.int64)
+        self.actions = np.zeros(tlvs, np.int64)
+        self.touched = np.zeros(tlvs, np.int64)
+
+    def index(self, buf: np.ndarray, offsets: np.ndarray, sizes: np.ndarray) -> tuple[int, int]:
+        """Index a block's book and mapping TLVs into ``self.ix``: (count, malformed frames)."""
+        count, bad = index_tlvs(buf, offsets, sizes, self.ix)
+        if count > self.ix.shape[1]:
+            self._room(2 * count)
+            count, bad = index_tlvs(buf, offsets, sizes, self.ix)
+        return count, bad
+
+    def process(self, buf: np.ndarray, slots: np.ndarray, count: int, start: int, passthrough: bool) -> Results:
+        """Run the kernel over indexed TLVs from ``start`` until done or the output buffer is full."""
+        last, _, n_actions, n_touched = process_updates(
+            buf, self.ix, slots, count, start, self.keys, self.qtys, self.n, self.trunc, self.pk, self.pq, self.pn,
+            self.state, self.seq, self.ts, self.pseq, self.pts, self.ids, self.source, self.depth, self.out,
+            self.ch_price, self.ch_qty, self.ch_side, self.scratch, self.tk, self.tq, self.res, self.actions,
+            self.touched, self.flagged, passthrough, self.counts, self.hist, self.acct,
+        )  # fmt: skip
+        return Results(start, last, self.out, self.res, self.actions[:n_actions].tolist(),
+                       self.touched[:n_touched].tolist())
 
     def snapshot_tlvs(self, slot: int) -> bytes:
         """The published book of a slot as OrderBook TLV bytes (plus continuation deltas if huge)."""
@@ -925,35 +892,29 @@ class BookDelta(Node):
         first snapshots go out whole, later updates as deltas of the levels that changed.
         """
         buf = np.frombuffer(block.data, np.uint8)
-        frames, ttype, voff, vlen, iid, bad = index_tlvs(buf, block.offsets, block.sizes, self._frame_index(block))
-        if bad.any():
-            ctx.counters["errors.bad_tlv"] += int(bad.sum())
-            ctx.log.warning("%d messages with malformed TLV framing skipped", int(bad.sum()))
-        if not ttype.shape[0]:
+        books = self.books
+        count, bad = books.index(buf, block.offsets, block.sizes)
+        if bad:
+            ctx.counters["errors.bad_tlv"] += bad
+            ctx.log.warning("%d messages with malformed TLV framing skipped", bad)
+        if not count:
             return
         now_ns = time.time_ns()
-        is_map = ttype == T_MAPPING
-        if is_map.any():
-            for t in np.flatnonzero(is_map).tolist():
-                self._mapping(buf[voff[t] : voff[t] + vlen[t]], ctx, now_ns)
-            keep = ~is_map
-            frames, ttype, voff, vlen, iid = frames[keep], ttype[keep], voff[keep], vlen[keep], iid[keep]
-            if not ttype.shape[0]:
-                return
-        books = self.books
-        slots = np.fromiter((books.slot(i) for i in iid.tolist()), np.int64, iid.shape[0])
-        known = slots >= 0
-        books.source[slots[known]] = block.source[frames[known]]
+        ix = books.ix
+        types = ix[IX_TYPE, :count].tolist()
+        slot, ids = books.slot, ix[IX_IID, :count].view(np.uint64).tolist()
+        slots = np.array([slot(i) if kind != T_MAPPING else -1 for i, kind in zip(ids, types, strict=True)], np.int64)
+        if T_MAPPING in types:
+            for t, kind in enumerate(types):
+                if kind == T_MAPPING:
+                    self._mapping(buf[ix[IX_VOFF, t] : ix[IX_VOFF, t] + ix[IX_VLEN, t]], ctx, now_ns)
         start = 0
-        while start < ttype.shape[0]:
-            results = books.process(buf, ttype, voff, vlen, slots, start)
-            self._emit(results, slots, ctx, now_ns, buf, voff, vlen, ttype)
+        while start < count:
+            results = books.process(buf, slots, count, start, self.params.pass_through_snapshots)
+            self._emit(results, slots, buf, ctx, now_ns)
+            self._count_touched(results.touched, ctx)
             start = results.last
-        self._count(ctx, np.unique(slots[known]))
-
-    @staticmethod
-    def _frame_index(block: Any) -> np.ndarray:
-        return np.arange(len(block), dtype=np.int64)
+        self._count(ctx)
 
     def _mapping(self, value: np.ndarray, ctx: Any, now_ns: int) -> None:
         try:
@@ -971,33 +932,19 @@ class BookDelta(Node):
         ctx.message(encode(record), timestamp_ns=now_ns)
         ctx.counters["mappings"] += 1
 
-    def _emit(
-        self,
-        r: Results,
-        slots: np.ndarray,
-        ctx: Any,
-        now_ns: int,
-        buf: np.ndarray,
-        voff: np.ndarray,
-        vlen: np.ndarray,
-        ttype: np.ndarray,
-    ) -> None:
+    def _emit(self, r: Results, slots: np.ndarray, buf: np.ndarray, ctx: Any, now_ns: int) -> None:
         """Messages for what the kernel wrote, in input order; snapshot requests; warnings."""
-        span = slice(r.first, r.last)
-        status, length = r.status[span], r.length[span]
-        interesting = (length > 0) | (status > ST_RESYNC)
-        if self.params.pass_through_snapshots:
-            interesting |= ttype[span] == T_BOOK
-        for k in np.flatnonzero(interesting).tolist():
-            t = r.first + k
-            code = int(status[k])
+        res, ix = r.res, self.books.ix
+        for t in r.actions:
+            code = int(res[R_STATUS, t])
             slot = int(slots[t])
-            if length[k] > 0:
+            if res[R_LEN, t] > 0:
                 ctx.message(r.payload(t), timestamp_ns=now_ns)
             if code == ST_FIRST:
-                ctx.log.info("book %s: first snapshot, %d levels published", self._name(slot), int(r.levels[t]))
-            if self.params.pass_through_snapshots and ttype[t] == T_BOOK and code in (ST_FIRST, ST_RESYNC):
-                ctx.message(encode_value(T_BOOK, buf[voff[t] : voff[t] + vlen[t]]), timestamp_ns=now_ns)
+                ctx.log.info("book %s: first snapshot, %d levels published", self._name(slot), int(res[R_LEVELS, t]))
+            if self.params.pass_through_snapshots and ix[IX_TYPE, t] == T_BOOK and code in (ST_FIRST, ST_RESYNC):
+                start = ix[IX_VOFF, t]
+                ctx.message(encode_value(T_BOOK, buf[start : start + ix[IX_VLEN, t]]), timestamp_ns=now_ns)
             if code in NEEDS_SNAPSHOT:
                 self._ask_snapshot(slot, code, ctx)
             elif code in (ST_BAD, ST_UNSORTED):
@@ -1014,32 +961,33 @@ class BookDelta(Node):
         ctx.log.warning("book %s: %s; asking source %d for a snapshot", self._name(slot), STATUS_COUNTERS[code], source)
         ctx.request_snapshot(source, int(books.ids[slot]))
 
-    def _count(self, ctx: Any, touched: np.ndarray) -> None:
-        """Fold the kernel's tallies into ctx.counters (per-instrument ones for the books touched)."""
+    def _count_touched(self, touched: list[int], ctx: Any) -> None:
+        """Per-instrument byte counters of the books whose deltas went out."""
+        acct = self.books.acct
+        for slot in touched:
+            name = self._name(slot)
+            ctx.counters[f"bytes_delta.{name}"] = int(acct[slot, 0])
+            ctx.counters[f"bytes_snapshot.{name}"] = int(acct[slot, 1])
+
+    def _count(self, ctx: Any) -> None:
+        """Fold the kernel's tallies into ctx.counters."""
         books = self.books
         hist, counts = books.hist, books.counts
-        for code in np.flatnonzero(hist).tolist():
-            if code in STATUS_COUNTERS:
-                ctx.counters[STATUS_COUNTERS[code]] += int(hist[code])
-        ctx.counters["updates"] += int(hist[ST_OK] + hist[ST_RESYNC])
-        ctx.counters["updates.unchanged"] += int(hist[H_UNCHANGED])
-        hist[:] = 0
-        for index, name in (
-            (C_UNKNOWN_REMOVALS, "levels.unknown_removed"),
-            (C_BEYOND_KNOWN, "levels.beyond_known"),
-            (C_CROSSED, "books.crossed"),
-        ):
-            if counts[index]:
-                ctx.counters[name] += int(counts[index])
-        counts[:] = 0
-        acct = books.acct
-        for slot in touched.tolist():
-            if acct[slot, 0]:
-                name = self._name(slot)
-                ctx.counters[f"bytes_delta.{name}"] = int(acct[slot, 0])
-                ctx.counters[f"bytes_snapshot.{name}"] = int(acct[slot, 1])
-        ctx.counters["bytes.delta"] = int(acct[: books.size, 0].sum())
-        ctx.counters["bytes.snapshot_equivalent"] = int(acct[: books.size, 1].sum())
+        if hist.any():
+            for code, name in STATUS_COUNTERS.items():
+                if hist[code]:
+                    ctx.counters[name] += int(hist[code])
+            ctx.counters["updates"] += int(hist[ST_OK] + hist[ST_RESYNC])
+            ctx.counters["updates.unchanged"] += int(hist[H_UNCHANGED])
+            ctx.counters["bytes.delta"] += int(hist[H_DELTA_BYTES])
+            ctx.counters["bytes.snapshot_equivalent"] += int(hist[H_SNAPSHOT_BYTES])
+            hist[:] = 0
+        if counts.any():
+            for index, name in ((C_UNKNOWN_REMOVALS, "levels.unknown_removed"),
+                                (C_BEYOND_KNOWN, "levels.beyond_known"), (C_CROSSED, "books.crossed")):
+                if counts[index]:
+                    ctx.counters[name] += int(counts[index])
+            counts[:] = 0
 
     def _name(self, slot: int) -> str:
         iid = int(self.books.ids[slot])
