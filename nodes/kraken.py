@@ -16,9 +16,17 @@ flag) set a level's volume (``0`` removes it). After every update the book is TR
 subscribed depth, as Kraken does on its side, and Kraken's CRC32 checksum ``c`` is verified on
 EVERY update: top 10 asks ascending then top 10 bids descending, each level's price and volume
 strings with ``.`` removed and leading zeros stripped, concatenated. The checksum needs the
-exchange's own decimal strings (``"56218.30000"`` is not ``pair_decimals`` = 1 digits), so each
-level keeps the JSON list it came in, and the top-10 string is rebuilt only when a change
-reaches the top 10 (fragments are cached per level).
+exchange's own digits (``"56218.30000"`` has 5 decimals although ``pair_decimals`` is 1), so
+each level keeps the integers its two strings spell without the dot (``"0.042990"`` → 42990):
+printed in decimal they ARE the checksum digits. Each level's digits are cached with it, and the
+CRC register after the asks and after the whole top is cached per pair, so an update that does
+not touch one side's top 10 does not recompute it.
+
+Speed: book frames go through one compiled (numba) call that parses the frame's bytes, finds
+the pair, applies the levels to per-pair int64 arrays (best level LAST, so updates near the top
+move few levels), truncates, verifies the CRC and writes the OrderBookDelta TLV; snapshots have
+a compiled reader too. A frame in any other shape (whitespace, odd numbers) falls back to
+orjson and the same apply kernel, with the same result (tested).
 
 A mismatch (or a crossed book, or an update the feed could not apply) is counted, logged, and
 resyncs THAT pair: its book is dropped (nothing more is published for it), an

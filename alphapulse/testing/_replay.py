@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -112,7 +111,6 @@ async def serve_capture(
     responder: ReplayResponder | None = None,
     at_end: Literal["hold", "close"] = "hold",
     port: int = 0,
-    rng: random.Random | None = None,
     extra_frames: Mapping[int, Sequence[str]] | None = None,
     restart_each_connection: bool = False,
     task_status: Any = trio.TASK_STATUS_IGNORED,
@@ -129,7 +127,6 @@ async def serve_capture(
     starts each new connection with fresh snapshots (and a fresh per-connection sequence), so an
     adapter that resyncs by reconnecting gets a complete stream again (faults still fire once).
     """
-    del rng  # reserved for randomised fault schedules
     faults = faults or ReplayFaults()
     responder = responder or ReplayResponder()
     server = CaptureServer(port=0, frames=load_frames(source))

@@ -352,3 +352,8 @@ def test_stream_reader_is_text_safe():
     buf = io.BytesIO(zstandard.ZstdCompressor().compress(data))
     reader = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(buf))
     assert [len(parse_jsonl_row(line).text) for line in reader] == [70000] * 3
+
+
+async def test_extra_frames_follow_their_index(nursery):
+    server = await nursery.start(functools.partial(serve_capture, FRAMES[:4], extra_frames={1: ["x", "y"]}))
+    assert await _collect(server.url, count=6) == [FRAMES[0], FRAMES[1], "x", "y", FRAMES[2], FRAMES[3]]
