@@ -21,6 +21,7 @@ from nodes._parquet._tables import BY_TYPE, TABLE_NAMES, TABLES
 
 HEADER_DTYPE = np.dtype([("ts", "<u8"), ("source", "<u2"), ("sequence", "<u8")])
 _BLOCK_PATH = tuple(t for t in TABLES if t.fixed_size is not None and t.fixed_size <= protocol.MAX_STANDARD_VALUE)
+_VALUES_PATH = tuple(t for t in TABLES if t.rows_from_values is not None)
 WANTED_FIRST = np.zeros(256, np.bool_)
 """First TLV types of the messages this sink keeps (and logs to its WAL)."""
 for _type in (*BY_TYPE, TLVType.INSTRUMENT_MAPPING, TLVType.SIGNAL_IDENTITY):
@@ -99,12 +100,37 @@ class Ingestor:
                 batch.add(spec.name, data[index].view(spec.dtype).reshape(-1), header[mask])
                 report.rows[spec.name] += int(mask.sum())
                 handled |= mask
+        for spec in _VALUES_PATH:
+            handled |= self._ingest_values(spec, data, offsets, block.sizes, first, header, batch, report)
         slow = np.flatnonzero(wanted & ~handled)
         if len(slow):
             view = memoryview(block.data)
             for i, off, size in zip(slow.tolist(), offsets[slow].tolist(), block.sizes[slow].tolist(), strict=True):
                 self._ingest_message(view[off : off + size], header[i : i + 1], batch, report)
         return report
+
+    @staticmethod
+    def _ingest_values(spec, data, offsets, sizes, first, header, batch: RowBatch, report: IngestReport) -> np.ndarray:
+        """Messages that are one TLV of a variable-size type, standard or extended header, at once."""
+        candidates = np.flatnonzero(first == spec.tlv_type)
+        handled = np.zeros(len(first), np.bool_)
+        if not len(candidates):
+            return handled
+        at = offsets[candidates] + HEADER_SIZE
+        standard = data[at] != protocol.EXTENDED_TLV_MARKER
+        lengths = np.where(standard, data[at + 1], data[np.minimum(at + 3, len(data) - 1)]
+                           | (data[np.minimum(at + 4, len(data) - 1)].astype(np.int64) << 8)).astype(np.int64)
+        values = at + np.where(standard, 2, 5)
+        whole = sizes[candidates] == values - offsets[candidates] + lengths  # the TLV is the whole payload
+        whole &= lengths >= protocol.LAYOUTS[spec.tlv_type].head_size
+        candidates, values, lengths = candidates[whole], values[whole], lengths[whole]
+        if not len(candidates):
+            return handled
+        rows, message, ok = spec.rows_from_values(data, values, lengths)
+        batch.add(spec.name, rows, header[candidates][message])
+        report.rows[spec.name] += len(rows)
+        handled[candidates[ok]] = True  # the others go the per-message way, which counts them malformed
+        return handled
 
     def _ingest_message(self, frame: memoryview, header: np.ndarray, batch: RowBatch, report: IngestReport) -> None:
         found = []

@@ -37,6 +37,9 @@ DECIMAL = pa.decimal128(19, 8)
 TIMESTAMP = pa.timestamp("ns", tz="UTC")
 
 
+ValuesReader = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
 @dataclasses.dataclass(frozen=True)
 class TableSpec:
     name: str
@@ -50,6 +53,9 @@ class TableSpec:
     """Value size when one TLV is one row of exactly ``dtype``: such messages take the block path."""
     scaled: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """raw integer field -> its decimals field, for the ``_float`` twin."""
+    rows_from_values: ValuesReader | None = None
+    """Block path of a variable-size TLV: (buffer, value offsets, value lengths) of many messages ->
+    (rows, index of each row's message, which messages were well formed)."""
 
 
 def _head_columns(layout: Any) -> tuple[tuple[str, str], ...]:
@@ -96,7 +102,42 @@ def _delta_rows(value: Any) -> np.ndarray:
     return rows
 
 
+def _heads_and_elements(data: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, head: np.dtype,
+                        element: np.dtype, counts_of: Callable[[np.ndarray], np.ndarray]):
+    """Vectorised read of many ``head + count x element`` values: (heads, counts, ok, message index
+    of each element, element index within its message, elements). Values whose count disagrees with
+    their length are not ok and contribute no elements."""
+    size = head.itemsize
+    heads = data[offsets[:, None] + np.arange(size)].view(head).reshape(-1)
+    counts = counts_of(heads).astype(np.int64)
+    ok = size + counts * element.itemsize == lengths
+    counts = np.where(ok, counts, 0)
+    message = np.repeat(np.arange(len(heads)), counts)
+    within = np.arange(len(message)) - np.repeat(np.cumsum(counts) - counts, counts)
+    starts = offsets[message] + size + within * element.itemsize
+    elements = data[starts[:, None] + np.arange(element.itemsize)].view(element).reshape(-1)
+    return heads, counts, ok, message, within, elements
+
+
+_DELTA_HEAD_DTYPE = np.dtype([("instrument_id", "<u8"), ("exchange_ts_ns", "<u8"), ("exchange_sequence", "<u8"),
+                              ("prev_sequence", "<u8"), ("n_changes", "<u2"), ("flags", "u1")])
+_CHANGE_DTYPE = np.dtype([("price", "<i8"), ("qty", "<i8"), ("side", "u1")])
+
+
+def _delta_block(data: np.ndarray, offsets: np.ndarray, lengths: np.ndarray):
+    heads, _, ok, message, _, changes = _heads_and_elements(
+        data, offsets, lengths, _DELTA_HEAD_DTYPE, _CHANGE_DTYPE, lambda h: h["n_changes"])
+    rows = np.empty(len(message), DELTA_DTYPE)
+    for name in ("instrument_id", "exchange_ts_ns", "exchange_sequence", "prev_sequence", "flags"):
+        rows[name] = heads[name][message]
+    rows["side"], rows["price"], rows["qty"] = changes["side"], changes["price"], changes["qty"]
+    return rows, message, ok
+
+
 _BOOK_HEAD = struct.Struct("<QQQ")
+_BOOK_HEAD_DTYPE = np.dtype([("instrument_id", "<u8"), ("exchange_ts_ns", "<u8"), ("exchange_sequence", "<u8"),
+                             ("n_bids", "<u2"), ("n_asks", "<u2")])
+_LEVEL_DTYPE = np.dtype([("price", "<i8"), ("qty", "<i8")])
 BOOK_DTYPE = np.dtype([
     ("instrument_id", "<u8"), ("exchange_ts_ns", "<u8"), ("exchange_sequence", "<u8"),
     ("side", "u1"), ("level", "<u2"), ("price", "<i8"), ("qty", "<i8"),
@@ -115,6 +156,21 @@ def _book_rows(value: Any) -> np.ndarray:
     return rows
 
 
+def _book_block(data: np.ndarray, offsets: np.ndarray, lengths: np.ndarray):
+    heads, _, ok, message, within, levels = _heads_and_elements(
+        data, offsets, lengths, _BOOK_HEAD_DTYPE, _LEVEL_DTYPE,
+        lambda h: h["n_bids"].astype(np.int64) + h["n_asks"])
+    rows = np.empty(len(message), BOOK_DTYPE)
+    for name in ("instrument_id", "exchange_ts_ns", "exchange_sequence"):
+        rows[name] = heads[name][message]
+    bids = heads["n_bids"][message].astype(np.int64)
+    ask = within >= bids
+    rows["side"] = ask
+    rows["level"] = np.where(ask, within - bids, within)
+    rows["price"], rows["qty"] = levels["price"], levels["qty"]
+    return rows, message, ok
+
+
 _ARB = protocol.LAYOUTS[TLVType.ARBITRAGE_SIGNAL]
 ARB_DTYPE = np.dtype(_ARB.numpy_fields())
 
@@ -131,10 +187,11 @@ TABLES: tuple[TableSpec, ...] = (
     _fixed_table("trades", TLVType.TRADE),
     _fixed_table("quotes", TLVType.QUOTE),
     TableSpec("book_snapshots", TLVType.ORDER_BOOK, BOOK_DTYPE,
-              (*_BOOK_COLUMNS, ("side", "u8"), ("level", "u16"), ("price", "fixed"), ("qty", "fixed")), _book_rows),
+              (*_BOOK_COLUMNS, ("side", "u8"), ("level", "u16"), ("price", "fixed"), ("qty", "fixed")), _book_rows,
+              rows_from_values=_book_block),
     TableSpec("book_deltas", TLVType.ORDER_BOOK_DELTA, DELTA_DTYPE,
               (*_BOOK_COLUMNS, ("prev_sequence", "u64"), ("flags", "u8"), ("side", "u8"), ("price", "fixed"),
-               ("qty", "fixed")), _delta_rows),
+               ("qty", "fixed")), _delta_rows, rows_from_values=_delta_block),
     _fixed_table("bars", TLVType.BAR),
     _fixed_table("swaps", TLVType.POOL_SWAP, {"amount_in": "decimals_in", "amount_out": "decimals_out"}),
     _fixed_table("pool_mints", TLVType.POOL_MINT, {"amount0": "decimals0", "amount1": "decimals1"}),

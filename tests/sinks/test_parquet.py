@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 from decimal import Decimal
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow.parquet as pq
 import trio
 
 from alphapulse import protocol
+from nodes._parquet._ingest import Ingestor, RowBatch
+from nodes._parquet._tables import BY_TYPE
 from tests.sinks import (
     BTC,
     ETH,
     HOUR_NS,
     POOL,
     UNNAMED,
+    block_of,
     build,
     malformed_trade_frame,
     market_records,
@@ -138,3 +143,33 @@ async def test_files_are_complete_while_the_node_runs(tmp_path: Path):
             pq.read_metadata(path)  # a complete footer
         count = _query(f"SELECT count(*) FROM read_parquet('{base}/trades/*/*.parquet')")[0][0]
         assert count == run.ctx.counters["written.trades"] >= 1600
+
+
+
+def test_block_path_matches_the_per_message_path():
+    """Deltas and books, standard and extended TLVs, read for a whole block at once, give the rows
+    the one-message reader gives; a value whose count disagrees with its size is malformed."""
+    rng = random.Random(7)
+    records = []
+    for k in range(300):
+        if k % 3:
+            changes = tuple((rng.randrange(1, 10**13), rng.randrange(0, 10**10), rng.randrange(2))
+                            for _ in range(rng.choice([0, 1, 5, 12, 13, 40])))  # 13+ changes: extended TLV
+            records.append(protocol.OrderBookDelta(BTC.id, k, k + 1, k, k % 2, changes))
+        else:
+            bids, asks = ([(rng.randrange(1, 10**13), rng.randrange(1, 10**9)) for _ in range(rng.choice([0, 3, 20]))]
+                          for _ in range(2))
+            records.append(protocol.OrderBook(ETH.id, k, k, tuple(bids), tuple(asks)))
+    frames = build(records, ts=START)
+    value = protocol.encode(protocol.OrderBookDelta(BTC.id, 0, 1, 0, 0, ((1, 1, 0), (2, 2, 1))))
+    bad = value[:34] + (3).to_bytes(2, "little") + value[36:]  # says 3 changes, holds 2
+    frames.append(protocol.MessageBuilder(1, 3, len(frames) + 1).build(bad, START))
+    batch = RowBatch()
+    report = Ingestor().ingest(block_of(frames), batch)
+    assert report.malformed == 1
+    got = {spec.name: rows for spec, rows, _ in batch.tables()}
+    for spec in (BY_TYPE[protocol.TLVType.ORDER_BOOK_DELTA], BY_TYPE[protocol.TLVType.ORDER_BOOK]):
+        values = [v for frame in frames[:-1] for t, v in protocol.iter_tlvs(frame[protocol.HEADER_SIZE :])
+                  if t == spec.tlv_type]
+        expected = [spec.rows_from_value(v) for v in values]
+        assert np.array_equal(got[spec.name], np.concatenate(expected))
