@@ -254,118 +254,145 @@ def sinks_cores(r: dict) -> float:
     return sum(c for name, c in r["cores"].items() if name.startswith("sink"))
 
 
+def wake_probe(mode: str, n: int) -> float:
+    out = subprocess.run([PY, PROCS, "wake", json.dumps({"mode": mode, "n": n})], capture_output=True, text=True,
+                         timeout=60, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["cpu_us_per_wakeup"]
+
+
+def print_set(label: str, by_tag: dict[str, list[dict]], seconds: float) -> None:
+    print(f"# {label}: {sum(map(len, by_tag.values()))} rounds in {seconds:.1f} s", flush=True)
+    for tag, figs in by_tag.items():
+        for fig in figs:
+            line = (f"  {tag:>14}: per-sub {fig['per_sub_msgs_per_s']:>11,.0f} msgs/s  offered "
+                    f"{fig['offered_msgs_per_s']:>11,.0f}  lossless={fig['lossless']}  cores "
+                    + " ".join(f"{k}={v:.2f}" for k, v in fig["cores"].items()))
+            if "latency" in fig:
+                lat = fig["latency"]
+                line += f"  latency p50 {lat['p50_us']} p99 {lat['p99_us']} p99.9 {lat['p999_us']} µs"
+            print(line, flush=True)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="short smoke run (small counts, one repeat)")
     args = ap.parse_args(argv)
     q = args.quick
     n_bulk = 600_000 if q else 4_000_000
-    n_single = 100_000 if q else 400_000
+    n_single = 100_000 if q else 300_000
     reps = 1 if q else 3
     lat_rate, lat_n = 10_000, (10_000 if q else 30_000)
     sweep = [100_000, 200_000, 400_000]
     sweep_s = 0.5 if q else 1.5
     t_start = time.monotonic()
+    load_before = os.getloadavg()
 
+    def paced(pacing: str) -> dict:
+        return {"mode": "paced", "n": lat_n, "rate": lat_rate, "latency": True, "pacing": pacing,
+                "tag": f"paced_{pacing}", "timeout": lat_n / lat_rate + 20}
+
+    pacings = [paced("even"), paced("tick")] * (1 if q else 2)
     bulk = [{"mode": "bulk", "n": n_bulk, "per_send": 1000, "tag": "bulk"} for _ in range(reps)]
-    single = [{"mode": "single", "n": n_single, "tag": "single"} for _ in range(max(1, reps - 1))]
-    offered = [{"mode": "single", "n": int(r * sweep_s), "rate": r, "tag": f"offered_{r // 1000}k"} for r in sweep]
-    paced = [{"mode": "paced", "n": lat_n, "rate": lat_rate, "latency": True, "tag": "paced",
-              "timeout": lat_n / lat_rate + 20} for _ in range(1 if q else 2)]
-    zmq_single = [{"mode": "single", "n": n_single, "per_send": 1, "tag": "single"} for _ in range(max(1, reps - 1))]
-
+    single = [{"mode": "single", "n": n_single, "per_send": 1, "tag": "single"} for _ in range(max(1, reps - 1))]
+    raw = [{"mode": "raw", "n": 2 * n_single, "tag": "raw_max"}]
+    offered = [{"mode": "raw", "n": int(r * sweep_s), "rate": r, "tag": f"offered_{r // 1000}k"} for r in sweep]
     plans = [
-        ("alphapulse N=4", "ap", 4, paced + bulk + single + offered),
-        ("pyzmq N=4", "zmq", 4, paced + bulk + zmq_single),
-        ("alphapulse N=1", "ap", 1, paced + bulk + single),
-        ("pyzmq N=1", "zmq", 1, paced + bulk + zmq_single),
-        ("pyzmq one hop", "zmq1", 1, paced),
+        ("alphapulse N=4", "ap4", "ap", 4, pacings + bulk + single + raw + offered),
+        ("pyzmq N=4", "zmq4", "zmq", 4, pacings + bulk + single),
+        ("alphapulse N=1", "ap1", "ap", 1, pacings + bulk + single),
+        ("pyzmq N=1", "zmq1", "zmq", 1, pacings + bulk + single),
+        ("pyzmq one hop", "hop", "zmq1", 1, pacings),
     ]
+    n_wake = 3000 if q else 10_000
+    wake = {"trio": wake_probe("trio", n_wake), "blocking": wake_probe("blocking", n_wake)}
+    print(f"# CPU per wakeup now (72 bytes every 100 µs): trio {wake['trio']} µs, blocking recv {wake['blocking']} µs")
     results: dict[str, dict[str, list[dict]]] = {}
-    for label, system, n_sinks, rounds in plans:
+    for label, key, system, n_sinks, rounds in plans:
         t0 = time.monotonic()
-        got = run_set(label, system, n_sinks, rounds, budget=240 if not q else 90)
+        got = run_set(label, system, n_sinks, rounds, budget=90 if q else 240)
         by_tag: dict[str, list[dict]] = {}
         for rnd, fig in zip(rounds, got, strict=True):
             by_tag.setdefault(rnd["tag"], []).append(fig)
-        results[label] = by_tag
-        print(f"# {label}: {len(rounds)} rounds in {time.monotonic() - t0:.1f} s", flush=True)
-        for tag, figs in by_tag.items():
-            for fig in figs:
-                line = (f"  {tag:>13}: per-sub {fig['per_sub_msgs_per_s']:>12,.0f} msgs/s  offered "
-                        f"{fig['offered_msgs_per_s']:>12,.0f}  lossless={fig['lossless']}  cores "
-                        + " ".join(f"{k}={v:.2f}" for k, v in fig["cores"].items()))
-                if "latency" in fig:
-                    lat = fig["latency"]
-                    line += f"  latency p50 {lat['p50_us']} p99 {lat['p99_us']} p99.9 {lat['p999_us']} µs"
-                print(line, flush=True)
+        results[key] = by_tag
+        print_set(label, by_tag, time.monotonic() - t0)
 
-    F: dict[str, object] = {"quick": q, "message_size": MSG, "cores_on_machine": os.cpu_count()}
-    for label, key in (("alphapulse N=4", "ap4"), ("alphapulse N=1", "ap1"), ("pyzmq N=4", "zmq4"),
-                       ("pyzmq N=1", "zmq1")):
-        r = results[label]
+    F: dict[str, object] = {"quick": q, "message_size": MSG, "cores_on_machine": os.cpu_count(),
+                            "loadavg_1m_before": round(load_before[0], 2),
+                            "trio_wakeup_cpu_us": wake["trio"], "blocking_wakeup_cpu_us": wake["blocking"]}
+    for key in ("ap4", "zmq4", "ap1", "zmq1"):
+        r = results[key]
         b, s = best(r["bulk"]), best(r["single"])
         F[f"{key}_bulk_per_sub_msgs_per_s"] = round(b["per_sub_msgs_per_s"])
         F[f"{key}_bulk_lossless"] = all(x["lossless"] for x in r["bulk"])
         F[f"{key}_bulk_relay_cpu_cores"] = round(b["cores"].get("relay", 0.0), 3)
+        F[f"{key}_bulk_cpu_ns_per_msg"] = {k: round(v / b["n"] * 1e9) for k, v in b["cpu_s"].items()}
         F[f"{key}_single_per_sub_msgs_per_s"] = round(s["per_sub_msgs_per_s"])
         F[f"{key}_single_lossless"] = all(x["lossless"] for x in r["single"])
         F[f"{key}_single_relay_cpu_cores"] = round(s["cores"].get("relay", 0.0), 3)
-        p = median_latency(r["paced"])
-        for pk in ("p50_us", "p99_us", "p999_us"):
-            F[f"{key}_paced_{pk}"] = p["latency"][pk]
-        F[f"{key}_paced_relay_cpu_cores"] = round(p["cores"].get("relay", 0.0), 3)
-        F[f"{key}_paced_sinks_cpu_cores"] = round(sinks_cores(p), 3)
-        F[f"{key}_paced_relay_plus_sinks_cpu_cores"] = round(p["cores"].get("relay", 0.0) + sinks_cores(p), 3)
-        F[f"{key}_paced_lossless"] = all(x["lossless"] for x in r["paced"])
-    hop = median_latency(results["pyzmq one hop"]["paced"])
-    for pk in ("p50_us", "p99_us", "p999_us"):
-        F[f"zmq_one_hop_paced_{pk}"] = hop["latency"][pk]
-    ap4 = results["alphapulse N=4"]
-    sweep_ok = True
+    for key in ("ap4", "zmq4", "ap1", "zmq1", "hop"):
+        for pacing in ("even", "tick"):
+            rounds = results[key][f"paced_{pacing}"]
+            p = median_latency(rounds)
+            for pk in ("p50_us", "p99_us", "p999_us"):
+                F[f"{key}_{pacing}_{pk}"] = p["latency"][pk]
+            if key != "hop":
+                F[f"{key}_{pacing}_relay_cores"] = round(p["cores"].get("relay", 0.0), 3)
+                F[f"{key}_{pacing}_sinks_cores"] = round(sinks_cores(p), 3)
+                F[f"{key}_{pacing}_relay_plus_sinks_cores"] = round(p["cores"].get("relay", 0.0) + sinks_cores(p), 3)
+                F[f"{key}_{pacing}_lossless"] = all(x["lossless"] for x in rounds)
+
+    # one-message-per-send producers: does the relay keep up with what is offered?
+    ap4 = results["ap4"]
+    rm = ap4["raw_max"][0]
+    F["ap4_raw_max_offered_msgs_per_s"] = round(rm["offered_msgs_per_s"])
+    F["ap4_raw_max_per_sub_msgs_per_s"] = round(rm["per_sub_msgs_per_s"])
+    F["ap4_raw_max_relay_cores"] = round(rm["cores"].get("relay", 0.0), 3)
+    relay_cpu_per_msg = rm["cpu_s"].get("relay", 0.0) / rm["n"]
+    F["ap4_raw_max_relay_cpu_ns_per_msg"] = round(relay_cpu_per_msg * 1e9)
+    F["ap4_relay_capacity_one_core_msgs_per_s"] = round(1 / relay_cpu_per_msg) if relay_cpu_per_msg else 0
+    keeps_up_all = rm["lossless"] and rm["per_sub_msgs_per_s"] >= 0.97 * rm["offered_msgs_per_s"]
     for r in sweep:
         fig = ap4[f"offered_{r // 1000}k"][0]
         tag = f"ap4_offered_{r // 1000}k"
         F[f"{tag}_offered_msgs_per_s"] = round(fig["offered_msgs_per_s"])
         F[f"{tag}_per_sub_msgs_per_s"] = round(fig["per_sub_msgs_per_s"])
-        F[f"{tag}_relay_cpu_cores"] = round(fig["cores"].get("relay", 0.0), 3)
+        F[f"{tag}_relay_cores"] = round(fig["cores"].get("relay", 0.0), 3)
         F[f"{tag}_lossless"] = fig["lossless"]
-        keeps_up = (fig["lossless"] and fig["per_sub_msgs_per_s"] >= 0.97 * fig["offered_msgs_per_s"]
-                    and fig["cores"].get("relay", 0.0) < 1.0)
-        F[f"{tag}_relay_keeps_up"] = keeps_up
-        sweep_ok &= keeps_up
-    # the single-message max-rate rounds: is the relay the bottleneck? (it keeps up with what is offered)
-    s4 = best(ap4["single"])
-    F["ap4_single_offered_msgs_per_s"] = round(s4["offered_msgs_per_s"])
-    single_ok = s4["per_sub_msgs_per_s"] >= 0.97 * s4["offered_msgs_per_s"] and s4["cores"].get("relay", 0) < 1.0
-    F["ap4_single_relay_keeps_up"] = single_ok
+        keeps = (fig["lossless"] and fig["per_sub_msgs_per_s"] >= 0.97 * fig["offered_msgs_per_s"]
+                 and fig["cores"].get("relay", 0.0) < 1.0)
+        F[f"{tag}_relay_keeps_up"] = keeps
+        keeps_up_all &= keeps
+    F["ap4_offered_400k_reached"] = F["ap4_offered_400k_offered_msgs_per_s"] >= 0.97 * 400_000
 
-    F["ratio_ap4_bulk_vs_zmq4_1000_per_frame"] = round(F["ap4_bulk_per_sub_msgs_per_s"]
-                                                     / F["zmq4_bulk_per_sub_msgs_per_s"], 3)
-    F["ratio_ap1_bulk_vs_zmq1_1000_per_frame"] = round(F["ap1_bulk_per_sub_msgs_per_s"]
-                                                     / F["zmq1_bulk_per_sub_msgs_per_s"], 3)
-    F["ratio_ap4_bulk_vs_zmq4_single_frames"] = round(F["ap4_bulk_per_sub_msgs_per_s"]
-                                                    / F["zmq4_single_per_sub_msgs_per_s"], 3)
-    F["ratio_ap4_single_vs_zmq4_single"] = round(F["ap4_single_per_sub_msgs_per_s"]
-                                               / F["zmq4_single_per_sub_msgs_per_s"], 3)
-    F["ratio_ap4_p50_vs_zmq_one_hop_p50"] = round(F["ap4_paced_p50_us"] / F["zmq_one_hop_paced_p50_us"], 3)
-    F["ratio_ap1_p50_vs_zmq_one_hop_p50"] = round(F["ap1_paced_p50_us"] / F["zmq_one_hop_paced_p50_us"], 3)
+    def ratio(a: str, b: str) -> float:
+        return round(F[a] / F[b], 3) if F[b] else 0.0
+
+    F["ratio_ap4_bulk_vs_zmq4_1000_per_frame"] = ratio("ap4_bulk_per_sub_msgs_per_s", "zmq4_bulk_per_sub_msgs_per_s")
+    F["ratio_ap1_bulk_vs_zmq1_1000_per_frame"] = ratio("ap1_bulk_per_sub_msgs_per_s", "zmq1_bulk_per_sub_msgs_per_s")
+    F["ratio_ap4_bulk_vs_zmq4_single_frames"] = ratio("ap4_bulk_per_sub_msgs_per_s", "zmq4_single_per_sub_msgs_per_s")
+    F["ratio_ap4_single_vs_zmq4_single"] = ratio("ap4_single_per_sub_msgs_per_s", "zmq4_single_per_sub_msgs_per_s")
+    for pacing in ("even", "tick"):
+        F[f"ratio_ap4_{pacing}_p50_vs_one_hop_p50"] = ratio(f"ap4_{pacing}_p50_us", f"hop_{pacing}_p50_us")
+        F[f"ratio_ap4_{pacing}_p50_vs_zmq4_p50"] = ratio(f"ap4_{pacing}_p50_us", f"zmq4_{pacing}_p50_us")
 
     goals = {
         "bulk_4_subs_ge_1_2x_zmq_1000_per_frame": F["ratio_ap4_bulk_vs_zmq4_1000_per_frame"] >= 1.2
         and F["ap4_bulk_lossless"],
-        "single_relay_not_bottleneck_below_400k": sweep_ok and single_ok,
-        "paced_p50_le_zmq_one_hop": F["ap4_paced_p50_us"] <= F["zmq_one_hop_paced_p50_us"],
-        "paced_p99_le_200us": F["ap4_paced_p99_us"] <= 200,
-        "paced_relay_plus_4_sinks_le_0_6_cores": F["ap4_paced_relay_plus_sinks_cpu_cores"] <= 0.6,
+        "one_msg_sends_relay_not_bottleneck_below_400k": keeps_up_all
+        and F["ap4_relay_capacity_one_core_msgs_per_s"] >= 400_000,
     }
+    for pacing in ("even", "tick"):
+        goals[f"paced_{pacing}_p50_le_zmq_one_hop"] = F[f"ap4_{pacing}_p50_us"] <= F[f"hop_{pacing}_p50_us"]
+        goals[f"paced_{pacing}_p99_le_200us"] = F[f"ap4_{pacing}_p99_us"] <= 200
+        goals[f"paced_{pacing}_relay_plus_4_sinks_le_0_6_cores"] = F[f"ap4_{pacing}_relay_plus_sinks_cores"] <= 0.6
     F.update({f"goal_{k}": v for k, v in goals.items()})
     F["goals_met"] = ",".join(f"{k}={'yes' if v else 'NO'}" for k, v in goals.items())
+    F["loadavg_1m_after"] = round(os.getloadavg()[0], 2)
     F["elapsed_s"] = round(time.monotonic() - t_start, 1)
     print()
     for key, value in F.items():
         shown = f"{value:,.0f}" if isinstance(value, float) and value > 100 else value
-        print(f"{key:>48}: {shown}")
+        print(f"{key:>52}: {shown}")
     print(json.dumps(F, sort_keys=True))
     return F
 

@@ -4,8 +4,9 @@ Run as ``python benchmarks/relay_procs.py ROLE CONFIG_JSON``. Roles:
 
 * ``ap_source`` — an AlphaPulse producer: :func:`alphapulse.runtime.open_publisher` on the plan's
   source socket, publishing pre-built 72-byte Trade frames (``bulk``: blocks of ``per_send``
-  frames with backpressure; ``single``: one frame per ``publish_nowait``, optionally paced), or
-  building each message at send time with ``MessageBuilder`` (``paced``: latency rounds);
+  frames with backpressure; ``single``: one frame per ``publish_nowait``; ``raw``: one frame per
+  ``send`` on the relay's connection, optionally paced), or building each message at send time
+  with ``MessageBuilder`` (``paced``: latency rounds, ``even`` or ``tick`` pacing);
 * ``ap_sink`` — an :class:`alphapulse.runtime.InputLink` (CRC checks, sequence tracker) from the
   plan's sink entry to the relay; counts, checks sequence continuity, measures latency;
 * ``zmq_source`` / ``zmq_proxy`` / ``zmq_sink`` — the pyzmq reference (PUB → XSUB/XPUB proxy →
@@ -63,6 +64,25 @@ def sleep_until(target: float) -> None:
     delay = target - time.perf_counter()
     if delay > 0:
         time.sleep(delay)
+
+
+def paced_slots(n: int, rate: float, pacing: str):
+    """Yield message indexes at ``rate``/s: ``even`` sleeps before every message (one every 1/rate
+    s); ``tick`` wakes once per millisecond and yields the messages due, back to back (what a
+    trio-paced producer such as ``source.counter`` does: trio sleeps in whole milliseconds)."""
+    t0 = time.perf_counter()
+    if pacing == "even":
+        for i in range(n):
+            sleep_until(t0 + i / rate)
+            yield i
+        return
+    i = 0
+    while i < n:
+        due = min(n, int((time.perf_counter() - t0) * rate) + 1)
+        while i < due:
+            yield i
+            i += 1
+        sleep_until(t0 + (int((time.perf_counter() - t0) * 1000) + 1) / 1000)
 
 
 def percentiles_us(lat_ns: np.ndarray) -> dict[str, float]:
@@ -176,31 +196,49 @@ async def _ap_source(cfg: dict) -> None:
                 for i in range(0, n, per):
                     m = min(per, n - i)
                     await pub.publish(FrameBlock(mv[i * MSG:(i + m) * MSG], offsets[:m], sizes[:m]))
-            elif mode == "single":
+            elif mode in ("single", "raw"):
+                # one message per send, as fast as possible or paced in 1 ms ticks. ``single`` goes
+                # through Publisher.publish_nowait (the AlphaPulse producer API, ~5 µs a message in
+                # Python); ``raw`` writes each frame with its own send() straight onto the relay's
+                # connection (same bytes on the wire), so one producer can offer several 100k msgs/s.
                 rate = float(rnd.get("rate", 0))
                 mv = frames.mv
+                sock = pub._subscribers[0].sock if mode == "raw" else None
                 t0 = time.perf_counter()
                 i = 0
                 while i < n:
                     if rate > 0:
                         due = min(n, int((time.perf_counter() - t0) * rate) + 1)
                         if due <= i:
-                            await trio.sleep((i + 1) / rate - (time.perf_counter() - t0))
+                            await trio.sleep_until(trio.current_time() + (i + 1) / rate
+                                                   - (time.perf_counter() - t0))
                             continue
                     else:
                         due = min(n, i + 64)
+                    if sock is None:
+                        while i < due:
+                            pub.publish_nowait(FrameBlock(mv[i * MSG:(i + 1) * MSG], one_off, one_size))
+                            i += 1
+                        await pub.wait_for_space()
+                        continue
                     while i < due:
-                        pub.publish_nowait(FrameBlock(mv[i * MSG:(i + 1) * MSG], one_off, one_size))
+                        try:
+                            sent = sock.send(mv[i * MSG:(i + 1) * MSG])
+                        except BlockingIOError:  # the relay pushes back: wait, lossless
+                            await trio.lowlevel.wait_writable(sock)
+                            continue
+                        if sent < MSG:  # never seen for 72 bytes; finish the frame anyway
+                            sock.setblocking(True)
+                            sock.sendall(mv[i * MSG + sent:(i + 1) * MSG])
+                            sock.setblocking(False)
                         i += 1
-                    await pub.wait_for_space()
+                    await trio.lowlevel.checkpoint()
             else:  # paced: one message built and sent per slot, timestamped at send
                 rate = float(rnd["rate"])
                 builder.next_sequence = make_sequence(epoch, next_counter)
                 trade = protocol.Trade(instrument_id=MEASURED_INSTRUMENT, price=100_00000000, quantity=0,
                                        exchange_ts_ns=0, side=1)
-                t0 = time.perf_counter()
-                for i in range(n):
-                    sleep_until(t0 + i / rate)
+                for i in paced_slots(n, rate, rnd.get("pacing", "even")):
                     ts = time.time_ns()
                     frame = builder.build(trade, ts)
                     pub.publish_nowait(FrameBlock(frame, one_off, one_size))
@@ -349,12 +387,9 @@ def zmq_source(cfg: dict) -> None:
             for i in range(0, n, per):
                 send(mv[i * MSG:min(n, i + per) * MSG])
         else:
-            rate = float(rnd["rate"])
             trade = protocol.Trade(instrument_id=MEASURED_INSTRUMENT, price=100_00000000, quantity=0,
                                    exchange_ts_ns=0, side=1)
-            t0 = time.perf_counter()
-            for i in range(n):
-                sleep_until(t0 + i / rate)
+            for _ in paced_slots(n, float(rnd["rate"]), rnd.get("pacing", "even")):
                 send(builder.build(trade, time.time_ns()))
         t_end = time.time_ns()
         touch(files.path(f"src.result.{k}"), json.dumps({
@@ -415,6 +450,47 @@ def zmq_sink(cfg: dict) -> None:
         time.sleep(0.05)
 
 
+def wake_probe(cfg: dict) -> None:
+    """CPU per wakeup on this machine now: a forked sender writes 72 bytes every 100 µs; this
+    process waits for each (``trio``: ``wait_readable`` + ``recv``; ``blocking``: ``recv``). Prints
+    JSON. The floor under any design that wakes once per message."""
+    import socket
+
+    a, b = socket.socketpair()
+    n = int(cfg.get("n", 10_000))
+    pid = os.fork()
+    if pid == 0:  # sender
+        b.close()
+        set_timer_slack()
+        time.sleep(0.2)
+        for _ in paced_slots(n, 10_000.0, "even"):
+            a.send(b"x" * MSG)
+        os._exit(0)
+    a.close()
+    got, total = 0, n * MSG
+    if cfg["mode"] == "blocking":
+        c0 = cpu_seconds()
+        while got < total:
+            got += len(b.recv(65536))
+    else:
+        import trio
+
+        b.setblocking(False)
+
+        async def receive() -> float:
+            nonlocal got
+            start = cpu_seconds()
+            while got < total:
+                await trio.lowlevel.wait_readable(b)
+                got += len(b.recv(65536))
+            return start
+
+        c0 = trio.run(receive)
+    used = cpu_seconds() - c0
+    os.waitpid(pid, 0)
+    print(json.dumps({"mode": cfg["mode"], "cpu_us_per_wakeup": round(used / n * 1e6, 2)}))
+
+
 def main(argv: list[str]) -> int:
     role, cfg = argv[1], json.loads(argv[2])
     if role == "ap_source":
@@ -426,7 +502,7 @@ def main(argv: list[str]) -> int:
 
         trio.run(_ap_sink, cfg)
     else:
-        {"zmq_source": zmq_source, "zmq_sink": zmq_sink, "zmq_proxy": zmq_proxy}[role](cfg)
+        {"zmq_source": zmq_source, "zmq_sink": zmq_sink, "zmq_proxy": zmq_proxy, "wake": wake_probe}[role](cfg)
     return 0
 
 
