@@ -155,7 +155,7 @@ async def test_documented_examples_become_exact_tlvs(secrets, caplog) -> None:
     async with trio.open_nursery() as nursery:
         url = await start(nursery, server)
         async with run_node("source.alpaca", params(url), plan_extra=secrets) as run:
-            await run.wait_for(lambda r: r.records(Bar))
+            await run.wait_for(lambda r: r.records(Bar), timeout=60)
             aapl, amd, spy = (stock("alpaca", s).id for s in SYMBOLS)
             assert run.records(Trade) == [
                 Trade(
@@ -200,8 +200,8 @@ async def test_auth_failure_opens_the_auth_breaker_and_does_not_hammer(secrets, 
     async with trio.open_nursery() as nursery:
         url = await start(nursery, server)
         async with run_node("source.alpaca", params(url, auth_retry=600), plan_extra=secrets) as run:
-            await run.wait_for(lambda r: r.ctx.counters["errors.auth_failed"] == 1)
-            await run.wait_for(lambda r: r.ctx.counters["upstream.rejected"] == 1)
+            await run.wait_for(lambda r: r.ctx.counters["errors.auth_failed"] == 1, timeout=60)
+            await run.wait_for(lambda r: r.ctx.counters["upstream.rejected"] == 1, timeout=60)
             await trio.sleep(0.3)  # many backoff periods (0.02-0.1 s): no new attempt
             assert server.connections == 1
             health = run.stats()
@@ -216,9 +216,9 @@ async def test_connection_limit_waits_then_retries(secrets) -> None:
     async with trio.open_nursery() as nursery:
         url = await start(nursery, server)
         async with run_node("source.alpaca", params(url, connection_limit_retry=0.2), plan_extra=secrets) as run:
-            await run.wait_for(lambda r: r.ctx.counters["errors.connection_limit"] >= 1)
+            await run.wait_for(lambda r: r.ctx.counters["errors.connection_limit"] >= 1, timeout=60)
             server.refuse = None  # the other client went away
-            await run.wait_for(lambda r: r.records(Trade), timeout=10)
+            await run.wait_for(lambda r: r.records(Trade), timeout=60)
             assert server.connections == 2
             assert run.stats()["breakers"]["node.auth"] == "closed"
             assert run.ctx.counters["errors.auth_failed"] == 0
@@ -230,7 +230,7 @@ async def test_symbol_limit_is_reported_and_the_stream_continues(secrets) -> Non
     async with trio.open_nursery() as nursery:
         url = await start(nursery, server)
         async with run_node("source.alpaca", params(url), plan_extra=secrets) as run:
-            await run.wait_for(lambda r: r.records(Bar))
+            await run.wait_for(lambda r: r.records(Bar), timeout=60)
             assert run.ctx.counters["errors.symbol_limit"] == 1
             assert run.ctx.counters["subscription.missing"] == 6  # 9 wanted, 3 accepted
             assert server.connections == 1
@@ -250,8 +250,8 @@ async def test_garbage_and_unknown_messages_are_counted(secrets) -> None:
     async with trio.open_nursery() as nursery:
         url = await start(nursery, server)
         async with run_node("source.alpaca", params(url), plan_extra=secrets) as run:
-            await run.wait_for(lambda r: r.records(Trade))
-            await run.wait_for(lambda r: r.ctx.counters["errors.bad_message"] == 2)
+            await run.wait_for(lambda r: r.records(Trade), timeout=60)
+            await run.wait_for(lambda r: r.ctx.counters["errors.bad_message"] == 2, timeout=60)
             c = run.ctx.counters
             assert c["errors.bad_json"] == 1 and c["errors.unknown_type"] == 2 and c["ignored.s"] == 1
             assert len(run.records(Trade)) == 1 and server.connections == 1

@@ -39,6 +39,11 @@ async def serve(nursery, path, **kwargs):
     return await nursery.start(functools.partial(serve_capture, path, **kwargs))
 
 
+async def drained(run) -> None:
+    """Wait until the subscriber holds every message the node published so far."""
+    await run.wait_for(lambda r: len(r.messages) >= r.stats()["counters"]["sent"], timeout=60)
+
+
 def assert_books_match(run, books, depth: int) -> None:
     """The node's full books equal the recomputation, and what it published rebuilds its top-N."""
     consumer = Consumer()
@@ -59,10 +64,12 @@ async def test_advanced_trade_replay_through_the_node(shared_data, advanced_fram
     async with trio.open_nursery() as nursery:
         server = await serve(nursery, path, wait_for_messages=ADVANCED_SUBSCRIBES)
         async with run_node("source.coinbase", advanced_params(server.url)) as run:
-            await run.wait_for(lambda r: len(r.records(Quote)) >= n_tickers and len(r.records(Trade)) >= n_trades)
-            await run.wait_for(lambda r: r.ctx.counters["upstream.frames"] == len(advanced_frames))
+            await run.wait_for(lambda r: len(r.records(Quote)) >= n_tickers and len(r.records(Trade)) >= n_trades,
+                               timeout=60)
+            await run.wait_for(lambda r: r.ctx.counters["upstream.frames"] == len(advanced_frames), timeout=60)
             assert len(run.records(Trade)) == n_trades and len(run.records(Quote)) == n_tickers
             assert run.node.feed.next_sequence == 1030
+            await drained(run)
             assert_books_match(run, books, 50)
             counters = run.stats()["counters"]
             assert counters["errors"] == 0 and counters["dropped"] == 0 and "resyncs" not in counters
@@ -79,11 +86,12 @@ async def test_sequence_gap_resyncs_by_reconnecting_and_rebuilds_the_book(shared
         server = await serve(nursery, path, wait_for_messages=ADVANCED_SUBSCRIBES, restart_each_connection=True,
                              faults=ReplayFaults(drop={300}))
         async with run_node("source.coinbase", advanced_params(server.url)) as run:
-            await run.wait_for(lambda r: r.ctx.counters["upstream.connects"] == 2)
-            await run.wait_for(lambda r: r.node.feed.next_sequence == 1030, what="second pass complete")
+            await run.wait_for(lambda r: r.ctx.counters["upstream.connects"] == 2, timeout=60)
+            await run.wait_for(lambda r: r.node.feed.next_sequence == 1030, what="second pass complete", timeout=60)
             c = run.ctx.counters
             assert c["gaps.sequence"] == 1 and c["resyncs"] == 1 and c["upstream.reconnects"] == 1
             assert len(run.records(OrderBook)) == 4  # two products, two connections
+            await drained(run)
             assert_books_match(run, books, 50)
             assert run.stats()["counters"]["resyncs"] == 1
         nursery.cancel_scope.cancel()
@@ -96,10 +104,11 @@ async def test_cut_connection_clears_books_and_resyncs(shared_data, advanced_fra
         faults = ReplayFaults(cut_after={500}, resume="restart", cut_mode="abort")
         server = await serve(nursery, path, wait_for_messages=ADVANCED_SUBSCRIBES, faults=faults)
         async with run_node("source.coinbase", advanced_params(server.url)) as run:
-            await run.wait_for(lambda r: r.ctx.counters["upstream.connects"] == 2)
-            await run.wait_for(lambda r: r.node.feed.next_sequence == 1030, what="second pass complete")
+            await run.wait_for(lambda r: r.ctx.counters["upstream.connects"] == 2, timeout=60)
+            await run.wait_for(lambda r: r.node.feed.next_sequence == 1030, what="second pass complete", timeout=60)
             assert run.ctx.counters["upstream.failures"] == 1 and run.ctx.counters["resyncs"] == 0
             assert len(run.records(OrderBook)) == 4
+            await drained(run)
             assert_books_match(run, books, 50)
             # replayed trade snapshot of the second connection was not published twice
             assert run.ctx.counters["trades.already_published"] > 0
@@ -114,7 +123,7 @@ async def test_garbage_and_duplicates_are_counted_not_fatal(shared_data, advance
                               corrupt={700: lambda f: f.replace('"price_level":"', '"price_level":"x', 1)})
         server = await serve(nursery, path, wait_for_messages=ADVANCED_SUBSCRIBES, faults=faults)
         async with run_node("source.coinbase", advanced_params(server.url)) as run:
-            await run.wait_for(lambda r: r.ctx.counters["upstream.frames"] == len(advanced_frames) + 3)
+            await run.wait_for(lambda r: r.ctx.counters["upstream.frames"] == len(advanced_frames) + 3, timeout=60)
             c = run.ctx.counters
             assert c["errors.bad_json"] == 1 and c["dropped.duplicate_sequence"] == 1
             assert c["errors.bad_sequence"] == 1  # {"channel": 5} has no sequence_num
@@ -132,9 +141,10 @@ async def test_exchange_feed_replay_through_the_node(shared_data, exchange_frame
     async with trio.open_nursery() as nursery:
         server = await serve(nursery, path, wait_for_messages=1)
         async with run_node("source.coinbase", {**params, "endpoint": server.url}) as run:
-            await run.wait_for(lambda r: r.ctx.counters["upstream.frames"] == len(exchange_frames))
-            await run.wait_for(lambda r: len(r.records(Quote)) == counts["ticker"])
+            await run.wait_for(lambda r: r.ctx.counters["upstream.frames"] == len(exchange_frames), timeout=60)
+            await run.wait_for(lambda r: len(r.records(Quote)) == counts["ticker"], timeout=60)
             assert len(run.records(Trade)) == counts["match"] + counts["last_match"]
+            await drained(run)
             assert_books_match(run, books, 20)
             assert run.stats()["counters"]["errors"] == 0
             sent = server.received[0][0]

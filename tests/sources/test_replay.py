@@ -46,7 +46,7 @@ async def test_recording_plays_back_bit_for_bit(tmp_path) -> None:
     frames = recorded_frames()
     data = write_rotated(str(tmp_path), frames, cut=len(b"".join(frames)) // 2 + 7)
     async with run_node("source.replay", {"path": str(tmp_path), "speed": 0}) as run:
-        await run.wait_for(lambda r: len(r.messages) == len(frames))
+        await run.wait_for(lambda r: len(r.messages) == len(frames), timeout=60)
         replayed = b"".join(
             protocol.encode_message(m.header.relay_domain, m.header.source, m.header.sequence, m.header.timestamp_ns,
                                     b"".join(protocol.encode(t) for t in m.tlvs))
@@ -62,7 +62,7 @@ async def test_loop_restamps_later_passes(tmp_path) -> None:
     (tmp_path / "one.bin").write_bytes(b"".join(frames))
     async with run_node("source.replay", {"path": str(tmp_path / "one.bin"), "speed": 0, "loop": True},
                         source_id=77) as run:
-        await run.wait_for(lambda r: len(r.messages) >= 3 * len(frames))
+        await run.wait_for(lambda r: len(r.messages) >= 3 * len(frames), timeout=60)
         first, second = run.messages[: len(frames)], run.messages[len(frames) : 2 * len(frames)]
         assert {m.header.source for m in first} == {5, 9}
         assert {m.header.source for m in second} == {77}
@@ -76,9 +76,9 @@ async def test_damaged_recording_is_counted_not_fatal(tmp_path) -> None:
     bad[-1] ^= 0xFF  # bad CRC
     (tmp_path / "r.bin").write_bytes(b"".join(frames[:10]) + bytes(bad) + b"".join(frames[11:]) + frames[0][:20])
     async with run_node("source.replay", {"path": str(tmp_path / "r.bin"), "speed": 0}) as run:
-        await run.wait_for(lambda r: r.node.passes == 1)
+        await run.wait_for(lambda r: r.node.passes == 1, timeout=60)
         # frame 10's source shows a gap downstream: held, resend unavailable, then released
-        await run.wait_for(lambda r: len(r.messages) == 99)
+        await run.wait_for(lambda r: len(r.messages) == 99, timeout=60)
         assert run.link.statistics().sequence["gaps_detected"] == 1
         assert run.ctx.counters["errors.recording_bad_checksum"] == 1
         assert run.ctx.counters["errors.recording_truncated"] == 1
@@ -86,7 +86,7 @@ async def test_damaged_recording_is_counted_not_fatal(tmp_path) -> None:
 
 async def test_missing_recording_is_reported(tmp_path) -> None:
     async with run_node("source.replay", {"path": str(tmp_path / "nothing")}) as run:
-        await run.wait_for(lambda r: r.ctx.counters["errors.no_recording"] == 1)
+        await run.wait_for(lambda r: r.ctx.counters["errors.no_recording"] == 1, timeout=60)
         assert run.stats()["counters"]["errors"] == 1
 
 
@@ -94,7 +94,7 @@ async def test_recorded_speed_keeps_the_order_and_all_frames(tmp_path) -> None:
     frames = recorded_frames(50)  # 1 µs apart: 49 µs of recording at speed 1
     (tmp_path / "r.bin").write_bytes(b"".join(frames))
     async with run_node("source.replay", {"path": str(tmp_path / "r.bin"), "speed": 1}) as run:
-        await run.wait_for(lambda r: len(r.messages) == 50)
+        await run.wait_for(lambda r: len(r.messages) == 50, timeout=60)
         assert [m.header.timestamp_ns for m in run.messages] == [protocol.unpack_header(f).timestamp_ns
                                                                 for f in frames]
 

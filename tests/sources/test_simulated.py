@@ -86,12 +86,12 @@ async def test_adapter_reads_the_simulated_exchange_through_real_sockets() -> No
     sim_params = {"port": 0, "venue": "sim_a", "symbols": list(SYMBOLS), "start_mid": MIDS, "message_rate": 3000,
                   "seed": 7, "depth": 30}
     async with run_node("source.simulated", sim_params, name="sim") as sim:
-        await sim.wait_for(lambda r: r.node.port is not None)
+        await sim.wait_for(lambda r: r.node.port is not None, timeout=60)
         params = {"feed": "exchange", "endpoint": f"ws://127.0.0.1:{sim.node.port}", "venue": "sim_a",
                   "products": list(SYMBOLS), "depth": 30}
         async with run_node("source.coinbase", params, name="venue") as venue:
             await venue.wait_for(lambda r: len(r.records(Trade)) >= 50 and len(r.records(OrderBookDelta)) >= 500,
-                                 timeout=30)
+                                 timeout=60)
             feed = venue.node.feed
             assert set(feed.books) == set(SYMBOLS)
             for book in feed.books.values():
@@ -102,7 +102,7 @@ async def test_adapter_reads_the_simulated_exchange_through_real_sockets() -> No
             ids = {spot("sim_a", *p.split("-")).id for p in SYMBOLS}
             assert {t.instrument_id for t in venue.records(Trade)} <= ids
         # every trade the adapter published is one the exchange really made (its truth tape)
-        await sim.wait_for(lambda r: len(r.records(Trade)) >= len(venue.records(Trade)))
+        await sim.wait_for(lambda r: len(r.records(Trade)) >= len(venue.records(Trade)), timeout=60)
         truth = {(t.instrument_id, t.price, t.quantity, t.side, t.exchange_ts_ns) for t in sim.records(Trade)}
         seen = [(t.instrument_id, t.price, t.quantity, t.side, t.exchange_ts_ns // 1000 * 1000)
                 for t in venue.records(Trade)]
@@ -114,7 +114,7 @@ async def test_adapter_reads_the_simulated_exchange_through_real_sockets() -> No
 
 async def test_server_answers_like_the_exchange() -> None:
     async with run_node("source.simulated", {"port": 0, "symbols": ["BTC-USD"], "seed": 1}, name="sim") as sim:
-        await sim.wait_for(lambda r: r.node.port is not None)
+        await sim.wait_for(lambda r: r.node.port is not None, timeout=60)
         async with open_websocket_url(f"ws://127.0.0.1:{sim.node.port}") as ws:
             await ws.send_message("nonsense")
             assert orjson.loads(await ws.get_message())["type"] == "error"
