@@ -163,3 +163,15 @@ async def test_attach_input_refusals_never_take_the_node_down(applied):
         assert [link.spec.node for link in host.links] == ["live"]
         assert (await request_async(control, "health"))["status"] == "healthy"
         host.stop()
+
+
+def test_paced_parts_keep_the_recorded_gaps():
+    from alphapulse.cli.replay import _paced
+
+    stamps = [START + k * 5_000_000 for k in range(10)]  # every 5 ms
+    frames = build([protocol.Trade(BTC.id, 10**8, 1, t) for t in stamps], ts=stamps)
+    parts = list(_paced(block_of(frames), 100.0, START, 0.25))  # quarter speed: every 20 ms
+    assert [when for when, _ in parts] == pytest.approx([100.0 + k * 0.02 for k in range(10)])
+    assert [bytes(f) for _, part in parts for f in part.frames()] == frames
+    ((_, whole),) = _paced(block_of(frames), 0.0, START, 1000.0)  # all due within one window
+    assert len(whole) == 10
