@@ -99,6 +99,8 @@ class Simulated(Node):
             ctx.messages(records)
             ctx.flush_nowait()
 
+        ctx.messages(self.snapshot(0))  # the opening books: truth starts from a known state
+        await ctx.flush()
         self.exchange = SimExchange(self.market, rate=self.params.message_rate, on_truth=publish_truth)
         async with trio.open_nursery() as nursery:
             self.port = await nursery.start(serve, self.exchange, self.params.host, self.params.port)
