@@ -33,7 +33,9 @@ class Relay(Node):
     def handle_block(self, block, ctx) -> None:
         """Forward frames of this relay's domain (and system frames) as they are."""
         domains = block.relay_domain
-        if (domains == ctx.relay_domain).all():  # the common case, in two numpy calls
+        # the common case: every frame of our domain. Comparing the uint8 column's bytes costs
+        # ~0.1 µs; numpy's ``(domains == d).all()`` ~2 µs, a real share of a small block's cost
+        if domains.tobytes() == bytes((ctx.relay_domain,)) * len(domains):
             ctx.publish_block_nowait(block)
             return
         wanted = (domains == ctx.relay_domain) | (domains == RelayDomain.SYSTEM)

@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import numpy as np
 import trio
 
 from alphapulse import protocol
@@ -254,6 +255,7 @@ class InputLink:
         want = SMALL_READ  # asked of the next recv (see SMALL_READ; less to finish a split frame)
         tail = b""  # known start of the incomplete frame the decoder holds
         drained = False  # the last read came back short: the socket is most likely empty
+        unyielded = 0  # bytes handled since this task last let others run
         while True:
             deadline = tracker.next_deadline()
             if deadline is not None and trio.current_time() >= deadline:
@@ -290,10 +292,12 @@ class InputLink:
                 want, tail = SMALL_READ, b""  # a short read: whole frames as written, nothing to finish
             else:
                 want, tail = _completion(decoder.statistics().buffered, data, tail)
-            if waited:
-                await trio.lowlevel.checkpoint_if_cancelled()
-            else:  # data kept coming without a wait: yield once per read so other tasks run
+            unyielded = 0 if waited else unyielded + len(data)
+            if unyielded >= READ_SIZE:  # data keeps coming: yield once per READ_SIZE handled
+                unyielded = 0
                 await trio.lowlevel.checkpoint()
+            else:
+                await trio.lowlevel.checkpoint_if_cancelled()
 
     async def _poll(self, now: float, deliver: Callable[[Any], Awaitable[None]]) -> None:
         result = self.tracker.poll(now)
@@ -304,7 +308,7 @@ class InputLink:
     async def _handle_block(self, block: Any, now: float, deliver: Callable[[Any], Awaitable[None]],
                             on_control: Callable[[Any], None] | None) -> None:
         sequences = block.sequence
-        if not sequences.all():  # one reduction in the common case; masks only with control frames
+        if np.count_nonzero(sequences) != sequences.shape[0]:  # control frames (sequence 0): rare
             control = sequences == 0
             for released in self._handle_control(block.select(control), now, on_control):
                 await deliver(released)

@@ -103,11 +103,12 @@ class _Subscriber:
         self.control_errors_seen = 0
 
     # -- hot path -----------------------------------------------------------------------
-    def offer_nowait(self, block: Any) -> None:
+    def offer_nowait(self, block: Any, n_messages: int) -> None:
         if not self.ready or self.closed:
             return
-        block = self.filtered(block)
-        self.send_nowait(block.data, len(block))
+        if self.filter is not None:
+            block = self.filtered(block)  # placeholders keep the frame count
+        self.send_nowait(block.data, n_messages)
 
     def filtered(self, block: Any) -> Any:
         """What this subscriber gets of a block: frames it did not ask for become 32-byte
@@ -118,16 +119,16 @@ class _Subscriber:
         return block if mask.all() else block.with_placeholders(mask)
 
     def send_nowait(self, data: Any, n_messages: int) -> None:
-        view = memoryview(data)
+        view = memoryview(data)  # bytes or a byte view: len() is the byte count either way
         if not self.queue:
             try:
-                sent = self.sock.send(view)
+                sent = self.sock.send(data)
             except BlockingIOError:
                 sent = 0
             except _PEER_GONE:
                 self.close()
                 return
-            if sent == len(view):
+            if sent == len(data):
                 self.sent_messages += n_messages
                 self.sent_bytes += sent
                 return
@@ -290,9 +291,9 @@ class Publisher:
             return
         self._published_messages += n
         self._published_bytes += len(block.data)
-        self.retransmit.append(block)
+        self.retransmit.append(block, n)
         for sub in self._subscribers:
-            sub.offer_nowait(block)
+            sub.offer_nowait(block, n)
 
     async def publish(self, block: Any) -> None:
         """Publish, then wait while a ``block``-policy subscriber is over its limit."""
@@ -301,7 +302,10 @@ class Publisher:
 
     def must_wait(self) -> bool:
         """True while a ``block``-policy subscriber is over its limit (publishers must wait)."""
-        return any(sub.full for sub in self._subscribers)
+        for sub in self._subscribers:  # noqa: SIM110 - a plain loop, no generator per block
+            if sub.queued > sub.limit and sub.full:
+                return True
+        return False
 
     async def wait_for_space(self) -> None:
         """Wait while a ``block``-policy subscriber is over its limit; always a checkpoint, so a

@@ -35,11 +35,13 @@ class RetransmitBuffer:
     def __len__(self) -> int:
         return self._held
 
-    def append(self, block: Any) -> None:
-        if self.capacity <= 0 or len(block) == 0:
+    def append(self, block: Any, n: int | None = None) -> None:
+        """Hold ``block`` (``n``: its frame count, when the caller knows it already)."""
+        n = len(block) if n is None else n
+        if self.capacity <= 0 or n == 0:
             return
         self._blocks.append(block)
-        self._held += len(block)
+        self._held += n
         while self._held - len(self._blocks[0]) >= self.capacity:
             self._held -= len(self._blocks.popleft())
 

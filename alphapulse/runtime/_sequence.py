@@ -199,10 +199,11 @@ class SequenceTracker:
     # -- inputs ---------------------------------------------------------------------------
     def feed(self, block: Any, now: float) -> TrackResult:
         result = TrackResult()
-        if len(block) == 0:
+        n = len(block)
+        if n == 0:
             return result
-        self._frames += len(block)
-        self._classify_into(block, now, result)
+        self._frames += n
+        self._classify_into(block, now, result, n)
         return result
 
     def resend_unavailable(self, source: int, first_sequence: int, oldest_available: int, now: float) -> TrackResult:
@@ -260,8 +261,9 @@ class SequenceTracker:
         return (int(self._epochs[source]) << COUNTER_BITS) | (int(self._expected[source]) - 1)
 
     # -- internals ------------------------------------------------------------------------
-    def _classify_into(self, block: Any, now: float, result: TrackResult) -> None:
-        classes = np.empty(len(block), np.uint8)
+    def _classify_into(self, block: Any, now: float, result: TrackResult, n: int | None = None) -> None:
+        n = len(block) if n is None else n
+        classes = np.empty(n, np.uint8)
         # one kernel call classifies and counts; numpy masks only when something is not in order
         n_deliver, n_duplicates, n_rare = classify_and_count(
             block.source, block.sequence, self._epochs, self._expected, self._flags, classes,
@@ -269,7 +271,7 @@ class SequenceTracker:
         self._delivered += n_deliver
         self._duplicates += n_duplicates
         deliver_at = len(result.deliver)  # frames a restart releases go before this block's own
-        if n_deliver == len(block):
+        if n_deliver == n:
             result.deliver.append(block)
         elif n_deliver:
             deliverable = (classes == IN_ORDER) | (classes == FIRST) | (classes == FILL) | (classes == NEW_EPOCH)
