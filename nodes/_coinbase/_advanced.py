@@ -155,6 +155,7 @@ class AdvancedTradeFeed(Feed):
         return parse_time_ns(msg.get("timestamp"))
 
     def _l2_data(self, msg, events, raw, spans, receive_ns) -> None:
+        self.book_frame = True
         sequence = msg["sequence_num"]
         if spans and len(spans) != sum(1 for e in events if isinstance(e, dict) and "updates" in e):
             spans = []  # shapes disagree: parse this frame generically

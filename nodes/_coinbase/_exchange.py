@@ -84,6 +84,7 @@ class ExchangeFeed(Feed):
         self.load_book(product, sides, prices, qtys, ts, 0)
 
     def _l2update(self, msg: dict) -> None:
+        self.book_frame = True
         product = msg.get("product_id")
         self.instrument(product)
         changes = msg.get("changes")

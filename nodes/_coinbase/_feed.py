@@ -152,6 +152,8 @@ class Feed:
         """product → instrument id (computing one hashes: do it once)."""
         self._announced: set[int] = set()
         self.resync_reason: str | None = None
+        self.book_frame = False
+        """Set by a subclass while it handles a book frame: a bad one then forces a resync."""
         for product in self.products:
             self.instrument(product)
 
@@ -171,10 +173,13 @@ class Feed:
         if self.resync_reason is not None:
             self.counters["dropped.resyncing"] += 1
             return
+        self.book_frame = False
         try:
             self._frame(frame, receive_ns)
         except BadFrame as exc:
             self.bad(exc.kind, str(exc), frame)
+            if self.book_frame and self.books:  # a book update we could not apply: the book is unknown now
+                self.resync(f"unreadable book update ({exc.kind})")
 
     def snapshot(self, instrument_id: int = 0) -> list[Any]:
         """Mappings and current books (top ``depth``), for a downstream SnapshotRequest."""

@@ -257,3 +257,21 @@ def test_exchange_trade_gaps_and_duplicates(exchange_frames) -> None:
     run_feed(feed, frames)
     assert feed.counters["gaps.trade_id"] >= 1
     assert feed.counters["gaps.trades_missing"] >= 1
+
+
+@pytest.mark.parametrize("feed_kind", ["advanced", "exchange"])
+def test_an_unreadable_book_update_forces_a_resync(feed_kind, advanced_frames, exchange_frames) -> None:
+    """A book update that cannot be applied leaves the book unknown: never publish it silently."""
+    if feed_kind == "advanced":
+        feed, frames, marker = AdvancedTradeFeed(products=ADVANCED_PRODUCTS), advanced_frames, '"l2_data"'
+        corrupt = ('"price_level":"', '"price_level":"x')
+    else:
+        feed, frames, marker = ExchangeFeed(products=EXCHANGE_PRODUCTS), exchange_frames, '"l2update"'
+        corrupt = ('"time":"', '"time":"x')
+    updates = [i for i, f in enumerate(frames) if marker in f[:40] and len(f) < 10**5]
+    i = updates[len(updates) // 2]
+    run_feed(feed, frames[:i])
+    assert feed.books and feed.resync_reason is None
+    feed.receive(frames[i].replace(*corrupt, 1), 1)
+    assert feed.resync_reason is not None and not feed.books
+    assert sum(v for k, v in feed.counters.items() if k.startswith("errors.")) == 1
