@@ -123,6 +123,9 @@ class Recorder(Node):
     """
 
     Params = RecorderParams
+    keeps_placeholders = True
+    """Record the 32-byte placeholders of frames a filtered input did not carry, so every
+    source's sequence stays contiguous in the recording and a replay shows no false gaps."""
 
     def __init__(self, params: RecorderParams) -> None:
         super().__init__(params)

@@ -119,6 +119,8 @@ class Summary:
 
 
 def _type_name(tlv_type: int) -> str:
+    if tlv_type == 0:
+        return "PLACEHOLDER"  # a frame a filtered link did not carry: header only, keeps sequences whole
     try:
         return protocol.TLVType(tlv_type).name
     except ValueError:

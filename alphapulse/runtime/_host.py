@@ -91,6 +91,7 @@ class NodeHost:
         self.ctx.plan = plan
         self.handler_breaker = self.ctx.breaker("handler")
         self.passthrough_on_open = bool(getattr(self.instance, "breaker_passthrough", False))
+        self.keeps_placeholders = bool(getattr(self.instance, "keeps_placeholders", False))
         self.started = time.monotonic()
         self.links = [
             InputLink(
@@ -173,9 +174,10 @@ class NodeHost:
             await trio.sleep(0.01)
 
     def _without_placeholders(self, block: Any) -> Any:
-        """Placeholders (filtered-out frames) have done their job once sequences are tracked;
-        only a relay passes them on, so its own subscribers can track the sources too."""
-        if self.spec.role is Role.RELAY:
+        """Placeholders (filtered-out frames) have done their job once sequences are tracked.
+        A relay passes them on, so its own subscribers can track the sources too, and so does a
+        kind that sets ``keeps_placeholders`` (the recorder: a replay then has no false gaps)."""
+        if self.spec.role is Role.RELAY or self.keeps_placeholders:
             return block
         placeholders = block.is_placeholder
         return block.select(~placeholders) if placeholders.any() else block
