@@ -42,6 +42,10 @@ class ReplayParams:
         1.0, doc="Playback speed relative to the recorded timestamps; 0 plays as fast as possible.",
         live=True, minimum=0,
     )
+    wait_for_subscribers: int = param(
+        1, doc="Subscribers to wait for before playing, so the start of the recording reaches someone; "
+        "0 plays at once.", minimum=0,
+    )
     loop: bool = param(False, doc="Start over at the end instead of stopping (later passes are "
                        "re-stamped with this node's source id and sequence).", live=True)
 
@@ -100,6 +104,7 @@ class Replay(Node):
             ctx.counters["errors.no_recording"] += 1
             ctx.log.error("replay: no recording at %s", self.params.path)
             await trio.sleep_forever()
+        await ctx.wait_for_subscribers(self.params.wait_for_subscribers)
         while True:
             decoder = FrameDecoder()
             await self._pass(ctx, files, decoder, restamp=self.passes > 0)
@@ -136,8 +141,7 @@ class Replay(Node):
                 lo = hi
 
     async def _publish(self, ctx, block: FrameBlock, lo: int, hi: int, restamp: bool) -> None:
-        part = block if (lo, hi) == (0, len(block)) else FrameBlock(block.data, block.offsets[lo:hi],
-                                                                     block.sizes[lo:hi])
+        part = block.slice(lo, hi)  # its own frames only: a block's data is exactly its frames
         self.frames += hi - lo
         if not restamp:
             await ctx.publish_block(part)  # bit-for-bit: original headers

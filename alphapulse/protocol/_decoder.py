@@ -116,6 +116,14 @@ class FrameBlock:
         offsets, sizes = frame_bounds(data)
         return cls(data, offsets, sizes)
 
+    def slice(self, lo: int, hi: int) -> FrameBlock:
+        """Frames ``lo:hi`` as a block of their own, without copying (a view of ``data``)."""
+        if lo == 0 and hi >= len(self):
+            return self
+        start = int(self.offsets[lo])
+        end = int(self.offsets[hi - 1] + self.sizes[hi - 1])
+        return FrameBlock(memoryview(self.data)[start:end], self.offsets[lo:hi] - start, self.sizes[lo:hi])
+
     def select(self, mask: np.ndarray) -> FrameBlock:
         """A new block of the frames where ``mask`` is true, copied back to back in one go."""
         offsets, sizes = self.offsets[mask], self.sizes[mask]

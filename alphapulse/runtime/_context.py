@@ -120,6 +120,12 @@ class NodeContext:
         self._publisher.publish_nowait(block)
         await self._publisher.wait_for_space()
 
+    async def wait_for_subscribers(self, count: int = 1) -> None:
+        """Wait until ``count`` downstream nodes have subscribed (a replay does, so nothing it
+        plays goes to nobody); returns at once for ``count`` 0."""
+        if count > 0 and self._publisher is not None:
+            await self._publisher.wait_for_subscribers(count)
+
     # -- input ------------------------------------------------------------------------------------
     async def blocks(self) -> AsyncIterator[Any]:
         """Every delivered input block, in order per source, until the node stops."""

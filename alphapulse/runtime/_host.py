@@ -258,7 +258,7 @@ class NodeHost:
                 relay_domain=protocol.RelayDomain.SYSTEM,
             )
             self.ctx.flush_nowait()
-        elif self.spec.role is Role.RELAY or record.source not in (0, self.ctx.source_id):
+        elif self.links and (self.spec.role is Role.RELAY or record.source not in (0, self.ctx.source_id)):
             self.ctx.counters["snapshots.forwarded"] += 1
             self.ctx.request_snapshot(record.source, record.instrument_id)
         else:

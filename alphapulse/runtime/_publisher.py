@@ -225,6 +225,7 @@ class _Subscriber:
         wanted = subscription(record.types, record.instrument_ids)
         self.filter = None if wanted.is_everything else wanted.compile()
         self.ready = True
+        self.publisher._subscribed.set()
         log.info("subscriber %s: %s, queue %d, filter %s", self.name, self.overflow.value, self.limit, wanted)
 
     def close(self) -> None:
@@ -277,6 +278,7 @@ class Publisher:
         self._subscribers: list[_Subscriber] = []
         self._gone: list[SubscriberStatistics] = []
         self._space = trio.Event()
+        self._subscribed = trio.Event()
         self._published_messages = self._published_bytes = 0
         self._disconnected_for_overflow = 0
         self._resend_requests = 0
@@ -316,6 +318,12 @@ class Publisher:
         while any(sub.full for sub in self._subscribers):
             self._space = trio.Event()
             await self._space.wait()
+
+    async def wait_for_subscribers(self, count: int) -> None:
+        """Wait until ``count`` subscribers have said what they want (replays wait for their audience)."""
+        while sum(sub.ready for sub in self._subscribers) < count:
+            self._subscribed = trio.Event()
+            await self._subscribed.wait()
 
     def send_control(self, subscriber: _Subscriber, record: Any, now_ns: int) -> None:
         """Send one unsequenced control message to one subscriber only."""

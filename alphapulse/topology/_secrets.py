@@ -22,10 +22,18 @@ def looks_like_token(text: str) -> bool:
 
     Hex addresses and hashes (``0x…``), URLs, paths and instrument names are not tokens.
     """
-    if text.startswith("0x") or not _TOKEN_CHARS.match(text):
+    if text.startswith("0x") or not _TOKEN_CHARS.match(text) or _looks_like_path(text):
         return False
     classes = sum(bool(re.search(p, text)) for p in ("[a-z]", "[A-Z]", "[0-9]"))
     return classes >= 2 and entropy_bits_per_char(text) >= 3.5
+
+
+def _looks_like_path(text: str) -> bool:
+    """``/var/data/x``, ``../recordings/demo``: absolute or relative, or several short segments."""
+    if text.startswith(("/", "./", "../", "~")):
+        return True
+    parts = text.split("/")
+    return len(parts) >= 3 and all(0 < len(p) <= 24 and re.fullmatch(r"[A-Za-z0-9_.\-]+", p) for p in parts)
 
 
 def secret_name(key: str) -> bool:
