@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> dict:
     plans = [
         ("alphapulse N=4", "ap4", "ap", 4, pacings + bulk + single + raw + offered),
         ("pyzmq N=4", "zmq4", "zmq", 4, pacings + bulk + single),
-        ("alphapulse N=1", "ap1", "ap", 1, pacings + bulk + single),
+        ("alphapulse N=1", "ap1", "ap", 1, pacings + bulk + single + raw),
         ("pyzmq N=1", "zmq1", "zmq", 1, pacings + bulk + single),
         ("pyzmq one hop", "hop", "zmq1", 1, pacings),
     ]
@@ -363,6 +363,11 @@ def main(argv: list[str] | None = None) -> dict:
         F[f"{tag}_relay_keeps_up"] = keeps
         keeps_up_all &= keeps
     F["ap4_offered_400k_reached"] = F["ap4_offered_400k_offered_msgs_per_s"] >= 0.97 * 400_000
+    r1 = results["ap1"]["raw_max"][0]
+    F["ap1_raw_max_offered_msgs_per_s"] = round(r1["offered_msgs_per_s"])
+    F["ap1_raw_max_per_sub_msgs_per_s"] = round(r1["per_sub_msgs_per_s"])
+    F["ap1_raw_max_relay_cores"] = round(r1["cores"].get("relay", 0.0), 3)
+    F["ap1_raw_max_lossless"] = r1["lossless"]
 
     def ratio(a: str, b: str) -> float:
         return round(F[a] / F[b], 3) if F[b] else 0.0

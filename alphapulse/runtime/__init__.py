@@ -13,6 +13,7 @@ from alphapulse.runtime._context import NodeContext
 from alphapulse.runtime._control import ControlError, request, request_async, serve_control
 from alphapulse.runtime._epoch import epoch_from_time, make_sequence, split_sequence
 from alphapulse.runtime._filter import Subscription, subscription
+from alphapulse.runtime._headers import relay_domains
 from alphapulse.runtime._host import NodeConfigError, NodeHost, load_plan, run_node_process
 from alphapulse.runtime._input import Backoff, InputLink, InputSpec
 from alphapulse.runtime._publisher import Overflow, Publisher, open_publisher
@@ -45,6 +46,7 @@ __all__ = [
     "load_plan",
     "make_sequence",
     "open_publisher",
+    "relay_domains",
     "request",
     "request_async",
     "run_node_process",

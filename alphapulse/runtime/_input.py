@@ -23,10 +23,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import numpy as np
 import trio
 
 from alphapulse import protocol
+from alphapulse.runtime._headers import count_control
 from alphapulse.runtime._publisher import OVERFLOW_CODES, SOCKET_BUFFER_BYTES, Overflow
 from alphapulse.runtime._sequence import ResendWanted, SequenceTracker, SnapshotWanted
 
@@ -307,9 +307,8 @@ class InputLink:
 
     async def _handle_block(self, block: Any, now: float, deliver: Callable[[Any], Awaitable[None]],
                             on_control: Callable[[Any], None] | None) -> None:
-        sequences = block.sequence
-        if np.count_nonzero(sequences) != sequences.shape[0]:  # control frames (sequence 0): rare
-            control = sequences == 0
+        if count_control(block):  # control frames (sequence 0): rare
+            control = block.sequence == 0
             for released in self._handle_control(block.select(control), now, on_control):
                 await deliver(released)
             block = block.select(~control)
