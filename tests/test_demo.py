@@ -67,7 +67,7 @@ def wait_for(predicate, timeout: float, what: str):
     while time.monotonic() < deadline:
         try:
             value = predicate()
-        except Exception as exc:  # noqa: BLE001 - nodes may still be starting; polled again
+        except Exception as exc:
             value, last_error = None, exc
         if value:
             return value
