@@ -43,7 +43,7 @@ from alphapulse.protocol import (
     parse_fixed,
     stock,
 )
-from alphapulse.runtime import Backoff, BreakerSettings, SessionSettings, UpstreamRejected, run_websocket_session
+from alphapulse.runtime import BreakerSettings, UpstreamParams, UpstreamRejected, run_websocket_session
 
 BAR_SECONDS = {"b": 60, "u": 60, "d": 86_400}
 IGNORED = frozenset({"s", "l", "c", "x", "n"})
@@ -69,8 +69,8 @@ class BadMessage(ValueError):
     """A data point without the documented shape; counted, never fatal."""
 
 
-@dataclasses.dataclass(frozen=True)
-class AlpacaParams:
+@dataclasses.dataclass(frozen=True, kw_only=True)  # redeclares some UpstreamParams defaults; key_id has none
+class AlpacaParams(UpstreamParams):
     key_id: str = param(
         doc="Alpaca API key id. A secret: write it as ${VAR}, e.g. ${ALPACA_KEY_ID}.",
         secret=True,
@@ -106,10 +106,13 @@ class AlpacaParams:
     staleness_timeout: float = param(
         60.0,
         doc="Seconds without any frame before reconnecting (markets can be quiet).",
+        live=True,
         exclusiveMinimum=0,
     )
-    reconnect_initial: float = param(1.0, doc="First reconnect delay in seconds.", exclusiveMinimum=0)
-    reconnect_max: float = param(60.0, doc="Cap of the exponential reconnect delay in seconds.", exclusiveMinimum=0)
+    reconnect_initial: float = param(1.0, doc="First reconnect delay in seconds.", live=True, exclusiveMinimum=0)
+    reconnect_max: float = param(
+        60.0, doc="Cap of the exponential reconnect delay in seconds.", live=True, exclusiveMinimum=0
+    )
     auth_retry: float = param(
         300.0,
         doc="Seconds to wait after Alpaca rejects the credentials or plan (402, 408, 409) "
@@ -356,9 +359,6 @@ class Alpaca(Node):
         p = self.params
         session = self.session = AlpacaSession(p, ctx.counters, ctx.log)
         auth = ctx.breaker("auth", BreakerSettings(failure_threshold=1, window=p.auth_retry, cooldown=p.auth_retry))
-        settings = SessionSettings(
-            stale_after=p.staleness_timeout, backoff=Backoff(initial=p.reconnect_initial, maximum=p.reconnect_max)
-        )
         state: dict[str, Any] = {}
 
         async def on_connect(ws) -> None:
@@ -389,7 +389,7 @@ class Alpaca(Node):
             return None
 
         url = p.endpoint or f"wss://stream.data.alpaca.markets/v2/{p.feed}"
-        await run_websocket_session(ctx, url, on_connect=on_connect, on_message=on_message, settings=settings)
+        await run_websocket_session(ctx, url, on_connect=on_connect, on_message=on_message, policy=lambda: self.params)
 
     def snapshot(self, instrument_id: int):
         """A stock source keeps no book: its state is the names of its instruments."""

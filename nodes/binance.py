@@ -56,6 +56,7 @@ from numba import njit
 
 from alphapulse.kinds import Node, node_kind, param
 from alphapulse.protocol import FixedPointError, Instrument, TLVType, encode, mapping_for, parse_fixed, spot
+from alphapulse.runtime import UpstreamParams
 
 QUOTE_ASSETS = (
     "FDUSD",
@@ -834,7 +835,7 @@ class BinanceFeed:
 
 
 @dataclasses.dataclass(frozen=True)
-class BinanceParams:
+class BinanceParams(UpstreamParams):
     endpoint: str = param(
         "wss://stream.binance.com:9443/stream",
         doc="Combined-stream WebSocket URL (Binance.US: wss://stream.binance.us:9443/stream); the "
@@ -871,51 +872,12 @@ class BinanceParams:
     venue: str = param(
         "binance", doc="Exchange name used in instrument ids (binance_us for .US).", pattern="^[a-z0-9_.]+$"
     )
-    staleness_timeout: float = param(
-        30.0,
-        doc="Seconds without any frame before reconnecting.",
-        live=True,
-        exclusiveMinimum=0,
-    )
-    reconnect_initial: float = param(0.5, doc="First reconnect delay in seconds.", live=True, exclusiveMinimum=0)
-    reconnect_max: float = param(
-        30.0, doc="Cap of the exponential reconnect delay in seconds.", live=True, exclusiveMinimum=0
-    )
-    breaker_failures: int = param(
-        5,
-        doc="Failed connects within 60 s that open the circuit breaker; while open no connect is "
-        "tried, then one probe after reconnect_max seconds.",
-        live=True,
-        minimum=1,
-    )
     snapshot_retry_max: float = param(
         5.0,
         doc="Cap in seconds of the delay between failed or stale snapshot fetches of a symbol.",
         live=True,
         exclusiveMinimum=0,
     )
-
-
-class _LiveSessionSettings:
-    """SessionSettings read from the node's current params, so live changes apply at once."""
-
-    connect_timeout = 10.0
-    message_queue_size = 4096
-    max_message_size = 64 * 1024 * 1024
-
-    def __init__(self, node: Node) -> None:
-        self._node = node
-
-    @property
-    def stale_after(self) -> float:
-        return self._node.params.staleness_timeout
-
-    @property
-    def backoff(self) -> Any:
-        from alphapulse.runtime import Backoff
-
-        p = self._node.params
-        return Backoff(initial=p.reconnect_initial, maximum=p.reconnect_max)
 
 
 @node_kind(
@@ -947,12 +909,11 @@ class Binance(Node):
     async def run(self, ctx: Any) -> None:
         import trio
 
-        from alphapulse.runtime import BreakerSettings, run_websocket_session
+        from alphapulse.runtime import run_websocket_session
 
         feed = self.feed
         feed.counters = ctx.counters
         feed.log = ctx.log
-        self._breaker = ctx.breaker("upstream", self._breaker_settings(BreakerSettings))
         ctx.messages(feed.mappings())
         await ctx.flush()
         send, receive = trio.open_memory_channel[tuple[str, int]](len(feed.symbols) * 4 + 16)
@@ -980,7 +941,7 @@ class Binance(Node):
                 on_connect=on_connect,
                 on_message=on_message,
                 on_disconnect=feed.reset,
-                settings=_LiveSessionSettings(self),  # type: ignore[arg-type]
+                policy=lambda: self.params,
             )
 
     def _queue_requests(self) -> None:
@@ -1040,17 +1001,6 @@ class Binance(Node):
                     await ctx.flush()
                 if feed.snapshot_requests:
                     self._queue_requests()
-
-    def _breaker_settings(self, settings_type: Any) -> Any:
-        p = self.params
-        return settings_type(failure_threshold=p.breaker_failures, window=60.0, cooldown=p.reconnect_max)
-
-    def reconfigure(self, params: Any) -> None:
-        """Live params: session timings are read at each use; the breaker takes new thresholds."""
-        super().reconfigure(params)
-        breaker = getattr(self, "_breaker", None)
-        if breaker is not None:
-            breaker.settings = self._breaker_settings(type(breaker.settings))
 
     def snapshot(self, instrument_id: int) -> list[bytes]:
         return self.feed.snapshot(instrument_id)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from alphapulse.kinds import Node, node_kind, param
 from alphapulse.protocol import TLVType
-from alphapulse.runtime import Backoff, BreakerSettings, SessionSettings, run_websocket_session
+from alphapulse.runtime import UpstreamParams, run_websocket_session
 from nodes._coinbase import AdvancedTradeFeed, ExchangeFeed
 from nodes._coinbase._book import ASK, BID
 from nodes._coinbase._feed import MAX_DEPTH
@@ -25,7 +25,7 @@ ENDPOINTS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class CoinbaseParams:
+class CoinbaseParams(UpstreamParams):
     feed: Literal["exchange", "advanced_trade"] = param(
         "advanced_trade",
         doc="Which Coinbase API: 'exchange' (snapshot/l2update/match/ticker) or "
@@ -62,19 +62,6 @@ class CoinbaseParams:
         doc="Exchange name used in instrument ids (e.g. sim_a when fed by a simulator).",
         pattern="^[a-z0-9_.]+$",
     )
-    staleness_timeout: float = param(
-        30.0, doc="Seconds without any frame before the connection is considered dead and "
-        "reopened (heartbeats are subscribed, so a live connection is never silent).", exclusiveMinimum=0,
-    )
-    reconnect_initial: float = param(0.5, doc="First reconnect delay in seconds.", exclusiveMinimum=0)
-    reconnect_max: float = param(30.0, doc="Cap of the exponential reconnect delay in seconds.",
-                                 exclusiveMinimum=0)
-    breaker_failures: int = param(
-        5, doc="Failed connects (or resyncs) within 60 s that open the circuit breaker.", minimum=1,
-    )
-    breaker_cooldown: float = param(
-        30.0, doc="Seconds the open breaker waits before one probe connect.", exclusiveMinimum=0,
-    )
 
 
 def make_feed(params: CoinbaseParams, counters: Any = None, log: Any = None) -> ExchangeFeed | AdvancedTradeFeed:
@@ -110,10 +97,6 @@ class Coinbase(Node):
     async def run(self, ctx):
         p = self.params
         feed = self.feed = make_feed(p, ctx.counters, ctx.log)
-        ctx.breaker("upstream", BreakerSettings(failure_threshold=p.breaker_failures, window=60.0,
-                                                cooldown=p.breaker_cooldown))
-        settings = SessionSettings(stale_after=p.staleness_timeout,
-                                   backoff=Backoff(initial=p.reconnect_initial, maximum=p.reconnect_max))
 
         async def on_connect(ws) -> None:
             self._ws = ws
@@ -134,7 +117,7 @@ class Coinbase(Node):
             return None
 
         await run_websocket_session(ctx, p.endpoint or ENDPOINTS[p.feed], on_connect=on_connect,
-                                    on_message=on_message, on_disconnect=feed.reset, settings=settings)
+                                    on_message=on_message, on_disconnect=feed.reset, policy=lambda: self.params)
 
     def snapshot(self, instrument_id: int):
         """Mappings and the top-``depth`` books, for a downstream consumer's gap recovery."""

@@ -83,6 +83,7 @@ from alphapulse.protocol import (
     parse_fixed,
     spot,
 )
+from alphapulse.runtime import UpstreamParams
 
 ASSET_ALIASES = {"XBT": "BTC", "XDG": "DOGE"}
 """Kraken's legacy asset codes → the common ones used in instrument ids."""
@@ -1283,7 +1284,7 @@ class KrakenFeed:
 
 
 @dataclasses.dataclass(frozen=True)
-class KrakenParams:
+class KrakenParams(UpstreamParams):
     endpoint: str = param("wss://ws.kraken.com", doc="Kraken WebSocket v1 URL.", pattern="^wss?://")
     pairs: tuple[str, ...] = param(
         ("XBT/USD",),
@@ -1310,45 +1311,6 @@ class KrakenParams:
         doc="Also publish a Quote whenever the top of a book changes.",
     )
     venue: str = param("kraken", doc="Exchange name used in instrument ids.", pattern="^[a-z0-9_.]+$")
-    staleness_timeout: float = param(
-        30.0,
-        doc="Seconds without any frame (heartbeats included) before reconnecting.",
-        live=True,
-        exclusiveMinimum=0,
-    )
-    reconnect_initial: float = param(0.5, doc="First reconnect delay in seconds.", live=True, exclusiveMinimum=0)
-    reconnect_max: float = param(
-        30.0, doc="Cap of the exponential reconnect delay in seconds.", live=True, exclusiveMinimum=0
-    )
-    breaker_failures: int = param(
-        5,
-        doc="Failed connects within 60 s that open the circuit breaker; while open no connect is "
-        "tried, then one probe after reconnect_max seconds.",
-        live=True,
-        minimum=1,
-    )
-
-
-class _LiveSessionSettings:
-    """SessionSettings read from the node's current params, so live changes apply at once."""
-
-    connect_timeout = 10.0
-    message_queue_size = 4096
-    max_message_size = 64 * 1024 * 1024
-
-    def __init__(self, node: Node) -> None:
-        self._node = node
-
-    @property
-    def stale_after(self) -> float:
-        return self._node.params.staleness_timeout
-
-    @property
-    def backoff(self) -> Any:
-        from alphapulse.runtime import Backoff
-
-        p = self._node.params
-        return Backoff(initial=p.reconnect_initial, maximum=p.reconnect_max)
 
 
 @node_kind(
@@ -1378,12 +1340,11 @@ class Kraken(Node):
         self._ws: Any = None
 
     async def run(self, ctx: Any) -> None:
-        from alphapulse.runtime import BreakerSettings, run_websocket_session
+        from alphapulse.runtime import run_websocket_session
 
         feed = self.feed
         feed.counters = ctx.counters
         feed.log = ctx.log
-        self._breaker = ctx.breaker("upstream", self._breaker_settings(BreakerSettings))
         ctx.messages(feed.mappings())
         await ctx.flush()
 
@@ -1413,7 +1374,7 @@ class Kraken(Node):
             on_connect=on_connect,
             on_message=on_message,
             on_disconnect=on_disconnect,
-            settings=_LiveSessionSettings(self),  # type: ignore[arg-type]
+            policy=lambda: self.params,
         )
 
     async def _after_frame(self, ctx: Any) -> None:
@@ -1423,17 +1384,6 @@ class Kraken(Node):
             self.feed.outgoing.clear()
             for text in outgoing:
                 await self._ws.send_message(text)
-
-    def _breaker_settings(self, settings_type: Any) -> Any:
-        p = self.params
-        return settings_type(failure_threshold=p.breaker_failures, window=60.0, cooldown=p.reconnect_max)
-
-    def reconfigure(self, params: Any) -> None:
-        """Live params: session timings are read at each use; the breaker takes new thresholds."""
-        super().reconfigure(params)
-        breaker = getattr(self, "_breaker", None)
-        if breaker is not None:
-            breaker.settings = self._breaker_settings(type(breaker.settings))
 
     def snapshot(self, instrument_id: int) -> list[bytes]:
         return self.feed.snapshot(instrument_id)

@@ -19,6 +19,7 @@ from alphapulse.runtime._input import Backoff, InputLink, InputSpec
 from alphapulse.runtime._publisher import Overflow, Publisher, open_publisher
 from alphapulse.runtime._retransmit import RetransmitBuffer
 from alphapulse.runtime._sequence import GAP_TRANSITIONS, SequenceTracker
+from alphapulse.runtime._upstream import UpstreamParams
 from alphapulse.runtime._websocket import SessionSettings, UpstreamRejected, UpstreamStale, run_websocket_session
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "SequenceTracker",
     "SessionSettings",
     "Subscription",
+    "UpstreamParams",
     "UpstreamRejected",
     "UpstreamStale",
     "epoch_from_time",

@@ -68,7 +68,7 @@ class CircuitBreaker:
     def __init__(
         self,
         name: str,
-        settings: BreakerSettings | None = None,
+        settings: BreakerSettings | Callable[[], BreakerSettings] | None = None,
         on_transition: Callable[[str, BreakerState, BreakerState], None] | None = None,
     ) -> None:
         self.name = name
@@ -79,6 +79,17 @@ class CircuitBreaker:
         self._probe_successes = 0
         self._failures = self._successes = self._rejected = self._opened = self._transitions = 0
         self._on_transition = on_transition or self._log_transition
+
+    @property
+    def settings(self) -> BreakerSettings:
+        """The thresholds in force; given as a callable (e.g. reading a node's live params) they
+        are read at every use, so a live parameter change applies at once."""
+        source = self._settings
+        return source() if callable(source) else source
+
+    @settings.setter
+    def settings(self, value: BreakerSettings | Callable[[], BreakerSettings]) -> None:
+        self._settings = value
 
     def allow(self, now: float) -> bool:
         """May the guarded call go ahead now? Counts a rejection when not."""

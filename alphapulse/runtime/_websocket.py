@@ -30,6 +30,7 @@ import trio
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, open_websocket_url
 
 from alphapulse.runtime._input import Backoff
+from alphapulse.runtime._upstream import UpstreamParams
 
 RETRIED = (OSError, HandshakeError, ConnectionClosed, ssl.SSLError)
 
@@ -68,6 +69,7 @@ async def run_websocket_session(
     on_message: Callable[[str | bytes, int], Awaitable[None] | None],
     on_disconnect: Callable[[], None] | None = None,
     settings: SessionSettings | None = None,
+    policy: Callable[[], UpstreamParams] | None = None,
     rng: random.Random | None = None,
     log_url: str | None = None,
 ) -> None:
@@ -76,13 +78,22 @@ async def run_websocket_session(
     ``on_message(frame, receive_ts_ns)`` is called for every frame; if it returns an awaitable it
     is awaited (adapters usually build messages and ``await ctx.flush()`` there). ``log_url`` is
     what logs and errors show instead of ``url`` (the URL with its API key redacted).
+    ``policy`` (usually ``lambda: self.params``, params inheriting :class:`UpstreamParams`) is
+    read at every attempt: staleness, backoff and breaker thresholds follow live changes.
     """
-    settings = settings or SessionSettings()
+    base = settings or SessionSettings()
     shown = url if log_url is None else log_url
     rng = rng or random.Random()
     breaker = ctx.breaker("upstream")
+    if policy is not None:
+        breaker.settings = lambda: policy().breaker_settings()
     attempt = 0
     while True:
+        if policy is not None:
+            current = policy()
+            settings = dataclasses.replace(base, stale_after=current.staleness_timeout, backoff=current.backoff())
+        else:
+            settings = base
         now = trio.current_time()
         if not breaker.allow(now):
             await trio.sleep(breaker.seconds_until_probe(now))

@@ -680,9 +680,9 @@ async def test_node_live_reconfigure_updates_session_and_breaker(shared_data):
         params = _node_params(server.url, pairs=LIST_PAIRS, channels=["trade"])
         async with run_node("source.kraken", params) as run:
             await server.finished.wait()
-            new = {**params, "staleness_timeout": 5.0, "breaker_failures": 2, "reconnect_max": 1.0}
+            new = {**params, "staleness_timeout": 5.0, "breaker_failures": 2, "breaker_cooldown": 1.0}
             assert run.host._reconfigure({"params": new}) == {
-                "changed": ["breaker_failures", "reconnect_max", "staleness_timeout"]
+                "changed": ["breaker_cooldown", "breaker_failures", "staleness_timeout"]
             }
             breaker = run.ctx.breakers["upstream"]
             assert (breaker.settings.failure_threshold, breaker.settings.cooldown) == (2, 1.0)
