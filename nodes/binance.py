@@ -55,7 +55,20 @@ import orjson
 from numba import njit
 
 from alphapulse.kinds import Node, node_kind, param
-from alphapulse.protocol import FixedPointError, Instrument, TLVType, encode, mapping_for, parse_fixed, spot
+from alphapulse.protocol import (
+    Instrument,
+    TLVType,
+    encode,
+    mapping_for,
+    pack_book,
+    pack_book_arrays,
+    pack_deltas,
+    pack_quote,
+    pack_trade,
+    spot,
+)
+from alphapulse.protocol import parse_fixed_fast as fixed
+from alphapulse.protocol import parse_fixed_many as fixed_many
 from alphapulse.runtime import UpstreamParams
 
 QUOTE_ASSETS = (
@@ -122,31 +135,6 @@ def binance_instrument(venue: str, symbol: str) -> Instrument:
 # -- fixed point and TLV packing (the same plain-struct hot path as source.kraken) ------------------
 
 _POW8 = tuple(10 ** (8 - d) for d in range(9))
-
-
-def fixed(text: str) -> int:
-    """An exchange decimal string as a 10^8 fixed-point int, exactly (never through a float)."""
-    try:
-        return int(text.replace(".", "")) * _POW8[len(text) - 1 - text.index(".")]
-    except (ValueError, IndexError, AttributeError, TypeError):
-        if not isinstance(text, str):
-            raise FixedPointError(f"not a decimal string: {text!r}") from None
-        return parse_fixed(text)
-
-
-def fixed_many(texts: list[str]) -> list[int]:
-    """:func:`fixed` over a list; the common case (all with the same number of decimals, as
-    Binance writes them) in three C-speed passes."""
-    if texts:
-        try:
-            first = texts[0]
-            d = len(first) - 1 - first.index(".")
-            mul = _POW8[d]
-            if "".join(texts).count(".") == len(texts) and {t[-d - 1] for t in texts} == {"."}:
-                return [int(t.replace(".", "")) * mul for t in texts]
-        except (ValueError, IndexError, TypeError, AttributeError):
-            pass
-    return [fixed(t) for t in texts]
 
 
 _P10 = np.array([10**k for k in range(19)], dtype=np.int64)
@@ -301,87 +289,6 @@ def parse_depth_snapshot(body: str | bytes) -> tuple[int, np.ndarray, np.ndarray
         qtys = fixed_many([level[1] for level in levels])
         out.append(np.array([prices, qtys], dtype=np.int64).T.reshape(-1, 2).copy())
     return last_update_id, out[0], out[1]
-
-
-_TRADE = struct.Struct("<BBQqqQBB4x")
-_QUOTE = struct.Struct("<BBQqqqqQH")
-_DELTA_HEAD = "<QQQQHB"
-_DELTA_HEAD_SIZE = struct.calcsize(_DELTA_HEAD)
-_BOOK_HEAD = "<QQQHH"
-_BOOK_HEAD_SIZE = struct.calcsize(_BOOK_HEAD)
-MAX_DELTA_CHANGES = (65535 - _DELTA_HEAD_SIZE) // 17
-MAX_BOOK_LEVELS = (65535 - _BOOK_HEAD_SIZE) // 16
-_delta_structs: dict[int, struct.Struct] = {}
-
-
-def _delta_struct(n: int) -> struct.Struct:
-    size = _DELTA_HEAD_SIZE + 17 * n
-    st = _delta_structs[n] = struct.Struct(("<BB" if size <= 255 else "<BBBH") + _DELTA_HEAD[1:] + "qqB" * n)
-    return st
-
-
-def pack_delta(iid: int, ts_ns: int, seq: int, prev: int, changes: list[int], flags: int = 0) -> bytes:
-    """An OrderBookDelta TLV from a flat ``[price, qty, side, ...]`` list."""
-    n = len(changes) // 3
-    st = _delta_structs.get(n) or _delta_struct(n)
-    size = _DELTA_HEAD_SIZE + 17 * n
-    if size <= 255:
-        return st.pack(TLVType.ORDER_BOOK_DELTA, size, iid, ts_ns, seq, prev, n, flags, *changes)
-    return st.pack(255, 0, TLVType.ORDER_BOOK_DELTA, size, iid, ts_ns, seq, prev, n, flags, *changes)
-
-
-def pack_deltas(iid: int, ts_ns: int, seq: int, prev: int, changes: list[int]) -> list[bytes]:
-    """One delta, or several when the changes overflow one TLV (all but the first apply on ``seq``)."""
-    step = MAX_DELTA_CHANGES * 3
-    if len(changes) <= step:
-        return [pack_delta(iid, ts_ns, seq, prev, changes)]
-    return [
-        pack_delta(iid, ts_ns, seq, prev if start == 0 else seq, changes[start : start + step])
-        for start in range(0, len(changes), step)
-    ]
-
-
-def _levels_bytes(flat: list[int]) -> bytes:
-    """Little-endian i64s of a flat list, through numpy (one C loop, no per-value Python call)."""
-    return np.array(flat, dtype="<i8").tobytes() if flat else b""
-
-
-def book_tlvs(iid: int, ts_ns: int, seq: int, bids: np.ndarray, asks: np.ndarray) -> list[bytes]:
-    """OrderBook TLV(s) from (n, 2) int64 price/qty arrays, best first (the levels' bytes are
-    the arrays' own little-endian memory)."""
-    nb, na = len(bids), len(asks)
-    if nb + na > MAX_BOOK_LEVELS:
-        return pack_book(iid, ts_ns, seq, bids.ravel().tolist(), asks.ravel().tolist())
-    size = _BOOK_HEAD_SIZE + 16 * (nb + na)
-    if size <= 255:
-        head = struct.pack("<BB" + _BOOK_HEAD[1:], TLVType.ORDER_BOOK, size, iid, ts_ns, seq, nb, na)
-    else:
-        head = struct.pack("<BBBH" + _BOOK_HEAD[1:], 255, 0, TLVType.ORDER_BOOK, size, iid, ts_ns, seq, nb, na)
-    return [head + bids.astype("<i8", copy=False).tobytes() + asks.astype("<i8", copy=False).tobytes()]
-
-
-def pack_book(iid: int, ts_ns: int, seq: int, bids: list[int], asks: list[int]) -> list[bytes]:
-    """An OrderBook TLV from flat ``[price, qty, ...]`` lists (best first); levels that do not
-    fit one TLV follow as OrderBookDeltas on the same sequence, so the book stays complete."""
-    nb, na = len(bids) // 2, len(asks) // 2
-    rest: list[int] = []
-    if nb + na > MAX_BOOK_LEVELS:
-        keep_b = min(nb, MAX_BOOK_LEVELS // 2 if na > MAX_BOOK_LEVELS // 2 else MAX_BOOK_LEVELS - na)
-        keep_a = min(na, MAX_BOOK_LEVELS - keep_b)
-        for i in range(keep_b, nb):
-            rest += (bids[2 * i], bids[2 * i + 1], _BID)
-        for i in range(keep_a, na):
-            rest += (asks[2 * i], asks[2 * i + 1], _ASK)
-        bids, asks, nb, na = bids[: 2 * keep_b], asks[: 2 * keep_a], keep_b, keep_a
-    size = _BOOK_HEAD_SIZE + 16 * (nb + na)
-    if size <= 255:
-        head = struct.pack("<BB" + _BOOK_HEAD[1:], TLVType.ORDER_BOOK, size, iid, ts_ns, seq, nb, na)
-    else:
-        head = struct.pack("<BBBH" + _BOOK_HEAD[1:], 255, 0, TLVType.ORDER_BOOK, size, iid, ts_ns, seq, nb, na)
-    out = [head + _levels_bytes(bids) + _levels_bytes(asks)]
-    if rest:
-        out += pack_deltas(iid, ts_ns, seq, seq, rest)
-    return out
 
 
 # -- the book ------------------------------------------------------------------------------------
@@ -661,14 +568,7 @@ class BinanceFeed:
             return False
         if changes:
             ts = data.get("E", 0) * 1_000_000
-            if len(changes) <= 36:
-                n = len(changes) // 3
-                st = _delta_structs.get(n) or _delta_struct(n)
-                out.append(
-                    st.pack(TLVType.ORDER_BOOK_DELTA, 35 + 17 * n, sym.iid, ts, book.sequence, previous, n, 0, *changes)
-                )
-            else:
-                out += pack_deltas(sym.iid, ts, book.sequence, previous, changes)
+            out += pack_deltas(sym.iid, ts, book.sequence, previous, changes)
         return True
 
     def _buffer(self, sym: _Symbol, data: dict) -> None:
@@ -749,7 +649,7 @@ class BinanceFeed:
         sym.book = book
         sym.first = True
         sym.buffer = None
-        out += book_tlvs(sym.iid, 0, last_update_id, bids, asks)
+        out += pack_book_arrays(sym.iid, 0, last_update_id, bids, asks)
         for i, data in enumerate(buffer):
             if sym.book is None:  # the buffer itself had a gap: buffer the rest for the next snapshot
                 for later in buffer[i:]:
@@ -770,18 +670,9 @@ class BinanceFeed:
         if sym is None:
             return
         maker = data["m"]
-        out.append(
-            _TRADE.pack(
-                TLVType.TRADE,
-                38,
-                sym.iid,
-                fixed(data["p"]),
-                fixed(data["q"]),
-                data["T"] * 1_000_000,
-                2 if maker is True else 1 if maker is False else 0,
-                0,
-            )
-        )
+        # the maker sold if it was the buyer ("m": true): the aggressor sold
+        side = 2 if maker is True else 1 if maker is False else 0
+        out.append(pack_trade(sym.iid, fixed(data["p"]), fixed(data["q"]), data["T"] * 1_000_000, side))
         sym.stats.trades += 1
 
     def _book_ticker(self, data: dict, out: list[bytes]) -> None:
@@ -789,19 +680,7 @@ class BinanceFeed:
         if sym is None:
             return
         ts = data.get("E", data.get("T", 0)) * 1_000_000  # Binance.US / futures carry times
-        out.append(
-            _QUOTE.pack(
-                TLVType.QUOTE,
-                50,
-                sym.iid,
-                fixed(data["b"]),
-                fixed(data["B"]),
-                fixed(data["a"]),
-                fixed(data["A"]),
-                ts,
-                0,
-            )
-        )
+        out.append(pack_quote(sym.iid, fixed(data["b"]), fixed(data["B"]), fixed(data["a"]), fixed(data["A"]), ts))
         sym.stats.quotes += 1
 
     def _error(self, kind: str, message: str, *args: Any) -> None:

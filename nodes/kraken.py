@@ -80,9 +80,13 @@ from alphapulse.protocol import (
     TLVType,
     encode,
     mapping_for,
-    parse_fixed,
+    pack_book,
+    pack_book_arrays,
+    pack_quote,
+    pack_trade,
     spot,
 )
+from alphapulse.protocol import parse_fixed_fast as fixed
 from alphapulse.runtime import UpstreamParams
 
 ASSET_ALIASES = {"XBT": "BTC", "XDG": "DOGE"}
@@ -98,31 +102,6 @@ _LOG_FIRST = 10
 
 _POW8 = tuple(10 ** (8 - d) for d in range(9))
 _POW9 = tuple(10 ** (9 - d) for d in range(10))
-
-
-def fixed(text: str) -> int:
-    """An exchange decimal string as a 10^8 fixed-point int, exactly (never through a float)."""
-    try:
-        return int(text.replace(".", "")) * _POW8[len(text) - 1 - text.index(".")]
-    except (ValueError, IndexError, AttributeError, TypeError):
-        if not isinstance(text, str):
-            raise FixedPointError(f"not a decimal string: {text!r}") from None
-        return parse_fixed(text)  # no '.', exponents, > 8 decimals (zeros only), or garbage: raises
-
-
-def fixed_many(texts: list[str]) -> list[int]:
-    """:func:`fixed` over a list; the common case (all with the same number of decimals) in
-    three C-speed passes."""
-    if texts:
-        try:
-            first = texts[0]
-            d = len(first) - 1 - first.index(".")
-            mul = _POW8[d]
-            if "".join(texts).count(".") == len(texts) and {t[-d - 1] for t in texts} == {"."}:
-                return [int(t.replace(".", "")) * mul for t in texts]
-        except (ValueError, IndexError, TypeError, AttributeError):
-            pass
-    return [fixed(t) for t in texts]
 
 
 def seconds_ns(text: str | float) -> int:
@@ -182,90 +161,6 @@ def _timestamp_of(delta_tlv: bytes) -> int:
     """exchange_ts_ns of an OrderBookDelta TLV built by the kernel."""
     start = 2 if delta_tlv[0] != 255 else 5
     return int.from_bytes(delta_tlv[start + 8 : start + 16], "little")
-
-
-def _book_tlvs(iid: int, ts_ns: int, seq: int, bids: np.ndarray, asks: np.ndarray) -> list[bytes]:
-    """OrderBook TLV(s) from (n, 2) price/qty arrays, best first (the levels' bytes are the
-    arrays' own little-endian memory)."""
-    nb, na = len(bids), len(asks)
-    if nb + na > MAX_BOOK_LEVELS:
-        return pack_book(iid, ts_ns, seq, bids.ravel().tolist(), asks.ravel().tolist())
-    size = _BOOK_HEAD_SIZE + 16 * (nb + na)
-    if size <= 255:
-        head = struct.pack("<BB" + _BOOK_HEAD[1:], TLVType.ORDER_BOOK, size, iid, ts_ns, seq, nb, na)
-    else:
-        head = struct.pack("<BBBH" + _BOOK_HEAD[1:], 255, 0, TLVType.ORDER_BOOK, size, iid, ts_ns, seq, nb, na)
-    return [head + np.ascontiguousarray(bids, "<i8").tobytes() + np.ascontiguousarray(asks, "<i8").tobytes()]
-
-
-_TRADE = struct.Struct("<BBQqqQBB4x")
-_QUOTE = struct.Struct("<BBQqqqqQH")
-_DELTA_HEAD = "<QQQQHB"
-_DELTA_HEAD_SIZE = struct.calcsize(_DELTA_HEAD)
-_BOOK_HEAD = "<QQQHH"
-_BOOK_HEAD_SIZE = struct.calcsize(_BOOK_HEAD)
-MAX_DELTA_CHANGES = (65535 - _DELTA_HEAD_SIZE) // 17
-MAX_BOOK_LEVELS = (65535 - _BOOK_HEAD_SIZE) // 16
-_delta_structs: dict[int, struct.Struct] = {}
-
-
-def pack_trade(iid: int, price: int, qty: int, ts_ns: int, side: int) -> bytes:
-    return _TRADE.pack(TLVType.TRADE, 38, iid, price, qty, ts_ns, side, 0)
-
-
-def pack_quote(iid: int, bid: int, bid_qty: int, ask: int, ask_qty: int, ts_ns: int) -> bytes:
-    return _QUOTE.pack(TLVType.QUOTE, 50, iid, bid, bid_qty, ask, ask_qty, ts_ns, 0)
-
-
-def _delta_struct(n: int) -> struct.Struct:
-    size = _DELTA_HEAD_SIZE + 17 * n
-    head = "<BB" if size <= 255 else "<BBBH"
-    st = _delta_structs[n] = struct.Struct(head + _DELTA_HEAD[1:] + "qqB" * n)
-    return st
-
-
-def pack_delta(iid: int, ts_ns: int, seq: int, prev: int, changes: list[int], flags: int = 0) -> bytes:
-    """An OrderBookDelta TLV from a flat ``[price, qty, side, price, qty, side, ...]`` list."""
-    n = len(changes) // 3
-    st = _delta_structs.get(n) or _delta_struct(n)
-    size = _DELTA_HEAD_SIZE + 17 * n
-    if size <= 255:
-        return st.pack(TLVType.ORDER_BOOK_DELTA, size, iid, ts_ns, seq, prev, n, flags, *changes)
-    return st.pack(255, 0, TLVType.ORDER_BOOK_DELTA, size, iid, ts_ns, seq, prev, n, flags, *changes)
-
-
-def pack_deltas(iid: int, ts_ns: int, seq: int, prev: int, changes: list[int]) -> list[bytes]:
-    """One delta, or several when the changes overflow one TLV (all but the first apply on ``seq``)."""
-    step = MAX_DELTA_CHANGES * 3
-    if len(changes) <= step:
-        return [pack_delta(iid, ts_ns, seq, prev, changes)]
-    out = []
-    for start in range(0, len(changes), step):
-        out.append(pack_delta(iid, ts_ns, seq, prev if start == 0 else seq, changes[start : start + step]))
-    return out
-
-
-def pack_book(iid: int, ts_ns: int, seq: int, bids: list[int], asks: list[int]) -> list[bytes]:
-    """An OrderBook TLV from flat ``[price, qty, ...]`` lists (best first); levels that do not
-    fit one TLV follow as an OrderBookDelta on the same sequence, so the book stays complete."""
-    nb, na = len(bids) // 2, len(asks) // 2
-    rest: list[int] = []
-    if nb + na > MAX_BOOK_LEVELS:
-        keep_b = min(nb, MAX_BOOK_LEVELS // 2 if na > MAX_BOOK_LEVELS // 2 else MAX_BOOK_LEVELS - na)
-        keep_a = min(na, MAX_BOOK_LEVELS - keep_b)
-        for i in range(keep_b, nb):
-            rest += (bids[2 * i], bids[2 * i + 1], _BID)
-        for i in range(keep_a, na):
-            rest += (asks[2 * i], asks[2 * i + 1], _ASK)
-        bids, asks, nb, na = bids[: 2 * keep_b], asks[: 2 * keep_a], keep_b, keep_a
-    size = _BOOK_HEAD_SIZE + 16 * (nb + na)
-    head = "<BB" if size <= 255 else "<BBBH"
-    st = struct.Struct(head + _BOOK_HEAD[1:] + "qq" * (nb + na))
-    prefix = (TLVType.ORDER_BOOK, size) if size <= 255 else (255, 0, TLVType.ORDER_BOOK, size)
-    out = [st.pack(*prefix, iid, ts_ns, seq, nb, na, *bids, *asks)]
-    if rest:
-        out += pack_deltas(iid, ts_ns, seq, seq, rest)
-    return out
 
 
 # -- the book: numba kernels over per-pair arrays -----------------------------------------------------
@@ -1170,7 +1065,7 @@ class KrakenFeed:
         state[p, _S_SYNCED] = 1
         pair.resubscribing = False
         pair.last_quote = None
-        out += _book_tlvs(pair.iid, latest, pair.book_seq, bids[::-1, :2], asks[::-1, :2] * (-1, 1))
+        out += pack_book_arrays(pair.iid, latest, pair.book_seq, bids[::-1, :2], asks[::-1, :2] * (-1, 1))
         if self.book_quotes:
             self._book_quote(pair, latest, out)
 

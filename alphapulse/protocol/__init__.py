@@ -99,6 +99,18 @@ from alphapulse.protocol._layouts import (
     Trade,
 )
 from alphapulse.protocol._message import Message, MessageBuilder, decode_message
+from alphapulse.protocol._pack import (
+    MAX_BOOK_LEVELS,
+    MAX_DELTA_CHANGES,
+    pack_book,
+    pack_book_arrays,
+    pack_delta,
+    pack_deltas,
+    pack_quote,
+    pack_trade,
+)
+from alphapulse.protocol._pack import fixed as parse_fixed_fast
+from alphapulse.protocol._pack import fixed_many as parse_fixed_many
 from alphapulse.protocol._tlv import (
     MAX_EXTENDED_VALUE,
     MAX_STANDARD_VALUE,
@@ -128,6 +140,8 @@ __all__ = [
     "HEADER_SIZE",
     "LAYOUTS",
     "MAGIC",
+    "MAX_BOOK_LEVELS",
+    "MAX_DELTA_CHANGES",
     "MAX_EXTENDED_VALUE",
     "MAX_PAYLOAD_SIZE",
     "MAX_STANDARD_VALUE",
@@ -211,8 +225,16 @@ __all__ = [
     "option",
     "order_book_changes",
     "order_book_levels",
+    "pack_book",
+    "pack_book_arrays",
+    "pack_delta",
+    "pack_deltas",
     "pack_header",
+    "pack_quote",
+    "pack_trade",
     "parse_fixed",
+    "parse_fixed_fast",
+    "parse_fixed_many",
     "parse_instrument",
     "pool",
     "relay_domain_for",
