@@ -30,7 +30,7 @@ N_ERROR_KINDS = 5
 
 
 def _crc_tables() -> np.ndarray:
-    tables = np.zeros((8, 256), dtype=np.uint32)
+    tables = np.zeros((16, 256), dtype=np.uint32)
     for i in range(256):
         c = i
         for _ in range(8):
@@ -38,14 +38,15 @@ def _crc_tables() -> np.ndarray:
         tables[0, i] = c
     for i in range(256):
         c = int(tables[0, i])
-        for k in range(1, 8):
+        for k in range(1, 16):
             c = int(tables[0, c & 0xFF]) ^ (c >> 8)
             tables[k, i] = c
     return tables
 
 
 CRC_TABLES = _crc_tables().reshape(-1)
-"""The 8 slicing-by-8 tables, flat: table k at [256 k, 256 (k + 1))."""
+"""The 16 slicing-by-16 tables (16 KiB, fits L1), flat: table k at [256 k, 256 (k + 1)); table k
+maps a byte to its CRC contribution k bytes further on, so the first 8 are the slicing-by-8 set."""
 
 _SCOPED = np.zeros(256, dtype=np.uint8)
 for _layout in LAYOUTS.values():
@@ -87,7 +88,9 @@ def _put32(buf, i, v):
 # for unsigned integers, which is worth ~25% in this loop.
 _M8 = np.uint32(0xFF)
 _S8, _S16, _S24 = np.uint32(8), np.uint32(16), np.uint32(24)
-_B1, _B2, _B3, _B4, _B5, _B6, _B7 = (np.uint32(k << 8) for k in range(1, 8))
+_B1, _B2, _B3, _B4, _B5, _B6, _B7, _B8, _B9, _B10, _B11, _B12, _B13, _B14, _B15 = (
+    np.uint32(k << 8) for k in range(1, 16)
+)
 _ONES = np.uint32(0xFFFFFFFF)
 
 
@@ -117,18 +120,73 @@ def _step(t, crc, one, two):
     )
 
 
-@njit(cache=True)
-def _message_crc(t, buf, offset, length):
-    """CRC-32 of the message at buf[offset:offset+length], its checksum field read as zeros."""
-    off = uint64(offset)
-    crc = _ONES
-    crc = _step(t, crc, _uu32(buf, off), _uu32(buf, off + uint64(4)))
-    crc = _step(t, crc, _uu32(buf, off + uint64(8)), _uu32(buf, off + uint64(12)))
-    crc = _step(t, crc, _uu32(buf, off + uint64(16)), _uu32(buf, off + uint64(20)))
-    crc = _step(t, crc, _uu32(buf, off + uint64(24)), uint32(0))  # bytes 28-31 = checksum = 0
-    i = off + uint64(HEADER_SIZE)
-    end = off + uint64(length)
-    while i + uint64(8) <= end:
+@njit(cache=True, inline="always")
+def _step16(t, crc, one, two, three, four):
+    """One slicing-by-16 step over 16 input bytes given as four little-endian words."""
+    one ^= crc
+    return (
+        t[_B15 | (one & _M8)]
+        ^ t[_B14 | ((one >> _S8) & _M8)]
+        ^ t[_B13 | ((one >> _S16) & _M8)]
+        ^ t[_B12 | (one >> _S24)]
+        ^ t[_B11 | (two & _M8)]
+        ^ t[_B10 | ((two >> _S8) & _M8)]
+        ^ t[_B9 | ((two >> _S16) & _M8)]
+        ^ t[_B8 | (two >> _S24)]
+        ^ t[_B7 | (three & _M8)]
+        ^ t[_B6 | ((three >> _S8) & _M8)]
+        ^ t[_B5 | ((three >> _S16) & _M8)]
+        ^ t[_B4 | (three >> _S24)]
+        ^ t[_B3 | (four & _M8)]
+        ^ t[_B2 | ((four >> _S8) & _M8)]
+        ^ t[_B1 | ((four >> _S16) & _M8)]
+        ^ t[four >> _S24]
+    )
+
+
+@njit(cache=True, inline="always")
+def _head(t, buf, off):
+    """CRC state after the 32-byte header at ``off`` (uint64), its checksum field read as zeros.
+
+    Two slicing-by-16 steps; in the second the last word (the checksum field) is zero, and the
+    tables map byte 0 to 0, so its four lookups are left out.
+    """
+    crc = _step16(
+        t,
+        _ONES,
+        _uu32(buf, off),
+        _uu32(buf, off + uint64(4)),
+        _uu32(buf, off + uint64(8)),
+        _uu32(buf, off + uint64(12)),
+    )
+    one = _uu32(buf, off + uint64(16)) ^ crc
+    two = _uu32(buf, off + uint64(20))
+    three = _uu32(buf, off + uint64(24))
+    return (
+        t[_B15 | (one & _M8)]
+        ^ t[_B14 | ((one >> _S8) & _M8)]
+        ^ t[_B13 | ((one >> _S16) & _M8)]
+        ^ t[_B12 | (one >> _S24)]
+        ^ t[_B11 | (two & _M8)]
+        ^ t[_B10 | ((two >> _S8) & _M8)]
+        ^ t[_B9 | ((two >> _S16) & _M8)]
+        ^ t[_B8 | (two >> _S24)]
+        ^ t[_B7 | (three & _M8)]
+        ^ t[_B6 | ((three >> _S8) & _M8)]
+        ^ t[_B5 | ((three >> _S16) & _M8)]
+        ^ t[_B4 | (three >> _S24)]
+    )
+
+
+@njit(cache=True, inline="always")
+def _tail(t, crc, buf, i, end):
+    """Finish a CRC: feed buf[i:end] (uint64 indexes) into state ``crc``, return the CRC."""
+    while i + uint64(16) <= end:
+        crc = _step16(
+            t, crc, _uu32(buf, i), _uu32(buf, i + uint64(4)), _uu32(buf, i + uint64(8)), _uu32(buf, i + uint64(12))
+        )
+        i += uint64(16)
+    if i + uint64(8) <= end:
         crc = _step(t, crc, _uu32(buf, i), _uu32(buf, i + uint64(4)))
         i += uint64(8)
     while i < end:
@@ -137,30 +195,155 @@ def _message_crc(t, buf, offset, length):
     return crc ^ _ONES
 
 
+@njit(cache=True, inline="always")
+def _crc1(t, buf, off, end):
+    """CRC of the message at buf[off:end] (uint64), its checksum field read as zeros."""
+    return _tail(t, _head(t, buf, off), buf, off + uint64(HEADER_SIZE), end)
+
+
+@njit(cache=True, inline="always")
+def _crc4(t, buf, oa, ea, ob, eb, oc, ec, od, ed):
+    """CRCs of four messages (uint64 offsets and ends) computed together.
+
+    One CRC chain is latency bound (each step waits on the previous step's table lookups);
+    four independent chains interleaved in one loop let the CPU overlap their lookups, ~1.8x
+    the throughput. The chains advance 8 bytes at a time while all four have 8 bytes left,
+    then each finishes alone.
+    """
+    ca = _head(t, buf, oa)
+    cb = _head(t, buf, ob)
+    cc = _head(t, buf, oc)
+    cd = _head(t, buf, od)
+    ia = oa + uint64(HEADER_SIZE)
+    ib = ob + uint64(HEADER_SIZE)
+    ic = oc + uint64(HEADER_SIZE)
+    id_ = od + uint64(HEADER_SIZE)
+    while ia + uint64(8) <= ea and ib + uint64(8) <= eb and ic + uint64(8) <= ec and id_ + uint64(8) <= ed:
+        ca = _step(t, ca, _uu32(buf, ia), _uu32(buf, ia + uint64(4)))
+        cb = _step(t, cb, _uu32(buf, ib), _uu32(buf, ib + uint64(4)))
+        cc = _step(t, cc, _uu32(buf, ic), _uu32(buf, ic + uint64(4)))
+        cd = _step(t, cd, _uu32(buf, id_), _uu32(buf, id_ + uint64(4)))
+        ia += uint64(8)
+        ib += uint64(8)
+        ic += uint64(8)
+        id_ += uint64(8)
+    return _tail(t, ca, buf, ia, ea), _tail(t, cb, buf, ib, eb), _tail(t, cc, buf, ic, ec), _tail(t, cd, buf, id_, ed)
+
+
+@njit(cache=True, inline="always")
+def _crc4_at(t, buf, offsets, sizes, k):
+    """_crc4 of messages k .. k+3 (k uint64) of an offsets/sizes batch."""
+    oa = uint64(offsets[k])
+    ob = uint64(offsets[k + uint64(1)])
+    oc = uint64(offsets[k + uint64(2)])
+    od = uint64(offsets[k + uint64(3)])
+    return _crc4(
+        t,
+        buf,
+        oa,
+        oa + uint64(sizes[k]),
+        ob,
+        ob + uint64(sizes[k + uint64(1)]),
+        oc,
+        oc + uint64(sizes[k + uint64(2)]),
+        od,
+        od + uint64(sizes[k + uint64(3)]),
+    )
+
+
+@njit(cache=True, inline="always")
+def _stored(buf, off):
+    """The checksum field of the message at off (any integer)."""
+    return _uu32(buf, uint64(off) + uint64(28))
+
+
+@njit(cache=True)
+def _message_crc(t, buf, offset, length):
+    """CRC-32 of the message at buf[offset:offset+length], its checksum field read as zeros."""
+    off = uint64(offset)
+    return _crc1(t, buf, off, off + uint64(length))
+
+
 @njit(cache=True)
 def _crc32_batch(t, buf, offsets, sizes):
-    out = np.empty(offsets.shape[0], dtype=np.uint32)
-    for k in range(offsets.shape[0]):
-        out[k] = _message_crc(t, buf, offsets[k], sizes[k])
+    n = uint64(offsets.shape[0])
+    out = np.empty(n, dtype=np.uint32)
+    k = uint64(0)
+    while k + uint64(4) <= n:
+        ca, cb, cc, cd = _crc4_at(t, buf, offsets, sizes, k)
+        out[k] = ca
+        out[k + uint64(1)] = cb
+        out[k + uint64(2)] = cc
+        out[k + uint64(3)] = cd
+        k += uint64(4)
+    while k < n:
+        off = uint64(offsets[k])
+        out[k] = _crc1(t, buf, off, off + uint64(sizes[k]))
+        k += uint64(1)
     return out
 
 
 @njit(cache=True)
 def _verify_batch(t, buf, offsets, sizes):
-    out = np.empty(offsets.shape[0], dtype=np.bool_)
-    for k in range(offsets.shape[0]):
-        off = offsets[k]
-        out[k] = _message_crc(t, buf, off, sizes[k]) == _u32(buf, off + 28)
+    n = uint64(offsets.shape[0])
+    out = np.empty(n, dtype=np.bool_)
+    k = uint64(0)
+    while k + uint64(4) <= n:
+        ca, cb, cc, cd = _crc4_at(t, buf, offsets, sizes, k)
+        out[k] = ca == _stored(buf, offsets[k])
+        out[k + uint64(1)] = cb == _stored(buf, offsets[k + uint64(1)])
+        out[k + uint64(2)] = cc == _stored(buf, offsets[k + uint64(2)])
+        out[k + uint64(3)] = cd == _stored(buf, offsets[k + uint64(3)])
+        k += uint64(4)
+    while k < n:
+        off = uint64(offsets[k])
+        out[k] = _crc1(t, buf, off, off + uint64(sizes[k])) == _stored(buf, off)
+        k += uint64(1)
     return out
 
 
 @njit(cache=True, parallel=True)
 def _verify_batch_parallel(t, buf, offsets, sizes):
-    out = np.empty(offsets.shape[0], dtype=np.bool_)
-    for k in prange(offsets.shape[0]):
-        off = offsets[k]
-        out[k] = _message_crc(t, buf, off, sizes[k]) == _u32(buf, off + 28)
+    n = offsets.shape[0]
+    out = np.empty(n, dtype=np.bool_)
+    for g in prange(n // 4):
+        k = uint64(g) * uint64(4)
+        ca, cb, cc, cd = _crc4_at(t, buf, offsets, sizes, k)
+        out[k] = ca == _stored(buf, offsets[k])
+        out[k + uint64(1)] = cb == _stored(buf, offsets[k + uint64(1)])
+        out[k + uint64(2)] = cc == _stored(buf, offsets[k + uint64(2)])
+        out[k + uint64(3)] = cd == _stored(buf, offsets[k + uint64(3)])
+    for k in range(n - n % 4, n):
+        off = uint64(offsets[k])
+        out[k] = _crc1(t, buf, off, off + uint64(sizes[k])) == _stored(buf, off)
     return out
+
+
+@njit(cache=True)
+def _first_bad(t, buf, offsets, sizes, lo, hi):
+    """Index of the first message in offsets/sizes[lo:hi] whose CRC is wrong, or hi.
+
+    Checks four at a time (_crc4) and stops after the group holding the first failure.
+    """
+    k = uint64(lo)
+    end = uint64(hi)
+    while k + uint64(4) <= end:
+        ca, cb, cc, cd = _crc4_at(t, buf, offsets, sizes, k)
+        if ca != _stored(buf, offsets[k]):
+            return np.int64(k)
+        if cb != _stored(buf, offsets[k + uint64(1)]):
+            return np.int64(k + uint64(1))
+        if cc != _stored(buf, offsets[k + uint64(2)]):
+            return np.int64(k + uint64(2))
+        if cd != _stored(buf, offsets[k + uint64(3)]):
+            return np.int64(k + uint64(3))
+        k += uint64(4)
+    while k < end:
+        off = uint64(offsets[k])
+        if _crc1(t, buf, off, off + uint64(sizes[k])) != _stored(buf, off):
+            return np.int64(k)
+        k += uint64(1)
+    return np.int64(end)
 
 
 @njit(cache=True)
@@ -194,6 +377,10 @@ def _find_magic(buf, start, n):
     return -(n + 1)
 
 
+_RUN = 32
+"""_scan checks CRCs in runs of up to this many frames (bounds the work redone after a bad CRC)."""
+
+
 @njit(cache=True)
 def _scan(t, buf, start, max_payload, final, resyncing):
     """Walk buf from start: record valid frames, count and skip bad ones.
@@ -204,59 +391,92 @@ def _scan(t, buf, start, max_payload, final, resyncing):
     known to start at pos: search for the magic from pos". An error at a position skips one
     byte and resyncs, so a good frame starting anywhere after it is still found. With ``final``
     (EOF) an incomplete frame is an error too.
+
+    Frames whose header checks pass are collected in a run (up to _RUN, stored after the
+    ``count`` accepted ones) and their CRCs checked together by _first_bad, four chains at a
+    time, when the run is full or the scan reaches anything else (an error, the end, a partial
+    frame). A bad CRC cuts the run there: the frames before it are accepted, the bad one counts
+    ERR_BAD_CHECKSUM, and the scan restarts one byte after its start, resyncing, exactly as if
+    each frame had been checked as soon as it was found.
     """
     n = buf.shape[0]
     cap = (n - start) // HEADER_SIZE + 1
     offsets = np.empty(cap, dtype=np.int64)
     sizes = np.empty(cap, dtype=np.int64)
     errors = np.zeros(N_ERROR_KINDS, dtype=np.int64)
-    count = 0
+    count = 0  # accepted frames: offsets[:count]
+    run = 0  # found after them, CRC not checked yet: offsets[count:count + run]
     skipped = 0
     pos = start
     need = HEADER_SIZE
-    while pos < n:
-        if resyncing:
-            found = _find_magic(buf, pos, n)
-            if found < 0:
-                keep = n if final else -found - 1
-                skipped += keep - pos
-                pos = keep
-                break
-            skipped += found - pos
-            pos = found
-            resyncing = False
-        avail = n - pos
+    while True:
         kind = -1
-        if avail < 4:
-            prefix = _find_magic(buf, pos, n) == -(pos + 1)
-            if not final and prefix:
-                break
-            kind = ERR_TRUNCATED if prefix else ERR_BAD_MAGIC
-        elif not _is_magic(buf, pos):
-            kind = ERR_BAD_MAGIC
-        elif avail < HEADER_SIZE:
-            if not final:
-                break
-            kind = ERR_TRUNCATED
-        elif buf[pos + 4] != PROTOCOL_VERSION:
-            kind = ERR_BAD_VERSION
+        stop = False  # wait for more data at pos (need ``wait`` bytes)
+        wait = HEADER_SIZE
+        if pos >= n:
+            stop = True
         else:
-            size = HEADER_SIZE + np.int64(_u32(buf, pos + 24))
-            if size - HEADER_SIZE > max_payload:
-                kind = ERR_OVERSIZE
-            elif avail < size:
-                if not final:
-                    need = size
+            if resyncing:  # only ever with run == 0: an error has just flushed the run
+                found = _find_magic(buf, pos, n)
+                if found < 0:
+                    keep = n if final else -found - 1
+                    skipped += keep - pos
+                    pos = keep
                     break
-                kind = ERR_TRUNCATED
-            elif _message_crc(t, buf, pos, size) != _u32(buf, pos + 28):
-                kind = ERR_BAD_CHECKSUM
+                skipped += found - pos
+                pos = found
+                resyncing = False
+            avail = n - pos
+            if avail < 4:
+                prefix = _find_magic(buf, pos, n) == -(pos + 1)
+                if not final and prefix:
+                    stop = True
+                else:
+                    kind = ERR_TRUNCATED if prefix else ERR_BAD_MAGIC
+            elif not _is_magic(buf, pos):
+                kind = ERR_BAD_MAGIC
+            elif avail < HEADER_SIZE:
+                if not final:
+                    stop = True
+                else:
+                    kind = ERR_TRUNCATED
+            elif buf[pos + 4] != PROTOCOL_VERSION:
+                kind = ERR_BAD_VERSION
             else:
-                offsets[count] = pos
-                sizes[count] = size
-                count += 1
-                pos += size
+                size = HEADER_SIZE + np.int64(_u32(buf, pos + 24))
+                if size - HEADER_SIZE > max_payload:
+                    kind = ERR_OVERSIZE
+                elif avail < size:
+                    if not final:
+                        stop = True
+                        wait = size
+                    else:
+                        kind = ERR_TRUNCATED
+                else:
+                    offsets[count + run] = pos
+                    sizes[count + run] = size
+                    run += 1
+                    pos += size
+                    if run < _RUN:
+                        continue
+        # the run is full, or pos holds no frame to add to it: check the run's CRCs first
+        if run:
+            end = count + run
+            bad = _first_bad(t, buf, offsets, sizes, count, end)
+            run = 0
+            if bad < end:
+                count = bad
+                errors[ERR_BAD_CHECKSUM] += 1
+                skipped += 1
+                pos = offsets[bad] + 1
+                resyncing = True
                 continue
+            count = end
+            if kind == -1 and not stop:
+                continue  # the run was full and is good: scan on
+        if stop:
+            need = wait
+            break
         errors[kind] += 1
         skipped += 1
         pos += 1
