@@ -7,6 +7,7 @@ import zlib
 import numpy as np
 
 import alphapulse.protocol as P
+from alphapulse.protocol import _batch as B
 
 from ._records import RECORDS
 
@@ -112,3 +113,216 @@ def test_order_book_views_are_zero_copy():
     delta = RECORDS["order_book_delta"]
     [(_, value)] = list(P.iter_tlvs(P.encode(delta)))
     assert P.order_book_changes(value).tolist() == list(delta.changes)
+
+
+# -- the interleaved CRC kernels (four chains at a time) and the run-verifying scan ----------------
+
+
+def _crc_ref(frame: bytes) -> int:
+    return zlib.crc32(frame[:28] + bytes(4) + frame[32:])
+
+
+def _random_frames(rng: np.random.Generator, count: int, max_payload: int = 100) -> list[bytes]:
+    """Frames with valid headers and random payload lengths (TLV structure is not checked here)."""
+    frames = []
+    for _ in range(count):
+        payload = rng.integers(0, 256, int(rng.integers(0, max_payload + 1)), dtype=np.uint8).tobytes()
+        head = bytearray(rng.integers(0, 256, 32, dtype=np.uint8).tobytes())
+        head[0:5] = P.MAGIC.to_bytes(4, "little") + bytes([P.PROTOCOL_VERSION])
+        head[24:28] = len(payload).to_bytes(4, "little")
+        frame = bytearray(head + payload)
+        frame[28:32] = _crc_ref(bytes(frame)).to_bytes(4, "little")
+        frames.append(bytes(frame))
+    return frames
+
+
+def _layout(frames: list[bytes], gap: int = 0) -> tuple[bytes, np.ndarray, np.ndarray]:
+    sizes = np.array([len(f) for f in frames], dtype=np.int64)
+    offsets = np.cumsum(sizes + gap) - sizes - gap
+    return (bytes(gap).join(frames) + bytes(gap)), offsets, sizes
+
+
+def test_crc_batch_every_vector_and_random_frames_in_groups_of_1_to_7():
+    rng = np.random.default_rng(11)
+    vectors = _stream()
+    randoms = _random_frames(rng, 40)
+    for pool in (vectors, randoms, vectors + randoms):
+        for group in range(1, 8):
+            for first in range(0, len(pool), 3):
+                frames = [pool[(first + j * 5) % len(pool)] for j in range(group)]
+                for gap in (0, 3):  # also at odd offsets
+                    buf, offsets, sizes = _layout(frames, gap)
+                    crcs = P.crc32_batch(buf, offsets, sizes)
+                    assert crcs.tolist() == [_crc_ref(f) for f in frames]
+                    assert P.verify_batch(buf, offsets, sizes).all()
+
+
+def test_crc_batch_mixed_lengths_every_payload_size():
+    rng = np.random.default_rng(12)
+    for group in range(1, 8):
+        lengths = rng.permutation(np.arange(0, 300))
+        frames = [_frame_of(rng, int(length)) for length in lengths]
+        for k in range(0, len(frames), group):
+            chunk = frames[k : k + group]
+            buf, offsets, sizes = _layout(chunk)
+            assert P.crc32_batch(buf, offsets, sizes).tolist() == [_crc_ref(f) for f in chunk]
+
+
+def _frame_of(rng: np.random.Generator, payload_size: int) -> bytes:
+    frame = bytearray(rng.integers(0, 256, 32 + payload_size, dtype=np.uint8).tobytes())
+    frame[0:5] = P.MAGIC.to_bytes(4, "little") + bytes([P.PROTOCOL_VERSION])
+    frame[24:28] = payload_size.to_bytes(4, "little")
+    frame[28:32] = _crc_ref(bytes(frame)).to_bytes(4, "little")
+    return bytes(frame)
+
+
+def test_verify_batch_bad_crc_in_each_position_of_a_group():
+    rng = np.random.default_rng(13)
+    for group in range(1, 8):
+        frames = _random_frames(rng, group, 90)
+        buf, offsets, sizes = _layout(frames)
+        for bad in range(group):
+            for where in (0, 5, 28, 31, int(sizes[bad]) - 1):
+                broken = bytearray(buf)
+                broken[int(offsets[bad]) + where] ^= 0x10
+                expected = [j != bad for j in range(group)]
+                assert P.verify_batch(bytes(broken), offsets, sizes).tolist() == expected
+                assert P.verify_batch(bytes(broken), offsets, sizes, parallel=True).tolist() == expected
+                crcs = P.crc32_batch(bytes(broken), offsets, sizes).tolist()
+                assert crcs[:bad] + crcs[bad + 1 :] == [_crc_ref(f) for j, f in enumerate(frames) if j != bad]
+
+
+def test_verify_batch_parallel_matches_serial():
+    rng = np.random.default_rng(14)
+    frames = _random_frames(rng, 203, 60)
+    buf, offsets, sizes = _layout(frames)
+    broken = bytearray(buf)
+    for k in rng.choice(len(frames), 20, replace=False):
+        broken[int(offsets[k]) + 40 % int(sizes[k])] ^= 1
+    serial = P.verify_batch(bytes(broken), offsets, sizes)
+    assert not serial.all()
+    assert np.array_equal(P.verify_batch(bytes(broken), offsets, sizes, parallel=True), serial)
+    assert P.verify_batch(b"", np.zeros(0, np.int64), np.zeros(0, np.int64)).shape == (0,)
+
+
+def _scan_ref(buf: bytes, max_payload: int, final: bool, resyncing: bool):
+    """The frame-at-a-time scan (CRC checked as each frame is found), in Python, as the kernel
+    was before it verified runs of frames together: its results must not change."""
+    magic = P.MAGIC.to_bytes(4, "little")
+    n = len(buf)
+    frames, errors, skipped, pos, need = [], [0] * 5, 0, 0, 32
+
+    def find(start):
+        i = buf.find(magic, start)
+        if i >= 0:
+            return i
+        for i in range(max(start, n - 3), n):
+            if magic.startswith(buf[i:]):
+                return -(i + 1)
+        return -(n + 1)
+
+    while pos < n:
+        if resyncing:
+            found = find(pos)
+            if found < 0:
+                keep = n if final else -found - 1
+                skipped += keep - pos
+                pos = keep
+                break
+            skipped += found - pos
+            pos = found
+            resyncing = False
+        avail = n - pos
+        kind = -1
+        if avail < 4:
+            prefix = magic.startswith(buf[pos:])
+            if not final and prefix:
+                break
+            kind = B.ERR_TRUNCATED if prefix else B.ERR_BAD_MAGIC
+        elif buf[pos : pos + 4] != magic:
+            kind = B.ERR_BAD_MAGIC
+        elif avail < 32:
+            if not final:
+                break
+            kind = B.ERR_TRUNCATED
+        elif buf[pos + 4] != P.PROTOCOL_VERSION:
+            kind = B.ERR_BAD_VERSION
+        else:
+            size = 32 + int.from_bytes(buf[pos + 24 : pos + 28], "little")
+            if size - 32 > max_payload:
+                kind = B.ERR_OVERSIZE
+            elif avail < size:
+                if not final:
+                    need = size
+                    break
+                kind = B.ERR_TRUNCATED
+            elif _crc_ref(buf[pos : pos + size]) != int.from_bytes(buf[pos + 28 : pos + 32], "little"):
+                kind = B.ERR_BAD_CHECKSUM
+            else:
+                frames.append((pos, size))
+                pos += size
+                continue
+        errors[kind] += 1
+        skipped += 1
+        pos += 1
+        resyncing = True
+    return frames, pos, need, errors, skipped, resyncing
+
+
+def _check_scan(buf: bytes, max_payload: int = 200) -> None:
+    for final in (False, True):
+        for resyncing in (False, True):
+            got = P.scan_frames(buf, 0, max_payload, final=final, resyncing=resyncing)
+            frames, end, need, errors, skipped, resync = _scan_ref(buf, max_payload, final, resyncing)
+            assert list(zip(got.offsets.tolist(), got.sizes.tolist(), strict=True)) == frames
+            assert (got.end, got.need, got.errors.tolist(), got.skipped, got.resyncing) == (
+                end,
+                need,
+                errors,
+                skipped,
+                resync,
+            )
+
+
+def test_scan_bad_crc_in_each_position_of_a_run():
+    """A bad CRC anywhere in a run (runs are verified together, four frames at a time) is
+    counted once, the frames before it kept, and the scan resumes inside it."""
+    rng = np.random.default_rng(15)
+    for count in (1, 2, 3, 4, 5, 7, 8, 9, 31, 32, 33, 65, 70):
+        frames = _random_frames(rng, count, 80)
+        buf, offsets, _ = _layout(frames)
+        _check_scan(buf)
+        for bad in sorted({0, 1, 2, 3, count // 2, count - 2, count - 1} & set(range(count))):
+            broken = bytearray(buf)
+            broken[int(offsets[bad]) + 29] ^= 0x01  # the stored checksum
+            _check_scan(bytes(broken))
+            result = P.scan_frames(bytes(broken))
+            assert result.errors[B.ERR_BAD_CHECKSUM] == 1
+            assert result.offsets.tolist() == [o for j, o in enumerate(offsets.tolist()) if j != bad]
+
+
+def test_scan_many_bad_crcs_and_frames_nested_in_bad_ones():
+    rng = np.random.default_rng(16)
+    bad_checksums = 0
+    for _ in range(60):
+        frames = _random_frames(rng, int(rng.integers(1, 80)), int(rng.choice([0, 8, 40, 150])))
+        pieces = []
+        for frame in frames:
+            frame = bytearray(frame)
+            roll = rng.random()
+            if roll < 0.3:  # bad CRC
+                frame[int(rng.integers(0, len(frame)))] ^= 1 << int(rng.integers(0, 8))
+            elif roll < 0.4 and len(frame) > 40:  # a good frame hidden in a bad frame's payload
+                inner = _random_frames(rng, 1, 0)[0]
+                frame = bytearray(bytes(frame) + inner)
+                frame[24:28] = (len(frame) - 32).to_bytes(4, "little")
+            elif roll < 0.45:  # garbage
+                frame += rng.integers(0, 256, int(rng.integers(1, 20)), dtype=np.uint8).tobytes()
+            pieces.append(bytes(frame))
+        buf = b"".join(pieces)
+        _check_scan(buf)
+        bad_checksums += int(P.scan_frames(buf, 0, 200).errors[B.ERR_BAD_CHECKSUM])
+        cut = int(rng.integers(0, len(buf) + 1))
+        _check_scan(buf[:cut])  # ends mid-frame
+        _check_scan(buf[cut:])  # starts mid-frame
+    assert bad_checksums > 100  # the runs were really cut many times
