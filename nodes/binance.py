@@ -69,7 +69,7 @@ from alphapulse.protocol import (
 )
 from alphapulse.protocol import parse_fixed_fast as fixed
 from alphapulse.protocol import parse_fixed_many as fixed_many
-from alphapulse.runtime import UpstreamParams
+from alphapulse.runtime import UpstreamParams, report
 
 QUOTE_ASSETS = (
     "FDUSD",
@@ -116,7 +116,6 @@ QUOTE_ASSETS = (
 _QUOTES_BY_LENGTH = sorted(QUOTE_ASSETS, key=len, reverse=True)
 
 _BID, _ASK = 0, 1  # BookSide
-_LOG_FIRST = 10
 MAX_BUFFERED = 10_000
 """Diffs buffered per symbol while its snapshot is fetched; older ones are dropped beyond it."""
 
@@ -684,10 +683,7 @@ class BinanceFeed:
         sym.stats.quotes += 1
 
     def _error(self, kind: str, message: str, *args: Any) -> None:
-        key = f"errors.{kind}"
-        n = self.counters[key] = self.counters[key] + 1
-        if n <= _LOG_FIRST or n % 1000 == 0:
-            self.log.warning(message + (f" [{n} so far]" if n > 1 else ""), *args)
+        report(self.counters, self.log, f"errors.{kind}", message, *args)
 
     # -- state --------------------------------------------------------------------------------------
     def snapshot(self, instrument_id: int = 0) -> list[bytes]:

@@ -50,7 +50,7 @@ from alphapulse.protocol import (
     mapping_for,
     pool,
 )
-from alphapulse.runtime import NodeConfigError, UpstreamStale, run_websocket_session
+from alphapulse.runtime import NodeConfigError, UpstreamStale, report, run_websocket_session
 
 MAX_TOPICS = 4
 """LOG0..LOG4: an EVM log has at most four topics."""
@@ -556,10 +556,7 @@ class EvmLogs(Node):
             self.ctx.message(record)
 
     def _bad(self, counter: str, exc: Exception) -> None:
-        self.ctx.counters[counter] += 1
-        n = self.ctx.counters[counter]
-        if n <= 10 or n % 1000 == 0:
-            self.ctx.log.warning("%s (#%d): %s", counter, n, exc)
+        report(self.ctx.counters, self.ctx.log, counter, "%s: %s", counter, exc)
 
     # -- hooks --------------------------------------------------------------------------------------------
     def snapshot(self, instrument_id: int):

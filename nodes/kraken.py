@@ -87,15 +87,13 @@ from alphapulse.protocol import (
     spot,
 )
 from alphapulse.protocol import parse_fixed_fast as fixed
-from alphapulse.runtime import UpstreamParams
+from alphapulse.runtime import UpstreamParams, report
 
 ASSET_ALIASES = {"XBT": "BTC", "XDG": "DOGE"}
 """Kraken's legacy asset codes → the common ones used in instrument ids."""
 
 CHECKSUM_LEVELS = 10
 _BID, _ASK = 0, 1  # BookSide
-_LOG_FIRST = 10
-"""Per error kind, the first occurrences are logged one by one, then every 1000th."""
 
 
 # -- fixed point and TLV packing (hot path: plain struct, no records) ---------------------------------
@@ -1136,10 +1134,7 @@ class KrakenFeed:
             self._error("unknown_event", "unknown event %.200r", msg)
 
     def _error(self, kind: str, message: str, *args: Any) -> None:
-        key = f"errors.{kind}"
-        n = self.counters[key] = self.counters[key] + 1
-        if n <= _LOG_FIRST or n % 1000 == 0:
-            self.log.warning(message + (f" [{n} so far]" if n > 1 else ""), *args)
+        report(self.counters, self.log, f"errors.{kind}", message, *args)
 
     # -- state --------------------------------------------------------------------------------------
     def snapshot(self, instrument_id: int = 0) -> list[bytes]:

@@ -17,6 +17,7 @@ from alphapulse.runtime._headers import relay_domains
 from alphapulse.runtime._host import NodeConfigError, NodeHost, load_plan, run_node_process
 from alphapulse.runtime._input import Backoff, InputLink, InputSpec
 from alphapulse.runtime._publisher import Overflow, Publisher, open_publisher
+from alphapulse.runtime._report import report
 from alphapulse.runtime._retransmit import RetransmitBuffer
 from alphapulse.runtime._sequence import GAP_TRANSITIONS, SequenceTracker
 from alphapulse.runtime._upstream import UpstreamParams
@@ -49,6 +50,7 @@ __all__ = [
     "make_sequence",
     "open_publisher",
     "relay_domains",
+    "report",
     "request",
     "request_async",
     "run_node_process",
