@@ -38,7 +38,7 @@ DEX_TOPICS = [
     "0x4c209b5fc8ad50758f13e2e1088ba56a560dff690a1c6fef26394f4c03821c4f",  # UniswapV2 Mint
 ]
 API_KEY = "s3cr3t-key"
-HANG_GUARD = 30  # seconds; only against a hang, the test normally takes well under one
+HANG_GUARD = 120  # seconds; only against a hang, the test normally takes well under one
 
 
 # -- a JSON-RPC chain --------------------------------------------------------------------------------
