@@ -69,9 +69,9 @@ def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def received(base: Path) -> int:
+def received(base: Path, node: str = "sink") -> int:
     try:
-        return stats(base, "sink")["counters"]["received"]
+        return stats(base, node)["counters"]["received"]
     except Exception:
         return 0
 
@@ -188,3 +188,22 @@ def test_watch_applies_saved_edits_and_refuses_broken_ones(deployment) -> None:
     finally:
         watcher.send_signal(signal.SIGINT)
         watcher.wait(10)
+
+
+def test_adding_and_removing_a_node_leaves_the_others_running(deployment, capsys) -> None:
+    base, topo = deployment
+    assert main(["apply", str(topo), "--wait", "30"]) == 0
+    before = pids(base)
+    extra = "  audit:\n    kind: sink.counter\n    inputs: [bus]\n"
+    topo.write_text(TOPOLOGY + extra)
+    capsys.readouterr()
+    assert main(["apply", str(topo), "--wait", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "added        audit" in out and "unchanged    bus, sink, src" in out
+    with_audit = pids(base)
+    assert {n: with_audit[n] for n in before} == before and with_audit["audit"]
+    wait_for(lambda: received(base, "audit") > 0, what="the new node to receive")
+    topo.write_text(TOPOLOGY)
+    assert main(["apply", str(topo)]) == 0
+    assert "removed      audit" in capsys.readouterr().out
+    assert pids(base) == before
