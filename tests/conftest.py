@@ -32,6 +32,7 @@ def compiled_kernels() -> None:
 
     from alphapulse import protocol
     from alphapulse.runtime import SequenceTracker, relay_domains, subscription
+    from alphapulse.runtime._headers import count_control
 
     builder = protocol.MessageBuilder(protocol.RelayDomain.MARKET_DATA, 7)
     frames = b"".join(builder.build(protocol.Trade(1, 2, 3, 4), 5) for _ in range(8))
@@ -42,6 +43,10 @@ def compiled_kernels() -> None:
     keep = np.arange(len(block)) % 2 == 0
     block.select(keep).with_placeholders(keep[: len(block) // 2])
     relay_domains(block)
+    count_control(protocol.FrameBlock.from_bytes(frames))
+    trusting = protocol.FrameDecoder(verify_checksums=False)
+    trusting.receive_data(frames)
+    trusting.next_block()
     protocol.verify_batch(block.data, block.offsets, block.sizes)
     protocol.trade_columns(protocol.FrameBlock.from_bytes(frames))
     subscription([1], [1]).compile().mask(block.tlv_type, block.instrument_id)

@@ -385,7 +385,7 @@ _RUN = 32
 
 
 @njit(cache=True)
-def _scan(t, buf, start, max_payload, final, resyncing):
+def _scan(t, buf, start, max_payload, final, resyncing, verify):
     """Walk buf from start: record valid frames, count and skip bad ones.
 
     Returns (offsets, sizes, pos, need, errors, skipped, resyncing). ``pos`` is where the caller
@@ -400,7 +400,8 @@ def _scan(t, buf, start, max_payload, final, resyncing):
     time, when the run is full or the scan reaches anything else (an error, the end, a partial
     frame). A bad CRC cuts the run there: the frames before it are accepted, the bad one counts
     ERR_BAD_CHECKSUM, and the scan restarts one byte after its start, resyncing, exactly as if
-    each frame had been checked as soon as it was found.
+    each frame had been checked as soon as it was found. Without ``verify`` the CRCs are not
+    checked at all (a link from a relay, which checked every frame it forwards).
     """
     n = buf.shape[0]
     cap = (n - start) // HEADER_SIZE + 1
@@ -465,7 +466,7 @@ def _scan(t, buf, start, max_payload, final, resyncing):
         # the run is full, or pos holds no frame to add to it: check the run's CRCs first
         if run:
             end = count + run
-            bad = _first_bad(t, buf, offsets, sizes, count, end)
+            bad = _first_bad(t, buf, offsets, sizes, count, end) if verify else end
             run = 0
             if bad < end:
                 count = bad
@@ -690,14 +691,18 @@ def scan_frames(
     *,
     final: bool = False,
     resyncing: bool = False,
+    verify: bool = True,
 ) -> ScanResult:
     """Find every valid frame in ``buf[start:]`` (CRC checked) in one O(bytes) pass.
 
     ``end`` is where to resume; ``need`` the bytes required from ``end`` before a rescan can
     progress; ``errors`` counts by kind (ERR_* indexes); ``skipped`` the bytes dropped.
+    ``verify=False`` checks magic, version and sizes but not CRCs: for bytes from a peer that
+    has checked them already (a relay), where the CRC pass would be most of the cost.
     """
     offsets, sizes, end, need, errors, skipped, resync = _scan(
-        CRC_TABLES, as_u8(buf), np.int64(start), np.int64(max_payload), bool(final), bool(resyncing)
+        CRC_TABLES, as_u8(buf), np.int64(start), np.int64(max_payload), bool(final), bool(resyncing),
+        bool(verify),
     )
     return ScanResult(offsets, sizes, int(end), int(need), errors, int(skipped), bool(resync))
 

@@ -186,8 +186,10 @@ class FrameBlock:
 class FrameDecoder:
     """Turns a byte stream into blocks of valid frames; never raises on what the peer sends."""
 
-    def __init__(self, max_payload_size: int = MAX_PAYLOAD_SIZE) -> None:
+    def __init__(self, max_payload_size: int = MAX_PAYLOAD_SIZE, *, verify_checksums: bool = True) -> None:
         self.max_payload_size = int(max_payload_size)
+        self.verify_checksums = verify_checksums
+        """False: frames are taken on the sender's word for their CRCs (a relay checked them)."""
         self._chunks: list[bytes] = []
         self._buf = bytearray()
         self._need = HEADER_SIZE
@@ -240,7 +242,8 @@ class FrameDecoder:
         return self._scan(self._buf, final, owned=True)
 
     def _scan(self, buf: bytes | bytearray, final: bool, owned: bool) -> FrameBlock | _Sentinel:
-        result = scan_frames(buf, 0, self.max_payload_size, final=final, resyncing=self._resyncing)
+        result = scan_frames(buf, 0, self.max_payload_size, final=final, resyncing=self._resyncing,
+                             verify=self.verify_checksums)
         self._resyncing = result.resyncing
         self._need = result.need
         self._skipped += result.skipped

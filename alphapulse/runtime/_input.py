@@ -53,6 +53,8 @@ class InputSpec:
     instruments: tuple[int, ...] = ()
     overflow: str = "drop_oldest"
     queue: int = 4096
+    verify_checksums: bool = True
+    """False for a link from a relay: it checked every frame's CRC before forwarding it."""
 
     @classmethod
     def from_plan(cls, entry: dict[str, Any]) -> InputSpec:
@@ -63,6 +65,7 @@ class InputSpec:
             instruments=tuple(entry.get("instruments") or ()),
             overflow=entry.get("overflow", "drop_oldest"),
             queue=int(entry.get("queue", 4096)),
+            verify_checksums=bool(entry.get("verify_checksums", True)),
         )
 
 
@@ -249,7 +252,7 @@ class InputLink:
         deliver: Callable[[Any], Awaitable[None]],
         on_control: Callable[[Any], None] | None,
     ) -> None:
-        decoder = protocol.FrameDecoder()
+        decoder = protocol.FrameDecoder(verify_checksums=self.spec.verify_checksums)
         tracker = self.tracker
         self._decoder = decoder
         want = SMALL_READ  # asked of the next recv (see SMALL_READ; less to finish a split frame)

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from alphapulse.kinds import build_params, live_fields, params_to_plain
+from alphapulse.kinds import Role, build_params, live_fields, params_to_plain
 from alphapulse.topology._checks import node_relay_domain
 from alphapulse.topology._model import NodeDecl, Topology
 from alphapulse.topology._rundir import control_socket, data_socket, log_dir, plan_path
@@ -93,6 +93,12 @@ def full_params(node: NodeDecl) -> dict[str, Any]:
     return params_to_plain(build_params(node.spec.params_type, node.params))
 
 
+def _is_relay(node: NodeDecl) -> bool:
+    """A relay checks the CRC of every frame it forwards (and builds its placeholders itself), so
+    its subscribers need not check them again: that pass was a quarter of a subscriber's CPU."""
+    return node.spec is not None and node.spec.role is Role.RELAY
+
+
 def compile_plan(topology: Topology, run_dir: str | None = None,
                  *, python: str | None = None) -> Plan:
     """The plan of a checked topology. ``run_dir`` overrides the topology's run directory
@@ -115,6 +121,7 @@ def compile_plan(topology: Topology, run_dir: str | None = None,
                 if link.instruments is not None else None,
                 "overflow": link.overflow,
                 "queue": link.queue,
+                "verify_checksums": link.checksums == "verify" or not _is_relay(topology.nodes[link.node]),
             }
             for link in node.inputs
         ]

@@ -280,7 +280,8 @@ class _Builder:
 
     def _link(self, path: JsonPath, item: Any, link_defaults: dict[str, Any]) -> Link | None:
         if isinstance(item, str):
-            return Link(item, None, None, link_defaults["overflow"], link_defaults["queue"], path)
+            return Link(item, None, None, link_defaults["overflow"], link_defaults["queue"], path,
+                        link_defaults["checksums"])
         if not isinstance(item, dict) or not isinstance(item.get("from"), str):
             return None
         types = None
@@ -302,7 +303,8 @@ class _Builder:
             instruments = tuple(parsed)
         overflow = item.get("overflow", link_defaults["overflow"])
         queue = item.get("queue", link_defaults["queue"])
-        return Link(item["from"], types, instruments, overflow, queue, path)
+        checksums = item.get("checksums", link_defaults["checksums"])
+        return Link(item["from"], types, instruments, overflow, queue, path, checksums)
 
 
 def _dict(value: Any) -> dict[str, Any]:

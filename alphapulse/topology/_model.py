@@ -27,6 +27,8 @@ class Link:
     overflow: str
     queue: int
     path: JsonPath
+    checksums: str = "auto"
+    """``auto``: CRCs checked unless the upstream is a relay (it checked them); ``verify``: always."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,6 @@ Adding a kind means adding its module under ``nodes/`` and running ``alphapulse 
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,7 +41,8 @@ BREAKER_DEFAULTS: dict[str, Any] = {
     "cooldown": 5.0,
     "success_threshold": 1,
 }
-LINK_DEFAULTS: dict[str, Any] = {"overflow": "drop_oldest", "queue": 4096}
+LINK_DEFAULTS: dict[str, Any] = {"overflow": "drop_oldest", "queue": 4096, "checksums": "auto"}
+CHECKSUM_POLICIES = ("auto", "verify")
 
 
 def node_schema_file(kind: str) -> str:
@@ -113,6 +113,11 @@ def _link_properties() -> dict[str, Any]:
             "type": "integer", "minimum": 1, "maximum": 1048576,
             "description": "Messages queued for this subscriber before the overflow policy "
             "applies.",
+        },
+        "checksums": {
+            "enum": list(CHECKSUM_POLICIES),
+            "description": "CRC checks on what this input receives: auto (every frame, unless the "
+            "upstream is a relay, which checked every frame it forwards) or verify (always).",
         },
     }
 
@@ -289,10 +294,25 @@ def write_schema_files(directory: Path) -> list[str]:
     return changed
 
 
-@functools.cache
 def topology_validator() -> jsonschema.Draft202012Validator:
-    """A validator of the topology schema with every kind's schema resolvable by its file name."""
+    """A validator of the topology schema with every kind's schema resolvable by its file name.
+
+    Built once per set of registered kinds: a kind registered later (a plugin, a test's own
+    kind) gets a validator that knows it instead of a stale one.
+    """
     kinds = load_kinds()
+    key = tuple((name, id(spec)) for name, spec in kinds.items())
+    cached = _VALIDATORS.get(key)
+    if cached is None:
+        _VALIDATORS.clear()
+        cached = _VALIDATORS[key] = _build_validator(kinds)
+    return cached
+
+
+_VALIDATORS: dict[tuple[tuple[str, int], ...], jsonschema.Draft202012Validator] = {}
+
+
+def _build_validator(kinds: Mapping[str, KindSpec]) -> jsonschema.Draft202012Validator:
     resources = [
         (node_schema_file(name), referencing.jsonschema.DRAFT202012.create_resource(
             kind_schema(spec)))

@@ -234,3 +234,23 @@ def test_eof_rules():
 
     with pytest.raises(P.LocalProtocolError):
         decoder.receive_data(b"x")
+
+
+def test_trusting_decoder_skips_only_the_crc_check():
+    """``verify_checksums=False`` (a link from a relay, which checked every CRC) passes a frame
+    whose CRC is wrong, and still counts and resyncs over everything else that is malformed."""
+    good = messages(3)
+    bad_crc = bytearray(good[1])
+    bad_crc[40] ^= 0x01
+    bad_version = bytearray(good[2])
+    bad_version[4] = 2
+    stream = good[0] + bytes(bad_crc) + b"junk" + bytes(bad_version) + good[2]
+    decoder = P.FrameDecoder(verify_checksums=False)
+    decoder.receive_data(stream)
+    block = decoder.next_block()
+    assert [bytes(f) for f in block.frames()] == [good[0], bytes(bad_crc), good[2]]
+    assert decoder.statistics().errors == {**dict.fromkeys(P.ERROR_KINDS, 0), "bad_magic": 1, "bad_version": 1}
+    checking = P.FrameDecoder()
+    checking.receive_data(stream)
+    assert [bytes(f) for f in checking.next_block().frames()] == [good[0], good[2]]
+    assert checking.statistics().bad_checksum == 1

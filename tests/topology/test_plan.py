@@ -74,8 +74,9 @@ def test_plan_format(load):
     assert out["inputs"] == [{
         "node": "market", "socket": "/tmp/ap/pipe/s/market.sock",
         "types": [int(TLVType.TRADE)], "instruments": [parse_instrument("coinbase:BTC-USD").id],
-        "overflow": "block", "queue": 100,
+        "overflow": "block", "queue": 100, "verify_checksums": False,  # from a relay: it checked them
     }]
+    assert data["nodes"]["market"]["inputs"][0]["verify_checksums"] is True  # from a source
     assert out["params"]["token"] == "${TOKEN}"  # the secret stays a template
     assert out["secret_env"] == {"token": "TOKEN"}
     assert out["params"]["port"] == 8765  # kind defaults are filled in
@@ -86,6 +87,24 @@ def test_plan_format(load):
     assert data["nodes"]["market"]["relay_domain"] == int(RelayDomain.MARKET_DATA)
     assert data["nodes"]["market"]["inputs"][0]["types"] is None
     assert set(out["fingerprint"]) == {"restart", "live"}
+
+
+def test_checksum_policy_per_link(load):
+    """``auto`` trusts a relay's CRC checks and verifies everything else; ``verify`` always checks,
+    as a topology-wide default or on one link."""
+    plan = compile_plan(load("""\
+        topology: c
+        defaults:
+          link: {checksums: verify}
+        nodes:
+          src: {kind: source.counter}
+          bus: {kind: relay, domain: market_data, inputs: [src]}
+          strict: {kind: sink.counter, inputs: [bus]}
+          relaxed: {kind: sink.counter, inputs: [{from: bus, checksums: auto}]}
+          direct: {kind: sink.counter, inputs: [{from: src, checksums: auto}]}
+    """))
+    verify = {name: [i["verify_checksums"] for i in node["inputs"]] for name, node in plan.nodes.items()}
+    assert verify == {"src": [], "bus": [True], "strict": [True], "relaxed": [False], "direct": [True]}
 
 
 def test_secret_value_never_in_plan(load):
