@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import resource
@@ -278,7 +279,7 @@ async def _ap_sink(cfg: dict) -> None:
         touch(files.path(f"{name}.result.{k}"), json.dumps({
             "received": st["count"] - st["round_start"], "t_last_ns": st["t_last"], "order_errors": st["order_errors"],
             "sequence": link.statistics().sequence, "decode_errors": link.statistics().decode_errors,
-            "latency": lat_stats,
+            "latency": lat_stats, "lane_reads": link.lane_reads,
         }))
         st["round"] += 1
         st["round_start"] = st["count"]
@@ -288,7 +289,7 @@ async def _ap_sink(cfg: dict) -> None:
 
     head = struct.Struct("<HQQ")  # source, sequence, timestamp_ns: header bytes 6..24
 
-    async def deliver(block) -> None:
+    def deliver_now(block) -> bool:
         # Only the first and last headers are read (the runtime's tracker has already checked every
         # sequence number): a consumer that needs no header columns does not pay for them.
         now = time.time_ns()
@@ -303,7 +304,7 @@ async def _ap_sink(cfg: dict) -> None:
                 st["ready"] = True
                 touch(files.path(f"{name}.ready.0"))
             if not measured.any():
-                return
+                return True
             block = block.select(measured)
             k = len(block)
             q0, q1, t0 = int(block.sequence[0]), int(block.sequence[-1]), int(block.timestamp_ns[0])
@@ -322,10 +323,14 @@ async def _ap_sink(cfg: dict) -> None:
         st["t_last"] = now
         while st["round"] < len(rounds) and st["count"] >= totals[st["round"]]:
             finish_round()
+        return True
+
+    async def deliver(block) -> None:
+        deliver_now(block)
 
     with trio.move_on_at(trio.current_time() + max(0.0, files.left())):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(link.run, deliver)
+            nursery.start_soon(functools.partial(link.run, deliver, deliver_now=deliver_now))
             await round_done.wait()
             while files.left() > 0:  # stay connected (idle) until the parent stops us
                 await trio.sleep(0.05)

@@ -388,7 +388,7 @@ _RUN = 32
 def _scan(t, buf, start, max_payload, final, resyncing, verify):
     """Walk buf from start: record valid frames, count and skip bad ones.
 
-    Returns (offsets, sizes, pos, need, errors, skipped, resyncing). ``pos`` is where the caller
+    Returns (offsets, sizes, pos, need, errors, skipped, resyncing, control). ``pos`` is where the caller
     resumes (everything before it is a frame or skipped); ``need`` is how many bytes from ``pos``
     must be buffered before another scan can make progress. ``resyncing`` means "no frame is
     known to start at pos: search for the magic from pos". An error at a position skips one
@@ -400,7 +400,8 @@ def _scan(t, buf, start, max_payload, final, resyncing, verify):
     time, when the run is full or the scan reaches anything else (an error, the end, a partial
     frame). A bad CRC cuts the run there: the frames before it are accepted, the bad one counts
     ERR_BAD_CHECKSUM, and the scan restarts one byte after its start, resyncing, exactly as if
-    each frame had been checked as soon as it was found. Without ``verify`` the CRCs are not
+    each frame had been checked as soon as it was found. ``control`` counts the accepted frames
+    with sequence 0 (control frames), so a link need not look again. Without ``verify`` the CRCs are not
     checked at all (a link from a relay, which checked every frame it forwards).
     """
     n = buf.shape[0]
@@ -485,7 +486,11 @@ def _scan(t, buf, start, max_payload, final, resyncing, verify):
         skipped += 1
         pos += 1
         resyncing = True
-    return offsets[:count], sizes[:count], pos, need, errors, skipped, resyncing
+    control = 0  # unsequenced control frames (sequence 0) among those accepted
+    for k in range(count):
+        if _u64(buf, offsets[k] + 8) == 0:
+            control += 1
+    return offsets[:count], sizes[:count], pos, need, errors, skipped, resyncing, control
 
 
 @njit(cache=True)
@@ -700,7 +705,7 @@ def scan_frames(
     ``verify=False`` checks magic, version and sizes but not CRCs: for bytes from a peer that
     has checked them already (a relay), where the CRC pass would be most of the cost.
     """
-    offsets, sizes, end, need, errors, skipped, resync = _scan(
+    offsets, sizes, end, need, errors, skipped, resync, _ = _scan(
         CRC_TABLES, as_u8(buf), np.int64(start), np.int64(max_payload), bool(final), bool(resyncing),
         bool(verify),
     )

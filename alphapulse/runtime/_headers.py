@@ -61,6 +61,9 @@ def _count_control(buf, offsets):  # pragma: no cover - jit
 
 def count_control(block: Any) -> int:
     """How many frames of ``block`` are unsequenced control frames (sequence 0)."""
+    known = block.__dict__.get("control_frames")  # counted by the decoder's scan
+    if known is not None:
+        return known
     if "_columns" in block.__dict__:  # already decoded: reuse
         sequences = block.sequence
         return int(sequences.shape[0] - np.count_nonzero(sequences))

@@ -139,7 +139,7 @@ class NodeHost:
 
             self._nursery, self._deliver = nursery, deliver
             for link in self.links:
-                nursery.start_soon(link.run, deliver, self._on_upstream_control)
+                nursery.start_soon(self._run_link, link)
             nursery.start_soon(self._sample_rates)
             nursery.start_soon(self._watch_signals)
             self.log.info("node %s (%s) ready: source id %d, epoch %d", self.name, self.spec.name,
@@ -152,6 +152,12 @@ class NodeHost:
                 with trio.CancelScope(shield=True), trio.move_on_after(self._close_budget()):
                     await self._close()
             nursery.cancel_scope.cancel()
+
+    async def _run_link(self, link: InputLink) -> None:
+        direct = self._deliver == self._deliver_direct
+        await link.run(self._deliver, self._on_upstream_control,
+                       deliver_now=self._deliver_now if direct else None,
+                       wait_ready=self._wait_ready if direct else None)
 
     def stop(self) -> None:
         if self._stop_scope is not None:
@@ -183,10 +189,23 @@ class NodeHost:
         return block.select(~placeholders) if placeholders.any() else block
 
     async def _deliver_direct(self, block: Any) -> None:
-        """Push path: call the kind's sync handler on the link's own task, then flush."""
+        """Push path: call the kind's sync handler on the link's own task, then flush; wait only
+        while a ``block`` subscriber is over its limit. No unconditional checkpoint: the input link
+        yields once per read, and one more trip through trio's scheduler per block cost more than
+        forwarding the block itself."""
+        if not self._deliver_now(block):
+            await self._wait_ready()
+
+    async def _wait_ready(self) -> None:
+        if self.ctx.has_output and self.ctx._publisher.must_wait():
+            await self.ctx._publisher.wait_for_space()
+
+    def _deliver_now(self, block: Any) -> bool:
+        """The handler and the flush, synchronously (also run from trio's idle lane); False when
+        a ``block`` subscriber is over its limit and the link must wait before the next block."""
         block = self._without_placeholders(block)
         if not len(block):
-            return
+            return True
         self.received += len(block)
         now = trio.current_time()
         breaker = self.handler_breaker
@@ -196,7 +215,7 @@ class NodeHost:
                 self.ctx.counters["passed_through.breaker_open"] += len(block)
             else:
                 self.ctx.counters["dropped.breaker_open"] += len(block)
-            return
+            return True
         try:
             self.instance.handle_block(block, self.ctx)
         except Exception:  # the breaker exists to contain exactly this; counted and logged
@@ -205,16 +224,12 @@ class NodeHost:
             breaker.record_failure(now)
             self.ctx._pending.clear()
             self.ctx._pending_count = 0
-            return
+            return True
         breaker.record_success(now)
-        if self.ctx.has_output:
-            # Publish what the handler built; wait only while a ``block`` subscriber is over its
-            # limit. No unconditional checkpoint: the input link yields once per read, and one more
-            # trip through trio's scheduler per block cost more than forwarding the block itself.
-            self.ctx.flush_nowait()
-            publisher = self.ctx._publisher
-            if publisher.must_wait():
-                await publisher.wait_for_space()
+        if not self.ctx.has_output:
+            return True
+        self.ctx.flush_nowait()
+        return not self.ctx._publisher.must_wait()
 
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -374,7 +389,7 @@ class NodeHost:
         async def run_link() -> None:
             with scope:
                 try:
-                    await link.run(self._deliver, self._on_upstream_control)
+                    await self._run_link(link)
                 except OSError as exc:  # a temporary input that cannot connect must not take the node down
                     self.ctx.counters["errors.attached_input"] += 1
                     self.log.error("node %s: temporary input %s failed: %s", self.name, spec.node, exc)

@@ -26,6 +26,7 @@ from typing import Any
 import trio
 
 from alphapulse import protocol
+from alphapulse.runtime._fastlane import IdleLane, idle_lane
 from alphapulse.runtime._headers import count_control
 from alphapulse.runtime._publisher import OVERFLOW_CODES, SOCKET_BUFFER_BYTES, Overflow
 from alphapulse.runtime._sequence import ResendWanted, SequenceTracker, SnapshotWanted
@@ -94,6 +95,8 @@ class InputStatistics:
     resend_requests: int
     snapshot_requests: int
     resend_unavailable: int
+    lane_reads: int
+    """reads handled from trio's idle lane, without a task switch (see ``_fastlane``)"""
     sequence: dict[str, int]
 
 
@@ -128,6 +131,23 @@ def _completion(buffered: int, data: bytes, tail: bytes) -> tuple[int, bytes]:
     return size - len(tail), tail
 
 
+class _Handback:
+    """How the idle lane gives a socket back to its link's task, and why."""
+
+    __slots__ = ("data", "error", "event", "must_wait")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.data: bytes | None = None
+        self.error: BaseException | None = None
+        self.must_wait = False
+
+    def give(self, *, data: bytes | None = None, error: BaseException | None = None) -> bool:
+        self.data, self.error = data, error
+        self.event.set()
+        return False  # the lane unregisters the socket
+
+
 class InputLink:
     def __init__(
         self,
@@ -150,6 +170,11 @@ class InputLink:
         self._connects = 0
         self._received = self._received_bytes = self._control = 0
         self._resends = self._snapshots = self._unavailable = 0
+        self._deliver_now: Callable[[Any], bool] | None = None
+        self._wait_ready: Callable[[], Awaitable[None]] | None = None
+        self._on_control: Callable[[Any], None] | None = None
+        self.lane_reads = 0
+        """reads handled from trio's idle lane (the rest went through the link's task)"""
 
     # -- control toward upstream ----------------------------------------------------------------
     def request_snapshot(self, source: int, instrument_id: int = 0) -> None:
@@ -191,8 +216,18 @@ class InputLink:
         self,
         deliver: Callable[[Any], Awaitable[None]],
         on_control: Callable[[Any], None] | None = None,
+        *,
+        deliver_now: Callable[[Any], bool] | None = None,
+        wait_ready: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """Connect, read, track and deliver until cancelled; reconnects on its own."""
+        """Connect, read, track and deliver until cancelled; reconnects on its own.
+
+        ``deliver_now`` is the synchronous form of ``deliver`` (True: the consumer can take more
+        at once; False: call ``wait_ready`` before the next block). With it, a link that is idle
+        between small reads waits in trio's idle lane (see ``_fastlane``): its reads are handled
+        from trio's idle point without a task switch each.
+        """
+        self._deliver_now, self._wait_ready, self._on_control = deliver_now, wait_ready, on_control
         attempt = 0
         while True:
             sock = await self._connect()
@@ -202,7 +237,7 @@ class InputLink:
                 continue
             attempt = 0
             try:
-                await self._read_until_closed(sock, deliver, on_control)
+                await self._read_until_closed(sock, deliver)
             finally:
                 self._sock = None
                 with contextlib.suppress(OSError):
@@ -246,15 +281,11 @@ class InputLink:
         log.info("%s: connected to %s", self.subscriber_name, self.spec.node)
         return sock
 
-    async def _read_until_closed(
-        self,
-        sock: socket.socket,
-        deliver: Callable[[Any], Awaitable[None]],
-        on_control: Callable[[Any], None] | None,
-    ) -> None:
+    async def _read_until_closed(self, sock: socket.socket, deliver: Callable[[Any], Awaitable[None]]) -> None:
         decoder = protocol.FrameDecoder(verify_checksums=self.spec.verify_checksums)
         tracker = self.tracker
         self._decoder = decoder
+        lane = idle_lane() if self._deliver_now is not None else None
         want = SMALL_READ  # asked of the next recv (see SMALL_READ; less to finish a split frame)
         tail = b""  # known start of the incomplete frame the decoder holds
         drained = False  # the last read came back short: the socket is most likely empty
@@ -268,6 +299,13 @@ class InputLink:
             data = None
             waited = False
             # no cancel scope per read unless a resend deadline is pending (the common case)
+            if drained and lane is not None and deadline is None:
+                data = await self._idle_in_lane(lane, sock)  # None: handed back with nothing to read
+                tail = b""  # the lane's reads were not followed here
+                if data is None:
+                    drained = False
+                    continue
+                waited = True
             with _NO_SCOPE if deadline is None else trio.move_on_at(deadline):
                 while data is None:
                     if drained:  # skip the recv that would only say EAGAIN: wait first
@@ -287,10 +325,8 @@ class InputLink:
                 self._count_decoder(decoder)
                 return
             asked, drained = want, len(data) < want
-            self._received_bytes += len(data)
-            decoder.receive_data(data)
-            while (block := decoder.next_block()) is not protocol.NEED_DATA:
-                await self._handle_block(block, now, deliver, on_control)
+            for out in self._ingest(data, now):
+                await deliver(out)
             if drained and asked >= SMALL_READ:
                 want, tail = SMALL_READ, b""  # a short read: whole frames as written, nothing to finish
             else:
@@ -308,19 +344,66 @@ class InputLink:
         for block in result.deliver:
             await deliver(block)
 
-    async def _handle_block(self, block: Any, now: float, deliver: Callable[[Any], Awaitable[None]],
-                            on_control: Callable[[Any], None] | None) -> None:
-        if count_control(block):  # control frames (sequence 0): rare
-            control = block.sequence == 0
-            for released in self._handle_control(block.select(control), now, on_control):
-                await deliver(released)
-            block = block.select(~control)
-        self._received += len(block)
-        result = self.tracker.feed(block, now)
-        if result.requests:
-            self._act(result.requests)
-        for out in result.deliver:
-            await deliver(out)
+    def _ingest(self, data: bytes, now: float) -> list[Any]:
+        """One read through the decoder and the tracker: the blocks to deliver, in order."""
+        self._received_bytes += len(data)
+        decoder = self._decoder
+        decoder.receive_data(data)
+        ready: list[Any] = []
+        while (block := decoder.next_block()) is not protocol.NEED_DATA:
+            if count_control(block):  # control frames (sequence 0): rare
+                control = block.sequence == 0
+                ready.extend(self._handle_control(block.select(control), now, self._on_control))
+                block = block.select(~control)
+            self._received += len(block)
+            result = self.tracker.feed(block, now)
+            if result.requests:
+                self._act(result.requests)
+            ready.extend(result.deliver)
+        return ready
+
+    async def _idle_in_lane(self, lane: IdleLane, sock: socket.socket) -> bytes | None:
+        """Let the idle lane read ``sock`` until something needs this task: returns a read to
+        handle here (a full buffer: data keeps coming; ``b""``: EOF), or None (a resend deadline
+        is pending, or the consumer asked to wait)."""
+        handback = _Handback()
+        deliver_now, tracker = self._deliver_now, self.tracker
+        assert deliver_now is not None
+
+        def on_readable() -> bool:
+            try:
+                data = sock.recv(SMALL_READ)
+            except BlockingIOError:
+                return True
+            except _PEER_GONE:
+                data = b""
+            except BaseException as exc:
+                return handback.give(error=exc)
+            if not data or len(data) == SMALL_READ:
+                return handback.give(data=data)
+            self.lane_reads += 1
+            try:
+                ready = True
+                for out in self._ingest(data, trio.current_time()):
+                    ready = deliver_now(out) and ready
+            except BaseException as exc:
+                return handback.give(error=exc)
+            if ready and tracker.next_deadline() is None:
+                return True
+            handback.must_wait = not ready
+            return handback.give()
+
+        fd = sock.fileno()
+        lane.register(fd, on_readable)
+        try:
+            await handback.event.wait()
+        finally:
+            lane.unregister(fd)
+        if handback.error is not None:
+            raise handback.error
+        if handback.must_wait and self._wait_ready is not None:
+            await self._wait_ready()
+        return handback.data
 
     def _handle_control(self, block: Any, now: float, on_control: Callable[[Any], None] | None) -> list[Any]:
         """Answers from upstream; returns held frames that giving up on a gap released."""
@@ -364,5 +447,6 @@ class InputLink:
             resend_requests=self._resends,
             snapshot_requests=self._snapshots,
             resend_unavailable=self._unavailable,
+            lane_reads=self.lane_reads,
             sequence=dataclasses.asdict(self.tracker.statistics()),
         )

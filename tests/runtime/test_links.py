@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 
@@ -229,3 +230,91 @@ async def test_link_reconnects_when_the_publisher_comes_back(sock_dir) -> None:
         nursery.cancel_scope.cancel()
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+class SyncCollector(Collector):
+    """A collector that can also take blocks synchronously, so its link may use the idle lane."""
+
+    def deliver_now(self, b) -> bool:
+        self.counters.extend((b.sequence & np.uint64((1 << 40) - 1)).tolist())
+        if self.want and len(self.counters) >= self.want:
+            self.done.set()
+        return True
+
+
+async def publish_one_by_one(publisher, first: int, last: int, pause: float = 0.0005) -> None:
+    for counter in range(first, last + 1):
+        await publisher.publish(block(trade_frames(SOURCE, EPOCH, [counter])))
+        await trio.sleep(pause)
+
+
+@pytest.fixture
+def idle_lane_on(monkeypatch):
+    monkeypatch.setenv("ALPHAPULSE_IDLE_LANE", "1")
+
+
+async def test_idle_lane_reads_small_messages_in_order_and_timers_stay_on_time(sock_dir, idle_lane_on) -> None:
+    """Messages trickling in one at a time are read from trio's idle point (no task switch each),
+    and other tasks' sleeps still end on time while the lane holds the wait."""
+    path = os.path.join(sock_dir, "p.sock")
+    lateness: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            due = trio.current_time() + 0.01
+            await trio.sleep_until(due)
+            lateness.append(trio.current_time() - due)
+
+    async with open_publisher(path, source_id=1) as pub, trio.open_nursery() as nursery:
+        sink = SyncCollector()
+        sink.want = 400
+        lk = link(path, "lane")
+        nursery.start_soon(functools.partial(lk.run, sink.deliver, deliver_now=sink.deliver_now))
+        await wait_subscribed(pub, 1)
+        nursery.start_soon(ticker)
+        await publish_one_by_one(pub, 1, 400)
+        with trio.fail_after(5):
+            await sink.done.wait()
+        nursery.cancel_scope.cancel()
+    assert sink.counters == list(range(1, 401))
+    assert lk.lane_reads > 200  # most reads came through the lane (some arrive while trio is busy)
+    assert lk.statistics().lane_reads == lk.lane_reads
+    assert len(lateness) >= 5 and max(lateness) < 0.05  # timers are not held up by the lane's wait
+
+
+async def test_gap_seen_in_the_idle_lane_is_recovered_by_the_links_task(sock_dir, idle_lane_on) -> None:
+    """A gap found by a read in the lane hands the socket back (a resend deadline is pending);
+    the link's task then recovers it from the retransmit buffer as usual."""
+    path = os.path.join(sock_dir, "p.sock")
+    async with open_publisher(path, source_id=1, retransmit_capacity=10_000) as pub, trio.open_nursery() as nursery:
+        sink = SyncCollector()
+        sink.want = 120
+        lk = link(path, "lane")
+        nursery.start_soon(functools.partial(lk.run, sink.deliver, deliver_now=sink.deliver_now))
+        await wait_subscribed(pub, 1)
+        await publish_one_by_one(pub, 1, 50)
+        pub.retransmit.append(block(trade_frames(SOURCE, EPOCH, range(51, 61))))  # never sent live
+        await publish_one_by_one(pub, 61, 120)
+        with trio.fail_after(5):
+            await sink.done.wait()
+        nursery.cancel_scope.cancel()
+    assert sink.counters == list(range(1, 121))
+    seq = lk.statistics().sequence
+    assert (seq["gaps_detected"], seq["gaps_recovered"], seq["messages_lost"]) == (1, 1, 0)
+    assert lk.lane_reads > 0
+
+
+async def test_idle_lane_is_off_unless_asked_for(sock_dir, monkeypatch) -> None:
+    monkeypatch.delenv("ALPHAPULSE_IDLE_LANE", raising=False)
+    path = os.path.join(sock_dir, "p.sock")
+    async with open_publisher(path, source_id=1) as pub, trio.open_nursery() as nursery:
+        sink = SyncCollector()
+        sink.want = 50
+        lk = link(path, "plain")
+        nursery.start_soon(functools.partial(lk.run, sink.deliver, deliver_now=sink.deliver_now))
+        await wait_subscribed(pub, 1)
+        await publish_one_by_one(pub, 1, 50)
+        with trio.fail_after(5):
+            await sink.done.wait()
+        nursery.cancel_scope.cancel()
+    assert sink.counters == list(range(1, 51)) and lk.lane_reads == 0
