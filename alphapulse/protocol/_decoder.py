@@ -49,8 +49,8 @@ class _Sentinel:
 
 
 NEED_DATA = _Sentinel("NEED_DATA")
-_ZERO = np.int64(0)
 """Returned by ``next_block`` when no complete frame is buffered."""
+_ZERO = np.int64(0)
 
 ERROR_KINDS: tuple[str, ...] = ("bad_magic", "bad_version", "oversize", "bad_checksum", "truncated")
 _KIND_INDEXES = (ERR_BAD_MAGIC, ERR_BAD_VERSION, ERR_OVERSIZE, ERR_BAD_CHECKSUM, ERR_TRUNCATED)
@@ -260,22 +260,20 @@ class FrameDecoder:
         n = len(offsets)
         block: FrameBlock | _Sentinel = NEED_DATA
         if n:
-            if not skipped:  # frames back to back from byte 0: ``offsets`` are the block's own
-                total = int(end)
-                data: bytes | memoryview = (buf if total == len(buf) else memoryview(buf)[:total]) if not owned \
-                    else bytes(buf[:total])
-            else:
+            if skipped:
                 total = int(sizes.sum())
                 contiguous = int(offsets[0]) == 0 and int(offsets[-1] + sizes[-1]) == total
-                if contiguous and not owned:
-                    data = buf if total == len(buf) else memoryview(buf)[:total]
-                elif contiguous:
-                    data = bytes(buf[:total])
-                else:
-                    data = gather_frames(buf, offsets, sizes).tobytes()
+            else:  # frames back to back from byte 0 (the common case: no numpy call here)
+                total, contiguous = int(end), True
+            if not contiguous:
+                data: bytes | memoryview = gather_frames(buf, offsets, sizes).tobytes()
                 offsets = np.cumsum(sizes) - sizes
+            elif owned:
+                data = bytes(buf[:total])
+            else:
+                data = buf if total == len(buf) else memoryview(buf)[:total]
             block = FrameBlock(data, offsets, sizes)
-            block.__dict__["control_frames"] = int(control)
+            block.control_frames = int(control)
             self._frames += n
             self._bytes += total
         if owned:

@@ -58,8 +58,6 @@ class IdleLane(trio.abc.Instrument):
         self._runq = runq
         self._token = trio.lowlevel.current_trio_token()
         self._callbacks: dict[int, Callback] = {}
-        self.wakeups = 0
-        """socket callbacks run (for tests and statistics)"""
 
     def register(self, fd: int, callback: Callback) -> None:
         self._callbacks[fd] = callback
@@ -89,7 +87,6 @@ class IdleLane(trio.abc.Instrument):
                 callback = callbacks.get(fd)
                 if callback is None:
                     continue
-                self.wakeups += 1
                 if not callback():
                     self.unregister(fd)
             if trio_ready:

@@ -61,7 +61,7 @@ def _count_control(buf, offsets):  # pragma: no cover - jit
 
 def count_control(block: Any) -> int:
     """How many frames of ``block`` are unsequenced control frames (sequence 0)."""
-    known = block.__dict__.get("control_frames")  # counted by the decoder's scan
+    known = getattr(block, "control_frames", None)  # counted by the decoder's scan
     if known is not None:
         return known
     if "_columns" in block.__dict__:  # already decoded: reuse
