@@ -506,6 +506,13 @@ def wake_probe(cfg: dict) -> None:
 
 def main(argv: list[str]) -> int:
     role, cfg = argv[1], json.loads(argv[2])
+    if role != "wake":  # every process of both systems freezes its start-up heap, as a node process does
+        from alphapulse.runtime._heap import freeze_heap
+        from alphapulse.runtime._warm import load_hot_kernels
+
+        if role.startswith("ap_"):
+            load_hot_kernels()
+        freeze_heap()
     if role == "ap_source":
         import trio
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -26,8 +27,10 @@ from alphapulse.kinds import Role, build_params, get_kind, live_fields, params_t
 from alphapulse.runtime._breaker import BreakerSettings
 from alphapulse.runtime._context import NodeContext
 from alphapulse.runtime._control import serve_control
+from alphapulse.runtime._heap import PauseMonitor, freeze_heap
 from alphapulse.runtime._input import Backoff, InputLink, InputSpec
 from alphapulse.runtime._publisher import Overflow, open_publisher
+from alphapulse.runtime._warm import load_hot_kernels
 from alphapulse.topology import UnsetVariable, interpolate
 
 RATE_INTERVAL = 1.0
@@ -109,6 +112,9 @@ class NodeHost:
         self._nursery: trio.Nursery | None = None
         self._deliver: Any = None
         self._attached: dict[str, tuple[trio.CancelScope, InputLink]] = {}
+        self.gc_pauses = PauseMonitor()
+        self.freeze_heap_once_running = False
+        """set by the process entry point: a node process freezes its heap again a second in"""
 
     # -- running ----------------------------------------------------------------------------------
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -241,6 +247,9 @@ class NodeHost:
     async def _sample_rates(self) -> None:
         while True:
             await trio.sleep(RATE_INTERVAL)
+            if self.freeze_heap_once_running:  # the kind's own kernels, loaded on first use: freeze them too
+                self.freeze_heap_once_running = False
+                gc.freeze()  # no collection first: a pause now would land on live traffic
             sent = self._sent()
             self.rates.per_second_in = (self.received - self.rates.last_in) / RATE_INTERVAL
             self.rates.per_second_out = (sent - self.rates.last_out) / RATE_INTERVAL
@@ -339,6 +348,7 @@ class NodeHost:
             "inputs": [dataclasses.asdict(i) for i in inputs],
             "breaker_stats": [dataclasses.asdict(b.statistics()) for b in self.ctx.breakers.values()],
             "kind_stats": kind_stats() if kind_stats is not None else None,
+            "gc": dataclasses.asdict(self.gc_pauses.statistics()),
         }
 
     def _reconfigure(self, request: Mapping[str, Any]) -> dict[str, Any]:
@@ -433,5 +443,12 @@ def run_node_process(plan_path: str, name: str) -> int:
     except (NodeConfigError, OSError, KeyError, ValueError) as exc:
         logging.getLogger("alphapulse.node").error("cannot start node %s: %s", name, exc)
         return 2
-    trio.run(host.run)
+    load_hot_kernels()
+    freeze_heap()  # imports, kernels and the kind's set-up are done: later full collections skip all of it
+    host.gc_pauses.install()
+    host.freeze_heap_once_running = True
+    try:
+        trio.run(host.run)
+    finally:
+        host.gc_pauses.uninstall()
     return 0

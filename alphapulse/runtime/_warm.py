@@ -1,0 +1,43 @@
+"""Load every kernel a node's hot path calls, before the node serves its first message.
+
+numba compiles a kernel (or loads it from its on-disk cache) the first time it is called with
+new argument types. Left to the first message, that costs the first reads milliseconds (seconds
+on a fresh clone) and leaves the loader's objects on the heap after :func:`freeze_heap` ran,
+for the garbage collector to walk. So a node process calls :func:`load_hot_kernels` during
+start-up, and the test suite calls it once before any test starts a clock.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from alphapulse import protocol
+from alphapulse.runtime._filter import subscription
+from alphapulse.runtime._headers import count_control, relay_domains
+from alphapulse.runtime._retransmit import RetransmitBuffer
+from alphapulse.runtime._sequence import SequenceTracker
+
+
+def load_hot_kernels() -> None:
+    """Run the decoder, checksum, header, filter, sequence and retransmit paths once on a few
+    real frames (valid, garbage, split), so each kernel's specialisation is loaded."""
+    builder = protocol.MessageBuilder(protocol.RelayDomain.MARKET_DATA, 7)
+    frames = b"".join(builder.build(protocol.Trade(1, 2, 3, 4), 5) for _ in range(8))
+    decoder = protocol.FrameDecoder()
+    decoder.receive_data(frames + b"garbage" + frames[:40])
+    block = decoder.next_block()
+    block = protocol.FrameBlock.concat([block, protocol.FrameBlock.from_bytes(frames)])
+    keep = np.arange(len(block)) % 2 == 0
+    block.select(keep).with_placeholders(keep[: len(block) // 2])
+    relay_domains(block)
+    count_control(protocol.FrameBlock.from_bytes(frames))
+    trusting = protocol.FrameDecoder(verify_checksums=False)
+    trusting.receive_data(frames)
+    trusting.next_block()
+    protocol.verify_batch(block.data, block.offsets, block.sizes)
+    protocol.trade_columns(protocol.FrameBlock.from_bytes(frames))
+    subscription([1], [1]).compile().mask(block.tlv_type, block.instrument_id)
+    SequenceTracker().feed(block, 0.0)
+    held = RetransmitBuffer(4)
+    held.append(block)
+    held.lookup(7, 0, 1 << 62)

@@ -1,0 +1,130 @@
+"""The retransmit buffer: a byte ring that holds the newest frames and answers resend ranges."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alphapulse import protocol
+from alphapulse.runtime import RetransmitBuffer, make_sequence
+
+EPOCH = 3
+
+
+def frame(source: int, counter: int, trades: int = 1) -> bytes:
+    """One message of ``trades`` Trade TLVs: frames of different sizes."""
+    records = b"".join(
+        protocol.encode(protocol.Trade(instrument_id=11, price=100 + i, quantity=counter, exchange_ts_ns=0))
+        for i in range(trades)
+    )
+    return protocol.encode_message(1, source, make_sequence(EPOCH, counter), 0, records)
+
+
+def sequences(blocks) -> list[int]:
+    return [q for b in blocks for q in b.sequence.tolist()]
+
+
+def test_holds_the_newest_capacity_messages_and_answers_ranges() -> None:
+    buf = RetransmitBuffer(50, initial_bytes=64)
+    for start in range(1, 201, 10):
+        buf.append(protocol.FrameBlock.from_bytes(b"".join(frame(7, c) for c in range(start, start + 10))))
+    assert len(buf) == 50
+    answer = buf.lookup(7, make_sequence(EPOCH, 160), make_sequence(EPOCH, 170))
+    assert answer.complete
+    assert sequences(answer.blocks) == [make_sequence(EPOCH, c) for c in range(160, 171)]
+    assert answer.oldest_available == make_sequence(EPOCH, 151)
+    gone = buf.lookup(7, make_sequence(EPOCH, 100), make_sequence(EPOCH, 155))
+    assert not gone.complete and buf.misses == 1
+    assert sequences(gone.blocks) == [make_sequence(EPOCH, c) for c in range(151, 156)]
+    assert buf.lookup(8, 1, 2).blocks == [] and buf.lookup(8, 1, 2).oldest_available == 0
+
+
+def test_answer_is_a_copy_that_later_appends_do_not_overwrite() -> None:
+    buf = RetransmitBuffer(4, initial_bytes=4 * 72, max_bytes=4 * 72)
+    for c in range(1, 5):
+        buf.append(protocol.FrameBlock.from_bytes(frame(1, c)))
+    answer = buf.lookup(1, make_sequence(EPOCH, 1), make_sequence(EPOCH, 4))
+    before = bytes(answer.blocks[0].data)
+    for c in range(5, 50):  # the ring goes round many times
+        buf.append(protocol.FrameBlock.from_bytes(frame(1, c)))
+    assert bytes(answer.blocks[0].data) == before == b"".join(frame(1, c) for c in range(1, 5))
+
+
+def test_keeps_no_python_object_per_held_message() -> None:
+    buf = RetransmitBuffer(20_000)
+    one = [protocol.FrameBlock.from_bytes(frame(1, c)) for c in range(1, 20_001)]
+    gc.collect()
+    tracked_before = len(gc.get_objects())
+    for b in one:
+        buf.append(b)
+    del one, b
+    gc.collect()
+    assert len(buf) == 20_000
+    assert len(gc.get_objects()) < tracked_before - 15_000  # the blocks are gone; only bytes are held
+
+
+def test_byte_limit_forgets_oldest_and_counts_them() -> None:
+    buf = RetransmitBuffer(1000, initial_bytes=256, max_bytes=1024)
+    for c in range(1, 101):
+        buf.append(protocol.FrameBlock.from_bytes(frame(2, c)))
+    assert buf.bytes_reserved == 1024
+    held = len(buf)
+    assert 0 < held <= 1024 // 72
+    assert buf.evicted_for_space == 100 - held
+    answer = buf.lookup(2, make_sequence(EPOCH, 101 - held), make_sequence(EPOCH, 100))
+    assert answer.complete
+    big = protocol.FrameBlock.from_bytes(frame(2, 101, trades=40))  # over max_bytes: cannot be held
+    buf.append(big)
+    assert len(buf) == 0 and buf.evicted_for_space == 101
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    capacity=st.integers(1, 40),
+    max_bytes=st.sampled_from([512, 2048, 1 << 20]),
+    blocks=st.lists(
+        st.lists(st.tuples(st.sampled_from([1, 2]), st.integers(1, 4)), min_size=1, max_size=12),
+        min_size=1, max_size=30,
+    ),
+    ask=st.tuples(st.integers(1, 200), st.integers(0, 40)),
+)
+def test_matches_a_list_of_every_frame(capacity, max_bytes, blocks, ask) -> None:
+    """Whatever is appended, the ring holds a suffix of everything appended (the newest
+    ``capacity`` unless bytes ran out), and a lookup returns exactly the held frames asked for."""
+    buf = RetransmitBuffer(capacity, initial_bytes=64, max_bytes=max_bytes)
+    appended: list[tuple[int, int, bytes]] = []  # (source, counter, bytes)
+    counters = {1: 0, 2: 0}
+    for spec in blocks:
+        parts = []
+        for source, trades in spec:
+            counters[source] += 1
+            raw = frame(source, counters[source], trades)
+            parts.append(raw)
+            appended.append((source, counters[source], raw))
+        buf.append(protocol.FrameBlock.from_bytes(b"".join(parts)))
+        held = len(buf)
+        assert held <= capacity
+        assert held == capacity or buf.evicted_for_space > 0 or held == len(appended)
+    held_frames = appended[len(appended) - len(buf):]
+    first, width = ask
+    for source in (1, 2):
+        lo, hi = make_sequence(EPOCH, first), make_sequence(EPOCH, first + width)
+        answer = buf.lookup(source, lo, hi)
+        want = [raw for s, c, raw in held_frames if s == source and first <= c <= first + width]
+        got = b"".join(bytes(b.data) for b in answer.blocks)
+        assert got == b"".join(want)
+        assert answer.complete == (len(want) == width + 1)
+        mine = [c for s, c, _ in held_frames if s == source]
+        assert answer.oldest_available == (make_sequence(EPOCH, min(mine)) if mine else 0)
+
+
+def test_large_block_slices_to_capacity() -> None:
+    buf = RetransmitBuffer(10)
+    buf.append(protocol.FrameBlock.from_bytes(b"".join(frame(1, c) for c in range(1, 101))))
+    answer = buf.lookup(1, make_sequence(EPOCH, 1), make_sequence(EPOCH, 100))
+    assert sequences(answer.blocks) == [make_sequence(EPOCH, c) for c in range(91, 101)]
+    assert np.all(answer.blocks[0].source == 1)
+
