@@ -27,9 +27,9 @@ CPU seconds of every process come from ``/proc/<pid>/task/*/schedstat`` sampled 
 each round's start and end; a probe measures what one trio wakeup (and one blocking ``recv``
 wakeup) costs on the machine right now. The AlphaPulse sink drivers read only the first and last
 headers of each block (the runtime's tracker has checked every sequence number). The last line is
-one JSON object of all figures and goal flags; ``--quick`` is a short smoke run. With
-``ALPHAPULSE_IDLE_LANE=1`` in the environment the relay and the sinks read through trio's idle
-lane (``alphapulse/runtime/_fastlane.py``; ``idle_lane`` in the JSON says which was measured).
+one JSON object of all figures and goal flags; ``--quick`` is a short smoke run. The relay and
+the sinks read through trio's idle lane (``alphapulse/runtime/_fastlane.py``) unless
+``ALPHAPULSE_IDLE_LANE=0`` is in the environment; ``idle_lane`` in the JSON says which was measured.
 """
 
 from __future__ import annotations
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> dict:
     F: dict[str, object] = {"quick": q, "message_size": MSG, "cores_on_machine": os.cpu_count(),
                             "loadavg_1m_before": round(load_before[0], 2),
                             "trio_wakeup_cpu_us": wake["trio"], "blocking_wakeup_cpu_us": wake["blocking"],
-                            "idle_lane": os.environ.get("ALPHAPULSE_IDLE_LANE", "0") == "1"}
+                            "idle_lane": os.environ.get("ALPHAPULSE_IDLE_LANE", "1") != "0"}
     for key in ("ap4", "zmq4", "ap1", "zmq1"):
         r = results[key]
         b, s = best(r["bulk"]), best(r["single"])

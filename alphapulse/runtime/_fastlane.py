@@ -20,9 +20,10 @@ error, for the owning task to re-raise. It needs two private attributes of trio'
 epoll object and run queue); :func:`idle_lane` returns None when they are not there (another
 trio version or I/O backend), and input links then simply wait the usual way.
 
-Opt-in for now (``ALPHAPULSE_IDLE_LANE=1`` in a node's environment): it cuts a relay's and its
-subscribers' CPU and latency at 10k single messages/s, but in benchmark runs with it on in every
-process an occasional single ~50 ms stall showed up that is not explained yet.
+On by default; ``ALPHAPULSE_IDLE_LANE=0`` in a node's environment turns it off (every link then
+waits in its own task). The stalls once blamed on it were the garbage collector walking
+retransmit-buffer blocks and, later, the retransmit ring growing mid-stream (see ``_heap`` and
+``_retransmit``); with those gone, runs with the lane on and off show the same tails.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def idle_lane() -> IdleLane | None:
     except LookupError:
         pass
     lane: IdleLane | None = None
-    if os.environ.get("ALPHAPULSE_IDLE_LANE", "0") != "1":
+    if os.environ.get("ALPHAPULSE_IDLE_LANE", "1") == "0":
         _LANE.set(None)
         return None
     try:

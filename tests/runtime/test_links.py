@@ -13,6 +13,7 @@ import trio
 
 from alphapulse import protocol
 from alphapulse.runtime import InputLink, InputSpec, open_publisher
+from alphapulse.runtime._fastlane import idle_lane
 
 from ._frames import block, trade_frames
 
@@ -242,6 +243,10 @@ class SyncCollector(Collector):
         return True
 
 
+async def _lane_installed() -> bool:
+    return idle_lane() is not None
+
+
 async def publish_one_by_one(publisher, first: int, last: int, pause: float = 0.0005) -> None:
     for counter in range(first, last + 1):
         await publisher.publish(block(trade_frames(SOURCE, EPOCH, [counter])))
@@ -250,7 +255,7 @@ async def publish_one_by_one(publisher, first: int, last: int, pause: float = 0.
 
 @pytest.fixture
 def idle_lane_on(monkeypatch):
-    monkeypatch.setenv("ALPHAPULSE_IDLE_LANE", "1")
+    monkeypatch.delenv("ALPHAPULSE_IDLE_LANE", raising=False)  # the default
 
 
 async def test_idle_lane_reads_small_messages_in_order_and_timers_stay_on_time(sock_dir, idle_lane_on) -> None:
@@ -304,8 +309,10 @@ async def test_gap_seen_in_the_idle_lane_is_recovered_by_the_links_task(sock_dir
     assert lk.lane_reads > 0
 
 
-async def test_idle_lane_is_off_unless_asked_for(sock_dir, monkeypatch) -> None:
+async def test_idle_lane_is_on_by_default_and_off_when_asked(sock_dir, monkeypatch) -> None:
     monkeypatch.delenv("ALPHAPULSE_IDLE_LANE", raising=False)
+    assert await trio.to_thread.run_sync(lambda: trio.run(_lane_installed))
+    monkeypatch.setenv("ALPHAPULSE_IDLE_LANE", "0")
     path = os.path.join(sock_dir, "p.sock")
     async with open_publisher(path, source_id=1) as pub, trio.open_nursery() as nursery:
         sink = SyncCollector()

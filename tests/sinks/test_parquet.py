@@ -48,9 +48,15 @@ async def test_stream_is_queryable_with_exact_values(tmp_path: Path):
     base = tmp_path / "pq"
     params = {"path": str(base), "retention_days": 0, "row_group_rows": 1000, "flush_seconds": 0.2}
     async with run_sink("sink.parquet", params) as run:
-        await run.send(frames, per_block=333)
-        await run.wait_received(len(frames))
+        # past row_group_rows, a flush starts while the stream goes on (it waits for any start-up
+        # maintenance in flight, hence the wait here rather than a race against the rest)
+        await run.send(frames[:1332], per_block=333)
         counters = run.ctx.counters
+        with trio.fail_after(10):
+            while not counters["flushes"]:
+                await trio.sleep(0.01)
+        await run.send(frames[1332:], per_block=333)
+        await run.wait_received(len(frames))
     # stopped as SIGTERM stops it: the last rows were flushed by aclose
     glob = f"'{base}/trades/*/*.parquet'"
     trades = _sent(records, protocol.Trade)
