@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import struct
+import zlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -37,7 +39,7 @@ from alphapulse.protocol._batch import (
 )
 from alphapulse.protocol._batch import _scan as _scan_kernel
 from alphapulse.protocol._errors import LocalProtocolError
-from alphapulse.protocol._header import HEADER_SIZE, MAX_PAYLOAD_SIZE
+from alphapulse.protocol._header import CHECKSUM_OFFSET, HEADER_SIZE, MAGIC, MAX_PAYLOAD_SIZE, PROTOCOL_VERSION
 
 
 class _Sentinel:
@@ -51,6 +53,22 @@ class _Sentinel:
 NEED_DATA = _Sentinel("NEED_DATA")
 """Returned by ``next_block`` when no complete frame is buffered."""
 _ZERO = np.int64(0)
+_HEADER = struct.Struct("<IBBHQQII")
+_CRC_ZEROS = bytes(4)
+_ONE_OFFSET = np.zeros(1, np.int64)
+_ONE_SIZE: dict[int, np.ndarray] = {}
+"""Shared ``[size]`` arrays of one-frame blocks, by frame size (sizes repeat: a Trade message is
+72 bytes). Block offsets and sizes are never written in place (every derived block makes new
+ones); they are not flagged read-only because numba compiles read-only arrays as another type."""
+
+
+def _one_size(size: int) -> np.ndarray:
+    sizes = _ONE_SIZE.get(size)
+    if sizes is None:
+        sizes = np.full(1, size, np.int64)
+        if len(_ONE_SIZE) < 4096:
+            _ONE_SIZE[size] = sizes
+    return sizes
 
 ERROR_KINDS: tuple[str, ...] = ("bad_magic", "bad_version", "oversize", "bad_checksum", "truncated")
 _KIND_INDEXES = (ERR_BAD_MAGIC, ERR_BAD_VERSION, ERR_OVERSIZE, ERR_BAD_CHECKSUM, ERR_TRUNCATED)
@@ -223,6 +241,29 @@ class FrameDecoder:
         chunk = data if isinstance(data, bytes) else bytes(data)
         self._chunks.append(chunk)
         self._pending += len(chunk)
+
+    def whole_frame(self, data: bytes) -> FrameBlock | None:
+        """``data`` as a one-frame block, when it is exactly one whole valid data frame and nothing
+        is buffered: the common read of a link fed one message at a time, checked with ``struct``
+        and ``zlib`` in a few hundred nanoseconds instead of a trip through the scan kernel.
+        None otherwise (nothing is consumed): pass ``data`` to ``receive_data`` as usual, which
+        also counts whatever is wrong with it. Control frames (sequence 0) always take that path."""
+        size = len(data)
+        if size < HEADER_SIZE or self._chunks or self._buf or self._resyncing or self._eof:
+            return None
+        magic, version, _, _, sequence, _, payload, crc = _HEADER.unpack_from(data)
+        if (magic != MAGIC or version != PROTOCOL_VERSION or payload + HEADER_SIZE != size or sequence == 0
+                or payload > self.max_payload_size):
+            return None
+        if self.verify_checksums:
+            view = memoryview(data)
+            if zlib.crc32(view[HEADER_SIZE:], zlib.crc32(_CRC_ZEROS, zlib.crc32(view[:CHECKSUM_OFFSET]))) != crc:
+                return None
+        block = FrameBlock(data, _ONE_OFFSET, _one_size(size))
+        block.control_frames = 0
+        self._frames += 1
+        self._bytes += size
+        return block
 
     def next_block(self) -> FrameBlock | _Sentinel:
         """All complete valid frames buffered so far, or NEED_DATA."""

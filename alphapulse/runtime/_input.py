@@ -27,7 +27,7 @@ import trio
 
 from alphapulse import protocol
 from alphapulse.runtime._fastlane import IdleLane, idle_lane
-from alphapulse.runtime._headers import count_control
+from alphapulse.runtime._headers import SEQUENCE_AT, SOURCE_AT, count_control
 from alphapulse.runtime._publisher import OVERFLOW_CODES, SOCKET_BUFFER_BYTES, Overflow
 from alphapulse.runtime._sequence import ResendWanted, SequenceTracker, SnapshotWanted
 
@@ -129,6 +129,10 @@ def _completion(buffered: int, data: bytes, tail: bytes) -> tuple[int, bytes]:
     if size <= len(tail) or size > protocol.HEADER_SIZE + protocol.MAX_PAYLOAD_SIZE:
         return READ_SIZE, b""
     return size - len(tail), tail
+
+
+_SOURCE_SEQUENCE = struct.Struct("<HQ")  # source, then sequence, at SOURCE_AT in the header
+assert SEQUENCE_AT == SOURCE_AT + 2
 
 
 class _Handback:
@@ -348,6 +352,16 @@ class InputLink:
         """One read through the decoder and the tracker: the blocks to deliver, in order."""
         self._received_bytes += len(data)
         decoder = self._decoder
+        one = decoder.whole_frame(data)  # one whole message (the usual small read): no kernel call
+        if one is not None:
+            self._received += 1
+            source, sequence = _SOURCE_SEQUENCE.unpack_from(data, SOURCE_AT)
+            if self.tracker.feed_next(source, sequence):
+                return [one]
+            result = self.tracker.feed(one, now)
+            if result.requests:
+                self._act(result.requests)
+            return result.deliver
         decoder.receive_data(data)
         ready: list[Any] = []
         while (block := decoder.next_block()) is not protocol.NEED_DATA:

@@ -242,6 +242,19 @@ class SequenceTracker:
         self._classify_into(block, now, result, n)
         return result
 
+    def feed_next(self, source: int, sequence: int) -> bool:
+        """The one-frame fast path: True when ``sequence`` is the next one expected from
+        ``source`` (seen before, same epoch, no gap open), and then it is counted as delivered
+        exactly as :meth:`feed` would; False (nothing changed) for anything else: call ``feed``."""
+        counter = sequence & COUNTER_MASK
+        if (self._flags[source] != _SEEN or self._expected[source] != counter
+                or self._epochs[source] != sequence >> COUNTER_BITS):
+            return False
+        self._expected[source] = counter + 1
+        self._frames += 1
+        self._delivered += 1
+        return True
+
     def resend_unavailable(self, source: int, first_sequence: int, oldest_available: int, now: float) -> TrackResult:
         """Upstream cannot resend from ``first_sequence``; it still holds ``oldest_available`` on
         (0 = nothing). Count the part that is gone as lost and move on."""

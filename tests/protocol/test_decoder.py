@@ -254,3 +254,25 @@ def test_trusting_decoder_skips_only_the_crc_check():
     checking.receive_data(stream)
     assert [bytes(f) for f in checking.next_block().frames()] == [good[0], good[2]]
     assert checking.statistics().bad_checksum == 1
+
+
+def test_whole_frame_fast_path_takes_exactly_one_clean_frame_and_counts_it() -> None:
+    one, two = messages(2)
+    decoder = P.FrameDecoder()
+    block = decoder.whole_frame(one)
+    assert block is not None and block.tobytes() == one and list(block.sizes) == [len(one)]
+    assert int(block.sequence[0]) == struct.unpack_from("<Q", one, 8)[0]
+    assert (decoder.statistics().frames, decoder.statistics().bytes) == (1, len(one))
+    # anything else is left to receive_data / next_block, untouched and uncounted here
+    bad_crc = one[:-1] + bytes([one[-1] ^ 1])
+    control = P.encode_message(P.RelayDomain.SYSTEM, 5, 0, 1, b"")
+    for data in (one + two, one[:40], bad_crc, b"x" * len(one), control):
+        assert decoder.whole_frame(data) is None
+    assert decoder.statistics().frames == 1 and decoder.statistics().total_errors == 0
+    decoder.receive_data(bad_crc)  # the usual path counts what is wrong with it
+    assert decoder.next_block() is P.NEED_DATA and decoder.statistics().bad_checksum == 1
+    decoder.receive_data(one[:40])  # with a partial frame buffered, a whole one must queue behind it
+    assert decoder.whole_frame(two) is None
+    trusting = P.FrameDecoder(verify_checksums=False)
+    assert trusting.whole_frame(bad_crc) is not None  # the relay checked it: magic/version/size still are
+    assert trusting.whole_frame(b"\x00" + bad_crc[1:]) is None
