@@ -23,10 +23,16 @@ Rounds (each process set is started once and runs several rounds; best/median ar
   10 messages due, one send each, as a trio-paced producer does): timestamp in the header at send,
   ``time.time_ns()`` at the sink, percentiles computed in the sink.
 
+A third layout, the **floor**, runs the paced rounds with blocking-socket Python processes that do
+no work at all (the relay ``recv``s and ``sendall``s raw bytes, the sinks read a timestamp): what
+any Python design can reach on this machine now. ``floor_meets_*`` says whether it meets each
+paced goal; a goal the floor misses in the same run is below this machine's floor.
+
 CPU seconds of every process come from ``/proc/<pid>/task/*/schedstat`` sampled by this script at
-each round's start and end; a probe measures what one trio wakeup (and one blocking ``recv``
-wakeup) costs on the machine right now. The AlphaPulse sink drivers read only the first and last
-headers of each block (the runtime's tracker has checked every sequence number). The last line is
+each round's start and end; a probe measures what one trio wakeup, one blocking ``recv`` wakeup
+and one single-frame read through the runtime's ``InputLink`` cost on the machine right now. The
+AlphaPulse sink drivers read only the first and last headers of each block (the runtime's
+tracker has checked every sequence number). The last line is
 one JSON object of all figures and goal flags; ``--quick`` is a short smoke run. The relay and
 the sinks read through trio's idle lane (``alphapulse/runtime/_fastlane.py``) unless
 ``ALPHAPULSE_IDLE_LANE=0`` is in the environment; ``idle_lane`` in the JSON says which was measured.
@@ -197,6 +203,16 @@ def start_zmq(ps: ProcessSet, n_sinks: int, rounds: list[dict], hwm: int, *, pro
     return sinks
 
 
+def start_floor(ps: ProcessSet, n_sinks: int, rounds: list[dict]) -> list[str]:
+    sinks = [f"sink{i}" for i in range(n_sinks)]
+    ep_in, ep_out = ps.path("in.sock"), ps.path("out.sock")
+    ps.driver("relay", "floor_relay", {"in": ep_in, "out": ep_out, "n_sinks": n_sinks})
+    ps.driver("src", "floor_source", {"endpoint": ep_in, "rounds": rounds, "sinks": sinks})
+    for name in sinks:
+        ps.driver(name, "floor_sink", {"name": name, "endpoint": ep_out, "rounds": rounds})
+    return sinks
+
+
 def run_set(label: str, system: str, n_sinks: int, rounds: list[dict], *, budget: float, hwm: int = 1000,
             queue: int = 65536) -> list[dict]:
     """Start one layout, run its rounds, return one figures dict per round."""
@@ -205,6 +221,8 @@ def run_set(label: str, system: str, n_sinks: int, rounds: list[dict], *, budget
     try:
         if system == "ap":
             sinks = start_alphapulse(ps, n_sinks, rounds, queue)
+        elif system == "floor":
+            sinks = start_floor(ps, n_sinks, rounds)
         else:
             sinks = start_zmq(ps, n_sinks, rounds, hwm, proxy=system == "zmq")
         ps.wait_files(["src.ready.0"], timeout=60)
@@ -314,10 +332,13 @@ def main(argv: list[str] | None = None) -> dict:
         ("alphapulse N=1", "ap1", "ap", 1, pacings + bulk + single + raw),
         ("pyzmq N=1", "zmq1", "zmq", 1, pacings + bulk + single),
         ("pyzmq one hop", "hop", "zmq1", 1, pacings),
+        ("floor: blocking Python, no decode, N=4", "floor4", "floor", 4, pacings),
+        ("floor: blocking Python, no decode, N=1", "floor1", "floor", 1, pacings),
     ]
     n_wake = 3000 if q else 10_000
-    wake = {"trio": wake_probe("trio", n_wake), "blocking": wake_probe("blocking", n_wake)}
-    print(f"# CPU per wakeup now (72 bytes every 100 µs): trio {wake['trio']} µs, blocking recv {wake['blocking']} µs")
+    wake = {mode: wake_probe(mode, n_wake) for mode in ("trio", "blocking", "link")}
+    print(f"# CPU per wakeup now (72 bytes every 100 µs): trio {wake['trio']} µs, blocking recv {wake['blocking']} µs, "
+          f"an InputLink reading one frame (idle lane, fast path, CRC, tracking) {wake['link']} µs")
     results: dict[str, dict[str, list[dict]]] = {}
     for label, key, system, n_sinks, rounds in plans:
         t0 = time.monotonic()
@@ -331,6 +352,7 @@ def main(argv: list[str] | None = None) -> dict:
     F: dict[str, object] = {"quick": q, "message_size": MSG, "cores_on_machine": os.cpu_count(),
                             "loadavg_1m_before": round(load_before[0], 2),
                             "trio_wakeup_cpu_us": wake["trio"], "blocking_wakeup_cpu_us": wake["blocking"],
+                            "input_link_read_cpu_us": wake["link"],
                             "idle_lane": os.environ.get("ALPHAPULSE_IDLE_LANE", "1") != "0"}
     for key in ("ap4", "zmq4", "ap1", "zmq1"):
         r = results[key]
@@ -342,7 +364,7 @@ def main(argv: list[str] | None = None) -> dict:
         F[f"{key}_single_per_sub_msgs_per_s"] = round(s["per_sub_msgs_per_s"])
         F[f"{key}_single_lossless"] = all(x["lossless"] for x in r["single"])
         F[f"{key}_single_relay_cpu_cores"] = round(s["cores"].get("relay", 0.0), 3)
-    for key in ("ap4", "zmq4", "ap1", "zmq1", "hop"):
+    for key in ("ap4", "zmq4", "ap1", "zmq1", "hop", "floor4", "floor1"):
         for pacing in ("even", "tick"):
             rounds = results[key][f"paced_{pacing}"]
             p = median_latency(rounds)
@@ -392,6 +414,8 @@ def main(argv: list[str] | None = None) -> dict:
     for pacing in ("even", "tick"):
         F[f"ratio_ap4_{pacing}_p50_vs_one_hop_p50"] = ratio(f"ap4_{pacing}_p50_us", f"hop_{pacing}_p50_us")
         F[f"ratio_ap4_{pacing}_p50_vs_zmq4_p50"] = ratio(f"ap4_{pacing}_p50_us", f"zmq4_{pacing}_p50_us")
+        F[f"ratio_ap4_{pacing}_cores_vs_zmq4_cores"] = ratio(f"ap4_{pacing}_relay_plus_sinks_cores",
+                                                             f"zmq4_{pacing}_relay_plus_sinks_cores")
 
     goals = {
         "bulk_4_subs_ge_1_2x_zmq_1000_per_frame": F["ratio_ap4_bulk_vs_zmq4_1000_per_frame"] >= 1.2
@@ -403,7 +427,14 @@ def main(argv: list[str] | None = None) -> dict:
         goals[f"paced_{pacing}_p50_le_zmq_one_hop"] = F[f"ap4_{pacing}_p50_us"] <= F[f"hop_{pacing}_p50_us"]
         goals[f"paced_{pacing}_p99_le_200us"] = F[f"ap4_{pacing}_p99_us"] <= 200
         goals[f"paced_{pacing}_relay_plus_4_sinks_le_0_6_cores"] = F[f"ap4_{pacing}_relay_plus_sinks_cores"] <= 0.6
-    # context for the paced goals: what waking once per message costs 5 trio processes at 10k msgs/s
+    # context for the paced goals: does the floor (blocking Python doing no work, same layout, same
+    # run) meet them? A goal the floor misses is below what this machine allows any Python design.
+    for pacing in ("even", "tick"):
+        F[f"floor_meets_paced_{pacing}_p50_le_zmq_one_hop"] = F[f"floor4_{pacing}_p50_us"] <= F[f"hop_{pacing}_p50_us"]
+        F[f"floor_meets_paced_{pacing}_p99_le_200us"] = F[f"floor4_{pacing}_p99_us"] <= 200
+        F[f"floor_meets_paced_{pacing}_relay_plus_4_sinks_le_0_6_cores"] = (
+            F[f"floor4_{pacing}_relay_plus_sinks_cores"] <= 0.6)
+    # and what waking once per message costs 5 trio processes at 10k msgs/s
     F["floor_relay_plus_4_sinks_cores_at_10k_one_wakeup_per_msg"] = round(5 * lat_rate * wake["trio"] / 1e6, 3)
     F.update({f"goal_{k}": v for k, v in goals.items()})
     F["goals_met"] = ",".join(f"{k}={'yes' if v else 'NO'}" for k, v in goals.items())

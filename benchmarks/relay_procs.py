@@ -463,6 +463,162 @@ def zmq_sink(cfg: dict) -> None:
         time.sleep(0.05)
 
 
+# -- the floor: what an ideal Python design does on this machine ----------------------------------
+# Blocking sockets, no decode, no CRC, no sequence tracking, no event loop: the relay recv()s and
+# sendall()s the bytes to each subscriber; sinks only read the timestamp. Paced rounds only. Any
+# real design (ours, pyzmq) pays more; a goal this misses is under the machine's floor.
+MARK = b"\x00" * MSG  # a ready ping: never a real frame (magic is 0xDEADBEEF)
+
+
+def floor_relay(cfg: dict) -> None:
+    import select
+    import socket
+
+    listeners = {}
+    for role in ("in", "out"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(cfg[role])
+        sock.listen(16)
+        listeners[sock] = role
+    subs: list = []
+    upstream = None
+    while upstream is None or len(subs) < int(cfg["n_sinks"]):
+        for sock in select.select(list(listeners), [], [], 1.0)[0]:
+            conn, _ = sock.accept()
+            if listeners[sock] == "in":
+                upstream = conn
+            else:
+                subs.append(conn)
+    while True:
+        data = upstream.recv(65536)
+        if not data:
+            return
+        for sub in subs:
+            sub.sendall(data)
+
+
+def floor_source(cfg: dict) -> None:
+    import socket
+
+    files = Files(cfg)
+    set_timer_slack()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    while True:
+        try:
+            sock.connect(cfg["endpoint"])
+            break
+        except (FileNotFoundError, ConnectionRefusedError):
+            time.sleep(0.01)
+    frame = bytearray(b"\x01" * MSG)
+    while not all(files.exists(f"{name}.ready.0") for name in cfg["sinks"]):
+        if files.left() < 0:
+            return
+        sock.sendall(MARK)
+        time.sleep(0.005)
+    for k, rnd in enumerate(cfg["rounds"]):
+        n = int(rnd["n"])
+        touch(files.path(f"src.ready.{k}"))
+        while not files.exists(f"go.{k}"):
+            if files.left() < 0:
+                return
+            time.sleep(0.001)
+        cpu0 = cpu_seconds()
+        t_go = time.time_ns()
+        for _ in paced_slots(n, float(rnd["rate"]), rnd.get("pacing", "even")):
+            frame[16:24] = time.time_ns().to_bytes(8, "little")
+            sock.sendall(frame)
+        t_end = time.time_ns()
+        touch(files.path(f"src.result.{k}"), json.dumps({
+            "t_go_ns": t_go, "t_end_ns": t_end, "sent": n, "cpu_s": cpu_seconds() - cpu0,
+        }))
+    while files.left() > 0:
+        time.sleep(0.05)
+
+
+def floor_sink(cfg: dict) -> None:
+    import socket
+
+    files = Files(cfg)
+    name = cfg["name"]
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    while True:
+        try:
+            sock.connect(cfg["endpoint"])
+            break
+        except (FileNotFoundError, ConnectionRefusedError):
+            time.sleep(0.01)
+    sock.settimeout(max(1.0, files.left()))
+    rest = b""
+    ready = False
+    for k, rnd in enumerate(cfg["rounds"]):
+        n = int(rnd["n"])
+        lat = np.zeros(n, np.int64)
+        got = t_last = 0
+        while got < n:
+            data = rest + sock.recv(65536)
+            now = time.time_ns()
+            whole = len(data) - len(data) % MSG
+            rest = data[whole:]
+            for at in range(0, whole, MSG):
+                if data[at] == 0:  # a ready ping
+                    if not ready:
+                        ready = True
+                        touch(files.path(f"{name}.ready.0"))
+                    continue
+                lat[got] = now - int.from_bytes(data[at + 16:at + 24], "little")
+                got += 1
+            t_last = now
+        touch(files.path(f"{name}.result.{k}"), json.dumps({
+            "received": got, "t_last_ns": t_last, "latency": percentiles_us(lat[:got]),
+        }))
+    while files.left() > 0:
+        time.sleep(0.05)
+
+
+def _link_probe(b, n: int) -> tuple[float, float]:
+    """The runtime's own read path for ``n`` single messages: an ``InputLink`` (idle lane unless
+    ALPHAPULSE_IDLE_LANE=0, one-frame fast path, CRC check, sequence tracking) delivering to a
+    ``deliver_now`` that counts. The sender (forked) writes one frame every 100 µs."""
+    import trio
+
+    from alphapulse import protocol
+    from alphapulse.runtime import InputLink, InputSpec, make_sequence
+    from alphapulse.runtime._warm import load_hot_kernels
+
+    load_hot_kernels()
+    link = InputLink(InputSpec(node="probe", socket="unused"), subscriber_name="probe")
+    b.setblocking(False)
+    got = 0
+    done = None
+
+    def deliver_now(block) -> bool:
+        nonlocal got
+        got += len(block)
+        if got >= n:
+            done.set()
+        return True
+
+    async def deliver(block) -> None:
+        deliver_now(block)
+
+    async def receive() -> tuple[float, float]:
+        nonlocal done
+        done = trio.Event()
+        link._deliver_now = deliver_now
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(link._read_until_closed, b, deliver)
+            while got == 0:
+                await trio.sleep(0.001)
+            start = cpu_seconds()
+            await done.wait()
+            used = cpu_seconds() - start
+            nursery.cancel_scope.cancel()
+        return start, used * n / max(1, n - 1)
+
+    del protocol, make_sequence
+    return trio.run(receive)
+
+
 def wake_probe(cfg: dict) -> None:
     """CPU per wakeup on this machine now: a forked sender writes 72 bytes every 100 µs; this
     process waits for each (``trio``: ``wait_readable`` + ``recv``; ``blocking``: ``recv``). Prints
@@ -475,12 +631,25 @@ def wake_probe(cfg: dict) -> None:
     if pid == 0:  # sender
         b.close()
         set_timer_slack()
-        time.sleep(0.2)
-        for _ in paced_slots(n, 10_000.0, "even"):
-            a.send(b"x" * MSG)
+        frames = [b"x" * MSG] * n
+        if cfg["mode"] == "link":  # real frames, in order, one source
+            from alphapulse import protocol
+            from alphapulse.runtime import make_sequence
+
+            builder = protocol.MessageBuilder(1, 5, make_sequence(3, 1))
+            trade = protocol.Trade(instrument_id=11, price=1, quantity=1, exchange_ts_ns=0)
+            frames = [builder.build(trade, i) for i in range(n)]
+        time.sleep(0.2 if cfg["mode"] != "link" else 1.0)
+        for i in paced_slots(n, 10_000.0, "even"):
+            a.send(frames[i])
         os._exit(0)
     a.close()
     got, total = 0, n * MSG
+    if cfg["mode"] == "link":
+        c0, used = _link_probe(b, n)
+        os.waitpid(pid, 0)
+        print(json.dumps({"mode": "link", "cpu_us_per_wakeup": round(used / n * 1e6, 2)}))
+        return
     if cfg["mode"] == "blocking":
         c0 = cpu_seconds()
         while got < total:
@@ -522,7 +691,8 @@ def main(argv: list[str]) -> int:
 
         trio.run(_ap_sink, cfg)
     else:
-        {"zmq_source": zmq_source, "zmq_sink": zmq_sink, "zmq_proxy": zmq_proxy, "wake": wake_probe}[role](cfg)
+        {"zmq_source": zmq_source, "zmq_sink": zmq_sink, "zmq_proxy": zmq_proxy, "wake": wake_probe,
+         "floor_relay": floor_relay, "floor_source": floor_source, "floor_sink": floor_sink}[role](cfg)
     return 0
 
 
