@@ -6,11 +6,12 @@ Run as ``python benchmarks/relay_procs.py ROLE CONFIG_JSON``. Roles:
   source socket, publishing pre-built 72-byte Trade frames (``bulk``: blocks of ``per_send``
   frames with backpressure; ``single``: one frame per ``publish_nowait``; ``raw``: one frame per
   ``send`` on the relay's connection, optionally paced), or building each message at send time
-  with ``MessageBuilder`` (``paced``: latency rounds, ``even`` or ``tick`` pacing);
+  with ``MessageBuilder`` (``paced``: latency rounds, ``even``, ``tick`` or ``batched`` pacing);
 * ``ap_sink`` — an :class:`alphapulse.runtime.InputLink` (CRC checks, sequence tracker) from the
   plan's sink entry to the relay; counts, checks sequence continuity, measures latency;
 * ``zmq_source`` / ``zmq_proxy`` / ``zmq_sink`` — the pyzmq reference (PUB → XSUB/XPUB proxy →
-  SUB over ipc://, ``XPUB_NODROP`` on every publishing socket, so it is lossless too).
+  SUB over ipc://, ``XPUB_NODROP`` on every publishing socket, so it is lossless too);
+* ``floor_source`` / ``floor_relay`` / ``floor_sink`` — blocking-socket Python doing no work.
 
 A process set runs several *rounds*. Protocol, per round ``k`` (files in ``cfg["dir"]``):
 the source writes ``src.ready.k`` when it can start (round 0: after warm-up frames reached the
@@ -84,6 +85,25 @@ def paced_slots(n: int, rate: float, pacing: str):
         while i < due:
             yield i
             i += 1
+        sleep_until(t0 + (int((time.perf_counter() - t0) * 1000) + 1) / 1000)
+
+
+def paced_groups(n: int, rate: float, pacing: str):
+    """Yield ``(lo, hi)``: the messages ``lo..hi-1`` go out together, in one send. ``even`` and
+    ``tick`` give one message per send (see :func:`paced_slots`); ``batched`` gives, each
+    millisecond, all the messages due, as one send: how the project's own sources publish
+    (``source.counter`` flushes ``batch`` messages per tick, an adapter one block per frame)."""
+    if pacing != "batched":
+        for i in paced_slots(n, rate, pacing):
+            yield i, i + 1
+        return
+    t0 = time.perf_counter()
+    i = 0
+    while i < n:
+        due = min(n, int((time.perf_counter() - t0) * rate) + 1)
+        if due > i:
+            yield i, due
+            i = due
         sleep_until(t0 + (int((time.perf_counter() - t0) * 1000) + 1) / 1000)
 
 
@@ -240,11 +260,14 @@ async def _ap_source(cfg: dict) -> None:
                 builder.next_sequence = make_sequence(epoch, next_counter)
                 trade = protocol.Trade(instrument_id=MEASURED_INSTRUMENT, price=100_00000000, quantity=0,
                                        exchange_ts_ns=0, side=1)
-                for i in paced_slots(n, rate, rnd.get("pacing", "even")):
+                for lo, hi in paced_groups(n, rate, rnd.get("pacing", "even")):
                     ts = time.time_ns()
-                    frame = builder.build(trade, ts)
-                    pub.publish_nowait(FrameBlock(frame, one_off, one_size))
-                    if i % 32 == 31 or any(s.queued for s in pub._subscribers):
+                    if hi - lo == 1:
+                        pub.publish_nowait(FrameBlock(builder.build(trade, ts), one_off, one_size))
+                    else:
+                        data = b"".join([builder.build(trade, ts) for _ in range(hi - lo)])
+                        pub.publish_nowait(FrameBlock.from_bytes(data))
+                    if lo // 32 != hi // 32 or any(s.queued for s in pub._subscribers):
                         await pub.wait_for_space()
             t_end = time.time_ns()
             cpu1 = cpu_seconds()
@@ -402,8 +425,9 @@ def zmq_source(cfg: dict) -> None:
         else:
             trade = protocol.Trade(instrument_id=MEASURED_INSTRUMENT, price=100_00000000, quantity=0,
                                    exchange_ts_ns=0, side=1)
-            for _ in paced_slots(n, float(rnd["rate"]), rnd.get("pacing", "even")):
-                send(builder.build(trade, time.time_ns()))
+            for lo, hi in paced_groups(n, float(rnd["rate"]), rnd.get("pacing", "even")):
+                ts = time.time_ns()
+                send(b"".join([builder.build(trade, ts) for _ in range(hi - lo)]))
         t_end = time.time_ns()
         touch(files.path(f"src.result.{k}"), json.dumps({
             "t_go_ns": t_go, "t_end_ns": t_end, "sent": n, "cpu_s": cpu_seconds() - cpu0,
@@ -524,9 +548,9 @@ def floor_source(cfg: dict) -> None:
             time.sleep(0.001)
         cpu0 = cpu_seconds()
         t_go = time.time_ns()
-        for _ in paced_slots(n, float(rnd["rate"]), rnd.get("pacing", "even")):
+        for lo, hi in paced_groups(n, float(rnd["rate"]), rnd.get("pacing", "even")):
             frame[16:24] = time.time_ns().to_bytes(8, "little")
-            sock.sendall(frame)
+            sock.sendall(frame * (hi - lo))
         t_end = time.time_ns()
         touch(files.path(f"src.result.{k}"), json.dumps({
             "t_go_ns": t_go, "t_end_ns": t_end, "sent": n, "cpu_s": cpu_seconds() - cpu0,
