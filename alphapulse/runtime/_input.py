@@ -27,7 +27,7 @@ import trio
 
 from alphapulse import protocol
 from alphapulse.runtime._fastlane import IdleLane, idle_lane
-from alphapulse.runtime._headers import SEQUENCE_AT, SOURCE_AT, count_control
+from alphapulse.runtime._headers import count_control
 from alphapulse.runtime._publisher import OVERFLOW_CODES, SOCKET_BUFFER_BYTES, Overflow
 from alphapulse.runtime._sequence import ResendWanted, SequenceTracker, SnapshotWanted
 
@@ -131,8 +131,6 @@ def _completion(buffered: int, data: bytes, tail: bytes) -> tuple[int, bytes]:
     return size - len(tail), tail
 
 
-_SOURCE_SEQUENCE = struct.Struct("<HQ")  # source, then sequence, at SOURCE_AT in the header
-assert SEQUENCE_AT == SOURCE_AT + 2
 
 
 class _Handback:
@@ -352,13 +350,14 @@ class InputLink:
         """One read through the decoder and the tracker: the blocks to deliver, in order."""
         self._received_bytes += len(data)
         decoder = self._decoder
-        one = decoder.whole_frame(data)  # one whole message (the usual small read): no kernel call
-        if one is not None:
-            self._received += 1
-            source, sequence = _SOURCE_SEQUENCE.unpack_from(data, SOURCE_AT)
-            if self.tracker.feed_next(source, sequence):
-                return [one]
-            result = self.tracker.feed(one, now)
+        quick = decoder.whole_frames(data)  # a few whole messages (the usual small read): no kernel call
+        if quick is not None:
+            n = len(quick)
+            self._received += n
+            run = quick.sequence_run
+            if run is not None and self.tracker.feed_run(run[0], run[1], n):
+                return [quick]
+            result = self.tracker.feed(quick, now)
             if result.requests:
                 self._act(result.requests)
             return result.deliver

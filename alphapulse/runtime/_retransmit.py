@@ -1,16 +1,18 @@
 """A bounded buffer of recently published frames, for answering resend requests.
 
-Sans-IO. The frames are copied into one byte ring (one ``memcpy`` per published block, whatever
-its frame count) and indexed by two fixed integer rings (where each frame starts, how long it
-is). Nothing per message stays alive as a Python object: holding the last 64k single-message
-blocks by reference would keep 64k objects for the garbage collector to walk on every full
-collection (a pause of tens of milliseconds) and could pin whole receive buffers for one frame
-each. A lookup is the rare path: it reads the held headers, masks one source's sequence range
-and copies the answer out, so an answer never aliases bytes the ring will overwrite.
+Sans-IO. Each published block's bytes are copied into one byte ring (one ``memcpy``, whatever its
+frame count), and the block's frame offsets and sizes (numpy arrays, which the garbage collector
+does not track) are kept beside its ring position. So no Python object per held message is left
+for the collector to walk, and no receive buffer stays pinned by a frame that came in it: holding
+the last 64k single-message blocks themselves cost a full-collection pause of tens of
+milliseconds. An append is plain Python and one ``memcpy`` — no numpy call, which costs a node
+woken once per message 5-20 µs each on the reference VM (cold caches). A lookup is the rare
+path: it reads the held headers, masks one source's sequence range and copies the answer out, so
+an answer never aliases bytes the ring will overwrite.
 
-The ring holds at most ``capacity`` messages. Its byte store is reserved (and its pages touched)
-up front, ``BYTES_PER_MESSAGE`` per message of capacity; should bigger frames need more, it
-doubles (up to ``max_bytes``) and past that the oldest frames are forgotten to make room.
+The buffer holds the newest ``capacity`` messages. Its byte store is reserved (and its pages
+touched) up front, ``BYTES_PER_MESSAGE`` per message of capacity; should bigger frames need more,
+it doubles (up to ``max_bytes``) and past that the oldest blocks are forgotten to make room.
 A block is stored contiguously (the ring skips its tail end rather than wrap a block), so each
 frame can be read in place.
 """
@@ -18,6 +20,7 @@ frame can be read in place.
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -45,18 +48,16 @@ class RetransmitBuffer:
     def __init__(self, capacity: int, *, initial_bytes: int | None = None, max_bytes: int = MAX_BYTES) -> None:
         self.capacity = max(0, int(capacity))
         self.max_bytes = max(1, int(max_bytes))
-        slots = max(1, self.capacity)
-        self._starts = np.zeros(slots, np.int64)
-        """stream position of each held frame (slot = message number % capacity)"""
-        self._sizes = np.zeros(slots, np.int64)
-        self._first = 0  # message number of the oldest held frame
-        self._next = 0  # message number the next frame gets
+        self._blocks: deque[tuple[int, int, Any, Any]] = deque()
+        """(stream position, frame count, offsets, sizes) of each held block, oldest first"""
+        self._skip = 0  # frames of the oldest block already forgotten (the capacity fell inside it)
+        self._held = 0
         if initial_bytes is None:
             initial_bytes = max(1 << 16, self.capacity * BYTES_PER_MESSAGE) if self.capacity else 1
         self._ring = np.ones(max(1, min(int(initial_bytes), self.max_bytes)), np.uint8)  # ones: pages touched now
         self._ring_view = memoryview(self._ring)
+        self._size = int(self._ring.shape[0])
         self._write = 0  # stream position of the next byte written (grows forever; ring index = % size)
-        self._oldest = 0  # stream position of the oldest held frame (== _write when empty)
         self.lookups = 0
         self.misses = 0
         self.evicted_for_space = 0
@@ -64,93 +65,94 @@ class RetransmitBuffer:
         ``capacity`` messages were held"""
 
     def __len__(self) -> int:
-        return self._next - self._first
+        return self._held
 
     @property
     def bytes_reserved(self) -> int:
-        return int(self._ring.shape[0])
+        return self._size
 
     # -- hot path ---------------------------------------------------------------------------------
     def append(self, block: Any, n: int | None = None) -> None:
-        """Copy ``block``'s frames in (``n``: its frame count, when the caller knows it already)."""
+        """Copy ``block``'s frames in (``n``: its frame count, when the caller knows it already).
+        Frames sit back to back from byte 0 of ``block.data``, as in every :class:`FrameBlock`."""
         n = len(block) if n is None else n
         if self.capacity <= 0 or n == 0:
             return
         if n > self.capacity:
             block = block.slice(n - self.capacity, n)
             n = self.capacity
-        offsets, sizes = block.offsets, block.sizes
-        start = int(offsets[0])
-        span = int(offsets[n - 1] + sizes[n - 1]) - start
+        data = block.data
+        span = len(data)
         if span > self.max_bytes:  # cannot be held at all: what it replaces is gone either way
-            self.evicted_for_space += len(self) + n
-            self._forget(len(self))
+            self.evicted_for_space += self._held + n
+            self._forget_all()
             return
-        excess = self._next - self._first + n - self.capacity
+        excess = self._held + n - self.capacity
         if excess > 0:
             self._forget(excess)
         pos = self._place(span)
-        index = pos % self._ring.shape[0]
-        self._ring_view[index : index + span] = memoryview(block.data)[start : start + span]
-        slot = self._next % self.capacity
-        if n == 1:
-            self._starts[slot] = pos
-            self._sizes[slot] = int(sizes[0])
-        else:
-            starts = offsets[:n] + (pos - start)
-            head = min(n, self.capacity - slot)
-            self._starts[slot : slot + head] = starts[:head]
-            self._sizes[slot : slot + head] = sizes[:head]
-            if head < n:
-                self._starts[: n - head] = starts[head:]
-                self._sizes[: n - head] = sizes[head:n]
-        self._next += n
+        index = pos % self._size
+        self._ring_view[index : index + span] = data
+        self._blocks.append((pos, n, block.offsets, block.sizes))
+        self._held += n
         self._write = pos + span
 
     def _place(self, span: int) -> int:
         """Stream position where ``span`` contiguous bytes go, making room as needed."""
         while True:
-            size = self._ring.shape[0]
+            size = self._size
             pos = self._write
             if pos % size + span > size:
                 pos += size - pos % size  # never wrap a block: skip to the ring's start
-            if self._next == self._first:
-                self._oldest = pos  # empty: nothing before pos is needed
-            if pos + span - self._oldest <= size:
+            oldest = self._blocks[0][0] if self._blocks else pos
+            if pos + span - oldest <= size:
                 return pos
             if size < self.max_bytes:
                 self._grow(min(self.max_bytes, max(size * 2, 1 << (span - 1).bit_length())))
             else:  # at max_bytes, and span <= max_bytes: forgetting enough always makes room
-                self._forget_until(pos + span - size)
+                while self._blocks and self._blocks[0][0] < pos + span - size:
+                    self.evicted_for_space += self._blocks[0][1] - self._skip
+                    self._forget_block()
 
     def _grow(self, size: int) -> None:
         old, new = self._ring, np.empty(size, np.uint8)
-        position = self._oldest
+        position = self._blocks[0][0] if self._blocks else self._write
         while position < self._write:  # the live stream range, in pieces contiguous in both rings
-            at_old, at_new = position % old.shape[0], position % size
-            k = min(self._write - position, old.shape[0] - at_old, size - at_new)
+            at_old, at_new = position % self._size, position % size
+            k = min(self._write - position, self._size - at_old, size - at_new)
             new[at_new : at_new + k] = old[at_old : at_old + k]
             position += k
-        self._ring, self._ring_view = new, memoryview(new)
+        self._ring, self._ring_view, self._size = new, memoryview(new), size
 
     def _forget(self, k: int) -> None:
-        self._first += min(k, self._next - self._first)
-        self._oldest = int(self._starts[self._first % self.capacity]) if self._next > self._first else self._write
+        """Forget the oldest ``k`` held frames."""
+        while k > 0 and self._blocks:
+            left = self._blocks[0][1] - self._skip
+            if left > k:
+                self._skip += k
+                self._held -= k
+                return
+            k -= left
+            self._forget_block()
 
-    def _forget_until(self, position: int) -> None:
-        """Forget the oldest frames until none starts before stream ``position``."""
-        starts, _ = self._held()
-        k = int(np.searchsorted(starts, position, side="left"))
-        self.evicted_for_space += k
-        self._forget(k)
+    def _forget_block(self) -> None:
+        _, n, _, _ = self._blocks.popleft()
+        self._held -= n - self._skip
+        self._skip = 0
+
+    def _forget_all(self) -> None:
+        self._blocks.clear()
+        self._held = self._skip = 0
 
     # -- rare path ---------------------------------------------------------------------------------
-    def _held(self) -> tuple[np.ndarray, np.ndarray]:
-        """Stream positions and sizes of the held frames, oldest first."""
-        n = self._next - self._first
-        slot = self._first % self.capacity if self.capacity else 0
-        order = (slot + np.arange(n, dtype=np.int64)) % max(1, self.capacity)
-        return self._starts[order], self._sizes[order]
+    def _held_frames(self) -> tuple[np.ndarray, np.ndarray]:
+        """Ring indexes and sizes of the held frames, oldest first."""
+        starts, sizes = [], []
+        for k, (pos, n, offsets, frame_sizes) in enumerate(self._blocks):
+            skip = self._skip if k == 0 else 0
+            starts.append(np.asarray(offsets[skip:n], np.int64) + pos)
+            sizes.append(np.asarray(frame_sizes[skip:n], np.int64))
+        return np.concatenate(starts) % self._size, np.concatenate(sizes)
 
     def lookup(self, source: int, first: int, last: int) -> ResendAnswer:
         """Frames of ``source`` with ``first <= sequence <= last`` (full 64-bit sequences)."""
@@ -158,9 +160,9 @@ class RetransmitBuffer:
         found: list[Any] = []
         oldest = 0
         count = 0
-        if self._next > self._first:
-            starts, sizes = self._held()
-            held = FrameBlock(self._ring_view, starts % self._ring.shape[0], sizes)
+        if self._held:
+            starts, sizes = self._held_frames()
+            held = FrameBlock(self._ring_view, starts, sizes)
             of_source = held.source == source
             if of_source.any():
                 sequences = held.sequence

@@ -227,6 +227,8 @@ class SequenceTracker:
         self._epochs = np.zeros(N_SOURCES, np.uint32)
         self._expected = np.zeros(N_SOURCES, np.uint64)
         self._flags = np.zeros(N_SOURCES, np.uint8)
+        self._next_run: dict[int, int] = {}
+        """full next sequence of sources :meth:`feed_run` advanced (not yet in ``_expected``)"""
         self._gaps: dict[int, Gap] = {}
         self._frames = self._delivered = self._duplicates = 0
         self._gaps_detected = self._gaps_recovered = self._gaps_lost = 0
@@ -238,26 +240,43 @@ class SequenceTracker:
         n = len(block)
         if n == 0:
             return result
+        if self._next_run:
+            self._sync_runs()
         self._frames += n
         self._classify_into(block, now, result, n)
         return result
 
-    def feed_next(self, source: int, sequence: int) -> bool:
-        """The one-frame fast path: True when ``sequence`` is the next one expected from
-        ``source`` (seen before, same epoch, no gap open), and then it is counted as delivered
-        exactly as :meth:`feed` would; False (nothing changed) for anything else: call ``feed``."""
-        counter = sequence & COUNTER_MASK
-        if (self._flags[source] != _SEEN or self._expected[source] != counter
-                or self._epochs[source] != sequence >> COUNTER_BITS):
+    def feed_run(self, source: int, first_sequence: int, n: int) -> bool:
+        """The fast path for ``n`` frames of ``source`` with consecutive sequences from
+        ``first_sequence``: True when they are the next ones expected (source seen before, same
+        epoch, no gap open), and then they are counted as delivered exactly as :meth:`feed`
+        would; False (nothing changed) for anything else: call ``feed``.
+
+        What a source expects next is kept as a Python int between calls (a numpy scalar read
+        or write costs microseconds in a process woken once per message) and written back to
+        the arrays before anything else reads them."""
+        expect = self._next_run.get(source)
+        if expect is None:
+            if self._flags[source] != _SEEN:
+                return False
+            expect = (int(self._epochs[source]) << COUNTER_BITS) | int(self._expected[source])
+        if first_sequence != expect:
             return False
-        self._expected[source] = counter + 1
-        self._frames += 1
-        self._delivered += 1
+        self._next_run[source] = expect + n
+        self._frames += n
+        self._delivered += n
         return True
+
+    def _sync_runs(self) -> None:
+        """Write what :meth:`feed_run` advanced back to the arrays (before any other path)."""
+        for source, expect in self._next_run.items():
+            self._expected[source] = expect & COUNTER_MASK
+        self._next_run.clear()
 
     def resend_unavailable(self, source: int, first_sequence: int, oldest_available: int, now: float) -> TrackResult:
         """Upstream cannot resend from ``first_sequence``; it still holds ``oldest_available`` on
         (0 = nothing). Count the part that is gone as lost and move on."""
+        self._sync_runs()
         gap = self._gaps.get(source)
         if gap is None or gap.epoch != first_sequence >> COUNTER_BITS:
             return TrackResult()
@@ -274,6 +293,7 @@ class SequenceTracker:
 
     def poll(self, now: float) -> TrackResult:
         """Give up on gaps whose resend did not arrive in time."""
+        self._sync_runs()
         result = TrackResult()
         for gap in [g for g in self._gaps.values() if now - g.opened_at >= self.resend_timeout]:
             result.extend(self._give_up(gap, GapEvent.TIMED_OUT, now))
@@ -305,6 +325,7 @@ class SequenceTracker:
 
     def last_delivered(self, source: int) -> int | None:
         """Sequence of the last in-order frame from ``source`` (for resume after reconnect)."""
+        self._sync_runs()
         if not self._flags[source] & _SEEN:
             return None
         return (int(self._epochs[source]) << COUNTER_BITS) | (int(self._expected[source]) - 1)

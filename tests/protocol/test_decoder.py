@@ -256,23 +256,59 @@ def test_trusting_decoder_skips_only_the_crc_check():
     assert checking.statistics().bad_checksum == 1
 
 
-def test_whole_frame_fast_path_takes_exactly_one_clean_frame_and_counts_it() -> None:
+def test_whole_frames_fast_path_takes_only_a_few_clean_whole_frames_and_counts_them() -> None:
     one, two = messages(2)
     decoder = P.FrameDecoder()
-    block = decoder.whole_frame(one)
+    block = decoder.whole_frames(one)
     assert block is not None and block.tobytes() == one and list(block.sizes) == [len(one)]
-    assert int(block.sequence[0]) == struct.unpack_from("<Q", one, 8)[0]
-    assert (decoder.statistics().frames, decoder.statistics().bytes) == (1, len(one))
+    assert block.sequence_run == (5, struct.unpack_from("<Q", one, 8)[0])
+    pair = decoder.whole_frames(one + two)
+    assert pair is not None and list(pair.offsets) == [0, len(one)] and pair.tobytes() == one + two
+    assert pair.sequence_run == block.sequence_run  # one source, consecutive sequences
+    assert list(pair.sequence) == [block.sequence_run[1], block.sequence_run[1] + 1]
+    assert decoder.whole_frames(two + one).sequence_run is None  # not consecutive
+    other = P.MessageBuilder(P.RelayDomain.MARKET_DATA, 6).build(TRADE, 1)
+    mixed = decoder.whole_frames(one + other)
+    assert mixed.sequence_run is None and list(mixed.source) == [5, 6]
+    assert (decoder.statistics().frames, decoder.statistics().bytes) == (7, 4 * len(one) + 3 * len(two))
     # anything else is left to receive_data / next_block, untouched and uncounted here
-    bad_crc = one[:-1] + bytes([one[-1] ^ 1])
+    bad_crc = two[:-1] + bytes([two[-1] ^ 1])
     control = P.encode_message(P.RelayDomain.SYSTEM, 5, 0, 1, b"")
-    for data in (one + two, one[:40], bad_crc, b"x" * len(one), control):
-        assert decoder.whole_frame(data) is None
-    assert decoder.statistics().frames == 1 and decoder.statistics().total_errors == 0
+    many = b"".join(messages(_decoder._QUICK_FRAMES_VERIFIED + 1))
+    for data in (one[:40], one + two[:40], one + bad_crc, b"x" * len(one), control, one + control, many):
+        assert decoder.whole_frames(data) is None
+    assert decoder.statistics().frames == 7 and decoder.statistics().total_errors == 0
     decoder.receive_data(bad_crc)  # the usual path counts what is wrong with it
     assert decoder.next_block() is P.NEED_DATA and decoder.statistics().bad_checksum == 1
-    decoder.receive_data(one[:40])  # with a partial frame buffered, a whole one must queue behind it
-    assert decoder.whole_frame(two) is None
+    decoder.receive_data(one[:40])  # with a partial frame buffered, whole ones must queue behind it
+    assert decoder.whole_frames(two) is None
     trusting = P.FrameDecoder(verify_checksums=False)
-    assert trusting.whole_frame(bad_crc) is not None  # the relay checked it: magic/version/size still are
-    assert trusting.whole_frame(b"\x00" + bad_crc[1:]) is None
+    assert trusting.whole_frames(one + bad_crc) is not None  # the relay checked it: magic/version/size still are
+    assert trusting.whole_frames(b"\x00" + bad_crc[1:]) is None
+    assert trusting.whole_frames(many) is not None  # more frames in Python when no CRC is checked
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([5, 6]), st.integers(1, 3)), min_size=1, max_size=20))
+def test_whole_frames_agrees_with_the_kernel_path(spec) -> None:
+    """Whatever few frames a read holds, the quick path returns the same frames, header columns
+    and counters as receive_data/next_block, or declines."""
+    builders = {s: P.MessageBuilder(P.RelayDomain.MARKET_DATA, s) for s in (5, 6)}
+    data = b"".join(builders[s].build([TRADE] * k, 7) for s, k in spec)
+    for verify in (True, False):
+        quick, slow = P.FrameDecoder(verify_checksums=verify), P.FrameDecoder(verify_checksums=verify)
+        got = quick.whole_frames(data)
+        slow.receive_data(data)
+        want = slow.next_block()
+        if got is None:
+            assert len(spec) > (_decoder._QUICK_FRAMES_VERIFIED if verify else _decoder._QUICK_FRAMES)
+            continue
+        assert got.tobytes() == want.tobytes()
+        for column in ("offsets", "sizes", "source", "sequence", "timestamp_ns", "tlv_type"):
+            assert list(getattr(got, column)) == list(getattr(want, column))
+        assert quick.statistics() == slow.statistics()
+        sources = [s for s, _ in spec]
+        if len(set(sources)) == 1:
+            assert got.sequence_run == (sources[0], int(want.sequence[0]))
+        else:
+            assert got.sequence_run is None

@@ -109,22 +109,24 @@ def test_gap_states_form_a_table_with_terminal_states() -> None:
     assert not targets & sources  # recovered and lost are final
 
 
-def test_feed_next_fast_path_agrees_with_feed() -> None:
-    """One frame at a time: feed_next takes only the next in-order frame of a known source with no
-    gap open, and counts it as feed would; everything else is left to feed."""
+def test_feed_run_fast_path_agrees_with_feed() -> None:
+    """feed_run takes only frames that run on from what a known source with no gap open expects,
+    and counts them as feed would; everything else is left to feed."""
     fast, slow = SequenceTracker(), SequenceTracker()
-    assert not fast.feed_next(A, make_sequence(1, 1))  # never seen: feed records the first
+    assert not fast.feed_run(A, make_sequence(1, 1), 1)  # never seen: feed records the first
     for t in (fast, slow):
         t.feed(block(trade_frames(A, 1, [1])), 0.0)
-    for counter in range(2, 6):
-        assert fast.feed_next(A, make_sequence(1, counter))
-        slow.feed(block(trade_frames(A, 1, [counter])), 0.0)
+    assert fast.feed_run(A, make_sequence(1, 2), 1)
+    assert fast.feed_run(A, make_sequence(1, 3), 3)
+    slow.feed(block(trade_frames(A, 1, [2])), 0.0)
+    slow.feed(block(trade_frames(A, 1, [3, 4, 5])), 0.0)
     assert fast.statistics() == slow.statistics()
-    assert not fast.feed_next(A, make_sequence(1, 5))  # duplicate
-    assert not fast.feed_next(A, make_sequence(1, 9))  # gap
-    assert not fast.feed_next(A, make_sequence(2, 6))  # new epoch
+    assert not fast.feed_run(A, make_sequence(1, 5), 1)  # duplicate
+    assert not fast.feed_run(A, make_sequence(1, 9), 2)  # gap
+    assert not fast.feed_run(A, make_sequence(2, 6), 1)  # new epoch
+    assert not fast.feed_run(B, make_sequence(1, 6), 1)  # another source, never seen
     assert fast.statistics() == slow.statistics()  # refusals change nothing
     fast.feed(block(trade_frames(A, 1, [9])), 0.0)  # the gap opens (held)
-    assert not fast.feed_next(A, make_sequence(1, 6))  # gap open: the fill goes through feed
+    assert not fast.feed_run(A, make_sequence(1, 6), 1)  # gap open: the fill goes through feed
     assert counters_of(fast.feed(block(trade_frames(A, 1, [6, 7, 8])), 0.0).deliver) == [
         (A, 6), (A, 7), (A, 8), (A, 9)]
