@@ -56,9 +56,11 @@ _ZERO = np.int64(0)
 _HEADER = struct.Struct("<IBBHQQII")
 _CRC_ZEROS = bytes(4)
 _QUICK_FRAMES = 16
-_QUICK_FRAMES_VERIFIED = 6
-"""Most frames :meth:`FrameDecoder.whole_frames` parses in Python; past these (three ``zlib``
-calls per frame when CRCs are checked) one kernel call is cheaper."""
+_QUICK_BYTES = 8192
+"""Most frames (and bytes) :meth:`FrameDecoder.whole_frames` parses in Python; past these one
+kernel call is cheaper, and a bulk read is declined before any header is parsed. Measured cold
+(one read per millisecond), 10 frames with their CRCs checked by ``zlib`` cost 50 µs a read
+against 59-66 µs through the kernels."""
 _BOUNDS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 """Shared (offsets, sizes) of blocks of ``k`` frames of one size (sizes repeat: a Trade message is
 72 bytes). Block offsets and sizes are never written in place (every derived block makes new
@@ -259,33 +261,38 @@ class FrameDecoder:
         None otherwise (nothing consumed, nothing counted): pass ``data`` to ``receive_data``,
         which also counts whatever is wrong with it. Control frames (sequence 0) take that path."""
         size = len(data)
-        if size < HEADER_SIZE or self._chunks or self._buf or self._resyncing or self._eof:
+        if (size < HEADER_SIZE or size > _QUICK_BYTES or self._chunks or self._buf or self._resyncing
+                or self._eof):
             return None
-        verify = self.verify_checksums
-        limit = _QUICK_FRAMES_VERIFIED if verify else _QUICK_FRAMES
-        view = memoryview(data) if verify else None
         unpack, max_payload = _HEADER.unpack_from, self.max_payload_size
         sizes: list[int] = []
+        crcs: list[int] = []
         at = 0
         run_source = first = 0
         consecutive = True
-        while at < size:
-            if len(sizes) == limit or size - at < HEADER_SIZE:
+        while at < size:  # the headers first: a read that will be declined costs no CRC
+            if len(sizes) == _QUICK_FRAMES or size - at < HEADER_SIZE:
                 return None
             magic, version, _, source, sequence, _, payload, crc = unpack(data, at)
             end = at + HEADER_SIZE + payload
             if magic != MAGIC or version != PROTOCOL_VERSION or sequence == 0 or payload > max_payload or end > size:
-                return None
-            if view is not None and crc != zlib.crc32(
-                view[at + HEADER_SIZE : end], zlib.crc32(_CRC_ZEROS, zlib.crc32(view[at : at + CHECKSUM_OFFSET]))
-            ):
                 return None
             if not at:
                 run_source, first = source, sequence
             elif source != run_source or sequence != first + len(sizes):
                 consecutive = False
             sizes.append(end - at)
+            crcs.append(crc)
             at = end
+        if self.verify_checksums:
+            view = memoryview(data)
+            at = 0
+            for frame_size, crc in zip(sizes, crcs, strict=True):
+                end = at + frame_size
+                if crc != zlib.crc32(view[at + HEADER_SIZE : end],
+                                     zlib.crc32(_CRC_ZEROS, zlib.crc32(view[at : at + CHECKSUM_OFFSET]))):
+                    return None
+                at = end
         block = FrameBlock(data, *_bounds(sizes))
         block.control_frames = 0
         block.sequence_run = (run_source, first) if consecutive else None

@@ -166,7 +166,10 @@ class _Subscriber:
                 self._wake = trio.Event()
                 await self._wake.wait()
                 continue
-            await trio.lowlevel.wait_writable(self.sock)
+            try:
+                await trio.lowlevel.wait_writable(self.sock)
+            except trio.ClosedResourceError:  # closed meanwhile by this side (a failed send, overflow)
+                return
             while self.queue:
                 entry = self.queue[0]
                 view = entry[0]
@@ -197,6 +200,10 @@ class _Subscriber:
                 data = self.sock.recv(65536)
             except (BlockingIOError, InterruptedError):
                 continue
+            except trio.ClosedResourceError:
+                # closed by this side while waiting: a send found the peer gone (possibly from the
+                # idle lane, outside any task) or the overflow policy disconnected it
+                return
             except _PEER_GONE:
                 data = b""
             except OSError as exc:

@@ -325,3 +325,31 @@ async def test_idle_lane_is_on_by_default_and_off_when_asked(sock_dir, monkeypat
             await sink.done.wait()
         nursery.cancel_scope.cancel()
     assert sink.counters == list(range(1, 51)) and lk.lane_reads == 0
+
+
+async def test_publisher_survives_a_subscriber_gone_while_its_reader_waits(sock_dir) -> None:
+    """A send that finds the peer gone closes the subscriber while its reader task is parked in
+    wait_readable (trio then raises ClosedResourceError there): the publisher must carry on."""
+    path = os.path.join(sock_dir, "p.sock")
+    subscribe = protocol.encode_message(protocol.RelayDomain.SYSTEM, 0, 0, 0, protocol.encode(
+        protocol.Subscribe(subscriber="raw", overflow=1, queue=100, types=[], instrument_ids=[])))
+    async with open_publisher(path, source_id=1) as pub, trio.open_nursery() as nursery:
+        raw = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+        await raw.connect(path)
+        await raw.send(subscribe)
+        await wait_subscribed(pub, 1)
+        raw.close()
+        for counter in range(1, 4):  # no checkpoint: the reader has not seen the EOF yet
+            pub.publish_nowait(block(trade_frames(SOURCE, EPOCH, [counter])))
+        await trio.sleep(0.05)
+        assert not pub._subscribers and not pub.statistics().subscribers[0].connected
+        sink = SyncCollector()
+        sink.want = 5
+        lk = link(path, "after")
+        nursery.start_soon(functools.partial(lk.run, sink.deliver, deliver_now=sink.deliver_now))
+        await wait_subscribed(pub, 1)
+        await publish_one_by_one(pub, 4, 8)
+        with trio.fail_after(5):
+            await sink.done.wait()
+        nursery.cancel_scope.cancel()
+    assert sink.counters == list(range(4, 9))
