@@ -80,6 +80,9 @@ class PublisherStatistics:
     subscribers: tuple[SubscriberStatistics, ...]
     disconnected_for_overflow: int
     retransmit_held: int
+    retransmit_bytes_reserved: int
+    retransmit_evicted_for_space: int
+    """held frames forgotten early because the retransmit store hit its byte limit"""
     resend_requests: int
     resend_misses: int
     control_errors: int
@@ -411,6 +414,8 @@ class Publisher:
             subscribers=tuple(s.statistics() for s in self._subscribers) + tuple(self._gone),
             disconnected_for_overflow=self._disconnected_for_overflow,
             retransmit_held=len(self.retransmit),
+            retransmit_bytes_reserved=self.retransmit.bytes_reserved,
+            retransmit_evicted_for_space=self.retransmit.evicted_for_space,
             resend_requests=self._resend_requests,
             resend_misses=self.retransmit.misses,
             control_errors=self._control_errors,

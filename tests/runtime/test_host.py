@@ -122,7 +122,10 @@ async def test_control_socket_health_reconfigure_and_refusals() -> None:
         assert (await request_async(control, "health"))["status"] == "healthy"  # refused, still running
         # a snapshot request re-sends the source's state (its instrument mappings), counted
         await request_async(control, "snapshot")
-        assert (await stats(plan, "src"))["counters"]["snapshots.sent"] == 1
+        src_stats = await stats(plan, "src")
+        assert src_stats["counters"]["snapshots.sent"] == 1
+        publisher = src_stats["publisher"]  # the retransmit store: reserved up front, nothing forgotten early
+        assert publisher["retransmit_bytes_reserved"] >= 16384 * 128 and publisher["retransmit_evicted_for_space"] == 0
         nursery.cancel_scope.cancel()
 
 
