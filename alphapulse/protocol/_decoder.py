@@ -118,6 +118,13 @@ class FrameBlock:
 
     __slots__ = ("__dict__", "data", "offsets", "sizes")
 
+    # What the decoder's quick path (``FrameDecoder.whole_frames``) learns for free while it
+    # parses a small read; None on every other block (not known: compute it).
+    sequence_run: tuple[int, int] | None = None
+    """(source, first sequence) when the frames are one source's consecutive sequences"""
+    relay_domain_all: int | None = None
+    """the relay domain of every frame, when they all share one"""
+
     def __init__(self, data: bytes | memoryview, offsets: np.ndarray, sizes: np.ndarray) -> None:
         self.data = data
         """the frames, contiguous: ``data[offsets[i]:offsets[i] + sizes[i]]`` is frame i"""
@@ -268,19 +275,22 @@ class FrameDecoder:
         sizes: list[int] = []
         crcs: list[int] = []
         at = 0
-        run_source = first = 0
-        consecutive = True
+        run_source = first = first_domain = 0
+        consecutive = one_domain = True
         while at < size:  # the headers first: a read that will be declined costs no CRC
             if len(sizes) == _QUICK_FRAMES or size - at < HEADER_SIZE:
                 return None
-            magic, version, _, source, sequence, _, payload, crc = unpack(data, at)
+            magic, version, domain, source, sequence, _, payload, crc = unpack(data, at)
             end = at + HEADER_SIZE + payload
             if magic != MAGIC or version != PROTOCOL_VERSION or sequence == 0 or payload > max_payload or end > size:
                 return None
             if not at:
-                run_source, first = source, sequence
-            elif source != run_source or sequence != first + len(sizes):
-                consecutive = False
+                run_source, first, first_domain = source, sequence, domain
+            else:
+                if source != run_source or sequence != first + len(sizes):
+                    consecutive = False
+                if domain != first_domain:
+                    one_domain = False
             sizes.append(end - at)
             crcs.append(crc)
             at = end
@@ -295,7 +305,10 @@ class FrameDecoder:
                 at = end
         block = FrameBlock(data, *_bounds(sizes))
         block.control_frames = 0
-        block.sequence_run = (run_source, first) if consecutive else None
+        if consecutive:
+            block.sequence_run = (run_source, first)
+        if one_domain:
+            block.relay_domain_all = first_domain
         self._frames += len(sizes)
         self._bytes += size
         return block

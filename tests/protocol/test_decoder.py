@@ -270,7 +270,11 @@ def test_whole_frames_fast_path_takes_only_a_few_clean_whole_frames_and_counts_t
     other = P.MessageBuilder(P.RelayDomain.MARKET_DATA, 6).build(TRADE, 1)
     mixed = decoder.whole_frames(one + other)
     assert mixed.sequence_run is None and list(mixed.source) == [5, 6]
+    assert mixed.relay_domain_all == P.RelayDomain.MARKET_DATA
+    signal = P.MessageBuilder(P.RelayDomain.SIGNAL, 5, 99).build(TRADE, 1)
+    assert P.FrameDecoder().whole_frames(one + signal).relay_domain_all is None  # mixed domains: not known
     assert (decoder.statistics().frames, decoder.statistics().bytes) == (7, 4 * len(one) + 3 * len(two))
+    assert P.FrameBlock.from_bytes(one).relay_domain_all is None  # only the quick path knows it
     # anything else is left to receive_data / next_block, untouched and uncounted here
     bad_crc = two[:-1] + bytes([two[-1] ^ 1])
     control = P.encode_message(P.RelayDomain.SYSTEM, 5, 0, 1, b"")
@@ -306,6 +310,7 @@ def test_whole_frames_agrees_with_the_kernel_path(spec) -> None:
         for column in ("offsets", "sizes", "source", "sequence", "timestamp_ns", "tlv_type"):
             assert list(getattr(got, column)) == list(getattr(want, column))
         assert quick.statistics() == slow.statistics()
+        assert got.relay_domain_all == P.RelayDomain.MARKET_DATA
         sources = [s for s, _ in spec]
         if len(set(sources)) == 1:
             assert got.sequence_run == (sources[0], int(want.sequence[0]))

@@ -140,3 +140,47 @@ def test_secret_params_resolve_from_the_environment_with_defaults() -> None:
     assert resolve_params(node, {"KEY": "k", "TOKEN": "t"})["token"] == "t"
     with pytest.raises(NodeConfigError, match="needs environment variable KEY"):
         resolve_params(node, {})
+
+
+async def test_relay_forwards_its_domain_and_counts_the_rest() -> None:
+    """Single frames (the decoder's quick path, which knows the block's one domain) and a mixed
+    block (the kernel path) alike: frames of the relay's domain and system frames go on, the
+    others are dropped and counted."""
+    import os
+
+    from alphapulse.runtime import InputLink, InputSpec, make_sequence, open_publisher
+
+    with tempfile.TemporaryDirectory(prefix="apr", dir="/tmp") as tmp:
+        upstream = os.path.join(tmp, "up.sock")
+        node = {
+            "kind": "relay", "params": {}, "source_id": 9, "relay_domain": int(protocol.RelayDomain.MARKET_DATA),
+            "sockets": {"data": os.path.join(tmp, "d.sock"), "control": os.path.join(tmp, "c.sock")},
+            "inputs": [{"node": "up", "socket": upstream, "overflow": "block", "queue": 1 << 16}],
+        }
+        market = protocol.MessageBuilder(protocol.RelayDomain.MARKET_DATA, 3, make_sequence(1, 1))
+        signal = protocol.MessageBuilder(protocol.RelayDomain.SIGNAL, 4, make_sequence(1, 1))
+        trade = protocol.Trade(instrument_id=11, price=1, quantity=1, exchange_ts_ns=0)
+        got: list[tuple[int, int]] = []
+        async with open_publisher(upstream, source_id=1) as pub, trio.open_nursery() as nursery:
+            host = await nursery.start(NodeHost({"nodes": {"bus": node}}, "bus").run)
+            link = InputLink(InputSpec(node="bus", socket=node["sockets"]["data"]), subscriber_name="down")
+
+            async def deliver(block) -> None:
+                got.extend(zip(block.source.tolist(), block.relay_domain.tolist(), strict=True))
+
+            nursery.start_soon(link.run, deliver)
+            with trio.fail_after(5):
+                while not any(s.ready for s in host.ctx._publisher._subscribers) or not pub._subscribers:
+                    await trio.sleep(0.01)
+            for builder in (market, signal, market):  # one frame per read
+                pub.publish_nowait(protocol.FrameBlock.from_bytes(builder.build(trade, 1)))
+                await trio.sleep(0.02)
+            mixed = market.build(trade, 1) + signal.build(trade, 1) + market.build(trade, 1)
+            pub.publish_nowait(protocol.FrameBlock.from_bytes(mixed))
+            with trio.fail_after(5):
+                while len(got) < 4:
+                    await trio.sleep(0.01)
+            await trio.sleep(0.05)
+            assert host.ctx.counters["dropped.wrong_domain"] == 2
+            nursery.cancel_scope.cancel()
+    assert got == [(3, 1)] * 4
