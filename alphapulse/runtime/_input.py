@@ -131,8 +131,6 @@ def _completion(buffered: int, data: bytes, tail: bytes) -> tuple[int, bytes]:
     return size - len(tail), tail
 
 
-
-
 class _Handback:
     """How the idle lane gives a socket back to its link's task, and why."""
 
