@@ -264,7 +264,8 @@ class FrameDecoder:
         ``struct`` and ``zlib`` instead of the scan kernel. Called once per read with a node's
         caches cold (woken once per message), a numba or numpy call costs 5-25 µs there; this
         costs a few. Frames whose sequences run on from one source carry ``sequence_run =
-        (source, first sequence)``, which lets the tracker take them without a kernel either.
+        (source, first sequence)``, which lets the tracker take them without a kernel either, and
+        frames of one relay domain carry ``relay_domain_all`` (a relay forwards them on that).
         None otherwise (nothing consumed, nothing counted): pass ``data`` to ``receive_data``,
         which also counts whatever is wrong with it. Control frames (sequence 0) take that path."""
         size = len(data)
