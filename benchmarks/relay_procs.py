@@ -129,6 +129,26 @@ class Files:
     def left(self) -> float:
         return self.deadline - time.time()
 
+    def ready_then_go(self, k: int) -> bool:
+        """Source side of round ``k``: say ready, then wait (sleeping) for the parent's go; False
+        when the deadline passed first."""
+        touch(self.path(f"src.ready.{k}"))
+        while not self.exists(f"go.{k}"):
+            if self.left() < 0:
+                return False
+            time.sleep(0.001)
+        return True
+
+    def source_result(self, k: int, t_go: int, n: int, cpu0: float) -> None:
+        touch(self.path(f"src.result.{k}"), json.dumps({
+            "t_go_ns": t_go, "t_end_ns": time.time_ns(), "sent": n, "cpu_s": cpu_seconds() - cpu0,
+        }))
+
+    def linger(self) -> None:
+        """Stay up (connected, idle) until the parent stops this process or the deadline passes."""
+        while self.left() > 0:
+            time.sleep(0.05)
+
 
 # -- frames ---------------------------------------------------------------------------------------
 class Frames:
@@ -269,12 +289,8 @@ async def _ap_source(cfg: dict) -> None:
                         pub.publish_nowait(FrameBlock.from_bytes(data))
                     if lo // 32 != hi // 32 or any(s.queued for s in pub._subscribers):
                         await pub.wait_for_space()
-            t_end = time.time_ns()
-            cpu1 = cpu_seconds()
             next_counter += n
-            touch(files.path(f"src.result.{k}"), json.dumps({
-                "t_go_ns": t_go, "t_end_ns": t_end, "sent": n, "cpu_s": cpu1 - cpu0,
-            }))
+            files.source_result(k, t_go, n, cpu0)
         while files.left() > 0:  # keep serving (queues drain) until the parent stops us
             await trio.sleep(0.05)
 
@@ -413,11 +429,8 @@ def zmq_source(cfg: dict) -> None:
         time.sleep(0.005)
     for k, rnd in enumerate(rounds):
         mode, n = rnd["mode"], int(rnd["n"])
-        touch(files.path(f"src.ready.{k}"))
-        while not files.exists(f"go.{k}"):
-            if files.left() < 0:
-                return
-            time.sleep(0.001)
+        if not files.ready_then_go(k):
+            return
         cpu0 = cpu_seconds()
         t_go = time.time_ns()
         send = pub.send
@@ -432,12 +445,8 @@ def zmq_source(cfg: dict) -> None:
             for lo, hi in paced_groups(n, float(rnd["rate"]), rnd.get("pacing", "even")):
                 ts = time.time_ns()
                 send(b"".join([builder.build(trade, ts) for _ in range(hi - lo)]))
-        t_end = time.time_ns()
-        touch(files.path(f"src.result.{k}"), json.dumps({
-            "t_go_ns": t_go, "t_end_ns": t_end, "sent": n, "cpu_s": cpu_seconds() - cpu0,
-        }))
-    while files.left() > 0:
-        time.sleep(0.05)
+        files.source_result(k, t_go, n, cpu0)
+    files.linger()
 
 
 def zmq_sink(cfg: dict) -> None:
@@ -487,8 +496,7 @@ def zmq_sink(cfg: dict) -> None:
             "received": got, "t_last_ns": t_last, "timed_out": timed_out,
             "latency": percentiles_us(lat[:got]) if latency else {},
         }))
-    while files.left() > 0:
-        time.sleep(0.05)
+    files.linger()
 
 
 # -- the floor: what an ideal Python design does on this machine ----------------------------------
@@ -545,22 +553,15 @@ def floor_source(cfg: dict) -> None:
         time.sleep(0.005)
     for k, rnd in enumerate(cfg["rounds"]):
         n = int(rnd["n"])
-        touch(files.path(f"src.ready.{k}"))
-        while not files.exists(f"go.{k}"):
-            if files.left() < 0:
-                return
-            time.sleep(0.001)
+        if not files.ready_then_go(k):
+            return
         cpu0 = cpu_seconds()
         t_go = time.time_ns()
         for lo, hi in paced_groups(n, float(rnd["rate"]), rnd.get("pacing", "even")):
             frame[16:24] = time.time_ns().to_bytes(8, "little")
             sock.sendall(frame * (hi - lo))
-        t_end = time.time_ns()
-        touch(files.path(f"src.result.{k}"), json.dumps({
-            "t_go_ns": t_go, "t_end_ns": t_end, "sent": n, "cpu_s": cpu_seconds() - cpu0,
-        }))
-    while files.left() > 0:
-        time.sleep(0.05)
+        files.source_result(k, t_go, n, cpu0)
+    files.linger()
 
 
 def floor_sink(cfg: dict) -> None:
@@ -599,8 +600,7 @@ def floor_sink(cfg: dict) -> None:
         touch(files.path(f"{name}.result.{k}"), json.dumps({
             "received": got, "t_last_ns": t_last, "latency": percentiles_us(lat[:got]),
         }))
-    while files.left() > 0:
-        time.sleep(0.05)
+    files.linger()
 
 
 def _link_probe(b, n: int) -> tuple[float, float]:

@@ -243,6 +243,16 @@ class SyncCollector(Collector):
         return True
 
 
+async def start_sync_link(nursery, pub, path: str, name: str, *, want: int) -> tuple[SyncCollector, InputLink]:
+    """A link into a :class:`SyncCollector` (so it may read in the idle lane), subscribed."""
+    sink = SyncCollector()
+    sink.want = want
+    lk = link(path, name)
+    nursery.start_soon(functools.partial(lk.run, sink.deliver, deliver_now=sink.deliver_now))
+    await wait_subscribed(pub, 1)
+    return sink, lk
+
+
 async def _lane_installed() -> bool:
     return idle_lane() is not None
 
@@ -271,11 +281,7 @@ async def test_idle_lane_reads_small_messages_in_order_and_timers_stay_on_time(s
             lateness.append(trio.current_time() - due)
 
     async with open_publisher(path, source_id=1) as pub, trio.open_nursery() as nursery:
-        sink = SyncCollector()
-        sink.want = 400
-        lk = link(path, "lane")
-        nursery.start_soon(functools.partial(lk.run, sink.deliver, deliver_now=sink.deliver_now))
-        await wait_subscribed(pub, 1)
+        sink, lk = await start_sync_link(nursery, pub, path, "lane", want=400)
         nursery.start_soon(ticker)
         await publish_one_by_one(pub, 1, 400)
         with trio.fail_after(5):
@@ -292,11 +298,7 @@ async def test_gap_seen_in_the_idle_lane_is_recovered_by_the_links_task(sock_dir
     the link's task then recovers it from the retransmit buffer as usual."""
     path = os.path.join(sock_dir, "p.sock")
     async with open_publisher(path, source_id=1, retransmit_capacity=10_000) as pub, trio.open_nursery() as nursery:
-        sink = SyncCollector()
-        sink.want = 120
-        lk = link(path, "lane")
-        nursery.start_soon(functools.partial(lk.run, sink.deliver, deliver_now=sink.deliver_now))
-        await wait_subscribed(pub, 1)
+        sink, lk = await start_sync_link(nursery, pub, path, "lane", want=120)
         await publish_one_by_one(pub, 1, 50)
         pub.retransmit.append(block(trade_frames(SOURCE, EPOCH, range(51, 61))))  # never sent live
         await publish_one_by_one(pub, 61, 120)
@@ -315,11 +317,7 @@ async def test_idle_lane_is_on_by_default_and_off_when_asked(sock_dir, monkeypat
     monkeypatch.setenv("ALPHAPULSE_IDLE_LANE", "0")
     path = os.path.join(sock_dir, "p.sock")
     async with open_publisher(path, source_id=1) as pub, trio.open_nursery() as nursery:
-        sink = SyncCollector()
-        sink.want = 50
-        lk = link(path, "plain")
-        nursery.start_soon(functools.partial(lk.run, sink.deliver, deliver_now=sink.deliver_now))
-        await wait_subscribed(pub, 1)
+        sink, lk = await start_sync_link(nursery, pub, path, "plain", want=50)
         await publish_one_by_one(pub, 1, 50)
         with trio.fail_after(5):
             await sink.done.wait()
@@ -343,11 +341,7 @@ async def test_publisher_survives_a_subscriber_gone_while_its_reader_waits(sock_
             pub.publish_nowait(block(trade_frames(SOURCE, EPOCH, [counter])))
         await trio.sleep(0.05)
         assert not pub._subscribers and not pub.statistics().subscribers[0].connected
-        sink = SyncCollector()
-        sink.want = 5
-        lk = link(path, "after")
-        nursery.start_soon(functools.partial(lk.run, sink.deliver, deliver_now=sink.deliver_now))
-        await wait_subscribed(pub, 1)
+        sink, _ = await start_sync_link(nursery, pub, path, "after", want=5)
         await publish_one_by_one(pub, 4, 8)
         with trio.fail_after(5):
             await sink.done.wait()
