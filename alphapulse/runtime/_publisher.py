@@ -122,7 +122,8 @@ class _Subscriber:
         return block if mask.all() else block.with_placeholders(mask)
 
     def send_nowait(self, data: Any, n_messages: int) -> None:
-        view = memoryview(data)  # bytes or a byte view: len() is the byte count either way
+        """``data``: bytes or a byte view (``len()`` is the byte count either way)."""
+        sent = 0
         if not self.queue:
             try:
                 sent = self.sock.send(data)
@@ -131,14 +132,13 @@ class _Subscriber:
             except _PEER_GONE:
                 self.close()
                 return
-            if sent == len(data):
+            if sent == len(data):  # the common case: no view, no queue
                 self.sent_messages += n_messages
                 self.sent_bytes += sent
                 return
             self.sent_bytes += sent
-            view = view[sent:]
             self.head_partial = sent > 0
-        self.queue.append([view, n_messages])
+        self.queue.append([memoryview(data)[sent:], n_messages])
         self.queued += n_messages
         if self.queued > self.limit:
             self._overflow()
