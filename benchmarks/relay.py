@@ -287,6 +287,16 @@ def sinks_cores(r: dict) -> float:
     return sum(c for name, c in r["cores"].items() if name.startswith("sink"))
 
 
+def idle_lane_setting() -> bool:
+    """Whether node processes started from this environment read through the idle lane."""
+    import trio
+
+    from alphapulse.runtime._fastlane import VERIFIED_TRIO
+
+    setting = os.environ.get("ALPHAPULSE_IDLE_LANE", "")
+    return setting == "1" or (setting != "0" and trio.__version__.startswith(VERIFIED_TRIO))
+
+
 def wake_probe(mode: str, n: int) -> float:
     out = subprocess.run([PY, PROCS, "wake", json.dumps({"mode": mode, "n": n})], capture_output=True, text=True,
                          timeout=60, check=True)
@@ -357,7 +367,7 @@ def main(argv: list[str] | None = None) -> dict:
                             "loadavg_1m_before": round(load_before[0], 2),
                             "trio_wakeup_cpu_us": wake["trio"], "blocking_wakeup_cpu_us": wake["blocking"],
                             "input_link_read_cpu_us": wake["link"],
-                            "idle_lane": os.environ.get("ALPHAPULSE_IDLE_LANE", "1") != "0"}
+                            "idle_lane": idle_lane_setting()}
     for key in ("ap4", "zmq4", "ap1", "zmq1"):
         r = results[key]
         b, s = best(r["bulk"]), best(r["single"])

@@ -20,8 +20,9 @@ error, for the owning task to re-raise. It needs two private attributes of trio'
 epoll object and run queue); :func:`idle_lane` returns None when they are not there (another
 trio version or I/O backend), and input links then simply wait the usual way.
 
-On by default; ``ALPHAPULSE_IDLE_LANE=0`` in a node's environment turns it off (every link then
-waits in its own task). The stalls once blamed on it were the garbage collector walking
+On by default on the trio releases in :data:`VERIFIED_TRIO`; ``ALPHAPULSE_IDLE_LANE=0`` in a
+node's environment turns it off (every link then waits in its own task), ``=1`` forces it on
+another trio release. The stalls once blamed on it were the garbage collector walking
 retransmit-buffer blocks and, later, the retransmit ring growing mid-stream (see ``_heap`` and
 ``_retransmit``); with those gone, runs with the lane on and off show the same tails.
 """
@@ -41,6 +42,10 @@ log = logging.getLogger("alphapulse.lane")
 
 Callback = Callable[[], bool]
 """Called when its socket is readable; returns False to unregister (the socket is handed back)."""
+
+VERIFIED_TRIO = ("0.35.",)
+"""trio releases the lane was checked against (it reads two private attributes of the run loop
+and relies on the run queue being one deque for the whole run). Others: off unless forced."""
 
 _LANE: trio.lowlevel.RunVar[IdleLane | None] = trio.lowlevel.RunVar("alphapulse_idle_lane")
 
@@ -105,7 +110,11 @@ def idle_lane() -> IdleLane | None:
     except LookupError:
         pass
     lane: IdleLane | None = None
-    if os.environ.get("ALPHAPULSE_IDLE_LANE", "1") == "0":
+    setting = os.environ.get("ALPHAPULSE_IDLE_LANE", "")
+    if setting == "0" or (setting != "1" and not trio.__version__.startswith(VERIFIED_TRIO)):
+        if setting != "0":
+            log.info("the idle lane is verified on trio %s only, this is trio %s: input links wait the usual "
+                     "way (ALPHAPULSE_IDLE_LANE=1 forces it)", " / ".join(VERIFIED_TRIO), trio.__version__)
         _LANE.set(None)
         return None
     try:

@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from alphapulse import protocol
-from alphapulse.runtime import InputLink, InputSpec, open_publisher
+from alphapulse.runtime import InputLink, InputSpec, _fastlane, open_publisher
 from alphapulse.runtime._fastlane import idle_lane
 
 from ._frames import block, trade_frames
@@ -265,7 +265,7 @@ async def publish_one_by_one(publisher, first: int, last: int, pause: float = 0.
 
 @pytest.fixture
 def idle_lane_on(monkeypatch):
-    monkeypatch.delenv("ALPHAPULSE_IDLE_LANE", raising=False)  # the default
+    monkeypatch.setenv("ALPHAPULSE_IDLE_LANE", "1")  # the default on a verified trio; forced on any other
 
 
 async def test_idle_lane_reads_small_messages_in_order_and_timers_stay_on_time(sock_dir, idle_lane_on) -> None:
@@ -313,7 +313,13 @@ async def test_gap_seen_in_the_idle_lane_is_recovered_by_the_links_task(sock_dir
 
 async def test_idle_lane_is_on_by_default_and_off_when_asked(sock_dir, monkeypatch) -> None:
     monkeypatch.delenv("ALPHAPULSE_IDLE_LANE", raising=False)
+    verified = trio.__version__.startswith(_fastlane.VERIFIED_TRIO)  # a newer trio: off until checked
+    assert await trio.to_thread.run_sync(lambda: trio.run(_lane_installed)) == verified
+    monkeypatch.setattr(_fastlane, "VERIFIED_TRIO", ("9.99.",))  # a trio release it was not checked on
+    assert not await trio.to_thread.run_sync(lambda: trio.run(_lane_installed))
+    monkeypatch.setenv("ALPHAPULSE_IDLE_LANE", "1")  # forced
     assert await trio.to_thread.run_sync(lambda: trio.run(_lane_installed))
+    monkeypatch.setenv("ALPHAPULSE_IDLE_LANE", "0")
     monkeypatch.setenv("ALPHAPULSE_IDLE_LANE", "0")
     path = os.path.join(sock_dir, "p.sock")
     async with open_publisher(path, source_id=1) as pub, trio.open_nursery() as nursery:
