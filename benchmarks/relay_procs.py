@@ -506,6 +506,19 @@ def zmq_sink(cfg: dict) -> None:
 MARK = b"\x00" * MSG  # a ready ping: never a real frame (magic is 0xDEADBEEF)
 
 
+def connect_unix(path: str):
+    """A blocking Unix stream socket connected to ``path``, retried until it listens."""
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    while True:
+        try:
+            sock.connect(path)
+            return sock
+        except (FileNotFoundError, ConnectionRefusedError):
+            time.sleep(0.01)
+
+
 def floor_relay(cfg: dict) -> None:
     import select
     import socket
@@ -534,17 +547,10 @@ def floor_relay(cfg: dict) -> None:
 
 
 def floor_source(cfg: dict) -> None:
-    import socket
 
     files = Files(cfg)
     set_timer_slack()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    while True:
-        try:
-            sock.connect(cfg["endpoint"])
-            break
-        except (FileNotFoundError, ConnectionRefusedError):
-            time.sleep(0.01)
+    sock = connect_unix(cfg["endpoint"])
     frame = bytearray(b"\x01" * MSG)
     while not all(files.exists(f"{name}.ready.0") for name in cfg["sinks"]):
         if files.left() < 0:
@@ -565,17 +571,10 @@ def floor_source(cfg: dict) -> None:
 
 
 def floor_sink(cfg: dict) -> None:
-    import socket
 
     files = Files(cfg)
     name = cfg["name"]
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    while True:
-        try:
-            sock.connect(cfg["endpoint"])
-            break
-        except (FileNotFoundError, ConnectionRefusedError):
-            time.sleep(0.01)
+    sock = connect_unix(cfg["endpoint"])
     sock.settimeout(max(1.0, files.left()))
     rest = b""
     ready = False
