@@ -106,7 +106,9 @@ class CircuitBreaker:
             return 0.0
         return max(0.0, self._opened_at + self.settings.cooldown - now)
 
-    def record_success(self, now: float) -> None:
+    def record_success(self, now: float | None = None) -> None:
+        """A guarded call succeeded. ``now`` is accepted for symmetry with :meth:`record_failure`
+        and not needed: successes move the breaker by count, never by time."""
         self._successes += 1
         if self.state is BreakerState.HALF_OPEN:
             self._probe_successes += 1

@@ -344,21 +344,24 @@ class InputLink:
         for block in result.deliver:
             await deliver(block)
 
-    def _ingest(self, data: bytes, now: float) -> list[Any]:
-        """One read through the decoder and the tracker: the blocks to deliver, in order."""
+    def _ingest(self, data: bytes, now: float | None = None) -> list[Any]:
+        """One read through the decoder and the tracker: the blocks to deliver, in order.
+        ``now`` (trio's clock) is read here when not given, and only if a path needs it."""
         self._received_bytes += len(data)
         decoder = self._decoder
         quick = decoder.whole_frames(data)  # a few whole messages (the usual small read): no kernel call
         if quick is not None:
-            n = len(quick)
+            n = quick.count
             self._received += n
             run = quick.sequence_run
             if run is not None and self.tracker.feed_run(run[0], run[1], n):
-                return [quick]
-            result = self.tracker.feed(quick, now)
+                return [quick]  # the next frames expected: no clock read, no arrays touched
+            result = self.tracker.feed(quick, trio.current_time() if now is None else now)
             if result.requests:
                 self._act(result.requests)
             return result.deliver
+        if now is None:
+            now = trio.current_time()
         decoder.receive_data(data)
         ready: list[Any] = []
         while (block := decoder.next_block()) is not protocol.NEED_DATA:
@@ -395,7 +398,7 @@ class InputLink:
             self.lane_reads += 1
             try:
                 ready = True
-                for out in self._ingest(data, trio.current_time()):
+                for out in self._ingest(data):
                     ready = deliver_now(out) and ready
             except BaseException as exc:
                 return handback.give(error=exc)

@@ -298,14 +298,14 @@ class Publisher:
     # -- publishing -------------------------------------------------------------------------
     def publish_nowait(self, block: Any) -> None:
         """Offer a block of complete frames to every subscriber; never waits."""
-        n = len(block)
+        n = block.count
         if not n:
             return
+        for sub in self._subscribers:  # first: bookkeeping never delays a frame on its way
+            sub.offer_nowait(block, n)
+        self.retransmit.append(block, n)
         self._published_messages += n
         self._published_bytes += len(block.data)
-        self.retransmit.append(block, n)
-        for sub in self._subscribers:
-            sub.offer_nowait(block, n)
 
     async def publish(self, block: Any) -> None:
         """Publish, then wait while a ``block``-policy subscriber is over its limit."""

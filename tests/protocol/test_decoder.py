@@ -279,7 +279,9 @@ def test_whole_frames_fast_path_takes_only_a_few_clean_whole_frames_and_counts_t
     bad_crc = two[:-1] + bytes([two[-1] ^ 1])
     control = P.encode_message(P.RelayDomain.SYSTEM, 5, 0, 1, b"")
     many = b"".join(messages(_decoder._QUICK_FRAMES + 1))
-    for data in (one[:40], one + two[:40], one + bad_crc, b"x" * len(one), control, one + control, many):
+    bad_version = one[:4] + bytes([one[4] ^ 0x7F]) + one[5:]
+    for data in (one[:40], one + two[:40], one + bad_crc, bad_crc, bad_version, b"x" * len(one), control,
+                 one + control, many):
         assert decoder.whole_frames(data) is None
     assert decoder.statistics().frames == 7 and decoder.statistics().total_errors == 0
     decoder.receive_data(bad_crc)  # the usual path counts what is wrong with it
@@ -288,6 +290,7 @@ def test_whole_frames_fast_path_takes_only_a_few_clean_whole_frames_and_counts_t
     assert decoder.whole_frames(two) is None
     trusting = P.FrameDecoder(verify_checksums=False)
     assert trusting.whole_frames(one + bad_crc) is not None  # the relay checked it: magic/version/size still are
+    assert trusting.whole_frames(bad_crc).count == 1
     assert trusting.whole_frames(b"\x00" + bad_crc[1:]) is None
 
 
