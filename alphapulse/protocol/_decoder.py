@@ -81,6 +81,24 @@ def _bounds(sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
             _BOUNDS[(k, size)] = bounds
     return bounds
 
+def _few_frame_sizes(data: bytes) -> list[int] | None:
+    """Sizes of the back-to-back frames in ``data`` read from their headers' payload sizes, when
+    there are at most ``_QUICK_FRAMES`` of them and they end exactly at the end; None otherwise."""
+    end = len(data)
+    if not HEADER_SIZE <= end <= _QUICK_BYTES:
+        return None
+    payload_size = _PAYLOAD_SIZE.unpack_from
+    sizes: list[int] = []
+    at = 0
+    while at < end:
+        if len(sizes) == _QUICK_FRAMES or end - at < HEADER_SIZE:
+            return None
+        size = HEADER_SIZE + payload_size(data, at + _PAYLOAD_SIZE_OFFSET)[0]
+        sizes.append(size)
+        at += size
+    return sizes if at == end else None
+
+
 ERROR_KINDS: tuple[str, ...] = ("bad_magic", "bad_version", "oversize", "bad_checksum", "truncated")
 _KIND_INDEXES = (ERR_BAD_MAGIC, ERR_BAD_VERSION, ERR_OVERSIZE, ERR_BAD_CHECKSUM, ERR_TRUNCATED)
 assert tuple(range(N_ERROR_KINDS)) == _KIND_INDEXES
@@ -154,7 +172,12 @@ class FrameBlock:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> FrameBlock:
-        """A block over frames we built ourselves (trusted: boundaries found, CRCs not checked)."""
+        """A block over frames we built ourselves (trusted: boundaries found, CRCs not checked).
+        A few frames (what a node's flush usually holds) are walked with ``struct``: the kernel
+        call costs 5-25 µs with the caches cold, before the block can be sent."""
+        sizes = _few_frame_sizes(data)
+        if sizes is not None:
+            return cls(data, *_bounds(sizes))
         offsets, sizes = frame_bounds(data)
         return cls(data, offsets, sizes)
 
