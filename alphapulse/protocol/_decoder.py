@@ -56,7 +56,7 @@ _ZERO = np.int64(0)
 _HEADER = struct.Struct("<IBBHQQII")
 _CRC_ZEROS = bytes(4)
 _PAYLOAD_SIZE = struct.Struct("<I")
-_PAYLOAD_SIZE_OFFSET = 24
+_PAYLOAD_SIZE_OFFSET = 24  # header bytes 24..28 (see _HEADER): a frame's size without parsing the rest
 _QUICK_FRAMES = 16
 _QUICK_BYTES = 8192
 """Most frames (and bytes) :meth:`FrameDecoder.whole_frames` parses in Python; past these one
@@ -80,6 +80,7 @@ def _bounds(sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
         if len(_BOUNDS) < 4096:
             _BOUNDS[(k, size)] = bounds
     return bounds
+
 
 def _few_frame_sizes(data: bytes) -> list[int] | None:
     """Sizes of the back-to-back frames in ``data`` read from their headers' payload sizes, when
