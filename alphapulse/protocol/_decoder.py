@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import struct
-import zlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -39,7 +38,13 @@ from alphapulse.protocol._batch import (
 )
 from alphapulse.protocol._batch import _scan as _scan_kernel
 from alphapulse.protocol._errors import LocalProtocolError
-from alphapulse.protocol._header import CHECKSUM_OFFSET, HEADER_SIZE, MAGIC, MAX_PAYLOAD_SIZE, PROTOCOL_VERSION
+from alphapulse.protocol._header import (
+    HEADER_SIZE,
+    MAGIC,
+    MAX_PAYLOAD_SIZE,
+    PROTOCOL_VERSION,
+    message_checksum,
+)
 
 
 class _Sentinel:
@@ -54,7 +59,6 @@ NEED_DATA = _Sentinel("NEED_DATA")
 """Returned by ``next_block`` when no complete frame is buffered."""
 _ZERO = np.int64(0)
 _HEADER = struct.Struct("<IBBHQQII")
-_CRC_ZEROS = bytes(4)
 _PAYLOAD_SIZE = struct.Struct("<I")
 _PAYLOAD_SIZE_OFFSET = 24  # header bytes 24..28 (see _HEADER): a frame's size without parsing the rest
 _QUICK_FRAMES = 16
@@ -331,8 +335,7 @@ class FrameDecoder:
             at = 0
             for frame_size, crc in zip(sizes, crcs, strict=True):
                 end = at + frame_size
-                if crc != zlib.crc32(view[at + HEADER_SIZE : end],
-                                     zlib.crc32(_CRC_ZEROS, zlib.crc32(view[at : at + CHECKSUM_OFFSET]))):
+                if crc != message_checksum(view[at:end]):
                     return None
                 at = end
         block = FrameBlock(data, *_bounds(sizes))
@@ -351,12 +354,9 @@ class FrameDecoder:
         magic, version, domain, source, sequence, _, payload, crc = _HEADER.unpack_from(data)
         if magic != MAGIC or version != PROTOCOL_VERSION or sequence == 0 or payload > self.max_payload_size:
             return None
-        if self.verify_checksums:
-            view = memoryview(data)
-            if crc != zlib.crc32(view[HEADER_SIZE:], zlib.crc32(_CRC_ZEROS, zlib.crc32(view[:CHECKSUM_OFFSET]))):
-                return None
-        bounds = _BOUNDS.get((1, size)) or _bounds([size])
-        block = FrameBlock(data, *bounds)
+        if self.verify_checksums and crc != message_checksum(data):
+            return None
+        block = FrameBlock(data, *_bounds([size]))
         block.control_frames = 0
         block.sequence_run = (source, sequence)
         block.relay_domain_all = domain
