@@ -256,7 +256,10 @@ class Market:
         book = state.levels(maker)
         remaining = self._size()
         changes: list[tuple[str, int]] = []
-        while remaining > 0 and len(book) > 1:  # never take the last level: the book stays two-sided
+        # a slippage limit, like the exchange's market-order protection: the order stops filling
+        # rather than sweep the maker side below a quarter of the depth (so the book stays deep)
+        keep = max(1, self.depth // 4)
+        while remaining > 0 and len(book) > keep:
             ticks = min(book) if maker == "sell" else max(book)
             order = book[ticks][0]
             fill = min(order.size, remaining)

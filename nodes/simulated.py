@@ -59,7 +59,8 @@ class SimulatedParams:
     )
     tick_size: str = param("0.01", doc="Price increment as an exact decimal string.",
                            pattern=r"^[0-9]+(\.[0-9]+)?$")
-    depth: int = param(50, doc="Price levels per side the simulated book keeps.", minimum=2)
+    depth: int = param(50, doc="Price levels per side the simulated book keeps; a market order stops filling "
+                           "rather than sweep a side below a quarter of them.", minimum=2)
     seed: int | None = param(None, doc="Random seed; null draws one at start (non-reproducible).")
 
 

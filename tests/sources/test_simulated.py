@@ -94,8 +94,8 @@ async def test_adapter_reads_the_simulated_exchange_through_real_sockets() -> No
                                  timeout=60)
             feed = venue.node.feed
             assert set(feed.books) == set(SYMBOLS)
-            for book in feed.books.values():
-                assert not book.crossed() and len(book) >= 20
+            for book in feed.books.values():  # a market order never sweeps a side below depth // 4 levels
+                assert not book.crossed() and min(book.counts.tolist()) >= 30 // 4
             stats = venue.stats()["counters"]
             assert stats["errors"] == 0 and stats["dropped"] == 0 and "gaps.trade_id" not in stats
             assert len(venue.records(OrderBook)) == 2 and venue.records(Quote)
