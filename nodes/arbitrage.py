@@ -347,7 +347,6 @@ class Arbitrage(Node):
         ctx.counters["signals"] += 1
 
     async def run(self, ctx: Any) -> None:
-        ctx.request_snapshot()
         await trio.sleep_forever()
 
     def statistics(self) -> dict:

@@ -1013,7 +1013,6 @@ class BookDelta(Node):
         return payloads
 
     async def run(self, ctx: Any) -> None:
-        ctx.request_snapshot()
         last = trio.current_time()
         while True:
             await trio.sleep(1.0 if self.params.snapshot_interval <= 0 else min(1.0, self.params.snapshot_interval))

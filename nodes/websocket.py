@@ -103,7 +103,6 @@ class WebSocket(Node):
         bridge = self._bridge(ctx)
         params = self.params
         clients = ClientServer(bridge, lambda: self.params, params.token, ctx.log)
-        ctx.request_snapshot()  # books and names published before this node started
         async with trio.open_nursery() as nursery:
             server = await nursery.start(functools.partial(
                 serve_websocket, clients.handle, params.host, params.port, None,

@@ -7,14 +7,22 @@ Every frame carries (source, sequence = epoch << 40 | counter). A numba kernel c
 whole block at once against per-source state arrays indexed by the 16-bit source id:
 
 =========  ======================================================================
-FIRST      first frame ever seen from this source: deliver, start expecting the next
+FIRST      first frame ever seen from this source, its counter 1: deliver, expect the next
+JOINED     first frame ever seen from this source, counter beyond 1 (this consumer started or
+           subscribed mid-stream): deliver, expect the next, ask for a snapshot of the source
 IN_ORDER   the expected counter: deliver
 DUPLICATE  a counter already delivered (e.g. a resend that raced the original): drop, count
 GAP        a counter beyond the expected one: hold it, ask upstream to resend the hole
 HELD       this source has an open gap: hold the frame, in arrival order
 FILL       the expected counter while a gap is open (the resend arriving): deliver
-NEW_EPOCH  the producer restarted: forget the old epoch (closing any open gap), deliver
+NEW_EPOCH  the producer restarted: forget the old epoch (closing any open gap), deliver; a
+           snapshot is asked for when the new epoch's first frame seen is not its counter 1
 =========  ======================================================================
+
+A consumer that joins a running stream (a sink started after its sources, a node restarted by
+supervisord) has missed what came before: the mappings that name instruments, the books that
+later deltas change. JOINED is how it notices; the snapshot answer carries that state, so a late
+joiner needs no start-up request of its own and no one relies on start-up order.
 
 A gap's life is a small state machine (``GAP_TRANSITIONS``): RESENDING until the hole is filled
 (RECOVERED), upstream answers that the range is gone, or the resend times out; then the missing
@@ -35,7 +43,7 @@ from alphapulse.protocol import FrameBlock
 from alphapulse.runtime._epoch import COUNTER_BITS, COUNTER_MASK
 from alphapulse.runtime._headers import SEQUENCE_AT, SOURCE_AT, frame_bytes, read_u16, read_u64
 
-FIRST, IN_ORDER, DUPLICATE, GAP, HELD, FILL, NEW_EPOCH = range(7)
+FIRST, IN_ORDER, DUPLICATE, GAP, HELD, FILL, NEW_EPOCH, JOINED = range(8)
 _SEEN = np.uint8(1)
 _HOLDING = np.uint8(2)
 N_SOURCES = 1 << 16
@@ -63,7 +71,7 @@ def _classify(from_bytes, buf, offsets, sources, sequences, epochs, expected, fl
             flags[s] = f | 1
             epochs[s] = epoch
             expected[s] = counter + np.uint64(1)
-            out[i] = 0  # FIRST
+            out[i] = 0 if counter == 1 else 7  # FIRST, JOINED
         elif epochs[s] != epoch:
             epochs[s] = epoch
             expected[s] = counter + np.uint64(1)
@@ -111,7 +119,7 @@ def _count_classes(out):  # pragma: no cover - jit
             duplicates += 1
         else:
             rare += 1
-            if c == 5 or c == 6:  # FILL, NEW_EPOCH: deliverable too
+            if c >= 5:  # FILL, NEW_EPOCH, JOINED: deliverable too
                 deliverable += 1
     return deliverable, duplicates, rare
 
@@ -120,7 +128,7 @@ def _count_classes(out):  # pragma: no cover - jit
 def classify_and_count(sources, sequences, epochs, expected, flags, out):  # pragma: no cover - jit
     """:func:`classify_frames`, plus (deliverable, duplicates, rare) counts from the same pass, so the
     common all-in-order block costs one kernel call and no numpy masks (the hot path of every link).
-    ``rare`` counts GAP, HELD, FILL and NEW_EPOCH frames: the ones needing per-source bookkeeping."""
+    ``rare`` counts GAP, HELD, FILL, NEW_EPOCH and JOINED frames: the ones needing per-source bookkeeping."""
     classify_frames(sources, sequences, epochs, expected, flags, out)
     return _count_classes(out)
 
@@ -189,6 +197,8 @@ class SequenceStatistics:
     messages_recovered: int
     messages_lost: int
     producer_restarts: int
+    joined_midstream: int
+    """sources first seen past their first frame (each answered with a snapshot request)"""
     sources: int
     open_gaps: int
     held_frames: int
@@ -232,7 +242,7 @@ class SequenceTracker:
         self._gaps: dict[int, Gap] = {}
         self._frames = self._delivered = self._duplicates = 0
         self._gaps_detected = self._gaps_recovered = self._gaps_lost = 0
-        self._recovered = self._lost = self._restarts = 0
+        self._recovered = self._lost = self._restarts = self._joins = 0
 
     # -- inputs ---------------------------------------------------------------------------
     def feed(self, block: Any, now: float) -> TrackResult:
@@ -315,6 +325,7 @@ class SequenceTracker:
             messages_recovered=self._recovered,
             messages_lost=self._lost,
             producer_restarts=self._restarts,
+            joined_midstream=self._joins,
             sources=int(np.count_nonzero(self._flags & _SEEN)),
             open_gaps=len(self._gaps),
             held_frames=sum(len(b) for g in self._gaps.values() for b in g.held),
@@ -350,11 +361,11 @@ class SequenceTracker:
         if n_deliver == n:
             result.deliver.append(block)
         elif n_deliver:
-            deliverable = (classes == IN_ORDER) | (classes == FIRST) | (classes == FILL) | (classes == NEW_EPOCH)
+            deliverable = (classes <= IN_ORDER) | (classes >= FILL)  # FIRST, IN_ORDER, FILL, NEW_EPOCH, JOINED
             result.deliver.append(block.select(deliverable))
         if not n_rare:
             return
-        rare = (classes == GAP) | (classes == HELD) | (classes == NEW_EPOCH) | (classes == FILL)
+        rare = classes >= GAP  # GAP, HELD, FILL, NEW_EPOCH, JOINED
         # Rare path: per-source bookkeeping in Python.
         sources = block.source
         sequences = block.sequence
@@ -362,6 +373,9 @@ class SequenceTracker:
             of_source = sources == source
             cls = classes[of_source]
             gap = self._gaps.get(source)
+            if self._joined_midstream(cls, sequences[of_source]):
+                self._joins += 1
+                result.requests.append(SnapshotWanted(source))
             if (cls == NEW_EPOCH).any():
                 self._restarts += int(np.count_nonzero(cls == NEW_EPOCH))
                 if gap is not None:
@@ -387,6 +401,14 @@ class SequenceTracker:
                     gap.held.append(block.select(held_mask))
                 if int(self._expected[source]) > gap.last:
                     result.extend(self._recovered_gap(gap, now))
+
+    @staticmethod
+    def _joined_midstream(cls: np.ndarray, sequences: np.ndarray) -> bool:
+        """Did this consumer start reading a source (or its new epoch) after its first frame?"""
+        if (cls == JOINED).any():
+            return True
+        restarts = np.flatnonzero(cls == NEW_EPOCH)
+        return bool(restarts.size) and int(sequences[restarts[-1]]) & COUNTER_MASK != 1
 
     def _recovered_gap(self, gap: Gap, now: float) -> TrackResult:
         gap.advance(GapEvent.FILLED)

@@ -184,3 +184,66 @@ async def test_relay_forwards_its_domain_and_counts_the_rest() -> None:
             assert host.ctx.counters["dropped.wrong_domain"] == 2
             nursery.cancel_scope.cancel()
     assert got == [(3, 1)] * 4
+
+
+async def test_a_sink_joining_a_relay_mid_stream_gets_the_producers_snapshot() -> None:
+    """The demo's start-up race: a sink subscribes to a relay after the producer named its
+    instruments. Its first frame of that source is past counter 1, so it asks for a snapshot; the
+    relay forwards the request to the producer, whose answer (the mapping again) reaches the sink.
+    A subscriber that read the source from its first frame asks for nothing."""
+    import os
+
+    from alphapulse.runtime import InputLink, InputSpec, make_sequence, open_publisher
+
+    instrument = protocol.spot("sim_a", "BTC", "USD")
+    mapping = protocol.mapping_for(instrument)
+    trade = protocol.Trade(instrument_id=instrument.id, price=1, quantity=1, exchange_ts_ns=0)
+    producer = protocol.MessageBuilder(protocol.RelayDomain.MARKET_DATA, 3, make_sequence(1, 1))
+    requests: list = []
+    with tempfile.TemporaryDirectory(prefix="apj", dir="/tmp") as tmp:
+        upstream = os.path.join(tmp, "up.sock")
+        node = {
+            "kind": "relay", "params": {}, "source_id": 9, "relay_domain": int(protocol.RelayDomain.MARKET_DATA),
+            "sockets": {"data": os.path.join(tmp, "d.sock"), "control": os.path.join(tmp, "c.sock")},
+            "inputs": [{"node": "up", "socket": upstream}],
+        }
+        seen: dict[str, list] = {"early": [], "late": []}
+
+        def answer(record, _subscriber) -> None:  # the producer: its state again, in-band
+            requests.append(record)
+            pub.publish_nowait(protocol.FrameBlock.from_bytes(producer.build(mapping, 2)))
+
+        def collector(name: str):
+            async def deliver(block) -> None:
+                for frame in block.frames():
+                    seen[name].extend(protocol.decode_message(frame).tlvs)
+            return deliver
+
+        async def subscribed(publisher, n: int) -> None:
+            with trio.fail_after(5):
+                while sum(s.ready for s in publisher._subscribers) < n:
+                    await trio.sleep(0.01)
+
+        async with open_publisher(upstream, source_id=1, on_control=answer) as pub, trio.open_nursery() as nursery:
+            host = await nursery.start(NodeHost({"nodes": {"bus": node}}, "bus").run)
+            links = {name: InputLink(InputSpec(node="bus", socket=node["sockets"]["data"]), subscriber_name=name)
+                     for name in seen}
+            nursery.start_soon(links["early"].run, collector("early"))
+            await subscribed(pub, 1)
+            await subscribed(host.ctx._publisher, 1)
+            pub.publish_nowait(protocol.FrameBlock.from_bytes(producer.build(mapping, 1) + producer.build(trade, 1)))
+            with trio.fail_after(5):
+                while len(seen["early"]) < 2:
+                    await trio.sleep(0.01)
+            nursery.start_soon(links["late"].run, collector("late"))
+            await subscribed(host.ctx._publisher, 2)
+            pub.publish_nowait(protocol.FrameBlock.from_bytes(producer.build(trade, 1)))
+            with trio.fail_after(5):
+                while mapping not in seen["late"]:
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    assert requests == [protocol.SnapshotRequest(source=3, instrument_id=0)]
+    assert seen["late"] == [trade, mapping] and seen["early"] == [mapping, trade, trade, mapping]
+    assert links["late"].statistics().sequence["joined_midstream"] == 1
+    assert links["early"].statistics().sequence["joined_midstream"] == 0
+    assert host.ctx.counters["snapshots.forwarded"] == 1

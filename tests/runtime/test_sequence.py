@@ -92,6 +92,30 @@ def test_new_epoch_is_a_restart_not_a_gap() -> None:
     assert (stats.producer_restarts, stats.gaps_detected, stats.messages_lost) == (1, 0, 0)
 
 
+def test_joining_mid_stream_delivers_and_asks_for_a_snapshot_once() -> None:
+    """A consumer whose first frame of a source is not that source's first missed its mappings
+    and books: everything is delivered, and one snapshot of that source is asked for."""
+    tracker = SequenceTracker()
+    b = block(trade_frames(A, 1, range(40, 45)), trade_frames(B, 3, [1, 2]))
+    result = tracker.feed(b, 0.0)
+    assert counters_of(result.deliver) == [(A, n) for n in range(40, 45)] + [(B, 1), (B, 2)]
+    assert result.requests == [SnapshotWanted(A)]  # B was seen from its counter 1: nothing missed
+    result = tracker.feed(block(trade_frames(A, 1, [45]), trade_frames(B, 3, [3])), 0.1)
+    assert result.requests == [] and counters_of(result.deliver) == [(A, 45), (B, 3)]
+    stats = tracker.statistics()
+    assert (stats.joined_midstream, stats.gaps_detected, stats.messages_lost, stats.delivered) == (1, 0, 0, 9)
+
+
+def test_a_restart_seen_from_its_start_needs_no_snapshot_one_joined_late_does() -> None:
+    tracker = SequenceTracker()
+    tracker.feed(block(trade_frames(A, 1, [1, 2])), 0.0)
+    assert tracker.feed(block(trade_frames(A, 2, [1, 2])), 0.1).requests == []
+    result = tracker.feed(block(trade_frames(A, 3, [7, 8])), 0.2)  # epoch 3's first six went by unseen
+    assert result.requests == [SnapshotWanted(A)] and counters_of(result.deliver) == [(A, 7), (A, 8)]
+    stats = tracker.statistics()
+    assert (stats.producer_restarts, stats.joined_midstream, stats.messages_lost) == (2, 1, 0)
+
+
 def test_restart_during_a_gap_closes_it_as_lost() -> None:
     tracker = SequenceTracker(resend_timeout=10)
     tracker.feed(block(trade_frames(A, 1, [1])), 0.0)

@@ -13,6 +13,7 @@ from tests.sinks._websocket_bridge import (
     BTC_A,
     BTC_B,
     ETH_A,
+    ETH_B,
     FEED_SOURCE,
     P,
     book,
@@ -329,12 +330,14 @@ async def test_health_channel_reports_every_plan_node_and_the_page_is_served() -
 
 async def test_what_the_bridge_missed_before_it_started_is_asked_for_upstream() -> None:
     async with run_bridge() as rig:
-        await rig.wait_until(lambda: rig.requests)  # at start: everything, from every producer
-        assert rig.requests == [protocol.SnapshotRequest(source=0, instrument_id=0)]
+        rig.feed.builder.next_sequence = 40  # 39 messages went out before the bridge subscribed
+        await rig.feed.send(protocol.mapping_for(ETH_A))
+        await rig.wait_until(lambda: rig.requests)  # joined mid-stream: a snapshot of that producer
+        assert rig.requests == [protocol.SnapshotRequest(source=FEED_SOURCE, instrument_id=0)]
         # a trade for an instrument never named, a delta for a book never loaded: ask for those
-        await rig.feed.send(trade(ETH_A, "3000", "1"), protocol.mapping_for(BTC_A), delta(BTC_A, [(px("100"), P, BID)]))
+        await rig.feed.send(trade(ETH_B, "3000", "1"), protocol.mapping_for(BTC_A), delta(BTC_A, [(px("100"), P, BID)]))
         await rig.wait_until(lambda: len(rig.requests) == 3)
-        assert rig.requests[1:] == [protocol.SnapshotRequest(source=FEED_SOURCE, instrument_id=ETH_A.id),
+        assert rig.requests[1:] == [protocol.SnapshotRequest(source=FEED_SOURCE, instrument_id=ETH_B.id),
                                     protocol.SnapshotRequest(source=FEED_SOURCE, instrument_id=BTC_A.id)]
         assert rig.counters["dropped.unsynced_delta"] == 1 and rig.counters["unnamed"] == 1
         bids, asks = ladder("100", "1", 3)

@@ -51,7 +51,7 @@ async def test_arbitrage_node_over_real_sockets(sockets) -> None:
         host = NodeHost(plan, "arb")
         async with trio.open_nursery() as nursery:
             await nursery.start(host.run)
-            await wait_for(lambda: requests)  # subscribed, and asked for the books it missed
+            await wait_for(lambda: any(s.connected for s in market.statistics().subscribers))
             down = InputLink(InputSpec(node="arb", socket=sockets["data"]), subscriber_name="down")
             nursery.start_soon(down.run, deliver)
             await wait_for(lambda: host.ctx._publisher.statistics().subscribers)
@@ -67,4 +67,5 @@ async def test_arbitrage_node_over_real_sockets(sockets) -> None:
             assert (signal.instrument_id, signal.sell_instrument_id) == (A.id, B.id)
             assert signal.max_quantity == 2 * U and signal.net_profit == 3_99600000
             assert host.stats()["counters"]["signals"] == 1
+            assert requests == []  # it read the market from its first message: nothing to ask for
             nursery.cancel_scope.cancel()
