@@ -274,6 +274,16 @@ class FrameDecoder:
         self._pending = 0
 
     @property
+    def idle(self) -> bool:
+        """Nothing buffered, not resynchronising, no EOF: the next read starts on a frame."""
+        return not (self._chunks or self._buf or self._resyncing or self._eof)
+
+    def count_parsed(self, frames: int, nbytes: int) -> None:
+        """Count frames another parser checked on this stream's behalf (a relay's direct path)."""
+        self._frames += frames
+        self._bytes += nbytes
+
+    @property
     def eof(self) -> bool:
         """True once EOF was received and everything before it was returned or counted."""
         return self._done

@@ -27,8 +27,10 @@ from alphapulse.kinds import Role, build_params, get_kind, live_fields, params_t
 from alphapulse.runtime._breaker import BreakerSettings, BreakerState
 from alphapulse.runtime._context import NodeContext
 from alphapulse.runtime._control import serve_control
+from alphapulse.runtime._forward import DirectForwarder
+from alphapulse.runtime._forward import enabled as forwarding_enabled
 from alphapulse.runtime._heap import PauseMonitor, freeze_heap
-from alphapulse.runtime._input import Backoff, InputLink, InputSpec
+from alphapulse.runtime._input import SMALL_READ, Backoff, InputLink, InputSpec
 from alphapulse.runtime._publisher import Overflow, open_publisher
 from alphapulse.runtime._warm import load_hot_kernels
 from alphapulse.topology import UnsetVariable, interpolate
@@ -161,6 +163,11 @@ class NodeHost:
 
     async def _run_link(self, link: InputLink) -> None:
         direct = self._deliver == self._deliver_direct
+        if direct and getattr(self.instance, "forwards_verbatim", False) and forwarding_enabled():
+            link.forwarder = DirectForwarder(
+                self.ctx._publisher, self.ctx.relay_domain, read_size=SMALL_READ,
+                on_forwarded=self._forwarded, allowed=self._handler_breaker_closed,
+            )
         await link.run(self._deliver, self._on_upstream_control,
                        deliver_now=self._deliver_now if direct else None,
                        wait_ready=self._wait_ready if direct else None)
@@ -205,6 +212,14 @@ class NodeHost:
     async def _wait_ready(self) -> None:
         if self.ctx.has_output and self.ctx._publisher.must_wait():
             await self.ctx._publisher.wait_for_space()
+
+    def _forwarded(self, n: int) -> None:
+        """A relay's direct path sent ``n`` messages on: what ``_deliver_now`` would count."""
+        self.received += n
+        self.handler_breaker.record_success()
+
+    def _handler_breaker_closed(self) -> bool:
+        return self.handler_breaker.state is BreakerState.CLOSED
 
     def _deliver_now(self, block: Any) -> bool:
         """The handler and the flush, synchronously (also run from trio's idle lane); False when

@@ -27,6 +27,7 @@ import trio
 
 from alphapulse import protocol
 from alphapulse.runtime._fastlane import IdleLane, idle_lane
+from alphapulse.runtime._forward import FORWARDED, NOT_FORWARDED, DirectForwarder
 from alphapulse.runtime._headers import count_control
 from alphapulse.runtime._publisher import OVERFLOW_CODES, SOCKET_BUFFER_BYTES, Overflow
 from alphapulse.runtime._sequence import ResendWanted, SequenceTracker, SnapshotWanted
@@ -171,6 +172,8 @@ class InputLink:
         self._received = self._received_bytes = self._control = 0
         self._resends = self._snapshots = self._unavailable = 0
         self._deliver_now: Callable[[Any], bool] | None = None
+        self.forwarder: DirectForwarder | None = None
+        """A relay's direct path for small reads in the idle lane (``runtime._forward``)."""
         self._wait_ready: Callable[[], Awaitable[None]] | None = None
         self._on_control: Callable[[Any], None] | None = None
         self.lane_reads = 0
@@ -381,18 +384,41 @@ class InputLink:
         handle here (a full buffer: data keeps coming; ``b""``: EOF), or None (a resend deadline
         is pending, or the consumer asked to wait)."""
         handback = _Handback()
-        deliver_now, tracker = self._deliver_now, self.tracker
+        deliver_now, tracker, forwarder, decoder = self._deliver_now, self.tracker, self.forwarder, self._decoder
         assert deliver_now is not None
+        fd = sock.fileno()
 
         def on_readable() -> bool:
-            try:
-                data = sock.recv(SMALL_READ)
-            except BlockingIOError:
-                return True
-            except _PEER_GONE:
-                data = b""
-            except BaseException as exc:
-                return handback.give(error=exc)
+            data = None
+            if forwarder is not None and decoder.idle and forwarder.allowed():
+                subscribers = forwarder.subscribers()
+                if subscribers is not None:
+                    try:
+                        status, n, count = forwarder.read(fd, decoder, tracker, subscribers)
+                    except BaseException as exc:
+                        return handback.give(error=exc)
+                    if status == FORWARDED:
+                        self.lane_reads += 1
+                        self._received += count
+                        self._received_bytes += n
+                        ready = forwarder.ready()
+                        if ready and tracker.next_deadline() is None:
+                            return True
+                        handback.must_wait = not ready
+                        return handback.give()
+                    if status == NOT_FORWARDED:
+                        data = forwarder.buffer[:n].tobytes()
+                    elif n == 0:
+                        data = b""
+            if data is None:
+                try:
+                    data = sock.recv(SMALL_READ)
+                except BlockingIOError:
+                    return True
+                except _PEER_GONE:
+                    data = b""
+                except BaseException as exc:
+                    return handback.give(error=exc)
             if not data or len(data) == SMALL_READ:
                 return handback.give(data=data)
             self.lane_reads += 1
@@ -407,7 +433,6 @@ class InputLink:
             handback.must_wait = not ready
             return handback.give()
 
-        fd = sock.fileno()
         lane.register(fd, on_readable)
         try:
             await handback.event.wait()

@@ -92,6 +92,7 @@ class _Subscriber:
     def __init__(self, publisher: Publisher, sock: socket.socket, peer_id: int) -> None:
         self.publisher = publisher
         self.sock = sock
+        self.fileno = sock.fileno()
         self.name = f"subscriber-{peer_id}"
         self.ready = False
         self.closed = False
@@ -136,6 +137,11 @@ class _Subscriber:
                 self.sent_messages += n_messages
                 self.sent_bytes += sent
                 return
+        self.queue_rest(data, sent, n_messages)
+
+    def queue_rest(self, data: Any, sent: int, n_messages: int) -> None:
+        """Queue what a send left of ``data`` (it took ``sent`` bytes) for the write loop."""
+        if not self.queue:
             self.sent_bytes += sent
             self.head_partial = sent > 0
         self.queue.append([memoryview(data)[sent:], n_messages])
@@ -303,6 +309,11 @@ class Publisher:
             return
         for sub in self._subscribers:  # first: bookkeeping never delays a frame on its way
             sub.offer_nowait(block, n)
+        self.record_published(block, n)
+
+    def record_published(self, block: Any, n: int) -> None:
+        """What publishing ``block`` (``n`` frames) leaves behind once sent: the retransmit
+        copy and the counters (also called by a relay's direct path, which sent it itself)."""
         self.retransmit.append(block, n)
         self._published_messages += n
         self._published_bytes += len(block.data)

@@ -277,6 +277,18 @@ class SequenceTracker:
         self._delivered += n
         return True
 
+    def run_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The per-source (epochs, expected counters, flags) arrays, up to date, for a native
+        check of a run (``runtime._forward``); it advances ``expected`` of what it takes and
+        reports the count through :meth:`count_delivered`."""
+        if self._next_run:
+            self._sync_runs()
+        return self._epochs, self._expected, self._flags
+
+    def count_delivered(self, n: int) -> None:
+        self._frames += n
+        self._delivered += n
+
     def _sync_runs(self) -> None:
         """Write what :meth:`feed_run` advanced back to the arrays (before any other path)."""
         for source, expect in self._next_run.items():

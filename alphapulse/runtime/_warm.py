@@ -9,10 +9,13 @@ start-up, and the test suite calls it once before any test starts a clock.
 
 from __future__ import annotations
 
+import socket
+
 import numpy as np
 
 from alphapulse import protocol
 from alphapulse.runtime._filter import subscription
+from alphapulse.runtime._forward import forward_read
 from alphapulse.runtime._headers import count_control, relay_domains
 from alphapulse.runtime._retransmit import RetransmitBuffer
 from alphapulse.runtime._sequence import SequenceTracker
@@ -41,3 +44,14 @@ def load_hot_kernels() -> None:
     held = RetransmitBuffer(4)
     held.append(block)
     held.lookup(7, 0, 1 << 62)
+    _load_direct_path()
+
+
+def _load_direct_path() -> None:
+    """The relay's direct path (``_forward``): one call on an empty non-blocking socket loads it."""
+    a, b = socket.socketpair()
+    with a, b:
+        b.setblocking(False)
+        epochs, expected, flags = SequenceTracker().run_state()
+        forward_read(b.fileno(), np.empty(64, np.uint8), 1, 1 << 16, True, epochs, expected, flags,
+                     np.empty(16, np.int64), np.array([a.fileno()], np.int32), np.zeros(1, np.int64))

@@ -247,3 +247,71 @@ async def test_a_sink_joining_a_relay_mid_stream_gets_the_producers_snapshot() -
     assert links["late"].statistics().sequence["joined_midstream"] == 1
     assert links["early"].statistics().sequence["joined_midstream"] == 0
     assert host.ctx.counters["snapshots.forwarded"] == 1
+
+
+async def test_relay_direct_path_forwards_small_reads_and_leaves_the_rest_to_the_ordinary_path() -> None:
+    """Small in-order reads are checked and sent by the relay's native direct path; a read with a
+    bad CRC, a gap or another domain is not sent by it, and the ordinary path does what it always
+    did (counts the bad frame, recovers the gap, drops the wrong domain). Counters agree either way."""
+    import os
+
+    from alphapulse.runtime import InputLink, InputSpec, make_sequence, open_publisher
+
+    trade = protocol.Trade(instrument_id=11, price=1, quantity=1, exchange_ts_ns=0)
+    market = protocol.MessageBuilder(protocol.RelayDomain.MARKET_DATA, 3, make_sequence(1, 1))
+    signal = protocol.MessageBuilder(protocol.RelayDomain.SIGNAL, 4, make_sequence(1, 1))
+    with tempfile.TemporaryDirectory(prefix="apd", dir="/tmp") as tmp:
+        upstream = os.path.join(tmp, "up.sock")
+        node = {
+            "kind": "relay", "params": {}, "source_id": 9, "relay_domain": int(protocol.RelayDomain.MARKET_DATA),
+            "sockets": {"data": os.path.join(tmp, "d.sock"), "control": os.path.join(tmp, "c.sock")},
+            "inputs": [{"node": "up", "socket": upstream}],
+        }
+        got: list[int] = []
+        async with open_publisher(upstream, source_id=1) as pub, trio.open_nursery() as nursery:
+            host = await nursery.start(NodeHost({"nodes": {"bus": node}}, "bus").run)
+            down = InputLink(InputSpec(node="bus", socket=node["sockets"]["data"]), subscriber_name="down")
+
+            async def deliver(block) -> None:
+                got.extend((block.sequence & ((1 << 40) - 1)).tolist())
+
+            nursery.start_soon(down.run, deliver)
+            with trio.fail_after(5):
+                while not any(s.ready for s in host.ctx._publisher._subscribers) or not pub._subscribers:
+                    await trio.sleep(0.01)
+
+            async def one_read(data: bytes, wait_for: int) -> None:
+                pub.publish_nowait(protocol.FrameBlock.from_bytes(data))
+                with trio.fail_after(5):
+                    while len(got) < wait_for:
+                        await trio.sleep(0.005)
+                await trio.sleep(0.02)
+
+            await one_read(market.build(trade, 1), 1)  # first frame of the source: the ordinary path
+            [link] = host.links
+            forwarder = link.forwarder
+            assert forwarder is not None and forwarder.forwarded_reads == 0
+            for k in range(5):  # in order: sent natively, one and three frames per read
+                await one_read(market.build(trade, 1) if k % 2 else b"".join(market.build(trade, 1) for _ in range(3)),
+                               len(got) + (1 if k % 2 else 3))
+            assert forwarder.forwarded_reads == 5
+            bad = bytearray(market.build(trade, 1))
+            bad[-1] ^= 0xFF  # payload changed after the CRC: the frame is dropped and counted
+            pub._subscribers[0].send_nowait(bytes(bad), 1)
+            await trio.sleep(0.05)
+            market.build(trade, 1)  # 14 is never published: 15 opens a gap, which the direct path leaves alone
+            await one_read(market.build(trade, 1), len(got))
+            pub.publish_nowait(protocol.FrameBlock.from_bytes(signal.build(trade, 1)))  # another domain
+            await trio.sleep(0.05)
+            assert forwarder.forwarded_reads == 5
+            stats = host.stats()
+            nursery.cancel_scope.cancel()
+    # 13 (bad CRC) and 14 (never published): the relay asked its upstream to resend, which had neither,
+    # so they are counted lost; 15 went the ordinary path (the gap), the signal frame was dropped
+    assert got == [*range(1, 13), 15]
+    [link_stats] = stats["inputs"]
+    assert link_stats["decode_errors"]["bad_checksum"] == 1
+    assert (link_stats["received_messages"], stats["counters"]["received"], stats["counters"]["sent"]) == (14, 14, 13)
+    assert link_stats["sequence"]["delivered"] == 14 and link_stats["sequence"]["messages_lost"] == 2
+    assert stats["counters"]["dropped.wrong_domain"] == 1
+    assert (stats["publisher"]["published_messages"], stats["publisher"]["retransmit_held"]) == (13, 13)
