@@ -202,11 +202,7 @@ async def test_a_sink_joining_a_relay_mid_stream_gets_the_producers_snapshot() -
     requests: list = []
     with tempfile.TemporaryDirectory(prefix="apj", dir="/tmp") as tmp:
         upstream = os.path.join(tmp, "up.sock")
-        node = {
-            "kind": "relay", "params": {}, "source_id": 9, "relay_domain": int(protocol.RelayDomain.MARKET_DATA),
-            "sockets": {"data": os.path.join(tmp, "d.sock"), "control": os.path.join(tmp, "c.sock")},
-            "inputs": [{"node": "up", "socket": upstream}],
-        }
+        node = market_relay(tmp, upstream)
         seen: dict[str, list] = {"early": [], "late": []}
 
         def answer(record, _subscriber) -> None:  # the producer: its state again, in-band
@@ -262,11 +258,7 @@ async def test_relay_direct_path_forwards_small_reads_and_leaves_the_rest_to_the
     signal = protocol.MessageBuilder(protocol.RelayDomain.SIGNAL, 4, make_sequence(1, 1))
     with tempfile.TemporaryDirectory(prefix="apd", dir="/tmp") as tmp:
         upstream = os.path.join(tmp, "up.sock")
-        node = {
-            "kind": "relay", "params": {}, "source_id": 9, "relay_domain": int(protocol.RelayDomain.MARKET_DATA),
-            "sockets": {"data": os.path.join(tmp, "d.sock"), "control": os.path.join(tmp, "c.sock")},
-            "inputs": [{"node": "up", "socket": upstream}],
-        }
+        node = market_relay(tmp, upstream)
         got: list[int] = []
         async with open_publisher(upstream, source_id=1) as pub, trio.open_nursery() as nursery:
             host = await nursery.start(NodeHost({"nodes": {"bus": node}}, "bus").run)
@@ -315,3 +307,14 @@ async def test_relay_direct_path_forwards_small_reads_and_leaves_the_rest_to_the
     assert link_stats["sequence"]["delivered"] == 14 and link_stats["sequence"]["messages_lost"] == 2
     assert stats["counters"]["dropped.wrong_domain"] == 1
     assert (stats["publisher"]["published_messages"], stats["publisher"]["retransmit_held"]) == (13, 13)
+
+
+def market_relay(tmp: str, upstream: str) -> dict:
+    """A plan entry for a market-data relay reading ``upstream``, its sockets in ``tmp``."""
+    import os
+
+    return {
+        "kind": "relay", "params": {}, "source_id": 9, "relay_domain": int(protocol.RelayDomain.MARKET_DATA),
+        "sockets": {"data": os.path.join(tmp, "d.sock"), "control": os.path.join(tmp, "c.sock")},
+        "inputs": [{"node": "up", "socket": upstream}],
+    }
