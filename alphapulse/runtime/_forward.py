@@ -31,11 +31,22 @@ from typing import Any
 import numba
 import numpy as np
 
-from alphapulse.protocol import MAGIC, PROTOCOL_VERSION, FrameBlock
+from alphapulse.protocol import HEADER_SIZE, MAGIC, PROTOCOL_VERSION, FrameBlock
 from alphapulse.protocol._batch import CRC_TABLES, _message_crc
 from alphapulse.protocol._decoder import _QUICK_BYTES, _QUICK_FRAMES, _bounds
-from alphapulse.runtime._epoch import COUNTER_BITS
-from alphapulse.runtime._headers import SEQUENCE_AT, SOURCE_AT, read_u16, read_u64
+from alphapulse.runtime._epoch import COUNTER_BITS, COUNTER_MASK
+from alphapulse.runtime._headers import (
+    CHECKSUM_AT,
+    MAGIC_AT,
+    PAYLOAD_SIZE_AT,
+    RELAY_DOMAIN_AT,
+    SEQUENCE_AT,
+    SOURCE_AT,
+    VERSION_AT,
+    read_u16,
+    read_u32,
+    read_u64,
+)
 
 # libc's recv and send, bound by symbol name (so the compiled kernel caches); the buffer
 # argument is passed as the address it is at the ABI level
@@ -50,30 +61,24 @@ READ_FAILED, NOT_FORWARDED, FORWARDED = -1, 0, 1
 bytes read are for the ordinary path, the bytes were checked and sent."""
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _u32(buf, i):  # pragma: no cover - jit
-    return (np.uint32(buf[i]) | (np.uint32(buf[i + 1]) << np.uint32(8)) | (np.uint32(buf[i + 2]) << np.uint32(16))
-            | (np.uint32(buf[i + 3]) << np.uint32(24)))
-
-
 @numba.njit(cache=True, nogil=True)
 def check_run(buf, n, domain, max_payload, verify, epochs, expected, flags, sizes):  # pragma: no cover - jit
     """Frames in ``buf[:n]`` (sizes into ``sizes``) when they pass every check of the module
     docstring; the tracker's expectation for their source is advanced. Returns the frame count,
     0 when anything does not pass (nothing advanced)."""
-    if n < 32 or n > _QUICK_BYTES:
+    if n < HEADER_SIZE or n > _QUICK_BYTES:
         return 0
     at = np.int64(0)
     count = 0
     source = np.int64(0)
     first = np.uint64(0)
     while at < n:
-        if count == _QUICK_FRAMES or n - at < 32:
+        if count == _QUICK_FRAMES or n - at < HEADER_SIZE:
             return 0
-        payload = _u32(buf, at + 24)
-        end = at + 32 + np.int64(payload)
-        if (_u32(buf, at) != MAGIC or buf[at + 4] != PROTOCOL_VERSION or buf[at + 5] != domain
-                or payload > max_payload or end > n):
+        payload = read_u32(buf, at + PAYLOAD_SIZE_AT)
+        end = at + HEADER_SIZE + np.int64(payload)
+        if (read_u32(buf, at + MAGIC_AT) != MAGIC or buf[at + VERSION_AT] != PROTOCOL_VERSION
+                or buf[at + RELAY_DOMAIN_AT] != domain or payload > max_payload or end > n):
             return 0
         sequence = read_u64(buf, at + SEQUENCE_AT)
         s = np.int64(read_u16(buf, at + SOURCE_AT))
@@ -81,13 +86,13 @@ def check_run(buf, n, domain, max_payload, verify, epochs, expected, flags, size
             source, first = s, sequence
         elif s != source or sequence != first + np.uint64(count):
             return 0
-        if sequence == 0 or (verify and _message_crc(CRC_TABLES, buf, at, end - at) != _u32(buf, at + 28)):
+        if sequence == 0 or (verify and _message_crc(CRC_TABLES, buf, at, end - at) != read_u32(buf, at + CHECKSUM_AT)):
             return 0
         sizes[count] = end - at
         count += 1
         at = end
     epoch = np.uint32(first >> np.uint64(COUNTER_BITS))
-    counter = first & np.uint64((1 << COUNTER_BITS) - 1)
+    counter = first & np.uint64(COUNTER_MASK)
     if flags[source] != 1 or epochs[source] != epoch or expected[source] != counter:
         return 0
     expected[source] = counter + np.uint64(count)
