@@ -267,6 +267,46 @@ def _message_crc(t, buf, offset, length):
     return _crc1(t, buf, off, off + uint64(length))
 
 
+@njit(cache=True, nogil=True)
+def few_frames(buf, n, max_payload, verify, sizes):
+    """The decoder's quick path for a small read: ``buf[:n]`` as whole, valid data frames back
+    to back, at most ``sizes.shape[0]`` of them (their sizes are written there). Returns
+    (count, source of the first, its sequence, whether every frame runs on from it, the relay
+    domain of all or -1 when mixed); count is 0 when anything is not so: a header check, a CRC
+    (with ``verify``), a control frame, bytes left over. With the caches cold one call costs
+    about what two frames cost checked with ``struct`` and ``zlib``, and little more per frame."""
+    at = np.int64(0)
+    count = 0
+    source = np.int64(-1)
+    first = uint64(0)
+    domain = np.int64(-1)
+    consecutive = True
+    while at < n:
+        if count == sizes.shape[0] or n - at < HEADER_SIZE:
+            return 0, source, first, False, domain
+        payload = np.int64(_u32(buf, at + 24))
+        end = at + HEADER_SIZE + payload
+        sequence = _u64(buf, at + 8)
+        if (_u32(buf, at) != MAGIC or buf[at + 4] != PROTOCOL_VERSION or payload > max_payload or end > n
+                or sequence == 0):
+            return 0, source, first, False, domain
+        if verify and _message_crc(CRC_TABLES, buf, at, end - at) != _u32(buf, at + 28):
+            return 0, source, first, False, domain
+        frame_source = np.int64(_u16(buf, at + 6))
+        frame_domain = np.int64(buf[at + 5])
+        if count == 0:
+            source, first, domain = frame_source, sequence, frame_domain
+        else:
+            if frame_source != source or sequence != first + uint64(count):
+                consecutive = False
+            if frame_domain != domain:
+                domain = -1
+        sizes[count] = end - at
+        count += 1
+        at = end
+    return count, source, first, consecutive, domain
+
+
 @njit(cache=True)
 def _crc32_batch(t, buf, offsets, sizes):
     n = uint64(offsets.shape[0])

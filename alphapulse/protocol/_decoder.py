@@ -31,6 +31,7 @@ from alphapulse.protocol._batch import (
     ERR_TRUNCATED,
     N_ERROR_KINDS,
     as_u8,
+    few_frames,
     frame_bounds,
     gather_frames,
     header_columns,
@@ -63,10 +64,8 @@ _PAYLOAD_SIZE = struct.Struct("<I")
 _PAYLOAD_SIZE_OFFSET = 24  # header bytes 24..28 (see _HEADER): a frame's size without parsing the rest
 _QUICK_FRAMES = 16
 _QUICK_BYTES = 8192
-"""Most frames (and bytes) :meth:`FrameDecoder.whole_frames` parses in Python; past these one
-kernel call is cheaper, and a bulk read is declined before any header is parsed. Measured cold
-(one read per millisecond), 10 frames with their CRCs checked by ``zlib`` cost 50 µs a read
-against 59-66 µs through the kernels."""
+"""Most frames (and bytes) :meth:`FrameDecoder.whole_frames` takes; past these the scan kernel's
+allocations are worth it, and a bulk read is declined before any header is parsed."""
 _BOUNDS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 """Shared (offsets, sizes) of blocks of ``k`` frames of one size (sizes repeat: a Trade message is
 72 bytes). Block offsets and sizes are never written in place (every derived block makes new
@@ -272,6 +271,7 @@ class FrameDecoder:
         self._errors = [0] * N_ERROR_KINDS
         self._skipped = 0
         self._pending = 0
+        self._quick_sizes = np.empty(_QUICK_FRAMES, np.int64)
 
     @property
     def idle(self) -> bool:
@@ -303,30 +303,47 @@ class FrameDecoder:
 
     def whole_frames(self, data: bytes) -> FrameBlock | None:
         """``data`` as a block, when it is exactly a few whole valid data frames and nothing is
-        buffered: the common read of a link fed a message or a small batch at a time, parsed with
-        ``struct`` and ``zlib`` instead of the scan kernel. Called once per read with a node's
-        caches cold (woken once per message), a numba or numpy call costs 5-25 µs there; this
-        costs a few. Frames whose sequences run on from one source carry ``sequence_run =
-        (source, first sequence)``, which lets the tracker take them without a kernel either, and
-        frames of one relay domain carry ``relay_domain_all`` (a relay forwards them on that).
-        None otherwise (nothing consumed, nothing counted): pass ``data`` to ``receive_data``,
+        buffered: the common read of a link fed a message or a small batch at a time. Called once
+        per read with a node's caches cold (woken once per message), where any numba or numpy call
+        costs 5-15 µs: one frame is parsed with ``struct`` and ``zlib`` (a few µs); several frames
+        whose CRCs must be checked by one :func:`~alphapulse.protocol._batch.few_frames` call
+        (measured cold, 10 frames: 20-25 µs a read against 38-46 µs with ``zlib``), and without
+        CRCs by ``struct`` again; never by the scan kernel. Frames whose sequences run on from one
+        source carry ``sequence_run = (source, first sequence)``, which lets the tracker take them
+        without a kernel, and frames of one relay domain carry ``relay_domain_all`` (a relay
+        forwards them on that). None otherwise (nothing consumed, nothing counted): pass ``data`` to ``receive_data``,
         which also counts whatever is wrong with it. Control frames (sequence 0) take that path."""
         size = len(data)
         if (size < HEADER_SIZE or size > _QUICK_BYTES or self._chunks or self._buf or self._resyncing
                 or self._eof):
             return None
-        unpack, max_payload = _HEADER.unpack_from, self.max_payload_size
         if size == HEADER_SIZE + _PAYLOAD_SIZE.unpack_from(data, _PAYLOAD_SIZE_OFFSET)[0]:
             return self._one_frame(data, size)  # a link fed one message at a time: most reads
+        if self.verify_checksums:
+            return self._checked_frames(data, size)
+        return self._trusted_frames(data, size)
+
+    def _checked_frames(self, data: bytes, size: int) -> FrameBlock | None:
+        """:meth:`whole_frames` of several frames, CRCs checked: one kernel call."""
+        count, source, first, consecutive, domain = few_frames(
+            np.frombuffer(data, np.uint8), size, self.max_payload_size, True, self._quick_sizes)
+        if not count:
+            return None
+        return self._quick_block(data, _bounds(self._quick_sizes[:count].tolist()),
+                                 (source, first) if consecutive else None, domain)
+
+    def _trusted_frames(self, data: bytes, size: int) -> FrameBlock | None:
+        """:meth:`whole_frames` of several frames, CRCs not checked: the headers walked with
+        ``struct``, which cold is cheaper than a kernel call for up to about ten frames."""
+        unpack, max_payload = _HEADER.unpack_from, self.max_payload_size
         sizes: list[int] = []
-        crcs: list[int] = []
         at = 0
         run_source = first = first_domain = 0
         consecutive = one_domain = True
-        while at < size:  # the headers first: a read that will be declined costs no CRC
+        while at < size:
             if len(sizes) == _QUICK_FRAMES or size - at < HEADER_SIZE:
                 return None
-            magic, version, domain, source, sequence, _, payload, crc = unpack(data, at)
+            magic, version, domain, source, sequence, _, payload, _ = unpack(data, at)
             end = at + HEADER_SIZE + payload
             if magic != MAGIC or version != PROTOCOL_VERSION or sequence == 0 or payload > max_payload or end > size:
                 return None
@@ -338,24 +355,20 @@ class FrameDecoder:
                 if domain != first_domain:
                     one_domain = False
             sizes.append(end - at)
-            crcs.append(crc)
             at = end
-        if self.verify_checksums:
-            view = memoryview(data)
-            at = 0
-            for frame_size, crc in zip(sizes, crcs, strict=True):
-                end = at + frame_size
-                if crc != message_checksum(view[at:end]):
-                    return None
-                at = end
-        block = FrameBlock(data, *_bounds(sizes))
+        return self._quick_block(data, _bounds(sizes), (run_source, first) if consecutive else None,
+                                 first_domain if one_domain else -1)
+
+    def _quick_block(self, data: bytes, bounds: tuple[np.ndarray, np.ndarray], run: tuple[int, int] | None,
+                     domain: int) -> FrameBlock:
+        block = FrameBlock(data, *bounds)
         block.control_frames = 0
-        if consecutive:
-            block.sequence_run = (run_source, first)
-        if one_domain:
-            block.relay_domain_all = first_domain
-        self._frames += len(sizes)
-        self._bytes += size
+        if run is not None:
+            block.sequence_run = run
+        if domain >= 0:
+            block.relay_domain_all = domain
+        self._frames += block.count
+        self._bytes += len(data)
         return block
 
     def _one_frame(self, data: bytes, size: int) -> FrameBlock | None:

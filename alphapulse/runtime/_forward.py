@@ -31,22 +31,10 @@ from typing import Any
 import numba
 import numpy as np
 
-from alphapulse.protocol import HEADER_SIZE, MAGIC, PROTOCOL_VERSION, FrameBlock
-from alphapulse.protocol._batch import CRC_TABLES, _message_crc
+from alphapulse.protocol import FrameBlock
+from alphapulse.protocol._batch import few_frames
 from alphapulse.protocol._decoder import _QUICK_BYTES, _QUICK_FRAMES, _bounds
 from alphapulse.runtime._epoch import COUNTER_BITS, COUNTER_MASK
-from alphapulse.runtime._headers import (
-    CHECKSUM_AT,
-    MAGIC_AT,
-    PAYLOAD_SIZE_AT,
-    RELAY_DOMAIN_AT,
-    SEQUENCE_AT,
-    SOURCE_AT,
-    VERSION_AT,
-    read_u16,
-    read_u32,
-    read_u64,
-)
 
 # libc's recv and send, bound by symbol name (so the compiled kernel caches); the buffer
 # argument is passed as the address it is at the ABI level
@@ -66,31 +54,11 @@ def check_run(buf, n, domain, max_payload, verify, epochs, expected, flags, size
     """Frames in ``buf[:n]`` (sizes into ``sizes``) when they pass every check of the module
     docstring; the tracker's expectation for their source is advanced. Returns the frame count,
     0 when anything does not pass (nothing advanced)."""
-    if n < HEADER_SIZE or n > _QUICK_BYTES:
+    if n > _QUICK_BYTES:
         return 0
-    at = np.int64(0)
-    count = 0
-    source = np.int64(0)
-    first = np.uint64(0)
-    while at < n:
-        if count == _QUICK_FRAMES or n - at < HEADER_SIZE:
-            return 0
-        payload = read_u32(buf, at + PAYLOAD_SIZE_AT)
-        end = at + HEADER_SIZE + np.int64(payload)
-        if (read_u32(buf, at + MAGIC_AT) != MAGIC or buf[at + VERSION_AT] != PROTOCOL_VERSION
-                or buf[at + RELAY_DOMAIN_AT] != domain or payload > max_payload or end > n):
-            return 0
-        sequence = read_u64(buf, at + SEQUENCE_AT)
-        s = np.int64(read_u16(buf, at + SOURCE_AT))
-        if count == 0:
-            source, first = s, sequence
-        elif s != source or sequence != first + np.uint64(count):
-            return 0
-        if sequence == 0 or (verify and _message_crc(CRC_TABLES, buf, at, end - at) != read_u32(buf, at + CHECKSUM_AT)):
-            return 0
-        sizes[count] = end - at
-        count += 1
-        at = end
+    count, source, first, consecutive, frame_domain = few_frames(buf, n, max_payload, verify, sizes)
+    if count == 0 or not consecutive or frame_domain != domain:
+        return 0
     epoch = np.uint32(first >> np.uint64(COUNTER_BITS))
     counter = first & np.uint64(COUNTER_MASK)
     if flags[source] != 1 or epochs[source] != epoch or expected[source] != counter:

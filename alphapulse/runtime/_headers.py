@@ -35,23 +35,11 @@ _AT = _field_offsets()
 SOURCE_AT = _AT["source"]
 SEQUENCE_AT = _AT["sequence"]
 RELAY_DOMAIN_AT = _AT["relay_domain"]
-MAGIC_AT = _AT["magic"]
-VERSION_AT = _AT["version"]
-PAYLOAD_SIZE_AT = _AT["payload_size"]
-CHECKSUM_AT = _AT["checksum"]
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def read_u16(buf, i):  # pragma: no cover - jit
     return np.uint16(buf[i]) | (np.uint16(buf[i + 1]) << np.uint16(8))
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def read_u32(buf, i):  # pragma: no cover - jit
-    value = np.uint32(0)
-    for k in range(4):
-        value |= np.uint32(buf[i + k]) << np.uint32(8 * k)
-    return value
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

@@ -37,6 +37,7 @@ def load_hot_kernels() -> None:
     trusting = protocol.FrameDecoder(verify_checksums=False)
     trusting.receive_data(frames)
     trusting.next_block()
+    protocol.FrameDecoder().whole_frames(frames)  # a small read of several frames (few_frames)
     protocol.verify_batch(block.data, block.offsets, block.sizes)
     protocol.trade_columns(protocol.FrameBlock.from_bytes(frames))
     subscription([1], [1]).compile().mask(block.tlv_type, block.instrument_id)
