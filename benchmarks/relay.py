@@ -29,7 +29,10 @@ A third layout, the **floor**, runs the paced rounds with blocking-socket Python
 no work at all (the relay ``recv``s and ``sendall``s raw bytes, the sinks read a timestamp): what
 any Python design can reach on this machine now. ``floor_meets_*`` says whether it meets each
 paced goal; a goal the floor misses in the same run is below this machine's floor. The latency
-goal ("source → relay → sink") is judged with one sink (``*_n1_*``) and with four.
+goal ("source → relay → sink") is judged with one sink (``*_n1_*``) and with four. A fourth,
+``fan4``, is the floor without the relay process: the source sends each message to the four sinks
+itself. It shows what the relay's own hop costs at N=4 (``fan4_meets_*``): the latency a design
+whose relay brokers subscriptions but is not on the data path could reach here.
 
 CPU seconds of every process come from ``/proc/<pid>/task/*/schedstat`` sampled by this script at
 each round's start and end; a probe measures what one trio wakeup, one blocking ``recv`` wakeup
@@ -207,11 +210,15 @@ def start_zmq(ps: ProcessSet, n_sinks: int, rounds: list[dict], hwm: int, *, pro
     return sinks
 
 
-def start_floor(ps: ProcessSet, n_sinks: int, rounds: list[dict]) -> list[str]:
+def start_floor(ps: ProcessSet, n_sinks: int, rounds: list[dict], *, relay: bool = True) -> list[str]:
+    """The floor layout; without ``relay`` the source sends to every sink itself."""
     sinks = [f"sink{i}" for i in range(n_sinks)]
     ep_in, ep_out = ps.path("in.sock"), ps.path("out.sock")
-    ps.driver("relay", "floor_relay", {"in": ep_in, "out": ep_out, "n_sinks": n_sinks})
-    ps.driver("src", "floor_source", {"endpoint": ep_in, "rounds": rounds, "sinks": sinks})
+    if relay:
+        ps.driver("relay", "floor_relay", {"in": ep_in, "out": ep_out, "n_sinks": n_sinks})
+        ps.driver("src", "floor_source", {"endpoint": ep_in, "rounds": rounds, "sinks": sinks})
+    else:
+        ps.driver("src", "floor_source", {"listen": ep_out, "n_sinks": n_sinks, "rounds": rounds, "sinks": sinks})
     for name in sinks:
         ps.driver(name, "floor_sink", {"name": name, "endpoint": ep_out, "rounds": rounds})
     return sinks
@@ -225,8 +232,8 @@ def run_set(label: str, system: str, n_sinks: int, rounds: list[dict], *, budget
     try:
         if system == "ap":
             sinks = start_alphapulse(ps, n_sinks, rounds, queue)
-        elif system == "floor":
-            sinks = start_floor(ps, n_sinks, rounds)
+        elif system in ("floor", "fanout"):
+            sinks = start_floor(ps, n_sinks, rounds, relay=system == "floor")
         else:
             sinks = start_zmq(ps, n_sinks, rounds, hwm, proxy=system == "zmq")
         ps.wait_files(["src.ready.0"], timeout=60)
@@ -349,6 +356,7 @@ def main(argv: list[str] | None = None) -> dict:
         ("pyzmq one hop", "hop", "zmq1", 1, pacings),
         ("floor: blocking Python, no decode, N=4", "floor4", "floor", 4, pacings),
         ("floor: blocking Python, no decode, N=1", "floor1", "floor", 1, pacings),
+        ("floor without the relay hop: the source sends to each sink, N=4", "fan4", "fanout", 4, pacings),
     ]
     n_wake = 3000 if q else 10_000
     wake = {mode: wake_probe(mode, n_wake) for mode in ("trio", "blocking", "link")}
@@ -379,7 +387,7 @@ def main(argv: list[str] | None = None) -> dict:
         F[f"{key}_single_per_sub_msgs_per_s"] = round(s["per_sub_msgs_per_s"])
         F[f"{key}_single_lossless"] = all(x["lossless"] for x in r["single"])
         F[f"{key}_single_relay_cpu_cores"] = round(s["cores"].get("relay", 0.0), 3)
-    for key in ("ap4", "zmq4", "ap1", "zmq1", "hop", "floor4", "floor1"):
+    for key in ("ap4", "zmq4", "ap1", "zmq1", "hop", "floor4", "floor1", "fan4"):
         for pacing in PACINGS:
             rounds = results[key][f"paced_{pacing}"]
             p = median_latency(rounds)
@@ -457,6 +465,8 @@ def main(argv: list[str] | None = None) -> dict:
             F[f"floor_meets_paced_{pacing}{suffix}_p99_le_200us"] = F[f"{key}_{pacing}_p99_us"] <= 200
         F[f"floor_meets_paced_{pacing}_relay_plus_4_sinks_le_0_6_cores"] = (
             F[f"floor4_{pacing}_relay_plus_sinks_cores"] <= 0.6)
+        # and with the relay process off the path (what a design whose relay only brokers could reach)
+        F[f"fan4_meets_paced_{pacing}_p50_le_zmq_one_hop"] = F[f"fan4_{pacing}_p50_us"] <= F[f"hop_{pacing}_p50_us"]
     # and what waking once per message costs 5 trio processes at 10k msgs/s
     F["floor_relay_plus_4_sinks_cores_at_10k_one_wakeup_per_msg"] = round(5 * lat_rate * wake["trio"] / 1e6, 3)
     F.update({f"goal_{k}": v for k, v in goals.items()})

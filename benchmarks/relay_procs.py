@@ -547,15 +547,25 @@ def floor_relay(cfg: dict) -> None:
 
 
 def floor_source(cfg: dict) -> None:
+    """Sends to the floor relay's ``endpoint``, or, given ``listen``, accepts ``n_sinks`` sinks
+    there and sends every message to each itself (the floor with no relay hop)."""
+    import socket
 
     files = Files(cfg)
     set_timer_slack()
-    sock = connect_unix(cfg["endpoint"])
+    if "listen" in cfg:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(cfg["listen"])
+        listener.listen(16)
+        socks = [listener.accept()[0] for _ in range(int(cfg["n_sinks"]))]
+    else:
+        socks = [connect_unix(cfg["endpoint"])]
     frame = bytearray(b"\x01" * MSG)
     while not all(files.exists(f"{name}.ready.0") for name in cfg["sinks"]):
         if files.left() < 0:
             return
-        sock.sendall(MARK)
+        for sock in socks:
+            sock.sendall(MARK)
         time.sleep(0.005)
     for k, rnd in enumerate(cfg["rounds"]):
         n = int(rnd["n"])
@@ -565,7 +575,9 @@ def floor_source(cfg: dict) -> None:
         t_go = time.time_ns()
         for lo, hi in paced_groups(n, float(rnd["rate"]), rnd.get("pacing", "even")):
             frame[16:24] = time.time_ns().to_bytes(8, "little")
-            sock.sendall(frame * (hi - lo))
+            data = frame * (hi - lo)
+            for sock in socks:
+                sock.sendall(data)
         files.source_result(k, t_go, n, cpu0)
     files.linger()
 
