@@ -285,8 +285,7 @@ async def _ap_source(cfg: dict) -> None:
                     if hi - lo == 1:
                         pub.publish_nowait(FrameBlock(builder.build(trade, ts), one_off, one_size))
                     else:
-                        data = b"".join([builder.build(trade, ts) for _ in range(hi - lo)])
-                        pub.publish_nowait(FrameBlock.from_bytes(data))
+                        pub.publish_nowait(FrameBlock.join([builder.build(trade, ts) for _ in range(hi - lo)]))
                     if lo // 32 != hi // 32 or any(s.queued for s in pub._subscribers):
                         await pub.wait_for_space()
             next_counter += n

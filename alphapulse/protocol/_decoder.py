@@ -185,6 +185,13 @@ class FrameBlock:
         offsets, sizes = frame_bounds(data)
         return cls(data, offsets, sizes)
 
+    @classmethod
+    def join(cls, frames: list[bytes]) -> FrameBlock:
+        """A block of frames we built ourselves, one ``bytes`` each: joined once, with bounds from
+        their lengths, so nothing walks the headers again (a node's flush; cold, ten frames cost
+        about 12 µs through :meth:`from_bytes`)."""
+        return cls(b"".join(frames), *_bounds([len(frame) for frame in frames]))
+
     def slice(self, lo: int, hi: int) -> FrameBlock:
         """Frames ``lo:hi`` as a block of their own, without copying (a view of ``data``)."""
         if lo == 0 and hi >= len(self):

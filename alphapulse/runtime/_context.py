@@ -95,12 +95,12 @@ class NodeContext:
     def flush_nowait(self) -> None:
         if not self._pending:
             return
-        data = b"".join(self._pending)
+        block = protocol.FrameBlock.join(self._pending)
         self._pending.clear()
         self._pending_count = 0
         if self._publisher is None:
             raise RuntimeError(f"node {self.name} ({self.kind}) has no output to publish to")
-        self._publisher.publish_nowait(protocol.FrameBlock.from_bytes(data))
+        self._publisher.publish_nowait(block)
 
     async def flush(self) -> None:
         """Publish the pending messages as one block; waits only for ``block`` subscribers."""

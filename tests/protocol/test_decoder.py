@@ -324,12 +324,16 @@ def test_whole_frames_agrees_with_the_kernel_path(spec) -> None:
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.integers(1, 4), min_size=1, max_size=24))
 def test_from_bytes_finds_the_same_frames_with_or_without_the_kernel(tlv_counts) -> None:
-    """A few frames are walked in Python (no kernel call per flush), more go to the kernel: the
-    same offsets and sizes either way."""
+    """A few frames are walked in Python (no kernel call per flush), more go to the kernel, and
+    ``join`` takes the bounds from the frames it is given: the same offsets and sizes every way."""
     builder = P.MessageBuilder(P.RelayDomain.MARKET_DATA, 5)
-    data = b"".join(builder.build([TRADE] * k, 7) for k in tlv_counts)
+    frames = [builder.build([TRADE] * k, 7) for k in tlv_counts]
+    data = b"".join(frames)
     block = P.FrameBlock.from_bytes(data)
     offsets, sizes = _decoder.frame_bounds(data)
     assert block.offsets.tolist() == offsets.tolist() and block.sizes.tolist() == sizes.tolist()
     assert len(block) == len(tlv_counts)
+    joined = P.FrameBlock.join(frames)
+    assert joined.tobytes() == data and len(joined) == len(tlv_counts)
+    assert joined.offsets.tolist() == offsets.tolist() and joined.sizes.tolist() == sizes.tolist()
     assert (_decoder._few_frame_sizes(data) is not None) == (len(tlv_counts) <= _decoder._QUICK_FRAMES)
