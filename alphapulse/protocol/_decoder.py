@@ -314,12 +314,13 @@ class FrameDecoder:
         per read with a node's caches cold (woken once per message), where any numba or numpy call
         costs 5-15 µs: one frame is parsed with ``struct`` and ``zlib`` (a few µs); several frames
         whose CRCs must be checked by one :func:`~alphapulse.protocol._batch.few_frames` call
-        (measured cold, 10 frames: 20-25 µs a read against 38-46 µs with ``zlib``), and without
+        (measured cold, 10 frames: 23-28 µs a read against 43-47 µs with ``zlib``), and without
         CRCs by ``struct`` again; never by the scan kernel. Frames whose sequences run on from one
         source carry ``sequence_run = (source, first sequence)``, which lets the tracker take them
         without a kernel, and frames of one relay domain carry ``relay_domain_all`` (a relay
-        forwards them on that). None otherwise (nothing consumed, nothing counted): pass ``data`` to ``receive_data``,
-        which also counts whatever is wrong with it. Control frames (sequence 0) take that path."""
+        forwards them on that). None otherwise (nothing consumed, nothing counted): pass ``data``
+        to ``receive_data``, which also counts whatever is wrong with it. Control frames
+        (sequence 0) take that path."""
         size = len(data)
         if (size < HEADER_SIZE or size > _QUICK_BYTES or self._chunks or self._buf or self._resyncing
                 or self._eof):
@@ -341,7 +342,7 @@ class FrameDecoder:
 
     def _trusted_frames(self, data: bytes, size: int) -> FrameBlock | None:
         """:meth:`whole_frames` of several frames, CRCs not checked: the headers walked with
-        ``struct``, which cold is cheaper than a kernel call for up to about ten frames."""
+        ``struct``, which cold costs what a kernel call does at ten frames and less below."""
         unpack, max_payload = _HEADER.unpack_from, self.max_payload_size
         sizes: list[int] = []
         at = 0
