@@ -66,6 +66,9 @@ _QUICK_FRAMES = 16
 _QUICK_BYTES = 8192
 """Most frames (and bytes) :meth:`FrameDecoder.whole_frames` takes; past these the scan kernel's
 allocations are worth it, and a bulk read is declined before any header is parsed."""
+_CACHED_BOUNDS_FRAMES = 64
+"""Blocks of up to this many frames share their bounds arrays; bigger ones (a relay's backlog
+read) build their own, so the cache stays small."""
 _BOUNDS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 """Shared (offsets, sizes) of blocks of ``k`` frames of one size (sizes repeat: a Trade message is
 72 bytes). Block offsets and sizes are never written in place (every derived block makes new
@@ -80,7 +83,7 @@ def _bounds(sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
     bounds = _BOUNDS.get((k, size))
     if bounds is None:
         bounds = (np.arange(k, dtype=np.int64) * size, np.full(k, size, np.int64))
-        if len(_BOUNDS) < 4096:
+        if k <= _CACHED_BOUNDS_FRAMES and len(_BOUNDS) < 4096:
             _BOUNDS[(k, size)] = bounds
     return bounds
 

@@ -246,7 +246,8 @@ async def test_a_sink_joining_a_relay_mid_stream_gets_the_producers_snapshot() -
 
 
 async def test_relay_direct_path_forwards_small_reads_and_leaves_the_rest_to_the_ordinary_path() -> None:
-    """Small in-order reads are checked and sent by the relay's native direct path; a read with a
+    """In-order reads (one frame, three, a backlog of forty) are checked and sent by the relay's
+    native direct path; a read with a
     bad CRC, a gap or another domain is not sent by it, and the ordinary path does what it always
     did (counts the bad frame, recovers the gap, drops the wrong domain). Counters agree either way."""
     import os
@@ -286,27 +287,29 @@ async def test_relay_direct_path_forwards_small_reads_and_leaves_the_rest_to_the
             for k in range(5):  # in order: sent natively, one and three frames per read
                 await one_read(market.build(trade, 1) if k % 2 else b"".join(market.build(trade, 1) for _ in range(3)),
                                len(got) + (1 if k % 2 else 3))
-            assert forwarder.forwarded_reads == 5
+            backlog = b"".join(market.build(trade, 1) for _ in range(40))  # a relay that fell behind reads many
+            await one_read(backlog, len(got) + 40)
+            assert forwarder.forwarded_reads == 6
             bad = bytearray(market.build(trade, 1))
             bad[-1] ^= 0xFF  # payload changed after the CRC: the frame is dropped and counted
             pub._subscribers[0].send_nowait(bytes(bad), 1)
             await trio.sleep(0.05)
-            market.build(trade, 1)  # 14 is never published: 15 opens a gap, which the direct path leaves alone
+            market.build(trade, 1)  # 54 is never published: 55 opens a gap, which the direct path leaves alone
             await one_read(market.build(trade, 1), len(got))
             pub.publish_nowait(protocol.FrameBlock.from_bytes(signal.build(trade, 1)))  # another domain
             await trio.sleep(0.05)
-            assert forwarder.forwarded_reads == 5
+            assert forwarder.forwarded_reads == 6
             stats = host.stats()
             nursery.cancel_scope.cancel()
-    # 13 (bad CRC) and 14 (never published): the relay asked its upstream to resend, which had neither,
-    # so they are counted lost; 15 went the ordinary path (the gap), the signal frame was dropped
-    assert got == [*range(1, 13), 15]
+    # 53 (bad CRC) and 54 (never published): the relay asked its upstream to resend, which had neither,
+    # so they are counted lost; 55 went the ordinary path (the gap), the signal frame was dropped
+    assert got == [*range(1, 53), 55]
     [link_stats] = stats["inputs"]
     assert link_stats["decode_errors"]["bad_checksum"] == 1
-    assert (link_stats["received_messages"], stats["counters"]["received"], stats["counters"]["sent"]) == (14, 14, 13)
-    assert link_stats["sequence"]["delivered"] == 14 and link_stats["sequence"]["messages_lost"] == 2
+    assert (link_stats["received_messages"], stats["counters"]["received"], stats["counters"]["sent"]) == (54, 54, 53)
+    assert link_stats["sequence"]["delivered"] == 54 and link_stats["sequence"]["messages_lost"] == 2
     assert stats["counters"]["dropped.wrong_domain"] == 1
-    assert (stats["publisher"]["published_messages"], stats["publisher"]["retransmit_held"]) == (13, 13)
+    assert (stats["publisher"]["published_messages"], stats["publisher"]["retransmit_held"]) == (53, 53)
 
 
 def market_relay(tmp: str, upstream: str) -> dict:
