@@ -32,7 +32,7 @@ class Relay(Node):
     Params = RelayParams
     forwards_verbatim = True
     """``handle_block`` sends on every frame of this relay's domain unchanged, so the host may
-    check and send small reads itself, natively, before any Python sees them
+    check and send whole-frame reads itself, natively, before any Python sees them
     (``alphapulse/runtime/_forward.py``); anything else still comes here."""
 
     def handle_block(self, block, ctx) -> None:

@@ -1,4 +1,4 @@
-"""The direct path of a relay: one native call reads a small read, checks it and sends it on.
+"""The direct path of a relay: one native call receives a lane read, checks it and sends it on.
 
 A relay woken once per message spent about 20 µs of cold Python between its socket becoming
 readable and its first ``send`` (measured inside the relay: 11 µs to the end of ``recv``,

@@ -173,7 +173,7 @@ class InputLink:
         self._resends = self._snapshots = self._unavailable = 0
         self._deliver_now: Callable[[Any], bool] | None = None
         self.forwarder: DirectForwarder | None = None
-        """A relay's direct path for small reads in the idle lane (``runtime._forward``)."""
+        """A relay's direct path for reads in the idle lane (``runtime._forward``)."""
         self._wait_ready: Callable[[], Awaitable[None]] | None = None
         self._on_control: Callable[[Any], None] | None = None
         self.lane_reads = 0
@@ -352,7 +352,7 @@ class InputLink:
         ``now`` (trio's clock) is read here when not given, and only if a path needs it."""
         self._received_bytes += len(data)
         decoder = self._decoder
-        quick = decoder.whole_frames(data)  # a few whole messages (the usual small read): no kernel call
+        quick = decoder.whole_frames(data)  # a few whole messages (the usual small read): no scan kernel
         if quick is not None:
             n = quick.count
             self._received += n
