@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import trio
 
@@ -19,6 +20,13 @@ class RelayParams:
         "older ranges are answered 'unavailable' and the consumer falls back to a snapshot.",
         minimum=0,
     )
+    delivery: Literal["relay", "peer"] = param(
+        "relay",
+        doc="'relay': frames pass through this relay (one place checks CRCs, queues per subscriber and "
+        "answers resends). 'peer': this relay introduces each subscriber to its publishers and leaves "
+        "the data path; each publisher then serves the subscriber itself, with the same filter, queue, "
+        "overflow policy and resends: one process hop less per message.",
+    )
 
 
 @node_kind("relay", emits=None, example={"retransmit_buffer": 100000})
@@ -26,7 +34,8 @@ class Relay(Node):
     """Relay: merges its inputs and re-publishes them to subscribers without re-encoding.
 
     Routes one relay domain (declared by the node's ``domain``), filters per subscriber by TLV
-    type and instrument, and answers resend requests from a bounded retransmit buffer.
+    type and instrument, and answers resend requests from a bounded retransmit buffer. With
+    ``delivery: peer`` it only introduces subscribers to its publishers (``runtime._peers``).
     """
 
     Params = RelayParams
@@ -34,6 +43,11 @@ class Relay(Node):
     """``handle_block`` sends on every frame of this relay's domain unchanged, so the host may
     check and send whole-frame reads itself, natively, before any Python sees them
     (``alphapulse/runtime/_forward.py``); anything else still comes here."""
+
+    @property
+    def introduces_peers(self) -> bool:
+        """Read by the host: subscribers get introductions, and this relay reads no input."""
+        return self.params.delivery == "peer"
 
     def handle_block(self, block, ctx) -> None:
         """Forward frames of this relay's domain (and system frames) as they are."""

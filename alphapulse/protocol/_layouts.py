@@ -534,6 +534,25 @@ LAYOUTS: dict[TLVType, Layout] = {
             size=18,
             scoped=False,
         ),
+        Layout(
+            T.PEER_INTRODUCTION,
+            "A relay whose `delivery` is `peer`, answering a Subscribe: take this publisher's frames "
+            "from its own socket. One record per publisher, all in one message: the set is complete, "
+            "and a later message replaces it.",
+            (
+                Field("publishers", U16, "how many records the message holds (the relay's publishers)"),
+                Count("n_types", U8, "types"),
+                Count("n_instruments", U16, "instrument_ids"),
+                Count("name_size", U8, "publisher"),
+            ),
+            (
+                Array("types", (("type", U8),), "the relay's filter on this publisher's types; none = every type"),
+                Array("instrument_ids", (("instrument_id", U64),), "the relay's instrument filter; none: all"),
+                Blob("publisher", "the publishing node's name, UTF-8"),
+                Text("socket", "path of the publisher's Unix socket"),
+            ),
+            scoped=False,
+        ),
     )
 }
 
@@ -567,3 +586,4 @@ ResendRequest = LAYOUTS[T.RESEND_REQUEST].record
 ResendUnavailable = LAYOUTS[T.RESEND_UNAVAILABLE].record
 SnapshotRequest = LAYOUTS[T.SNAPSHOT_REQUEST].record
 SnapshotComplete = LAYOUTS[T.SNAPSHOT_COMPLETE].record
+PeerIntroduction = LAYOUTS[T.PEER_INTRODUCTION].record

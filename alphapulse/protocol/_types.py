@@ -74,6 +74,7 @@ class TLVType(enum.IntEnum):
     RESEND_UNAVAILABLE = 85
     SNAPSHOT_REQUEST = 86
     SNAPSHOT_COMPLETE = 87
+    PEER_INTRODUCTION = 88
 
     @property
     def domain(self) -> TLVDomain:

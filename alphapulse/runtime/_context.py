@@ -137,7 +137,7 @@ class NodeContext:
     def request_snapshot(self, source: int = 0, instrument_id: int = 0) -> None:
         """Ask upstream for a full state: of one source, or (0) of every source each link has seen."""
         for link in self._inputs:
-            if source == 0 or link.tracker.has_seen(source):
+            if source == 0 or link.has_seen(source):
                 link.request_snapshot(source, instrument_id)
 
     # -- health ----------------------------------------------------------------------------------

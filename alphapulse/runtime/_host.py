@@ -31,6 +31,7 @@ from alphapulse.runtime._forward import DirectForwarder
 from alphapulse.runtime._forward import enabled as forwarding_enabled
 from alphapulse.runtime._heap import PauseMonitor, freeze_heap
 from alphapulse.runtime._input import SMALL_READ, Backoff, InputLink, InputSpec
+from alphapulse.runtime._peers import NO_PEERS, introduction
 from alphapulse.runtime._publisher import Overflow, open_publisher
 from alphapulse.runtime._warm import load_hot_kernels
 from alphapulse.topology import UnsetVariable, interpolate
@@ -98,14 +99,21 @@ class NodeHost:
         self.passthrough_on_open = bool(getattr(self.instance, "breaker_passthrough", False))
         self.keeps_placeholders = bool(getattr(self.instance, "keeps_placeholders", False))
         self.started = time.monotonic()
-        self.links = [
+        introduces = getattr(self.instance, "introduces_peers", None)  # a relay kind's: True or False
+        self.introduces_peers = bool(introduces)
+        """a relay with ``delivery: peer``: its subscribers get introductions to its inputs, and
+        it subscribes to none of them itself (``runtime._peers``)"""
+        specs = [InputSpec.from_plan(entry) for entry in self.node.get("inputs", [])]
+        # a relay that routes says so (NO_PEERS), so subscribers of a relay switched back close their peer links
+        self.introduction = introduction(specs) if introduces else [] if introduces is None else [NO_PEERS]
+        self.links = [] if self.introduces_peers else [
             InputLink(
-                InputSpec.from_plan(entry),
+                spec,
                 subscriber_name=name,
                 resend_timeout=float(self.node.get("resend_timeout", 0.25)),
                 backoff=Backoff(initial=float(self.node.get("restart", {}).get("backoff_seconds", 0.1))),
             )
-            for entry in self.node.get("inputs", [])
+            for spec in specs
         ]
         self.ctx._inputs = self.links
         self.rates = _Rates()
@@ -132,6 +140,7 @@ class NodeHost:
                         source_id=self.ctx.source_id,
                         retransmit_capacity=int(getattr(self.params, "retransmit_buffer", DEFAULT_RETRANSMIT)),
                         on_control=self._on_request,
+                        introduction=self.introduction,
                     )
                 )
             deliver = self._deliver_direct if hasattr(self.instance, "handle_block") else None
@@ -337,7 +346,8 @@ class NodeHost:
 
     def stats(self) -> dict[str, Any]:
         publisher = self.ctx._publisher.statistics() if self.ctx.has_output else None
-        inputs = [link.statistics() for link in self.links]
+        links = [link.statistics() for link in self.links]
+        inputs = [stats for link in links for stats in link.flattened()]  # peer links count too
         dropped = sum(v for k, v in self.ctx.counters.items() if k.startswith("dropped."))
         if publisher is not None:
             dropped += sum(s.dropped_overflow for s in publisher.subscribers)
@@ -361,7 +371,7 @@ class NodeHost:
             },
             "rates": {"in": self.rates.per_second_in, "out": self.rates.per_second_out},
             "publisher": dataclasses.asdict(publisher) if publisher is not None else None,
-            "inputs": [dataclasses.asdict(i) for i in inputs],
+            "inputs": [dataclasses.asdict(i) for i in links],
             "breaker_stats": [dataclasses.asdict(b.statistics()) for b in self.ctx.breakers.values()],
             "kind_stats": kind_stats() if kind_stats is not None else None,
             "gc": dataclasses.asdict(self.gc_pauses.statistics()),

@@ -29,6 +29,7 @@ from alphapulse import protocol
 from alphapulse.runtime._fastlane import IdleLane, idle_lane
 from alphapulse.runtime._forward import FORWARDED, NOT_FORWARDED, DirectForwarder
 from alphapulse.runtime._headers import count_control
+from alphapulse.runtime._peers import PeerLinks, peer_specs
 from alphapulse.runtime._publisher import OVERFLOW_CODES, SOCKET_BUFFER_BYTES, Overflow
 from alphapulse.runtime._sequence import ResendWanted, SequenceTracker, SnapshotWanted
 
@@ -99,6 +100,12 @@ class InputStatistics:
     lane_reads: int
     """reads handled from trio's idle lane, without a task switch (see ``_fastlane``)"""
     sequence: dict[str, int]
+    peers: tuple[InputStatistics, ...] = ()
+    """links opened on a ``peer`` relay's introduction, one per publisher (``_peers``)"""
+
+    def flattened(self) -> list[InputStatistics]:
+        """This link and its peer links: what a node's totals add up."""
+        return [self, *(stats for peer in self.peers for stats in peer.flattened())]
 
 
 _NO_SCOPE = contextlib.nullcontext()
@@ -161,6 +168,7 @@ class InputLink:
     ) -> None:
         self.spec = spec
         self.subscriber_name = subscriber_name
+        self.resend_timeout = resend_timeout
         self.tracker = SequenceTracker(resend_timeout)
         self.backoff = backoff or Backoff()
         self._rng = rng or random.Random()
@@ -178,11 +186,29 @@ class InputLink:
         self._on_control: Callable[[Any], None] | None = None
         self.lane_reads = 0
         """reads handled from trio's idle lane (the rest went through the link's task)"""
+        self.peers: PeerLinks | None = None
+        """the links to publishers a ``peer`` relay introduced (None until ``run``)"""
+        self.retired = False
+        """set on a peer link whose publisher its relay no longer introduces: it delivers nothing more"""
 
     # -- control toward upstream ----------------------------------------------------------------
+    def has_seen(self, source: int) -> bool:
+        """Whether frames of ``source`` came over this link or one of its peer links."""
+        return self.tracker.has_seen(source) or any(peer.has_seen(source) for peer in self._peer_links())
+
     def request_snapshot(self, source: int, instrument_id: int = 0) -> None:
+        """Ask upstream for a snapshot; when a relay introduced publishers, ask them instead
+        (every one for ``source`` 0, else the one the source's frames come from)."""
+        peers = [peer for peer in self._peer_links() if source == 0 or peer.has_seen(source)]
+        if peers:
+            for peer in peers:
+                peer.request_snapshot(source, instrument_id)
+            return
         self._snapshots += 1
         self._send_control(protocol.SnapshotRequest(source=source, instrument_id=instrument_id))
+
+    def _peer_links(self) -> list[InputLink]:
+        return self.peers.links if self.peers is not None else []
 
     def _send_control(self, record: Any) -> None:
         frame = protocol.encode_message(
@@ -231,6 +257,33 @@ class InputLink:
         from trio's idle point without a task switch each.
         """
         self._deliver_now, self._wait_ready, self._on_control = deliver_now, wait_ready, on_control
+
+        def make_peer(spec: InputSpec) -> InputLink:
+            peer = InputLink(spec, subscriber_name=self.subscriber_name, resend_timeout=self.resend_timeout,
+                             backoff=self.backoff, rng=self._rng)
+            peer.tracker.continue_from(self.tracker)  # sources this link had from the relay
+            return peer
+
+        async def run_peer(peer: InputLink) -> None:
+            async def peer_deliver(block: Any) -> None:
+                if not peer.retired:
+                    await deliver(block)
+
+            def peer_deliver_now(block: Any) -> bool:
+                return True if peer.retired else deliver_now(block)
+
+            await peer.run(peer_deliver, on_control, deliver_now=None if deliver_now is None else peer_deliver_now,
+                           wait_ready=wait_ready)
+
+        def retire_peer(peer: InputLink) -> None:
+            self.tracker.continue_from(peer.tracker)  # back to the relay: carry on where the peer was
+
+        async with trio.open_nursery() as nursery:
+            self.peers = PeerLinks(make_peer, run_peer, retire_peer)
+            nursery.start_soon(self.peers.run)
+            await self._stay_connected(deliver)
+
+    async def _stay_connected(self, deliver: Callable[[Any], Awaitable[None]]) -> None:
         attempt = 0
         while True:
             sock = await self._connect()
@@ -449,7 +502,13 @@ class InputLink:
         released: list[Any] = []
         for frame in block.frames():
             self._control += 1
-            for record in protocol.decode_message(frame).tlvs:
+            records = protocol.decode_message(frame).tlvs
+            introduced = [record for record in records if isinstance(record, protocol.PeerIntroduction)]
+            if introduced and self.peers is not None:
+                self._introduced(introduced)
+            for record in records:
+                if isinstance(record, protocol.PeerIntroduction):
+                    continue
                 if isinstance(record, protocol.ResendUnavailable):
                     self._unavailable += 1
                     result = self.tracker.resend_unavailable(
@@ -460,6 +519,20 @@ class InputLink:
                 elif on_control is not None:
                     on_control(record)
         return released
+
+    def _introduced(self, records: list[Any]) -> None:
+        """A ``peer`` relay's introduction: link to its publishers (one message: the whole set)."""
+        if any(max(1, record.publishers) != len(records) for record in records):
+            self._decode_errors["incomplete_introduction"] = self._decode_errors.get("incomplete_introduction", 0) + 1
+            log.error("%s: %s introduced %d publishers in a message that says %d; ignored",
+                      self.subscriber_name, self.spec.node, len(records), records[0].publishers)
+            return
+        specs = peer_specs(self.spec, records)
+        if not specs and not self.peers.links:
+            return  # a relay that routes the data itself (the usual case): nothing to change
+        log.info("%s: %s introduced %s", self.subscriber_name, self.spec.node,
+                 ", ".join(spec.node for spec in specs) or "no publisher this link wants")
+        self.peers.introduce(specs)
 
     def _count_decoder(self, decoder: Any) -> None:
         """Fold a finished connection's decode errors into the link's totals."""
@@ -488,4 +561,6 @@ class InputLink:
             resend_unavailable=self._unavailable,
             lane_reads=self.lane_reads,
             sequence=dataclasses.asdict(self.tracker.statistics()),
+            peers=tuple(peer.statistics() for peer in self._peer_links())
+            + (tuple(self.peers.retired) if self.peers is not None else ()),
         )

@@ -34,7 +34,7 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import trio
@@ -86,6 +86,8 @@ class PublisherStatistics:
     resend_requests: int
     resend_misses: int
     control_errors: int
+    introductions: int = 0
+    """PeerIntroductions sent (a ``peer`` relay answers each Subscribe with one)"""
 
 
 class _Subscriber:
@@ -285,8 +287,12 @@ class Publisher:
         retransmit_capacity: int,
         on_control: ControlHandler | None = None,
         socket_buffer: int = SOCKET_BUFFER_BYTES,
+        introduction: Sequence[Any] = (),
     ) -> None:
         self.path = path
+        self.introduction = tuple(introduction)
+        """PeerIntroduction records sent to each subscriber once it subscribes (``_peers``)"""
+        self._introductions = 0
         self.socket_buffer = socket_buffer
         self.source_id = source_id
         self.retransmit = RetransmitBuffer(retransmit_capacity)
@@ -346,11 +352,10 @@ class Publisher:
             self._subscribed = trio.Event()
             await self._subscribed.wait()
 
-    def send_control(self, subscriber: _Subscriber, record: Any, now_ns: int) -> None:
-        """Send one unsequenced control message to one subscriber only."""
-        frame = protocol.encode_message(
-            protocol.RelayDomain.SYSTEM, self.source_id, 0, now_ns, protocol.encode(record)
-        )
+    def send_control(self, subscriber: _Subscriber, records: Sequence[Any], now_ns: int) -> None:
+        """Send one unsequenced control message (of one or more records) to one subscriber only."""
+        payload = b"".join(protocol.encode(record) for record in records)
+        frame = protocol.encode_message(protocol.RelayDomain.SYSTEM, self.source_id, 0, now_ns, payload)
         subscriber.send_nowait(frame, 1)
 
     def _space_available(self) -> None:
@@ -360,6 +365,9 @@ class Publisher:
     def _on_control(self, sub: _Subscriber, record: Any) -> None:
         if isinstance(record, protocol.Subscribe):
             sub.apply_subscribe(record)
+            if self.introduction:
+                self._introductions += 1
+                self.send_control(sub, self.introduction, time.time_ns())
         elif isinstance(record, protocol.ResendRequest):
             self._answer_resend(sub, record)
         elif self.on_control is not None:
@@ -369,16 +377,13 @@ class Publisher:
         self._resend_requests += 1
         answer = self.retransmit.lookup(request.source, request.first_sequence, request.last_sequence)
         if not answer.complete:
-            self.send_control(
-                sub,
-                protocol.ResendUnavailable(
-                    source=request.source,
-                    first_sequence=request.first_sequence,
-                    last_sequence=request.last_sequence,
-                    oldest_available=answer.oldest_available,
-                ),
-                time.time_ns(),
+            unavailable = protocol.ResendUnavailable(
+                source=request.source,
+                first_sequence=request.first_sequence,
+                last_sequence=request.last_sequence,
+                oldest_available=answer.oldest_available,
             )
+            self.send_control(sub, [unavailable], time.time_ns())
         for block in answer.blocks:
             sub.resent += len(block)
             block = sub.filtered(block)
@@ -430,6 +435,7 @@ class Publisher:
             resend_requests=self._resend_requests,
             resend_misses=self.retransmit.misses,
             control_errors=self._control_errors,
+            introductions=self._introductions,
         )
 
 
@@ -458,6 +464,7 @@ async def open_publisher(
     retransmit_capacity: int = 65536,
     on_control: ControlHandler | None = None,
     socket_buffer: int = SOCKET_BUFFER_BYTES,
+    introduction: Sequence[Any] = (),
 ) -> AsyncIterator[Publisher]:
     """Bind ``path`` and serve subscribers until the block exits.
 
@@ -465,7 +472,7 @@ async def open_publisher(
     """
     publisher = Publisher(
         path, source_id=source_id, retransmit_capacity=retransmit_capacity, on_control=on_control,
-        socket_buffer=socket_buffer,
+        socket_buffer=socket_buffer, introduction=introduction,
     )
     listener = bind_unix_listener(path)
     try:

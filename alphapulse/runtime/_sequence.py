@@ -346,6 +346,24 @@ class SequenceTracker:
     def has_seen(self, source: int) -> bool:
         return bool(self._flags[source] & _SEEN)
 
+    def continue_from(self, other: SequenceTracker) -> int:
+        """Take up ``other``'s place in each source it has seen that this tracker has not, or has
+        seen less far into (same epoch, no gap open here): for a link that takes over another's
+        sources (a ``peer`` relay's introduction moves them from the relay's link to direct ones,
+        and back). What fell between the two then shows here as a gap, resent or counted, not as
+        a mid-stream join, and what ``other`` delivered is not asked for again. Returns how many
+        sources were taken up."""
+        self._sync_runs()
+        other._sync_runs()
+        theirs, mine = (other._flags & _SEEN) != 0, (self._flags & _SEEN) != 0
+        further = (mine & ((self._flags & _HOLDING) == 0) & (self._epochs == other._epochs)
+                   & (other._expected > self._expected))
+        take = theirs & (~mine | further)
+        self._epochs[take] = other._epochs[take]
+        self._expected[take] = other._expected[take]
+        self._flags[take] = _SEEN
+        return int(np.count_nonzero(take))
+
     def last_delivered(self, source: int) -> int | None:
         """Sequence of the last in-order frame from ``source`` (for resume after reconnect)."""
         self._sync_runs()

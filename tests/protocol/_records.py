@@ -107,4 +107,5 @@ RECORDS: dict[str, object] = {
     "resend_unavailable": P.ResendUnavailable(7, 100, 120, 110),
     "snapshot_request": P.SnapshotRequest(7, 0),
     "snapshot_complete": P.SnapshotComplete(7, BTC, 1234),
+    "peer_introduction": P.PeerIntroduction(1, (1, 2), (BTC,), b"src", "/run/rb/src.sock"),
 }

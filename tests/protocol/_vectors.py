@@ -31,6 +31,7 @@ GOLDEN_TLV_HEX: dict[str, str] = {
     "resend_unavailable": "551a0700640000000000000078000000000000006e00000000000000",
     "snapshot_request": "560a07000000000000000000",
     "snapshot_complete": "571207007f9323c8f7c5280ed204000000000000",
+    "peer_introduction": "582301000201000301027f9323c8f7c5280e7372632f72756e2f72622f7372632e736f636b",
 }
 
 # whole messages: header (relay_domain, source, sequence, timestamp_ns) + payload

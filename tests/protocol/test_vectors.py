@@ -48,6 +48,14 @@ def test_trade_layout_by_hand():
     assert len(P.encode(RECORDS["quote"])) == 52  # "QuoteTLV 52B"
 
 
+def test_peer_introduction_layout_by_hand():
+    """Head (publishers, three counts), then types, instruments, the name and the socket path."""
+    r = RECORDS["peer_introduction"]
+    body = struct.pack("<HBHB", 1, 2, 1, 3) + bytes((1, 2)) + struct.pack("<Q", r.instrument_ids[0]) + b"src"
+    body += b"/run/rb/src.sock"
+    assert P.encode(r) == struct.pack("<BB", 88, len(body)) + body
+
+
 def test_guide_sizes():
     """Fixed sizes the V2 guide lists (TLV header included)."""
     guide = {
