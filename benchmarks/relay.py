@@ -76,7 +76,7 @@ nodes:
     kind: relay
     domain: market_data
     inputs: [src]
-    params: {{retransmit_buffer: 65536}}
+    params: {{retransmit_buffer: 65536, delivery: {delivery}}}
 {sinks}"""
 
 SINK = """\
@@ -166,12 +166,14 @@ class ProcessSet:
 
 
 # -- layouts --------------------------------------------------------------------------------------
-def start_alphapulse(ps: ProcessSet, n_sinks: int, rounds: list[dict], queue: int) -> list[str]:
+def start_alphapulse(ps: ProcessSet, n_sinks: int, rounds: list[dict], queue: int, delivery: str = "relay"
+                     ) -> list[str]:
     from alphapulse.topology import compile_plan, has_errors, load_topology
 
     topo_file = ps.path("rb.yaml")
     with open(topo_file, "w", encoding="utf-8") as f:
-        f.write(TOPOLOGY.format(queue=queue, sinks="".join(SINK.format(i=i) for i in range(n_sinks))))
+        f.write(TOPOLOGY.format(queue=queue, delivery=delivery,
+                                sinks="".join(SINK.format(i=i) for i in range(n_sinks))))
     topology, diagnostics = load_topology(topo_file, run_dir=ps.dir)
     if topology is None or has_errors(diagnostics):
         raise RuntimeError(f"benchmark topology invalid: {diagnostics}")
@@ -230,8 +232,8 @@ def run_set(label: str, system: str, n_sinks: int, rounds: list[dict], *, budget
     ps = ProcessSet(label, budget)
     out: list[dict] = []
     try:
-        if system == "ap":
-            sinks = start_alphapulse(ps, n_sinks, rounds, queue)
+        if system in ("ap", "ap_peer"):
+            sinks = start_alphapulse(ps, n_sinks, rounds, queue, "peer" if system == "ap_peer" else "relay")
         elif system in ("floor", "fanout"):
             sinks = start_floor(ps, n_sinks, rounds, relay=system == "floor")
         else:
@@ -350,6 +352,8 @@ def main(argv: list[str] | None = None) -> dict:
     offered = [{"mode": "raw", "n": int(r * sweep_s), "rate": r, "tag": f"offered_{r // 1000}k"} for r in sweep]
     plans = [
         ("alphapulse N=4", "ap4", "ap", 4, pacings + bulk + single + raw + offered),
+        ("alphapulse N=4, relay delivery: peer (the relay introduces, the source sends)", "ap4peer", "ap_peer", 4,
+         pacings + bulk),
         ("pyzmq N=4", "zmq4", "zmq", 4, pacings + bulk + single),
         ("alphapulse N=1", "ap1", "ap", 1, pacings + bulk + single + raw),
         ("pyzmq N=1", "zmq1", "zmq", 1, pacings + bulk + single),
@@ -387,12 +391,17 @@ def main(argv: list[str] | None = None) -> dict:
         F[f"{key}_single_per_sub_msgs_per_s"] = round(s["per_sub_msgs_per_s"])
         F[f"{key}_single_lossless"] = all(x["lossless"] for x in r["single"])
         F[f"{key}_single_relay_cpu_cores"] = round(s["cores"].get("relay", 0.0), 3)
-    for key in ("ap4", "zmq4", "ap1", "zmq1", "hop", "floor4", "floor1", "fan4"):
+    b = best(results["ap4peer"]["bulk"])
+    F["ap4peer_bulk_per_sub_msgs_per_s"] = round(b["per_sub_msgs_per_s"])
+    F["ap4peer_bulk_lossless"] = all(x["lossless"] for x in results["ap4peer"]["bulk"])
+    F["ap4peer_bulk_cpu_ns_per_msg"] = {k: round(v / b["n"] * 1e9) for k, v in b["cpu_s"].items()}
+    for key in ("ap4", "ap4peer", "zmq4", "ap1", "zmq1", "hop", "floor4", "floor1", "fan4"):
         for pacing in PACINGS:
             rounds = results[key][f"paced_{pacing}"]
             p = median_latency(rounds)
             for pk in ("p50_us", "p99_us", "p999_us"):
                 F[f"{key}_{pacing}_{pk}"] = p["latency"][pk]
+            F[f"{key}_{pacing}_source_cores"] = round(p["cores"].get("src", 0.0), 3)
             if key != "hop":
                 F[f"{key}_{pacing}_relay_cores"] = round(p["cores"].get("relay", 0.0), 3)
                 F[f"{key}_{pacing}_sinks_cores"] = round(sinks_cores(p), 3)
@@ -431,11 +440,14 @@ def main(argv: list[str] | None = None) -> dict:
         return round(F[a] / F[b], 3) if F[b] else 0.0
 
     F["ratio_ap4_bulk_vs_zmq4_1000_per_frame"] = ratio("ap4_bulk_per_sub_msgs_per_s", "zmq4_bulk_per_sub_msgs_per_s")
+    F["ratio_ap4peer_bulk_vs_zmq4_1000_per_frame"] = ratio("ap4peer_bulk_per_sub_msgs_per_s",
+                                                           "zmq4_bulk_per_sub_msgs_per_s")
     F["ratio_ap1_bulk_vs_zmq1_1000_per_frame"] = ratio("ap1_bulk_per_sub_msgs_per_s", "zmq1_bulk_per_sub_msgs_per_s")
     F["ratio_ap4_bulk_vs_zmq4_single_frames"] = ratio("ap4_bulk_per_sub_msgs_per_s", "zmq4_single_per_sub_msgs_per_s")
     F["ratio_ap4_single_vs_zmq4_single"] = ratio("ap4_single_per_sub_msgs_per_s", "zmq4_single_per_sub_msgs_per_s")
     for pacing in PACINGS:
         F[f"ratio_ap4_{pacing}_p50_vs_one_hop_p50"] = ratio(f"ap4_{pacing}_p50_us", f"hop_{pacing}_p50_us")
+        F[f"ratio_ap4peer_{pacing}_p50_vs_one_hop_p50"] = ratio(f"ap4peer_{pacing}_p50_us", f"hop_{pacing}_p50_us")
         F[f"ratio_ap1_{pacing}_p50_vs_one_hop_p50"] = ratio(f"ap1_{pacing}_p50_us", f"hop_{pacing}_p50_us")
         F[f"ratio_ap1_{pacing}_p50_vs_floor1_p50"] = ratio(f"ap1_{pacing}_p50_us", f"floor1_{pacing}_p50_us")
         F[f"ratio_ap4_{pacing}_p50_vs_zmq4_p50"] = ratio(f"ap4_{pacing}_p50_us", f"zmq4_{pacing}_p50_us")
@@ -456,6 +468,17 @@ def main(argv: list[str] | None = None) -> dict:
             goals[f"paced_{pacing}{suffix}_p50_le_zmq_one_hop"] = F[f"{key}_{pacing}_p50_us"] <= hop_p50
             goals[f"paced_{pacing}{suffix}_p99_le_200us"] = F[f"{key}_{pacing}_p99_us"] <= 200
         goals[f"paced_{pacing}_relay_plus_4_sinks_le_0_6_cores"] = F[f"ap4_{pacing}_relay_plus_sinks_cores"] <= 0.6
+    # the same N=4 goals with the relay's ``delivery: peer`` (the relay off the data path). Its CPU
+    # figure also counts what the source spends beyond the routed layout's source: with peer
+    # delivery the source sends each message to every sink itself.
+    for pacing in PACINGS:
+        goals[f"peer_paced_{pacing}_p50_le_zmq_one_hop"] = F[f"ap4peer_{pacing}_p50_us"] <= F[f"hop_{pacing}_p50_us"]
+        goals[f"peer_paced_{pacing}_p99_le_200us"] = F[f"ap4peer_{pacing}_p99_us"] <= 200
+        moved = max(0.0, F[f"ap4peer_{pacing}_source_cores"] - F[f"ap4_{pacing}_source_cores"])
+        F[f"ap4peer_{pacing}_relay_plus_sinks_plus_source_extra_cores"] = round(
+            F[f"ap4peer_{pacing}_relay_plus_sinks_cores"] + moved, 3)
+        goals[f"peer_paced_{pacing}_relay_plus_4_sinks_le_0_6_cores"] = (
+            F[f"ap4peer_{pacing}_relay_plus_sinks_plus_source_extra_cores"] <= 0.6)
     # context for the paced goals: does the floor (blocking Python doing no work, same layout, same
     # run) meet them? A goal the floor misses is below what this machine allows any Python design.
     for pacing in PACINGS:

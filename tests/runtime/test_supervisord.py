@@ -211,3 +211,38 @@ def test_adding_and_removing_a_node_leaves_the_others_running(deployment, capsys
     assert main(["apply", str(topo)]) == 0
     assert "removed      audit" in capsys.readouterr().out
     assert pids(base) == before
+
+
+def test_a_peer_relay_can_be_killed_without_stopping_the_data(deployment, capsys) -> None:
+    """Switch the relay to ``delivery: peer`` by an edit: only the relay restarts, and the sink,
+    still naming only the relay, now reads the source directly (nothing lost in the switch).
+    Then ``kill -9`` the relay: supervisord restarts it, while the data keeps flowing to the sink
+    over its peer link, which stays as it was."""
+    base, topo = deployment
+    assert main(["apply", str(topo), "--wait", "30"]) == 0
+    wait_for(lambda: received(base) > 1000, what="messages to flow through the relay")
+    before = pids(base)
+    joins = stats(base, "sink")["inputs"][0]["sequence"]["joined_midstream"]  # 1 if it started after src
+    topo.write_text(TOPOLOGY.replace("retransmit_buffer: 100000}", "retransmit_buffer: 100000, delivery: peer}"))
+    capsys.readouterr()
+    assert main(["apply", str(topo), "--wait", "30"]) == 0
+    assert "restarted    bus\nunchanged    sink, src" in capsys.readouterr().out
+    after = pids(base)
+    assert after["bus"] != before["bus"] and after["src"] == before["src"] and after["sink"] == before["sink"]
+
+    def peer() -> dict | None:
+        peers = stats(base, "sink")["inputs"][0]["peers"]
+        return peers[0] if peers and peers[0]["connected"] else None
+
+    wait_for(peer, what="the sink's peer link to the source")
+    os.kill(after["bus"], signal.SIGKILL)
+    flowing = received(base)
+    wait_for(lambda: received(base) > flowing + 1000, what="messages while the relay restarts")
+    wait_for(lambda: pids(base)["bus"] not in (0, after["bus"]), what="supervisord to restart the relay")
+    wait_for(lambda: stats(base, "sink")["inputs"][0]["connects"] == 3, what="the sink back at the relay")
+    sink = stats(base, "sink")
+    assert peer()["connects"] == 1  # the data link never dropped
+    assert peer()["upstream"] == "src" and stats(base, "bus")["counters"]["received"] == 0
+    assert sink["counters"]["messages_lost"] == 0
+    link = sink["inputs"][0]
+    assert link["sequence"]["joined_midstream"] + link["peers"][0]["sequence"]["joined_midstream"] == joins
