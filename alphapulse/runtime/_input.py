@@ -278,10 +278,15 @@ class InputLink:
         def retire_peer(peer: InputLink) -> None:
             self.tracker.continue_from(peer.tracker)  # back to the relay: carry on where the peer was
 
-        async with trio.open_nursery() as nursery:
-            self.peers = PeerLinks(make_peer, run_peer, retire_peer)
-            nursery.start_soon(self.peers.run)
-            await self._stay_connected(deliver)
+        try:
+            async with trio.open_nursery() as nursery:
+                self.peers = PeerLinks(make_peer, run_peer, retire_peer)
+                nursery.start_soon(self.peers.run)
+                await self._stay_connected(deliver)
+        except BaseExceptionGroup as group:  # one failure: raise it as itself, as a link without peers would
+            if len(group.exceptions) == 1 and not isinstance(group.exceptions[0], BaseExceptionGroup):
+                raise group.exceptions[0]  # noqa: B904 - the group only wrapped it
+            raise
 
     async def _stay_connected(self, deliver: Callable[[Any], Awaitable[None]]) -> None:
         attempt = 0
