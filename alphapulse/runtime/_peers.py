@@ -119,7 +119,8 @@ class PeerLinks:
                 await self._changed.wait()
                 self._changed = trio.Event()
                 wanted = self._wanted or []
-                for spec in [spec for spec in self._running if spec not in wanted]:
+                # a retired link goes even if named again since (it no longer delivers): a new one takes its place
+                for spec in [spec for spec, (_, link) in self._running.items() if spec not in wanted or link.retired]:
                     scope, link = self._running.pop(spec)
                     scope.cancel()
                     self.retired.append(link.statistics())
