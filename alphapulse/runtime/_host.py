@@ -104,8 +104,9 @@ class NodeHost:
         """a relay with ``delivery: peer``: its subscribers get introductions to its inputs, and
         it subscribes to none of them itself (``runtime._peers``)"""
         specs = [InputSpec.from_plan(entry) for entry in self.node.get("inputs", [])]
-        # a relay that routes says so (NO_PEERS), so subscribers of a relay switched back close their peer links
-        self.introduction = introduction(specs) if introduces else [] if introduces is None else [NO_PEERS]
+        self.introduction: list[Any] = []
+        if introduces is not None:  # a routing relay says so (NO_PEERS): subscribers switched back drop peers
+            self.introduction = introduction(specs) if introduces else [NO_PEERS]
         self.links = [] if self.introduces_peers else [
             InputLink(
                 spec,

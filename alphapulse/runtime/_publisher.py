@@ -21,6 +21,7 @@ not ask for: sequences stay contiguous per source, so filtering never looks like
 A subscriber talks back on the same socket with system TLVs: Subscribe (filter, policy, queue
 limit, its name), ResendRequest (answered here from the retransmit buffer, only to the asker)
 and SnapshotRequest (handed to the node). Until its Subscribe arrives a subscriber gets nothing.
+A relay's publisher answers each Subscribe with its PeerIntroduction records (``_peers``).
 """
 
 from __future__ import annotations
