@@ -512,8 +512,6 @@ class InputLink:
             if introduced and self.peers is not None:
                 self._introduced(introduced)
             for record in records:
-                if isinstance(record, protocol.PeerIntroduction):
-                    continue
                 if isinstance(record, protocol.ResendUnavailable):
                     self._unavailable += 1
                     result = self.tracker.resend_unavailable(
@@ -521,6 +519,8 @@ class InputLink:
                     )
                     self._act(result.requests)
                     released.extend(result.deliver)
+                elif isinstance(record, protocol.PeerIntroduction):
+                    pass  # taken above, all of a message's records as one set
                 elif on_control is not None:
                     on_control(record)
         return released

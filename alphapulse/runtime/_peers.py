@@ -90,18 +90,16 @@ class PeerLinks:
         self._make_link = make_link
         self._run_link = run_link
         self._on_retire = on_retire
-        self._wanted: list[Any] | None = None
+        self._wanted: list[Any] = []
         self._changed = trio.Event()
         self._running: dict[Any, tuple[trio.CancelScope, Any]] = {}
         self.retired: list[Any] = []
         """statistics of links closed because their publisher was no longer introduced"""
-        self.introductions = 0
 
     def introduce(self, specs: list[Any]) -> None:
         """The relay's current set of publishers (as ``InputSpec``\\ s); replaces the last one.
         Links to publishers left out are retired at once (they deliver nothing more, and
         ``on_retire`` hands their place in each source on) and closed by :meth:`run`."""
-        self.introductions += 1
         self._wanted = specs
         for spec, (_, link) in self._running.items():
             if spec not in specs and not link.retired:
@@ -118,7 +116,7 @@ class PeerLinks:
             while True:
                 await self._changed.wait()
                 self._changed = trio.Event()
-                wanted = self._wanted or []
+                wanted = self._wanted
                 # a retired link goes even if named again since (it no longer delivers): a new one takes its place
                 for spec in [spec for spec, (_, link) in self._running.items() if spec not in wanted or link.retired]:
                     scope, link = self._running.pop(spec)
