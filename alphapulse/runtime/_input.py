@@ -29,7 +29,7 @@ from alphapulse import protocol
 from alphapulse.runtime._fastlane import IdleLane, idle_lane
 from alphapulse.runtime._forward import FORWARDED, NOT_FORWARDED, DirectForwarder
 from alphapulse.runtime._headers import count_control
-from alphapulse.runtime._peers import PeerLinks, peer_specs
+from alphapulse.runtime._peers import PeerLinks, foreign_sockets, peer_specs
 from alphapulse.runtime._publisher import OVERFLOW_CODES, SOCKET_BUFFER_BYTES, Overflow
 from alphapulse.runtime._sequence import ResendWanted, SequenceTracker, SnapshotWanted
 
@@ -531,6 +531,12 @@ class InputLink:
             self._decode_errors["incomplete_introduction"] = self._decode_errors.get("incomplete_introduction", 0) + 1
             log.error("%s: %s introduced %d publishers in a message that says %d; ignored",
                       self.subscriber_name, self.spec.node, len(records), records[0].publishers)
+            return
+        foreign = foreign_sockets(self.spec, records)
+        if foreign:
+            self._decode_errors["foreign_socket"] = self._decode_errors.get("foreign_socket", 0) + 1
+            log.error("%s: %s introduced sockets outside its own directory (%s); ignored",
+                      self.subscriber_name, self.spec.node, ", ".join(foreign))
             return
         specs = peer_specs(self.spec, records)
         if not specs and not self.peers.links:

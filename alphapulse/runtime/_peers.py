@@ -21,6 +21,7 @@ side) are pure functions; :class:`PeerLinks` only starts and cancels links.
 from __future__ import annotations
 
 import dataclasses
+import os.path
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
@@ -59,6 +60,15 @@ def _narrowed(relays: tuple[int, ...], mine: tuple[int, ...]) -> tuple[int, ...]
         return relays
     both = tuple(sorted(set(relays) & set(mine)))
     return both or None
+
+
+def foreign_sockets(subscription: Any, records: Iterable[Any]) -> list[str]:
+    """Introduced sockets outside the directory of the relay's own socket. A plan puts every data
+    socket of a topology in one directory (the run directory's ``s/``, mode 0700), so a relay that
+    names a socket elsewhere is not one this plan started: its introduction is refused whole."""
+    home = os.path.dirname(os.path.normpath(subscription.socket))
+    return [record.socket for record in records
+            if record.publishers and os.path.dirname(os.path.normpath(record.socket)) != home]
 
 
 def peer_specs(subscription: Any, records: Iterable[Any]) -> list[Any]:

@@ -10,7 +10,7 @@ import trio
 
 from alphapulse import protocol
 from alphapulse.runtime import InputLink, InputSpec, NodeHost, open_publisher
-from alphapulse.runtime._peers import NO_PEERS, introduction, peer_specs
+from alphapulse.runtime._peers import NO_PEERS, foreign_sockets, introduction, peer_specs
 from alphapulse.runtime._sequence import SequenceTracker
 
 from ._frames import block, counters_of, trade_frames
@@ -46,6 +46,18 @@ def test_peer_links_take_the_subscribers_policy_and_the_narrower_filter() -> Non
     assert peer_specs(mine, [NO_PEERS]) == []
     assert peer_specs(InputSpec(node="b", socket="/s", instruments=(1,)), introduction(
         [InputSpec(node="x", socket="/x", instruments=(2,))])) == []
+
+
+def test_only_sockets_beside_the_relays_own_may_be_introduced() -> None:
+    """A plan puts every data socket of a topology in one directory; an introduction naming any
+    other place (another directory, a way out of this one) did not come from a relay of this plan."""
+    mine = InputSpec(node="bus", socket="/run/t/s/bus.sock")
+    assert foreign_sockets(mine, introduction([InputSpec(node="cb", socket="/run/t/s/cb.sock")])) == []
+    assert foreign_sockets(mine, [NO_PEERS]) == []
+    elsewhere = introduction([InputSpec(node="cb", socket="/run/t/s/cb.sock"),
+                              InputSpec(node="up", socket="/run/t/s/../../u/cb.sock"),
+                              InputSpec(node="tmp", socket="/tmp/cb.sock")])
+    assert foreign_sockets(mine, elsewhere) == ["/run/t/s/../../u/cb.sock", "/tmp/cb.sock"]
 
 
 def test_a_tracker_continues_where_another_left_off() -> None:
@@ -172,6 +184,28 @@ async def test_a_peer_relay_introduces_its_publisher_and_stays_off_the_data_path
     peer = links["all"].statistics().peers[0]
     assert peer.upstream == "up" and peer.sequence["gaps_recovered"] == 1 and peer.resend_requests == 1
     assert links["all"].statistics().flattened()[1] == peer
+
+
+async def test_a_link_refuses_an_introduction_to_a_socket_elsewhere_and_counts_it() -> None:
+    """Something listening on the relay's socket introduces a publisher outside the topology's
+    socket directory: the link connects nowhere else, counts it, and stays on the relay's socket."""
+    with tempfile.TemporaryDirectory(prefix="apf", dir="/tmp") as tmp:
+        os.mkdir(os.path.join(tmp, "s"))
+        bus = os.path.join(tmp, "s", "bus.sock")
+        stranger = introduction([InputSpec(node="x", socket=os.path.join(tmp, "x.sock"))])
+        got: list = []
+
+        async def deliver(b) -> None:
+            got.append(b)
+
+        async with open_publisher(bus, source_id=9, introduction=stranger) as relay, trio.open_nursery() as nursery:
+            link = InputLink(InputSpec(node="bus", socket=bus, verify_checksums=False), subscriber_name="sink")
+            nursery.start_soon(link.run, deliver)
+            await until(lambda: link.statistics().decode_errors.get("foreign_socket") == 1, "the refusal counted")
+            relay.publish_nowait(block(trade_frames(3, 1, [1, 2])))
+            await until(lambda: len(counters_of(got)) == 2, "frames from the relay itself")
+            assert link.peers.links == [] and relay.statistics().introductions == 1
+            nursery.cancel_scope.cancel()
 
 
 async def test_switching_a_relay_between_relay_and_peer_delivery_loses_and_repeats_nothing() -> None:
