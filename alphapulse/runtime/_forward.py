@@ -107,6 +107,14 @@ class DirectForwarder:
         """False while the node's own handler must see every block (its breaker is not closed)."""
         self.forwarded_reads = 0
 
+    def for_peer_link(self, delivering: Callable[[], bool]) -> DirectForwarder:
+        """The same direct path for a peer link this link opened (the relay upstream introduced
+        its publishers): its own buffer, the node's publisher and breaker, and used only while
+        ``delivering()`` (a retired peer link forwards nothing, as it delivers nothing)."""
+        allowed = self.allowed
+        return DirectForwarder(self.publisher, self.relay_domain, read_size=self.buffer.shape[0],
+                               on_forwarded=self._on_forwarded, allowed=lambda: delivering() and allowed())
+
     def subscribers(self) -> tuple[Any, ...] | None:
         """The subscribers a read goes to, when every one takes frames as they are; else None."""
         out = []

@@ -262,6 +262,8 @@ class InputLink:
             peer = InputLink(spec, subscriber_name=self.subscriber_name, resend_timeout=self.resend_timeout,
                              backoff=self.backoff, rng=self._rng)
             peer.tracker.continue_from(self.tracker)  # sources this link had from the relay
+            if self.forwarder is not None:  # a relay reading a peer relay: the direct path on each peer link
+                peer.forwarder = self.forwarder.for_peer_link(lambda: not peer.retired)
             return peer
 
         async def run_peer(peer: InputLink) -> None:

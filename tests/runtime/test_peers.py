@@ -253,3 +253,36 @@ async def test_switching_a_relay_between_relay_and_peer_delivery_loses_and_repea
     assert sum(s.sequence["joined_midstream"] for s in stats) == 0
     assert sum(s.sequence["duplicates"] for s in stats) == 0
     assert sum(s.sequence["messages_lost"] for s in stats) == 0
+
+
+async def test_a_routing_relay_reading_a_peer_relay_forwards_natively_on_its_peer_links() -> None:
+    """publisher → ``front`` (peer) → ``bus`` (relay) → sink: ``bus`` links to the publisher
+    itself, and that peer link sends reads on with the relay's native direct path."""
+    with tempfile.TemporaryDirectory(prefix="apc", dir="/tmp") as tmp:
+        upstream = os.path.join(tmp, "up.sock")
+        front = {**relay_node(tmp, upstream, "peer"), "source_id": 8,
+                 "sockets": {"data": os.path.join(tmp, "front.sock"), "control": os.path.join(tmp, "fc.sock")}}
+        bus = {**relay_node(tmp, front["sockets"]["data"], "relay"), "inputs": [{"node": "front",
+                                                                                "socket": front["sockets"]["data"]}]}
+        got: list = []
+
+        async def deliver(b) -> None:
+            got.append(b)
+
+        async with open_publisher(upstream, source_id=1) as pub, trio.open_nursery() as nursery:
+            await Relay(nursery, front).start("peer")
+            host = await Relay(nursery, bus).start("relay")
+            sink = InputLink(InputSpec(node="bus", socket=bus["sockets"]["data"], verify_checksums=False),
+                             subscriber_name="sink")
+            nursery.start_soon(sink.run, deliver)
+            await until(lambda: subscriber_names(pub) == {"bus"}, "bus at the publisher itself")
+            await until(lambda: subscriber_names(host.ctx._publisher) == {"sink"}, "the sink at bus")
+            for counter in range(1, 4):  # the first read goes the ordinary way (a source not seen yet)
+                pub.publish_nowait(block(trade_frames(3, 1, [counter])))
+                await until(lambda n=counter: len(counters_of(got)) == n, f"frame {counter}")
+            [peer] = host.links[0].peers.links
+            forwarded = peer.forwarder.forwarded_reads
+            nursery.cancel_scope.cancel()
+
+    assert counters_of(got) == [(3, n) for n in range(1, 4)]
+    assert forwarded == 2
