@@ -58,6 +58,7 @@ from alphapulse.kinds import Node, node_kind, param
 from alphapulse.protocol import (
     Instrument,
     TLVType,
+    bytes_equal,
     encode,
     mapping_for,
     pack_book,
@@ -65,6 +66,8 @@ from alphapulse.protocol import (
     pack_deltas,
     pack_quote,
     pack_trade,
+    quoted_decimal,
+    scaled_e8,
     spot,
 )
 from alphapulse.protocol import parse_fixed_fast as fixed
@@ -136,7 +139,6 @@ def binance_instrument(venue: str, symbol: str) -> Instrument:
 _POW8 = tuple(10 ** (8 - d) for d in range(9))
 
 
-_P10 = np.array([10**k for k in range(19)], dtype=np.int64)
 _KEY_LAST = np.frombuffer(b"lastUpdateId", dtype=np.uint8).copy()
 _KEY_BIDS = np.frombuffer(b"bids", dtype=np.uint8).copy()
 _KEY_ASKS = np.frombuffer(b"asks", dtype=np.uint8).copy()
@@ -146,46 +148,8 @@ _KEY_ASKS = np.frombuffer(b"asks", dtype=np.uint8).copy()
 def _fixed_at(buf, i: int, n: int):
     """A quoted decimal at ``buf[i] == '"'`` as 10^8 fixed point: (value, index after the
     quote); value -1 if it is not plain digits with one dot, or not exact at 8 decimals."""
-    if i >= n or buf[i] != 34:
-        return -1, i
-    i += 1
-    mantissa = 0
-    digits = 0
-    decimals = -1
-    while i < n and buf[i] != 34:
-        c = buf[i]
-        if 48 <= c <= 57:
-            mantissa = mantissa * 10 + (c - 48)
-            digits += 1
-            if decimals >= 0:
-                decimals += 1
-        elif c == 46 and decimals < 0:
-            decimals = 0
-        else:
-            return -1, i
-        i += 1
-    if i >= n or digits == 0 or digits > 18:
-        return -1, i
-    if decimals < 0:
-        decimals = 0
-    if decimals <= 8:
-        if mantissa > (2**63 - 1) // _P10[8 - decimals]:
-            return -1, i
-        return mantissa * _P10[8 - decimals], i + 1
-    div = _P10[decimals - 8]
-    if mantissa % div:
-        return -1, i
-    return mantissa // div, i + 1
-
-
-@njit(cache=True, inline="always")
-def _key_is(buf, start: int, end: int, key) -> bool:
-    if end - start != len(key):
-        return False
-    for k in range(len(key)):  # noqa: SIM110 - compiled by numba, no generators
-        if buf[start + k] != key[k]:
-            return False
-    return True
+    mantissa, decimals, i = quoted_decimal(buf, i, n)
+    return (scaled_e8(mantissa, decimals) if decimals >= 0 else -1), i
 
 
 @njit(cache=True)
@@ -214,7 +178,7 @@ def _scan_snapshot(buf):
         if i >= n or buf[i] != 58:
             return False, 0, empty, empty
         i += 1
-        if _key_is(buf, start, end, _KEY_LAST):
+        if bytes_equal(buf, start, end, _KEY_LAST):
             value = 0
             digits = 0
             while i < n and 48 <= buf[i] <= 57 and digits < 19:
@@ -225,9 +189,9 @@ def _scan_snapshot(buf):
                 return False, 0, empty, empty
             last_update_id = value
         else:
-            if _key_is(buf, start, end, _KEY_BIDS):
+            if bytes_equal(buf, start, end, _KEY_BIDS):
                 side = 0
-            elif _key_is(buf, start, end, _KEY_ASKS):
+            elif bytes_equal(buf, start, end, _KEY_ASKS):
                 side = 1
             else:
                 return False, 0, empty, empty

@@ -84,6 +84,8 @@ from alphapulse.protocol import (
     pack_book_arrays,
     pack_quote,
     pack_trade,
+    quoted_decimal,
+    scaled_e8,
     spot,
 )
 from alphapulse.protocol import parse_fixed_fast as fixed
@@ -212,8 +214,6 @@ def _crc_table() -> np.ndarray:
 
 
 _CRC_TABLE = _crc_table()
-_P10 = np.array([10**k for k in range(19)], dtype=np.int64)
-_I64_MAX = 2**63 - 1
 
 
 @njit(cache=True, inline="always")
@@ -403,46 +403,8 @@ def _apply(params, state, book, levels, n, p, checksum, has_checksum, ts, change
     return OK, pos, stale
 
 
-@njit(cache=True, inline="always")
-def _decimal(buf, i: int, n: int):
-    """A quoted decimal at ``buf[i] == '"'``: (mantissa, decimals, index after the quote);
-    decimals -1 when it is not plain digits with at most one dot (or has over 18 digits)."""
-    if i >= n or buf[i] != 34:
-        return 0, -1, i
-    i += 1
-    mantissa = 0
-    digits = 0
-    decimals = -1
-    while i < n:
-        c = buf[i]
-        if 48 <= c <= 57:
-            mantissa = mantissa * 10 + (c - 48)
-            digits += 1
-            if decimals >= 0:
-                decimals += 1
-        elif c == 46 and decimals < 0:
-            decimals = 0
-        elif c == 34:
-            break
-        else:
-            return 0, -1, i
-        i += 1
-    if i >= n or digits == 0 or digits > 18:
-        return 0, -1, i
-    return mantissa, max(decimals, 0), i + 1
-
-
-@njit(cache=True, inline="always")
-def _scaled(mantissa: int, decimals: int) -> int:
-    """mantissa x 10^-decimals at the 10^8 scale; -1 when that is not exact."""
-    if decimals <= 8:
-        if mantissa > _I64_MAX // _P10[8 - decimals]:
-            return -1
-        return mantissa * _P10[8 - decimals]
-    div = _P10[decimals - 8]
-    if mantissa % div:
-        return -1
-    return mantissa // div
+_P10 = np.array([10**k for k in range(10)], dtype=np.int64)
+_I64_MAX = 2**63 - 1
 
 
 @njit(cache=True, inline="always")
@@ -491,17 +453,17 @@ def _scan(buf, levels):
                     while True:
                         if i >= n or buf[i] != 91 or count >= levels.shape[0]:
                             return False, 0, 0, False, 0, 0, 0
-                        pm, pd, i = _decimal(buf, i + 1, n)
+                        pm, pd, i = quoted_decimal(buf, i + 1, n)
                         if pd < 0 or i >= n or buf[i] != 44:
                             return False, 0, 0, False, 0, 0, 0
-                        vm, vd, i = _decimal(buf, i + 1, n)
+                        vm, vd, i = quoted_decimal(buf, i + 1, n)
                         if vd < 0 or i >= n or buf[i] != 44:
                             return False, 0, 0, False, 0, 0, 0
-                        price = _scaled(pm, pd)
-                        qty = _scaled(vm, vd)
+                        price = scaled_e8(pm, pd)
+                        qty = scaled_e8(vm, vd)
                         if price < 0 or qty < 0:  # digits beyond the 8th decimal that are not zeros
                             return False, 0, 0, False, 0, 0, 0
-                        tm, td, i = _decimal(buf, i + 1, n)
+                        tm, td, i = quoted_decimal(buf, i + 1, n)
                         ts = _time_ns(tm, td) if td >= 0 else -1
                         if ts < 0:
                             return False, 0, 0, False, 0, 0, 0
@@ -532,7 +494,7 @@ def _scan(buf, levels):
                             break
                         return False, 0, 0, False, 0, 0, 0
             elif key == 99:  # c
-                cm, cd, i = _decimal(buf, i, n)
+                cm, cd, i = quoted_decimal(buf, i, n)
                 if cd != 0 or cm > 0xFFFFFFFF:
                     return False, 0, 0, False, 0, 0, 0
                 checksum = cm
@@ -607,18 +569,18 @@ def _scan_snapshot(buf):
             while True:
                 if i >= n or buf[i] != 91 or counts[side] >= rows:
                     return False, empty, empty, 0, 0, 0
-                pm, pd, i = _decimal(buf, i + 1, n)
+                pm, pd, i = quoted_decimal(buf, i + 1, n)
                 if pd < 0 or i >= n or buf[i] != 44:
                     return False, empty, empty, 0, 0, 0
-                vm, vd, i = _decimal(buf, i + 1, n)
+                vm, vd, i = quoted_decimal(buf, i + 1, n)
                 if vd < 0 or i >= n or buf[i] != 44:
                     return False, empty, empty, 0, 0, 0
-                tm, td, i = _decimal(buf, i + 1, n)
+                tm, td, i = quoted_decimal(buf, i + 1, n)
                 if td < 0 or i >= n or buf[i] != 93:
                     return False, empty, empty, 0, 0, 0
                 i += 1
-                price = _scaled(pm, pd)
-                qty = _scaled(vm, vd)
+                price = scaled_e8(pm, pd)
+                qty = scaled_e8(vm, vd)
                 ts = _time_ns(tm, td)
                 if price < 0 or qty < 0 or ts < 0:
                     return False, empty, empty, 0, 0, 0

@@ -37,6 +37,7 @@ from alphapulse.protocol._fixed import (
     to_decimal,
     to_float,
 )
+from alphapulse.protocol._fixed_scan import bytes_equal, quoted_decimal, scaled_e8
 from alphapulse.protocol._header import (
     HEADER_SIZE,
     MAGIC,
@@ -209,6 +210,7 @@ __all__ = [
     "Trade",
     "UnknownTLV",
     "build_trade_batch",
+    "bytes_equal",
     "check_message",
     "crc32_batch",
     "decode",
@@ -239,7 +241,9 @@ __all__ = [
     "parse_fixed_many",
     "parse_instrument",
     "pool",
+    "quoted_decimal",
     "relay_domain_for",
+    "scaled_e8",
     "scan_frames",
     "spot",
     "stock",

@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from alphapulse.protocol import bytes_equal
+
 OK = 0
 BAD_STRUCTURE = -1
 BAD_SIDE = -2
@@ -131,16 +133,6 @@ def _time(buf, start, end):
     return ((days * 24 + hour) * 60 + minute) * 60_000_000_000 + second * 1_000_000_000 + frac
 
 
-@njit(cache=True)
-def _key_is(buf, start, end, word):
-    if end - start != word.shape[0]:
-        return False
-    for k in range(word.shape[0]):  # noqa: SIM110 - numba compiles loops, not all(genexpr)
-        if buf[start + k] != word[k]:
-            return False
-    return True
-
-
 _SIDE = np.frombuffer(b"side", np.uint8)
 _PRICE = np.frombuffer(b"price_level", np.uint8)
 _QTY = np.frombuffer(b"new_quantity", np.uint8)
@@ -202,27 +194,27 @@ def scan_updates(buf, start, end, sides, prices, qtys, times):
             if vs < 0:
                 return BAD_STRUCTURE
             length = ke - ks  # the four keys have four different lengths
-            if length == 4 and _key_is(buf, ks, ke, _SIDE):
-                if _key_is(buf, vs, ve, _BID):
+            if length == 4 and bytes_equal(buf, ks, ke, _SIDE):
+                if bytes_equal(buf, vs, ve, _BID):
                     sides[n] = 0
-                elif _key_is(buf, vs, ve, _OFFER):
+                elif bytes_equal(buf, vs, ve, _OFFER):
                     sides[n] = 1
                 else:
                     return BAD_SIDE
                 seen |= 1
-            elif length == 11 and _key_is(buf, ks, ke, _PRICE):
+            elif length == 11 and bytes_equal(buf, ks, ke, _PRICE):
                 value = _decimal(buf, vs, ve)
                 if value < 0:
                     return BAD_NUMBER
                 prices[n] = value
                 seen |= 2
-            elif length == 12 and _key_is(buf, ks, ke, _QTY):
+            elif length == 12 and bytes_equal(buf, ks, ke, _QTY):
                 value = _decimal(buf, vs, ve)
                 if value < 0:
                     return BAD_NUMBER
                 qtys[n] = value
                 seen |= 4
-            elif length == 10 and _key_is(buf, ks, ke, _TIME):
+            elif length == 10 and bytes_equal(buf, ks, ke, _TIME):
                 if ve - vs == last_ts_len and _same(buf, vs, last_ts_start, last_ts_len):
                     value = last_ts
                 else:

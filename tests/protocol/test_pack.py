@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alphapulse import protocol as P
@@ -69,3 +69,38 @@ def test_fast_decimal_parse_refuses_what_is_not_exact(text: str) -> None:
         P.parse_fixed_fast(text)
     with pytest.raises(P.FixedPointError):
         P.parse_fixed_many(["1.5", text])
+
+
+def _scan_quoted(text: str) -> tuple[int, int]:
+    """``quoted_decimal`` then ``scaled_e8`` over ``"text",`` as a scanner meets it: (value or -1, next index)."""
+    buf = np.frombuffer(f'"{text}",'.encode(), np.uint8)
+    mantissa, decimals, after = P.quoted_decimal(buf, 0, len(buf))
+    return (P.scaled_e8(mantissa, decimals) if decimals >= 0 else -1), after
+
+
+@settings(deadline=None)  # the first example compiles the kernels
+@given(st.integers(0, 10**12), st.integers(0, 12))
+def test_scanned_quoted_decimals_agree_with_parse_fixed(units: int, decimals: int) -> None:
+    """The exchange kinds' numba scanners read what ``parse_fixed`` reads, or refuse (-1) what it
+    refuses; a value it takes ends the scan just past the closing quote."""
+    digits = str(units).rjust(decimals + 1, "0")
+    text = f"{digits[:-decimals]}.{digits[-decimals:]}" if decimals else digits
+    value, after = _scan_quoted(text)
+    try:
+        expected = P.parse_fixed(text)
+    except P.FixedPointError:
+        assert value == -1
+    else:
+        assert (value, after) == (expected, len(text) + 2)
+
+
+@pytest.mark.parametrize("text", ["1.2.3", "-1", "1e-8", "", "12345678901234567890", "92233720368.54775808"])
+def test_scanned_quoted_decimals_refuse_what_the_fast_path_does_not_take(text: str) -> None:
+    assert _scan_quoted(text)[0] == -1
+
+
+def test_bytes_equal_compares_a_key_in_place() -> None:
+    buf = np.frombuffer(b'{"bids":[]}', np.uint8)
+    word = np.frombuffer(b"bids", np.uint8)
+    assert P.bytes_equal(buf, 2, 6, word) and not P.bytes_equal(buf, 2, 7, word)
+    assert not P.bytes_equal(buf, 1, 5, word)
