@@ -428,7 +428,9 @@ _RUN = 32
 def _scan(t, buf, start, max_payload, final, resyncing, verify):
     """Walk buf from start: record valid frames, count and skip bad ones.
 
-    Returns (offsets, sizes, pos, need, errors, skipped, resyncing, control). ``pos`` is where the caller
+    Returns (offsets, sizes, pos, need, errors, skipped, resyncing, control, source, first,
+    consecutive, domain); the last four are what :func:`few_frames` says of a small read, for the
+    accepted frames (consecutive is False when any is a control frame). ``pos`` is where the caller
     resumes (everything before it is a frame or skipped); ``need`` is how many bytes from ``pos``
     must be buffered before another scan can make progress. ``resyncing`` means "no frame is
     known to start at pos: search for the magic from pos". An error at a position skips one
@@ -526,11 +528,33 @@ def _scan(t, buf, start, max_payload, final, resyncing, verify):
         skipped += 1
         pos += 1
         resyncing = True
-    control = 0  # unsequenced control frames (sequence 0) among those accepted
+    # one pass over the accepted headers: the control frames (sequence 0) among them, and whether
+    # they are one source's sequences running on from the first (then the tracker takes them
+    # without decoding a column) and of one relay domain (-1 if mixed)
+    control = 0
+    source = np.int64(-1)
+    first = uint64(0)
+    domain = np.int64(-1)
+    consecutive = count > 0
     for k in range(count):
-        if _u64(buf, offsets[k] + 8) == 0:
+        off = offsets[k]
+        frame_domain = np.int64(buf[off + 5])
+        if k == 0:
+            domain = frame_domain
+        elif frame_domain != domain:
+            domain = -1
+        sequence = _u64(buf, off + 8)
+        if sequence == 0:
             control += 1
-    return offsets[:count], sizes[:count], pos, need, errors, skipped, resyncing, control
+            consecutive = False
+            continue
+        frame_source = np.int64(_u16(buf, off + 6))
+        if source < 0:
+            source, first = frame_source, sequence
+        elif frame_source != source or sequence != first + uint64(k):
+            consecutive = False
+    return (offsets[:count], sizes[:count], pos, need, errors, skipped, resyncing, control,
+            source, first, consecutive, domain)
 
 
 @njit(cache=True)
@@ -745,7 +769,7 @@ def scan_frames(
     ``verify=False`` checks magic, version and sizes but not CRCs: for bytes from a peer that
     has checked them already (a relay), where the CRC pass would be most of the cost.
     """
-    offsets, sizes, end, need, errors, skipped, resync, _ = _scan(
+    offsets, sizes, end, need, errors, skipped, resync, *_ = _scan(
         CRC_TABLES, as_u8(buf), np.int64(start), np.int64(max_payload), bool(final), bool(resyncing),
         bool(verify),
     )

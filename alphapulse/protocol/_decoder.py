@@ -145,8 +145,8 @@ class FrameBlock:
 
     __slots__ = ("__dict__", "count", "data", "offsets", "sizes")
 
-    # What the decoder's quick path (``FrameDecoder.whole_frames``) learns for free while it
-    # parses a small read; None on every other block (not known: compute it).
+    # What the decoder learns for free while it parses a read (``whole_frames`` or the scan of
+    # ``next_block``); None on every other block (not known: compute it).
     sequence_run: tuple[int, int] | None = None
     """(source, first sequence) when the frames are one source's consecutive sequences"""
     relay_domain_all: int | None = None
@@ -422,9 +422,9 @@ class FrameDecoder:
     def _scan(self, buf: bytes | bytearray, final: bool, owned: bool) -> FrameBlock | _Sentinel:
         # the kernel directly, not ``scan_frames``: a link at 10k small reads/s spends a real part
         # of each read on wrappers, so the clean case (nothing skipped) takes no extra numpy call
-        offsets, sizes, end, need, errors, skipped, resyncing, control = _scan_kernel(
-            CRC_TABLES, as_u8(buf), _ZERO, self._max_payload, final, self._resyncing, self.verify_checksums,
-        )
+        offsets, sizes, end, need, errors, skipped, resyncing, control, source, first, consecutive, domain = \
+            _scan_kernel(CRC_TABLES, as_u8(buf), _ZERO, self._max_payload, final, self._resyncing,
+                         self.verify_checksums)
         self._resyncing = resyncing
         self._need = need
         if skipped:
@@ -448,6 +448,10 @@ class FrameDecoder:
                 data = buf if total == len(buf) else memoryview(buf)[:total]
             block = FrameBlock(data, offsets, sizes)
             block.control_frames = int(control)
+            if consecutive:  # one source's next sequences: the tracker takes them without columns
+                block.sequence_run = (int(source), int(first))
+            if domain >= 0:
+                block.relay_domain_all = int(domain)
             self._frames += n
             self._bytes += total
         if owned:

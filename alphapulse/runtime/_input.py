@@ -433,6 +433,10 @@ class InputLink:
                 ready.extend(self._handle_control(block.select(control), now, self._on_control))
                 block = block.select(~control)
             self._received += len(block)
+            run = block.sequence_run
+            if run is not None and self.tracker.feed_run(run[0], run[1], block.count):
+                ready.append(block)  # the next frames expected: no columns decoded
+                continue
             result = self.tracker.feed(block, now)
             if result.requests:
                 self._act(result.requests)

@@ -337,3 +337,30 @@ def test_from_bytes_finds_the_same_frames_with_or_without_the_kernel(tlv_counts)
     assert joined.tobytes() == data and len(joined) == len(tlv_counts)
     assert joined.offsets.tolist() == offsets.tolist() and joined.sizes.tolist() == sizes.tolist()
     assert (_decoder._few_frame_sizes(data) is not None) == (len(tlv_counts) <= _decoder._QUICK_FRAMES)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([5, 6]), st.sampled_from(["market", "signal", "control", "skip"])),
+                min_size=1, max_size=40), st.booleans())
+def test_the_scan_kernel_knows_a_sequence_run_and_a_domain_as_the_quick_path_does(spec, verify) -> None:
+    """``next_block`` marks a block that is one source's consecutive sequences (``sequence_run``)
+    and one whose frames share a relay domain (``relay_domain_all``), exactly when its header
+    columns say so; a control frame or a skipped sequence is no run."""
+    counters = {5: 1, 6: 1}
+    frames = []
+    for source, kind in spec:
+        if kind == "control":
+            frames.append(P.encode_message(P.RelayDomain.SYSTEM, source, 0, 1, b""))
+            continue
+        domain = P.RelayDomain.SIGNAL if kind == "signal" else P.RelayDomain.MARKET_DATA
+        builder = P.MessageBuilder(domain, source, counters[source] + (kind == "skip"))
+        frames.append(builder.build(TRADE, 7))
+        counters[source] = builder.next_sequence
+    decoder = P.FrameDecoder(verify_checksums=verify)
+    decoder.receive_data(b"".join(frames))
+    block = decoder.next_block()
+    sources, sequences, domains = block.source.tolist(), block.sequence.tolist(), block.relay_domain.tolist()
+    run = (all(sequences) and len(set(sources)) == 1
+           and sequences == list(range(sequences[0], sequences[0] + len(sequences))))
+    assert block.sequence_run == ((sources[0], sequences[0]) if run else None)
+    assert block.relay_domain_all == (domains[0] if len(set(domains)) == 1 else None)

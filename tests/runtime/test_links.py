@@ -353,3 +353,20 @@ async def test_publisher_survives_a_subscriber_gone_while_its_reader_waits(sock_
             await sink.done.wait()
         nursery.cancel_scope.cancel()
     assert sink.counters == list(range(4, 9))
+
+
+def test_a_large_read_of_a_sources_next_frames_is_tracked_without_decoding_columns() -> None:
+    """A read too big for the decoder's quick path still tells the tracker "one source, the next
+    sequences" (from the scan kernel), so the link takes it on the tracker's run path; a gap in a
+    large read is still seen, held and asked for."""
+    lk = link("unused", "s")
+    lk._decoder = protocol.FrameDecoder()
+    first = trade_frames(SOURCE, EPOCH, range(1, 301))  # 300 frames: over the quick path's limit
+    assert lk._decoder.whole_frames(first) is None
+    assert sum(len(b) for b in lk._ingest(first, 0.0)) == 300  # a source's first frames: the full path
+    [taken] = lk._ingest(trade_frames(SOURCE, EPOCH, range(301, 601)), 0.0)
+    assert "_columns" not in taken.__dict__ and len(taken) == 300
+    assert lk._ingest(trade_frames(SOURCE, EPOCH, range(700, 1000)), 0.0) == []  # 601..699 missing: held
+    stats = lk.statistics()
+    assert stats.sequence["delivered"] == 600 and stats.sequence["gaps_detected"] == 1
+    assert stats.sequence["held_frames"] == 300 and stats.resend_requests == 1
