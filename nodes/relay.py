@@ -51,7 +51,7 @@ class Relay(Node):
 
     def handle_block(self, block, ctx) -> None:
         """Forward frames of this relay's domain (and system frames) as they are."""
-        if block.relay_domain_all == ctx.relay_domain:  # known from a small read's parse: no kernel call
+        if block.relay_domain_all == ctx.relay_domain:  # known from the decoder's parse: no kernel call
             ctx.publish_block_nowait(block)
             return
         domains = relay_domains(block)  # this column only: the relay needs no other header field
