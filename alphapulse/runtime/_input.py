@@ -534,13 +534,13 @@ class InputLink:
     def _introduced(self, records: list[Any]) -> None:
         """A ``peer`` relay's introduction: link to its publishers (one message: the whole set)."""
         if any(max(1, record.publishers) != len(records) for record in records):
-            self._decode_errors["incomplete_introduction"] = self._decode_errors.get("incomplete_introduction", 0) + 1
+            self._count_decode_error("incomplete_introduction")
             log.error("%s: %s introduced %d publishers in a message that says %d; ignored",
                       self.subscriber_name, self.spec.node, len(records), records[0].publishers)
             return
         foreign = foreign_sockets(self.spec, records)
         if foreign:
-            self._decode_errors["foreign_socket"] = self._decode_errors.get("foreign_socket", 0) + 1
+            self._count_decode_error("foreign_socket")
             log.error("%s: %s introduced sockets outside its own directory (%s); ignored",
                       self.subscriber_name, self.spec.node, ", ".join(foreign))
             return
@@ -554,7 +554,10 @@ class InputLink:
     def _count_decoder(self, decoder: Any) -> None:
         """Fold a finished connection's decode errors into the link's totals."""
         for kind, count in decoder.statistics().errors.items():
-            self._decode_errors[kind] = self._decode_errors.get(kind, 0) + count
+            self._count_decode_error(kind, count)
+
+    def _count_decode_error(self, kind: str, count: int = 1) -> None:
+        self._decode_errors[kind] = self._decode_errors.get(kind, 0) + count
 
     def _decode_error_totals(self) -> dict[str, int]:
         totals = dict(self._decode_errors)
