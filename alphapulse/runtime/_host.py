@@ -27,6 +27,7 @@ from alphapulse.kinds import Role, build_params, get_kind, live_fields, params_t
 from alphapulse.runtime._breaker import BreakerSettings, BreakerState
 from alphapulse.runtime._context import NodeContext
 from alphapulse.runtime._control import serve_control
+from alphapulse.runtime._cpu import CpuPlacement, CpuSettings
 from alphapulse.runtime._forward import DirectForwarder
 from alphapulse.runtime._forward import enabled as forwarding_enabled
 from alphapulse.runtime._heap import PauseMonitor, freeze_heap
@@ -126,6 +127,18 @@ class NodeHost:
         self.gc_pauses = PauseMonitor()
         self.freeze_heap_once_running = False
         """set by the process entry point: a node process freezes its heap again a second in"""
+        self.cpu = CpuPlacement()
+        """this process's scheduling (the plan's ``cpu`` block): applied by the process entry
+        point and by a live ``reconfigure``, never by a host built inside another process"""
+
+    def apply_cpu(self, entry: Mapping[str, Any] | None) -> list[str]:
+        """Set this process's policy, nice and affinity; what cannot be set is logged and counted."""
+        problems = self.cpu.apply(CpuSettings.from_plan(entry))
+        for problem in problems:
+            self.log.error("node %s cpu: %s", self.name, problem)
+        if problems:
+            self.ctx.counters["errors.cpu"] += len(problems)
+        return problems
 
     # -- running ----------------------------------------------------------------------------------
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -376,9 +389,11 @@ class NodeHost:
             "breaker_stats": [dataclasses.asdict(b.statistics()) for b in self.ctx.breakers.values()],
             "kind_stats": kind_stats() if kind_stats is not None else None,
             "gc": dataclasses.asdict(self.gc_pauses.statistics()),
+            "cpu": self.cpu.report(),
         }
 
     def _reconfigure(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """New params (refused whole unless valid and live) and, when given, a new ``cpu`` block."""
         try:
             new_raw = resolve_params({"params": request["params"], "secret_env": self.node.get("secret_env", {})})
         except NodeConfigError as exc:
@@ -398,7 +413,14 @@ class NodeHost:
             self.instance.reconfigure(new)
             self.ctx.counters["reconfigured"] += 1
             self.log.info("node %s reconfigured live: %s", self.name, ", ".join(changed))
-        return {"changed": changed}
+        reply: dict[str, Any] = {"changed": changed}
+        if "cpu" in request:
+            settings = CpuSettings.from_plan(request["cpu"])
+            if settings != self.cpu.settings:
+                reply["cpu_problems"] = self.apply_cpu(request["cpu"])
+                changed.append("cpu")
+                self.log.info("node %s cpu now %s", self.name, self.cpu.report()["actual"])
+        return reply
 
     def _trigger_snapshot(self, request: Mapping[str, Any]) -> dict[str, Any]:
         from alphapulse import protocol
@@ -470,6 +492,7 @@ def run_node_process(plan_path: str, name: str) -> int:
     except (NodeConfigError, OSError, KeyError, ValueError) as exc:
         logging.getLogger("alphapulse.node").error("cannot start node %s: %s", name, exc)
         return 2
+    host.apply_cpu(host.node.get("cpu"))  # before any thread starts: new threads inherit it
     load_hot_kernels()
     freeze_heap()  # imports, kernels and the kind's set-up are done: later full collections skip all of it
     host.gc_pauses.install()

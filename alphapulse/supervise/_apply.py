@@ -110,7 +110,9 @@ def apply_plan(plan: dict[str, Any], base: RunBase) -> ApplyReport:
         control = plan["nodes"][node]["sockets"]["control"]
         try:
             _wait_for_socket(control, RECONFIGURE_TIMEOUT)  # RUNNING may precede "ready"
-            request(control, "reconfigure", timeout=RECONFIGURE_TIMEOUT, params=plan["nodes"][node]["params"])
+            entry = plan["nodes"][node]
+            request(control, "reconfigure", timeout=RECONFIGURE_TIMEOUT, params=entry["params"],
+                    cpu=entry.get("cpu"))
             report.reconfigured.append(node)
         except ControlError as exc:
             log.warning("live update of %s failed (%s); restarting it instead", node, exc)

@@ -3,7 +3,7 @@
 The plan is plain JSON (format 1, documented in docs/topology.md) so the node host and
 ``apply`` read it without the topology code. It is deterministic: the same file compiles to
 byte-identical JSON. Per node it carries a ``restart`` fingerprint (everything that needs a
-process restart when it changes) and a ``live`` fingerprint (params a running node can take).
+process restart when it changes) and a ``live`` fingerprint (params a running node can take, and its ``cpu`` block).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from alphapulse.kinds import Role, build_params, live_fields, params_to_plain
 from alphapulse.topology._checks import node_relay_domain
 from alphapulse.topology._model import NodeDecl, Topology
 from alphapulse.topology._rundir import control_socket, data_socket, log_dir, plan_path
+from alphapulse.topology._schema import CPU_DEFAULTS
 
 PLAN_FORMAT = 1
 
@@ -141,12 +142,16 @@ def compile_plan(topology: Topology, run_dir: str | None = None,
             "secret_env": dict(node.secret_env),
             "restart": dict(node.restart),
             "breaker": dict(node.breaker),
+            "cpu": dict(node.cpu),
         }
-        restart_part = {k: v for k, v in entry.items() if k != "params"}
+        restart_part = {k: v for k, v in entry.items() if k not in ("params", "cpu")}
         restart_part["params"] = {k: v for k, v in params.items() if k not in live}
+        live_part: dict[str, Any] = {k: v for k, v in params.items() if k in live}
+        if node.cpu != CPU_DEFAULTS:  # the node applies its cpu block live; absent, fingerprints stay as they were
+            live_part = {"params": live_part, "cpu": dict(node.cpu)}
         entry["fingerprint"] = {
             "restart": fingerprint(restart_part),
-            "live": fingerprint({k: v for k, v in params.items() if k in live}),
+            "live": fingerprint(live_part),
         }
         nodes[name] = entry
     return Plan({

@@ -22,7 +22,7 @@ from alphapulse.topology._explain import describe_path, schema_diagnostics
 from alphapulse.topology._loader import JsonPath, Mark, SourceMap, load_yaml
 from alphapulse.topology._model import Link, NodeDecl, Topology
 from alphapulse.topology._rundir import topology_run_dir
-from alphapulse.topology._schema import BREAKER_DEFAULTS, LINK_DEFAULTS, RESTART_DEFAULTS
+from alphapulse.topology._schema import BREAKER_DEFAULTS, CPU_DEFAULTS, LINK_DEFAULTS, RESTART_DEFAULTS
 from alphapulse.topology._secrets import looks_like_token, secret_name, suggested_env_name
 
 
@@ -222,11 +222,12 @@ class _Builder:
         restart_defaults = {**RESTART_DEFAULTS, **_dict(defaults.get("restart"))}
         breaker_defaults = {**BREAKER_DEFAULTS, **_dict(defaults.get("breaker"))}
         link_defaults = {**LINK_DEFAULTS, **_dict(defaults.get("link"))}
+        cpu_defaults = {**CPU_DEFAULTS, **_dict(defaults.get("cpu"))}
         nodes: dict[str, NodeDecl] = {}
         for node_name, entry in self._nodes().items():
             if not isinstance(entry, dict):
                 continue
-            decl = self._node(node_name, entry, restart_defaults, breaker_defaults, link_defaults)
+            decl = self._node(node_name, entry, restart_defaults, breaker_defaults, link_defaults, cpu_defaults)
             if decl is not None:
                 nodes[node_name] = decl
         description = self.data.get("description")
@@ -241,7 +242,8 @@ class _Builder:
         )
 
     def _node(self, name: str, entry: dict[str, Any], restart_defaults: dict[str, Any],
-              breaker_defaults: dict[str, Any], link_defaults: dict[str, Any]) -> NodeDecl | None:
+              breaker_defaults: dict[str, Any], link_defaults: dict[str, Any],
+              cpu_defaults: dict[str, Any]) -> NodeDecl | None:
         path: JsonPath = ("nodes", name)
         kind = entry.get("kind")
         if not isinstance(kind, str):
@@ -274,6 +276,7 @@ class _Builder:
             domain=domain,
             restart={**restart_defaults, **_dict(entry.get("restart"))},
             breaker={**breaker_defaults, **_dict(entry.get("breaker"))},
+            cpu={**cpu_defaults, **_dict(entry.get("cpu"))},
             description=description if isinstance(description, str) else "",
             path=path,
         )

@@ -49,6 +49,8 @@ class NodeDecl:
     """The restart policy, defaults merged."""
     breaker: Mapping[str, Any]
     """Circuit-breaker thresholds, defaults merged."""
+    cpu: Mapping[str, Any]
+    """Scheduling policy, nice and affinity (``runtime._cpu``), defaults merged."""
     description: str
     path: JsonPath
 

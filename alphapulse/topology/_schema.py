@@ -25,6 +25,9 @@ DIALECT = "https://json-schema.org/draft/2020-12/schema"
 TOPOLOGY_NAME_PATTERN = "^[a-z0-9][a-z0-9_-]*$"
 NODE_NAME_PATTERN = "^[a-z][a-z0-9_]*$"
 OVERFLOW_POLICIES = ("block", "drop_oldest", "disconnect")
+CPU_POLICIES = ("normal", "batch", "idle")
+CPU_DEFAULTS: dict[str, Any] = {"policy": "normal"}
+"""A node without a ``cpu`` block: the normal policy, nice and affinity as supervisord started it."""
 DOMAINS = tuple(d.name.lower() for d in RelayDomain)
 TOPOLOGY_SCHEMA_FILE = "topology.schema.json"
 
@@ -77,6 +80,35 @@ def _restart_schema() -> dict[str, Any]:
                 "type": "number", "minimum": 0, "default": RESTART_DEFAULTS["backoff_seconds"],
                 "description": "First delay of the node host's capped exponential reconnect "
                 "backoff towards its upstreams.",
+            },
+        },
+    }
+
+
+def _cpu_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": "The node process's Linux scheduling, set by the node itself (at start, and live "
+        "on apply): policy, nice and CPU affinity, as systemd's CPUSchedulingPolicy=, Nice= and "
+        "CPUAffinity= give a service.",
+        "additionalProperties": False,
+        "properties": {
+            "policy": {
+                "enum": list(CPU_POLICIES), "default": CPU_DEFAULTS["policy"],
+                "description": "normal (SCHED_OTHER); batch (SCHED_BATCH: never preempts the task that "
+                "woke it, so a relay finishes its fan-out first; the setting for a fan-out relay's "
+                "subscribers on a machine with few idle cores); idle (SCHED_IDLE: only when nothing "
+                "else wants the CPU).",
+            },
+            "nice": {
+                "type": "integer", "minimum": -20, "maximum": 19,
+                "description": "Nice value of every thread (lower runs first; below the current "
+                "value needs CAP_SYS_NICE or RLIMIT_NICE). Default: as started.",
+            },
+            "affinity": {
+                "type": "array", "minItems": 1, "uniqueItems": True,
+                "items": {"type": "integer", "minimum": 0},
+                "description": "CPUs the node may run on (as taskset -c). Default: as started.",
             },
         },
     }
@@ -188,6 +220,7 @@ def _node_schema(kinds: Mapping[str, KindSpec]) -> dict[str, Any]:
             "params": {"type": "object", "description": "The kind's parameters."},
             "restart": {"$ref": "#/$defs/restart"},
             "breaker": {"$ref": "#/$defs/breaker"},
+            "cpu": {"$ref": "#/$defs/cpu"},
         },
         "allOf": per_kind,
     }
@@ -217,6 +250,7 @@ def topology_schema(kinds: Mapping[str, KindSpec] | None = None) -> dict[str, An
                 "properties": {
                     "restart": {"$ref": "#/$defs/restart"},
                     "breaker": {"$ref": "#/$defs/breaker"},
+                    "cpu": {"$ref": "#/$defs/cpu"},
                     "link": {
                         "type": "object", "additionalProperties": False,
                         "description": "Default queue and overflow policy of every input.",
@@ -237,6 +271,7 @@ def topology_schema(kinds: Mapping[str, KindSpec] | None = None) -> dict[str, An
             "input": _input_schema(),
             "restart": _restart_schema(),
             "breaker": _breaker_schema(),
+            "cpu": _cpu_schema(),
         },
     }
 

@@ -69,6 +69,14 @@ def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def threads(pid: int) -> list[int]:
+    return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+
+
+def scheduling(tid: int) -> tuple[int, int]:
+    return os.sched_getscheduler(tid), os.getpriority(os.PRIO_PROCESS, tid)
+
+
 def received(base: Path, node: str = "sink") -> int:
     try:
         return stats(base, node)["counters"]["received"]
@@ -99,15 +107,30 @@ def test_apply_edit_kill_and_down(deployment, capsys) -> None:
     assert pids(base) == before
     assert stats(base, "src")["params"]["rate"] == 3000
 
-    # a wiring edit restarts only the node whose inputs changed
+    # a cpu block reaches the node live too: every thread of the same process takes it
     topo.write_text(TOPOLOGY.replace("rate: 4000", "rate: 3000").replace(
-        "    inputs: [bus]", "    inputs:\n      - from: bus\n        types: [Trade]\n        queue: 2000"))
+        "    params: {rate: 3000, batch: 4}", "    params: {rate: 3000, batch: 4}\n    cpu: {policy: batch, nice: 4}"))
+    assert main(["apply", str(topo)]) == 0
+    assert "reconfigured src" in capsys.readouterr().out
+    assert pids(base) == before
+    assert {scheduling(tid) for tid in threads(before["src"])} == {(os.SCHED_BATCH, 4)}
+    assert stats(base, "src")["cpu"]["actual"]["policy"] == "batch"
+
+    # a wiring edit restarts only the node whose inputs changed; a node starts with its cpu
+    # block, and one whose block went away is put back as it started (live)
+    topo.write_text(TOPOLOGY.replace("rate: 4000", "rate: 3000").replace(
+        "    inputs: [bus]", "    inputs:\n      - from: bus\n        types: [Trade]\n        queue: 2000\n"
+        "    cpu: {policy: batch}"))
     assert main(["apply", str(topo)]) == 0
     assert "restarted    sink" in capsys.readouterr().out
     after = pids(base)
     assert after["src"] == before["src"] and after["bus"] == before["bus"]
     assert after["sink"] != before["sink"]
     wait_until_running(RunBase(base), "rt", 30)
+    assert {scheduling(tid) for tid in threads(before["src"])} == {(os.SCHED_OTHER, 0)}
+    wait_for(lambda: received(base) > 0, what="the restarted sink to serve")  # it set its cpu block first
+    assert {scheduling(tid) for tid in threads(after["sink"])} == {(os.SCHED_BATCH, 0)}
+    assert stats(base, "sink")["cpu"]["problems"] == []
 
     # a broken edit is refused with file:line:col and nothing changes
     good = topo.read_text()

@@ -148,12 +148,25 @@ def _fingerprints(plan):
     (("overflow: block", "overflow: drop_oldest"), {"out"}, set()),   # wiring of one node
     (("{stopwaitsecs: 30}", "{stopwaitsecs: 31}"), {"out"}, set()),   # restart policy
     (("startretries: 3", "startretries: 4"), {"src", "market", "out"}, set()),  # defaults
+    (("        restart: {stopwaitsecs: 30}", "        restart: {stopwaitsecs: 30}\n        cpu: {policy: batch}"),
+     set(), {"out"}),                                         # a cpu block: applied live
+    (("  link: {queue: 100}", "  link: {queue: 100}\n      cpu: {nice: 5}"), set(), {"src", "market", "out"}),
 ])
 def test_fingerprints_change_only_where_expected(load, edit, restart, live):
     before = _fingerprints(plan_of(load))
     after = _fingerprints(plan_of(load, PIPE.replace(*edit)))
     assert {n for n in before if before[n][0] != after[n][0]} == restart
     assert {n for n in before if before[n][1] != after[n][1]} == live
+
+
+def test_cpu_block_merges_over_defaults_into_the_plan(load):
+    text = PIPE.replace("  link: {queue: 100}", "  link: {queue: 100}\n      cpu: {policy: batch, nice: 5}")
+    text = text.replace("        restart: {stopwaitsecs: 30}",
+                        "        restart: {stopwaitsecs: 30}\n        cpu: {nice: 0, affinity: [1, 0]}")
+    nodes = plan_of(load, text).nodes
+    assert nodes["src"]["cpu"] == {"policy": "batch", "nice": 5}
+    assert nodes["out"]["cpu"] == {"policy": "batch", "nice": 0, "affinity": [1, 0]}
+    assert plan_of(load).nodes["src"]["cpu"] == {"policy": "normal"}
 
 
 def test_adding_a_node_keeps_other_ids(load):
