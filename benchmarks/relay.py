@@ -34,6 +34,13 @@ goal ("source → relay → sink") is judged with one sink (``*_n1_*``) and with
 itself. It shows what the relay's own hop costs at N=4 (``fan4_meets_*``): the latency a design
 whose relay brokers subscriptions but is not on the data path could reach here.
 
+``ap4b`` is the N=4 paced rounds again with every sink's ``cpu: {policy: batch}`` (the node's
+scheduling block, ``alphapulse/runtime/_cpu.py``): a woken sink then never preempts the relay in
+the middle of its fan-out. They run in the ``ap4`` process set, interleaved with the default
+rounds (each sink sets the round's policy on itself between rounds), so the two compare within
+one stretch of this machine's drift. Their goals are reported as ``batch_paced_*``, their ratios
+to the default rounds as ``ratio_ap4b_*``. The pyzmq reference keeps the default policy.
+
 CPU seconds of every process come from ``/proc/<pid>/task/*/schedstat`` sampled by this script at
 each round's start and end; a probe measures what one trio wakeup, one blocking ``recv`` wakeup
 and one single-frame read through the runtime's ``InputLink`` cost on the machine right now. The
@@ -83,6 +90,7 @@ SINK = """\
   sink{i}:
     kind: sink.counter
     inputs: [bus]
+    cpu: {{policy: {policy}}}
 """
 
 
@@ -166,14 +174,14 @@ class ProcessSet:
 
 
 # -- layouts --------------------------------------------------------------------------------------
-def start_alphapulse(ps: ProcessSet, n_sinks: int, rounds: list[dict], queue: int, delivery: str = "relay"
-                     ) -> list[str]:
+def start_alphapulse(ps: ProcessSet, n_sinks: int, rounds: list[dict], queue: int, delivery: str = "relay",
+                     sink_policy: str = "normal") -> list[str]:
     from alphapulse.topology import compile_plan, has_errors, load_topology
 
     topo_file = ps.path("rb.yaml")
     with open(topo_file, "w", encoding="utf-8") as f:
         f.write(TOPOLOGY.format(queue=queue, delivery=delivery,
-                                sinks="".join(SINK.format(i=i) for i in range(n_sinks))))
+                                sinks="".join(SINK.format(i=i, policy=sink_policy) for i in range(n_sinks))))
     topology, diagnostics = load_topology(topo_file, run_dir=ps.dir)
     if topology is None or has_errors(diagnostics):
         raise RuntimeError(f"benchmark topology invalid: {diagnostics}")
@@ -193,6 +201,7 @@ def start_alphapulse(ps: ProcessSet, n_sinks: int, rounds: list[dict], queue: in
     for name in sinks:
         ps.driver(name, "ap_sink", {
             "name": name, "input": nodes[name]["inputs"][0], "source_id": src["source_id"], "rounds": rounds,
+            "cpu": nodes[name]["cpu"],
         })
     return sinks
 
@@ -345,13 +354,17 @@ def main(argv: list[str] | None = None) -> dict:
                 "tag": f"paced_{pacing}", "timeout": lat_n / lat_rate + 20}
 
     pacings = [paced("even"), paced("tick"), paced("batched")] * (1 if q else 2)
+    # the N=4 paced rounds again with every sink's cpu policy batch, interleaved with the default
+    # ones in the same process set (an A/B that this machine's drift does not swamp)
+    batch = [{**paced(p), "sink_policy": "batch", "tag": f"paced_{p}_batch"} for p in PACINGS]
+    pacings_ab = [r for rep in range(1 if q else 2) for r in pacings[3 * rep:3 * rep + 3] + batch]
     # best of at least 2 bulk rounds: a set's first bulk round runs measurably slower (both systems)
     bulk = [{"mode": "bulk", "n": n_bulk, "per_send": 1000, "tag": "bulk"} for _ in range(max(2, reps))]
     single = [{"mode": "single", "n": n_single, "per_send": 1, "tag": "single"} for _ in range(max(1, reps - 1))]
     raw = [{"mode": "raw", "n": 2 * n_single, "tag": "raw_max"}]
     offered = [{"mode": "raw", "n": int(r * sweep_s), "rate": r, "tag": f"offered_{r // 1000}k"} for r in sweep]
     plans = [
-        ("alphapulse N=4", "ap4", "ap", 4, pacings + bulk + single + raw + offered),
+        ("alphapulse N=4", "ap4", "ap", 4, pacings_ab + bulk + single + raw + offered),
         ("alphapulse N=4, relay delivery: peer (the relay introduces, the source sends)", "ap4peer", "ap_peer", 4,
          pacings + bulk),
         ("pyzmq N=4", "zmq4", "zmq", 4, pacings + bulk + single),
@@ -395,7 +408,8 @@ def main(argv: list[str] | None = None) -> dict:
     F["ap4peer_bulk_per_sub_msgs_per_s"] = round(b["per_sub_msgs_per_s"])
     F["ap4peer_bulk_lossless"] = all(x["lossless"] for x in results["ap4peer"]["bulk"])
     F["ap4peer_bulk_cpu_ns_per_msg"] = {k: round(v / b["n"] * 1e9) for k, v in b["cpu_s"].items()}
-    for key in ("ap4", "ap4peer", "zmq4", "ap1", "zmq1", "hop", "floor4", "floor1", "fan4"):
+    results["ap4b"] = {f"paced_{p}": results["ap4"][f"paced_{p}_batch"] for p in PACINGS}
+    for key in ("ap4", "ap4peer", "ap4b", "zmq4", "ap1", "zmq1", "hop", "floor4", "floor1", "fan4"):
         for pacing in PACINGS:
             rounds = results[key][f"paced_{pacing}"]
             p = median_latency(rounds)
@@ -453,6 +467,9 @@ def main(argv: list[str] | None = None) -> dict:
         F[f"ratio_ap4_{pacing}_p50_vs_zmq4_p50"] = ratio(f"ap4_{pacing}_p50_us", f"zmq4_{pacing}_p50_us")
         F[f"ratio_ap4_{pacing}_cores_vs_zmq4_cores"] = ratio(f"ap4_{pacing}_relay_plus_sinks_cores",
                                                              f"zmq4_{pacing}_relay_plus_sinks_cores")
+        F[f"ratio_ap4b_{pacing}_cores_vs_ap4_cores"] = ratio(f"ap4b_{pacing}_relay_plus_sinks_cores",
+                                                             f"ap4_{pacing}_relay_plus_sinks_cores")
+        F[f"ratio_ap4b_{pacing}_p50_vs_ap4_p50"] = ratio(f"ap4b_{pacing}_p50_us", f"ap4_{pacing}_p50_us")
 
     goals = {
         "bulk_4_subs_ge_1_2x_zmq_1000_per_frame": F["ratio_ap4_bulk_vs_zmq4_1000_per_frame"] >= 1.2
@@ -479,6 +496,13 @@ def main(argv: list[str] | None = None) -> dict:
             F[f"ap4peer_{pacing}_relay_plus_sinks_cores"] + moved, 3)
         goals[f"peer_paced_{pacing}_relay_plus_4_sinks_le_0_6_cores"] = (
             F[f"ap4peer_{pacing}_relay_plus_sinks_plus_source_extra_cores"] <= 0.6)
+    # the same N=4 goals with the subscribers' ``cpu: {policy: batch}`` (runtime/_cpu.py): woken
+    # subscribers no longer preempt the relay in the middle of its fan-out
+    for pacing in PACINGS:
+        goals[f"batch_paced_{pacing}_p50_le_zmq_one_hop"] = F[f"ap4b_{pacing}_p50_us"] <= F[f"hop_{pacing}_p50_us"]
+        goals[f"batch_paced_{pacing}_p99_le_200us"] = F[f"ap4b_{pacing}_p99_us"] <= 200
+        goals[f"batch_paced_{pacing}_relay_plus_4_sinks_le_0_6_cores"] = (
+            F[f"ap4b_{pacing}_relay_plus_sinks_cores"] <= 0.6)
     # context for the paced goals: does the floor (blocking Python doing no work, same layout, same
     # run) meet them? A goal the floor misses is below what this machine allows any Python design.
     for pacing in PACINGS:

@@ -299,10 +299,19 @@ async def _ap_sink(cfg: dict) -> None:
     import trio
 
     from alphapulse.runtime import InputLink, InputSpec
+    from alphapulse.runtime._cpu import CpuPlacement, CpuSettings
 
     files = Files(cfg)
     name, sid = cfg["name"], int(cfg["source_id"])
     rounds = cfg["rounds"]
+    placement = CpuPlacement()
+
+    def place(k: int) -> None:
+        """The plan's cpu block, as a node host sets it; a round may set another policy (A/B in one set)."""
+        policy = rounds[k].get("sink_policy") if k < len(rounds) else None
+        placement.apply(CpuSettings.from_plan({**(cfg.get("cpu") or {}), **({"policy": policy} if policy else {})}))
+
+    place(0)
     link = InputLink(InputSpec.from_plan(cfg["input"]), subscriber_name=name)
     totals = np.cumsum([int(r["n"]) for r in rounds])
     lat = np.zeros(max(int(r["n"]) for r in rounds if r.get("latency")) if any(r.get("latency") for r in rounds)
@@ -322,6 +331,7 @@ async def _ap_sink(cfg: dict) -> None:
         st["round"] += 1
         st["round_start"] = st["count"]
         st["nlat"] = 0
+        place(st["round"])
         if st["round"] == len(rounds):
             round_done.set()
 
