@@ -9,11 +9,11 @@ Why ``policy: batch`` exists: with the normal policy, a task woken on a busy CPU
 preempts the task that woke it. A relay that sends a read to four subscribers wakes four
 processes. On a machine with fewer idle cores than subscribers, each woken subscriber takes the
 CPU from the relay in the middle of its fan-out, and each of those preemptions is two extra
-context switches. A ``batch`` task is never preempted on wakeup. It waits for the running task
+context switches. A woken ``batch`` task never preempts the running one. It waits for that task
 to block, which a relay does a few microseconds later. Measured on the project's 2-core VM
 (source -> relay -> 4 subscribers, 10k msgs/s, 1 ms ticks):
 - the relay's involuntary switches went from ~0.15 a message to ~0;
-- relay + 4 subscribers went from 0.65-0.69 to 0.49-0.53 cores;
+- relay + 4 subscribers went from 0.62-0.73 to 0.49-0.56 cores;
 - latency stayed the same.
 The cost: a ``batch`` node that shares its core with a CPU-bound task waits for that task's
 time slice to end (a few ms) instead of preempting it. ``idle`` runs only when nothing else
