@@ -120,6 +120,14 @@ async def test_control_socket_health_reconfigure_and_refusals() -> None:
         with pytest.raises(ControlError, match="rate: -1 is less than the minimum of 0"):
             await request_async(control, "reconfigure", params={**params, "rate": -1})
         assert (await request_async(control, "health"))["status"] == "healthy"  # refused, still running
+        # a cpu block the node cannot take (this host runs in the test process: nothing it may change
+        # here) is applied as far as it goes, logged, counted and reported; the node keeps running
+        reply = await request_async(control, "reconfigure", params={**params, "rate": 250},
+                                    cpu={"policy": "normal", "affinity": [4095]})
+        assert reply["changed"] == ["cpu"] and reply["cpu_problems"][0].startswith("cannot set affinity [4095]")
+        cpu_stats = await stats(plan, "src")
+        assert cpu_stats["counters"]["errors.cpu"] == len(reply["cpu_problems"])
+        assert cpu_stats["cpu"]["problems"] == reply["cpu_problems"] and cpu_stats["status"] == "healthy"
         # a snapshot request re-sends the source's state (its instrument mappings), counted
         await request_async(control, "snapshot")
         src_stats = await stats(plan, "src")
