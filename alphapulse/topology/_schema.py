@@ -52,12 +52,15 @@ def node_schema_file(kind: str) -> str:
     return f"nodes/{kind}.schema.json"
 
 
+def _settings(description: str, properties: dict[str, Any]) -> dict[str, Any]:
+    """A closed object of optional settings (restart, breaker, cpu): unknown keys are errors."""
+    return {"type": "object", "description": description, "additionalProperties": False, "properties": properties}
+
+
 def _restart_schema() -> dict[str, Any]:
-    return {
-        "type": "object",
-        "description": "Restart policy, mapped to supervisord; unset fields come from defaults.",
-        "additionalProperties": False,
-        "properties": {
+    return _settings(
+        "Restart policy, mapped to supervisord; unset fields come from defaults.",
+        {
             "autorestart": {
                 "description": "Restart the node when it exits: true, false, or 'unexpected' "
                 "(only on an exit code it did not expect).",
@@ -82,17 +85,15 @@ def _restart_schema() -> dict[str, Any]:
                 "backoff towards its upstreams.",
             },
         },
-    }
+    )
 
 
 def _cpu_schema() -> dict[str, Any]:
-    return {
-        "type": "object",
-        "description": "The node process's Linux scheduling, set by the node itself (at start, and live "
+    return _settings(
+        "The node process's Linux scheduling, set by the node itself (at start, and live "
         "on apply): policy, nice and CPU affinity, as systemd's CPUSchedulingPolicy=, Nice= and "
         "CPUAffinity= give a service.",
-        "additionalProperties": False,
-        "properties": {
+        {
             "policy": {
                 "enum": list(CPU_POLICIES), "default": CPU_DEFAULTS["policy"],
                 "description": "normal (SCHED_OTHER); batch (SCHED_BATCH: never preempts the task that "
@@ -111,17 +112,15 @@ def _cpu_schema() -> dict[str, Any]:
                 "description": "CPUs the node may run on (as taskset -c). Default: as started.",
             },
         },
-    }
+    )
 
 
 def _breaker_schema() -> dict[str, Any]:
-    return {
-        "type": "object",
-        "description": "Circuit breaker around the node's message handler and its upstream connection: "
+    return _settings(
+        "Circuit breaker around the node's message handler and its upstream connection: "
         "after failure_threshold failures within window seconds it opens (skips, counts), lets one "
         "probe through after cooldown seconds, and closes after success_threshold good probes.",
-        "additionalProperties": False,
-        "properties": {
+        {
             "failure_threshold": {"type": "integer", "minimum": 1, "default": BREAKER_DEFAULTS["failure_threshold"],
                                   "description": "Failures within the window that open the breaker."},
             "window": {"type": "number", "exclusiveMinimum": 0, "default": BREAKER_DEFAULTS["window"],
@@ -131,7 +130,7 @@ def _breaker_schema() -> dict[str, Any]:
             "success_threshold": {"type": "integer", "minimum": 1, "default": BREAKER_DEFAULTS["success_threshold"],
                                   "description": "Consecutive successful probes that close it again."},
         },
-    }
+    )
 
 
 def _link_properties() -> dict[str, Any]:
