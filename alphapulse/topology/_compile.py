@@ -3,7 +3,8 @@
 The plan is plain JSON (format 1, documented in docs/topology.md) so the node host and
 ``apply`` read it without the topology code. It is deterministic: the same file compiles to
 byte-identical JSON. Per node it carries a ``restart`` fingerprint (everything that needs a
-process restart when it changes) and a ``live`` fingerprint (params a running node can take, and its ``cpu`` block).
+process restart when it changes) and a ``live`` fingerprint (params a running node can take, and
+its ``cpu`` block).
 """
 
 from __future__ import annotations
