@@ -13,8 +13,8 @@ context switches. A woken ``batch`` task never preempts the running one. It wait
 to block, which a relay does a few microseconds later. Measured on the project's 2-core VM
 (source -> relay -> 4 subscribers, 10k msgs/s, 1 ms ticks):
 - the relay's involuntary switches went from ~0.15 a message to ~0;
-- relay + 4 subscribers went from 0.62-0.73 to 0.49-0.56 cores;
-- latency stayed the same.
+- relay + 4 subscribers went from 0.62-0.73 to 0.48-0.59 cores;
+- p50 latency was about the same (within the noise).
 The cost: a ``batch`` node that shares its core with a CPU-bound task waits for that task's
 time slice to end (a few ms) instead of preempting it. ``idle`` runs only when nothing else
 wants the CPU.
