@@ -80,6 +80,11 @@ def _bounds(sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
     if sizes.count(size) != k:  # mixed sizes: built for this block
         frame_sizes = np.array(sizes, np.int64)
         return np.cumsum(frame_sizes) - frame_sizes, frame_sizes
+    return uniform_bounds(k, size)
+
+
+def uniform_bounds(k: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, sizes) of ``k`` back-to-back frames of ``size`` bytes each, shared (see ``_BOUNDS``)."""
     bounds = _BOUNDS.get((k, size))
     if bounds is None:
         bounds = (np.arange(k, dtype=np.int64) * size, np.full(k, size, np.int64))

