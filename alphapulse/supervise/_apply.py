@@ -36,6 +36,8 @@ class ApplyReport:
     reconfigured: list[str] = dataclasses.field(default_factory=list)
     unchanged: list[str] = dataclasses.field(default_factory=list)
     failed: list[str] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    """what a node reported about a live update it could only partly take (its ``cpu`` block)"""
 
     @property
     def changed_anything(self) -> bool:
@@ -51,6 +53,7 @@ class ApplyReport:
                 out.append(f"{verb:<12} {', '.join(names)}")
         if not self.changed_anything and not self.failed:
             out.append(f"topology {self.topology} is up to date; nothing to do")
+        out.extend(f"warning: {note}" for note in self.notes)
         return out
 
 
@@ -111,9 +114,11 @@ def apply_plan(plan: dict[str, Any], base: RunBase) -> ApplyReport:
         try:
             _wait_for_socket(control, RECONFIGURE_TIMEOUT)  # RUNNING may precede "ready"
             entry = plan["nodes"][node]
-            request(control, "reconfigure", timeout=RECONFIGURE_TIMEOUT, params=entry["params"],
-                    cpu=entry.get("cpu"))
+            reply = request(control, "reconfigure", timeout=RECONFIGURE_TIMEOUT, params=entry["params"],
+                            cpu=entry.get("cpu"))
             report.reconfigured.append(node)
+            report.notes.extend(f"{node} cpu: {problem} (kept running; a restart starts it afresh)"
+                                for problem in reply.get("cpu_problems", []))
         except ControlError as exc:
             log.warning("live update of %s failed (%s); restarting it instead", node, exc)
             sup.stop(name, node)

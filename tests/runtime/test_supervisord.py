@@ -115,6 +115,13 @@ def test_apply_edit_kill_and_down(deployment, capsys) -> None:
     assert pids(base) == before
     assert {scheduling(tid) for tid in threads(before["src"])} == {(os.SCHED_BATCH, 4)}
     assert stats(base, "src")["cpu"]["actual"]["policy"] == "batch"
+    # what the node cannot take is applied as far as it goes and shown as apply's warning
+    topo.write_text(topo.read_text().replace("nice: 4}", "nice: 4, affinity: [0, 4095]}"))
+    assert main(["apply", str(topo)]) == 0
+    out = capsys.readouterr().out
+    assert "reconfigured src" in out and "warning: src cpu: affinity [0, 4095]: CPUs [4095] are not available" in out
+    assert pids(base) == before
+    assert {os.sched_getaffinity(tid) == {0} for tid in threads(before["src"])} == {True}
 
     # a wiring edit restarts only the node whose inputs changed; a node starts with its cpu
     # block, and one whose block went away is put back as it started (live)
