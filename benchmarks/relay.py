@@ -90,7 +90,6 @@ SINK = """\
   sink{i}:
     kind: sink.counter
     inputs: [bus]
-    cpu: {{policy: {policy}}}
 """
 
 
@@ -174,14 +173,14 @@ class ProcessSet:
 
 
 # -- layouts --------------------------------------------------------------------------------------
-def start_alphapulse(ps: ProcessSet, n_sinks: int, rounds: list[dict], queue: int, delivery: str = "relay",
-                     sink_policy: str = "normal") -> list[str]:
+def start_alphapulse(ps: ProcessSet, n_sinks: int, rounds: list[dict], queue: int, delivery: str = "relay"
+                     ) -> list[str]:
     from alphapulse.topology import compile_plan, has_errors, load_topology
 
     topo_file = ps.path("rb.yaml")
     with open(topo_file, "w", encoding="utf-8") as f:
         f.write(TOPOLOGY.format(queue=queue, delivery=delivery,
-                                sinks="".join(SINK.format(i=i, policy=sink_policy) for i in range(n_sinks))))
+                                sinks="".join(SINK.format(i=i) for i in range(n_sinks))))
     topology, diagnostics = load_topology(topo_file, run_dir=ps.dir)
     if topology is None or has_errors(diagnostics):
         raise RuntimeError(f"benchmark topology invalid: {diagnostics}")
