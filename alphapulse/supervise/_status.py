@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 from alphapulse.runtime import ControlError, request
@@ -28,6 +29,8 @@ class NodeStatus:
     gaps_lost: int
     breaker: str
     health: str
+    cpu: str = "-"
+    """the node's scheduling as its kernel reports it, where it differs from a plain process"""
 
 
 def topology_status(plan: dict[str, Any], base: RunBase) -> list[NodeStatus]:
@@ -67,6 +70,7 @@ def topology_status(plan: dict[str, Any], base: RunBase) -> list[NodeStatus]:
                 gaps_lost=int(counters.get("gaps_lost", 0)),
                 breaker=",".join(f"{n.split('.')[-1]}={breakers[n]}" for n in open_breakers) or "closed",
                 health=stats.get("status", "unknown" if state == "RUNNING" else "-"),
+                cpu=_cpu_summary(stats.get("cpu")),
             )
         )
     return rows
@@ -74,16 +78,35 @@ def topology_status(plan: dict[str, Any], base: RunBase) -> list[NodeStatus]:
 
 def format_table(rows: list[NodeStatus]) -> str:
     headers = ("NODE", "KIND", "STATE", "PID", "UPTIME", "RESTARTS", "IN/S", "OUT/S", "DROPS", "ERRORS",
-               "GAPS d/r/l", "BREAKER")
+               "GAPS d/r/l", "BREAKER", "CPU")
     table = [headers]
     for r in rows:
         table.append((
             r.node, r.kind, r.state, str(r.pid or "-"), _duration(r.uptime), str(r.restarts),
             f"{r.rate_in:,.0f}", f"{r.rate_out:,.0f}", str(r.dropped), str(r.errors),
-            f"{r.gaps_detected}/{r.gaps_recovered}/{r.gaps_lost}", r.breaker,
+            f"{r.gaps_detected}/{r.gaps_recovered}/{r.gaps_lost}", r.breaker, r.cpu,
         ))
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table)
+
+
+def _cpu_summary(report: dict[str, Any] | None) -> str:
+    """``batch nice=4 cpus=0,1`` from a node's ``stats.cpu``; ``-`` for a plain process, ``!``
+    appended when the node could not take all of its ``cpu`` block."""
+    if not report:
+        return "-"
+    actual = report.get("actual", {})
+    parts = []
+    if actual.get("policy", "normal") != "normal":
+        parts.append(str(actual["policy"]))
+    if actual.get("nice"):
+        parts.append(f"nice={actual['nice']}")
+    cpus = actual.get("affinity") or []
+    if cpus and len(cpus) < (os.cpu_count() or len(cpus)):
+        parts.append("cpus=" + ",".join(str(c) for c in cpus))
+    if report.get("problems"):
+        parts.append("!")
+    return " ".join(parts) or "-"
 
 
 def _duration(seconds: float) -> str:

@@ -115,6 +115,9 @@ def test_apply_edit_kill_and_down(deployment, capsys) -> None:
     assert pids(base) == before
     assert {scheduling(tid) for tid in threads(before["src"])} == {(os.SCHED_BATCH, 4)}
     assert stats(base, "src")["cpu"]["actual"]["policy"] == "batch"
+    assert main(["status", str(topo)]) == 0
+    (src_row,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("src ")]
+    assert src_row.endswith("batch nice=4")
     # what the node cannot take is applied as far as it goes and shown as apply's warning
     topo.write_text(topo.read_text().replace("nice: 4}", "nice: 4, affinity: [0, 4095]}"))
     assert main(["apply", str(topo)]) == 0
