@@ -28,7 +28,11 @@ Rounds (each process set is started once and runs several rounds; best/median ar
 A third layout, the **floor**, runs the paced rounds with blocking-socket Python processes that do
 no work at all (the relay ``recv``s and ``sendall``s raw bytes, the sinks read a timestamp): what
 any Python design can reach on this machine now. ``floor_meets_*`` says whether it meets each
-paced goal; a goal the floor misses in the same run is below this machine's floor. The latency
+paced goal; a goal the floor misses in the same run is below this machine's floor. It also runs
+``raw_max`` (``floor4_relay_capacity_*``): what a relay doing no checks spends per one-message
+send, most of it the kernel's (each send is one socket buffer the reader must walk and free). A
+relay's cost per message falls as the offered rate rises (each read holds more), so compare the
+two with their ``*_raw_max_offered_msgs_per_s`` beside them. The latency
 goal ("source → relay → sink") is judged with one sink (``*_n1_*``) and with four. A fourth,
 ``fan4``, is the floor without the relay process: the source sends each message to the four sinks
 itself. It shows what the relay's own hop costs at N=4 (``fan4_meets_*``): the latency a design
@@ -370,7 +374,7 @@ def main(argv: list[str] | None = None) -> dict:
         ("alphapulse N=1", "ap1", "ap", 1, pacings + bulk + single + raw),
         ("pyzmq N=1", "zmq1", "zmq", 1, pacings + bulk + single),
         ("pyzmq one hop", "hop", "zmq1", 1, pacings),
-        ("floor: blocking Python, no decode, N=4", "floor4", "floor", 4, pacings),
+        ("floor: blocking Python, no decode, N=4", "floor4", "floor", 4, pacings + raw),
         ("floor: blocking Python, no decode, N=1", "floor1", "floor", 1, pacings),
         ("floor without the relay hop: the source sends to each sink, N=4", "fan4", "fanout", 4, pacings),
     ]
@@ -443,6 +447,14 @@ def main(argv: list[str] | None = None) -> dict:
         F[f"{tag}_relay_keeps_up"] = keeps
         keeps_up_all &= keeps
     F["ap4_offered_400k_reached"] = F["ap4_offered_400k_offered_msgs_per_s"] >= 0.97 * 400_000
+    # the same round through the floor relay (recv, sendall; no checks): what the kernel alone
+    # charges a relay for one-message sends (one socket buffer per send to walk and free)
+    fm = results["floor4"]["raw_max"][0]
+    F["floor4_raw_max_offered_msgs_per_s"] = round(fm["offered_msgs_per_s"])
+    F["floor4_raw_max_relay_cores"] = round(fm["cores"].get("relay", 0.0), 3)
+    floor_cpu_per_msg = fm["cpu_s"].get("relay", 0.0) / fm["n"]
+    F["floor4_raw_max_relay_cpu_ns_per_msg"] = round(floor_cpu_per_msg * 1e9)
+    F["floor4_relay_capacity_one_core_msgs_per_s"] = round(1 / floor_cpu_per_msg) if floor_cpu_per_msg else 0
     r1 = results["ap1"]["raw_max"][0]
     F["ap1_raw_max_offered_msgs_per_s"] = round(r1["offered_msgs_per_s"])
     F["ap1_raw_max_per_sub_msgs_per_s"] = round(r1["per_sub_msgs_per_s"])
@@ -458,6 +470,8 @@ def main(argv: list[str] | None = None) -> dict:
     F["ratio_ap1_bulk_vs_zmq1_1000_per_frame"] = ratio("ap1_bulk_per_sub_msgs_per_s", "zmq1_bulk_per_sub_msgs_per_s")
     F["ratio_ap4_bulk_vs_zmq4_single_frames"] = ratio("ap4_bulk_per_sub_msgs_per_s", "zmq4_single_per_sub_msgs_per_s")
     F["ratio_ap4_single_vs_zmq4_single"] = ratio("ap4_single_per_sub_msgs_per_s", "zmq4_single_per_sub_msgs_per_s")
+    F["ratio_ap4_relay_capacity_vs_floor4"] = ratio("ap4_relay_capacity_one_core_msgs_per_s",
+                                                    "floor4_relay_capacity_one_core_msgs_per_s")
     for pacing in PACINGS:
         F[f"ratio_ap4_{pacing}_p50_vs_one_hop_p50"] = ratio(f"ap4_{pacing}_p50_us", f"hop_{pacing}_p50_us")
         F[f"ratio_ap4peer_{pacing}_p50_vs_one_hop_p50"] = ratio(f"ap4peer_{pacing}_p50_us", f"hop_{pacing}_p50_us")
@@ -513,6 +527,7 @@ def main(argv: list[str] | None = None) -> dict:
             F[f"floor4_{pacing}_relay_plus_sinks_cores"] <= 0.6)
         # and with the relay process off the path (what a design whose relay only brokers could reach)
         F[f"fan4_meets_paced_{pacing}_p50_le_zmq_one_hop"] = F[f"fan4_{pacing}_p50_us"] <= F[f"hop_{pacing}_p50_us"]
+    F["floor_meets_relay_capacity_ge_400k"] = F["floor4_relay_capacity_one_core_msgs_per_s"] >= 400_000
     # and what waking once per message costs 5 trio processes at 10k msgs/s
     F["floor_relay_plus_4_sinks_cores_at_10k_one_wakeup_per_msg"] = round(5 * lat_rate * wake["trio"] / 1e6, 3)
     F.update({f"goal_{k}": v for k, v in goals.items()})
@@ -524,7 +539,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"# note: one-send-per-message producer reached {F['ap4_offered_400k_offered_msgs_per_s']:,} msgs/s, not "
               f"400k, on this machine; the relay kept up at every offered rate and costs "
               f"{F['ap4_raw_max_relay_cpu_ns_per_msg']} ns of CPU per message "
-              f"(~{F['ap4_relay_capacity_one_core_msgs_per_s']:,} msgs/s per core)")
+              f"(~{F['ap4_relay_capacity_one_core_msgs_per_s']:,} msgs/s per core; the floor relay doing no "
+              f"checks: ~{F['floor4_relay_capacity_one_core_msgs_per_s']:,})")
     print(f"# note: one trio wakeup costs {wake['trio']} µs of CPU here now, so relay + 4 sinks waking once per "
           f"message at 10k msgs/s need >= {F['floor_relay_plus_4_sinks_cores_at_10k_one_wakeup_per_msg']} cores")
     for key, value in F.items():
