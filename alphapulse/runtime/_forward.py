@@ -42,14 +42,13 @@ from alphapulse.protocol import HEADER_SIZE, FrameBlock
 from alphapulse.protocol._batch import few_frames
 from alphapulse.protocol._decoder import _bounds, uniform_bounds
 from alphapulse.runtime._epoch import COUNTER_BITS, COUNTER_MASK
+from alphapulse.runtime._uring import send_all, shared_send_ring
 
-# libc's recv and send, bound by symbol name (so the compiled kernel caches); the buffer
-# argument is passed as the address it is at the ABI level
+# libc's recv, bound by symbol name (so the compiled kernel caches); the buffer argument is
+# passed as the address it is at the ABI level
 _recv = numba.types.ExternalFunction("recv", numba.types.intp(numba.types.intc, numba.types.uintp,
                                                                numba.types.uintp, numba.types.intc))
-_send = numba.types.ExternalFunction("send", numba.types.intp(numba.types.intc, numba.types.uintp,
-                                                               numba.types.uintp, numba.types.intc))
-_MSG_DONTWAIT, _MSG_NOSIGNAL = 0x40, 0x4000
+_MSG_DONTWAIT = 0x40
 
 READ_FAILED, NOT_FORWARDED, FORWARDED = -1, 0, 1
 """``forward_read`` statuses: recv returned an error (Python reads again to learn which), the
@@ -74,9 +73,10 @@ def check_run(buf, n, domain, max_payload, verify, epochs, expected, flags, size
 
 @numba.njit(cache=True, nogil=True)
 def forward_read(fd, buf, domain, max_payload, verify, epochs, expected, flags, sizes,  # pragma: no cover - jit
-                 out_fds, sent):
+                 out_fds, sent, ring_fd, ring, sqes, layout):
     """recv ``fd`` into ``buf``; when the read passes :func:`check_run`, send it to every fd of
-    ``out_fds`` (bytes each took into ``sent``, -1 on an error). Returns (status, bytes read,
+    ``out_fds`` (bytes each took into ``sent``, -1 on an error), all in one system call through
+    the io_uring ``ring_fd`` when there is one (see ``_uring``). Returns (status, bytes read,
     frames, every send took it all, the frames' one size or 0 when sizes differ):
     ``READ_FAILED`` with the recv result when it was not positive."""
     n = _recv(fd, buf.ctypes.data, buf.shape[0], _MSG_DONTWAIT)
@@ -87,9 +87,9 @@ def forward_read(fd, buf, domain, max_payload, verify, epochs, expected, flags, 
     count = check_run(buf, n, domain, max_payload, verify, epochs, expected, flags, sizes)
     if count == 0:
         return NOT_FORWARDED, n, 0, False, 0
+    send_all(ring_fd, ring, sqes, layout, buf.ctypes.data, n, out_fds, sent)
     all_sent = True
     for i in range(out_fds.shape[0]):
-        sent[i] = _send(out_fds[i], buf.ctypes.data, n, _MSG_DONTWAIT | _MSG_NOSIGNAL)
         all_sent = all_sent and sent[i] == n
     size = sizes[0]
     for i in range(1, count):
@@ -116,6 +116,7 @@ class DirectForwarder:
         self._sent = np.zeros(64, np.int64)
         self._fds_of: tuple[Any, ...] = ()
         self._fds = np.empty(0, np.int32)
+        self._ring = shared_send_ring()
         self._on_forwarded = on_forwarded
         self.allowed = allowed
         """False while the node's own handler must see every block (its breaker is not closed)."""
@@ -145,12 +146,13 @@ class DirectForwarder:
         decoder's bookkeeping included. NOT_FORWARDED: ``self.buffer[:n]`` holds the bytes for the
         ordinary path. READ_FAILED: ``n`` is recv's result (0: EOF; -1: read again to see why)."""
         epochs, expected, flags = tracker.run_state()
+        ring = self._ring
         if subscribers != self._fds_of:  # subscribers compare by identity
             self._fds_of = subscribers
             self._fds = np.array([sub.fileno for sub in subscribers], np.int32)
         status, n, count, all_sent, size = forward_read(
             fd, self.buffer, self.relay_domain, decoder.max_payload_size, decoder.verify_checksums, epochs,
-            expected, flags, self._sizes, self._fds, self._sent)
+            expected, flags, self._sizes, self._fds, self._sent, ring.fd, ring.ring, ring.sqes, ring.layout)
         if status != FORWARDED:
             return status, n, 0
         self.forwarded_reads += 1

@@ -19,6 +19,7 @@ from alphapulse.runtime._forward import forward_read
 from alphapulse.runtime._headers import count_control, relay_domains
 from alphapulse.runtime._retransmit import RetransmitBuffer
 from alphapulse.runtime._sequence import SequenceTracker
+from alphapulse.runtime._uring import NoRing
 
 
 def load_hot_kernels() -> None:
@@ -55,4 +56,5 @@ def _load_direct_path() -> None:
         b.setblocking(False)
         epochs, expected, flags = SequenceTracker().run_state()
         forward_read(b.fileno(), np.empty(64, np.uint8), 1, 1 << 16, True, epochs, expected, flags,
-                     np.empty(16, np.int64), np.array([a.fileno()], np.int32), np.zeros(1, np.int64))
+                     np.empty(16, np.int64), np.array([a.fileno()], np.int32), np.zeros(1, np.int64),
+                     NoRing.fd, NoRing.ring, NoRing.sqes, NoRing.layout)  # a ring's arrays have the same types
