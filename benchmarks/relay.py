@@ -53,6 +53,9 @@ tracker has checked every sequence number). The last line is
 one JSON object of all figures and goal flags; ``--quick`` is a short smoke run. The relay and
 the sinks read through trio's idle lane (``alphapulse/runtime/_fastlane.py``) unless
 ``ALPHAPULSE_IDLE_LANE=0`` is in the environment; ``idle_lane`` in the JSON says which was measured.
+The relay's direct path sends each read to all its subscribers in one ``io_uring_enter``
+(``alphapulse/runtime/_uring.py``) unless ``ALPHAPULSE_URING=0`` or the machine has no io_uring;
+``fanout_uring`` says which.
 """
 
 from __future__ import annotations
@@ -319,6 +322,13 @@ def idle_lane_setting() -> bool:
     return setting == "1" or (setting != "0" and trio.__version__.startswith(VERIFIED_TRIO))
 
 
+def fanout_uring_setting() -> bool:
+    """Whether a relay started from this environment sends to its subscribers through io_uring."""
+    from alphapulse.runtime._uring import SendRing, shared_send_ring
+
+    return isinstance(shared_send_ring(), SendRing)
+
+
 def wake_probe(mode: str, n: int) -> float:
     out = subprocess.run([PY, PROCS, "wake", json.dumps({"mode": mode, "n": n})], capture_output=True, text=True,
                          timeout=60, check=True)
@@ -396,7 +406,7 @@ def main(argv: list[str] | None = None) -> dict:
                             "loadavg_1m_before": round(load_before[0], 2),
                             "trio_wakeup_cpu_us": wake["trio"], "blocking_wakeup_cpu_us": wake["blocking"],
                             "input_link_read_cpu_us": wake["link"],
-                            "idle_lane": idle_lane_setting()}
+                            "idle_lane": idle_lane_setting(), "fanout_uring": fanout_uring_setting()}
     for key in ("ap4", "zmq4", "ap1", "zmq1"):
         r = results[key]
         b, s = best(r["bulk"]), best(r["single"])

@@ -40,6 +40,11 @@ _IORING_OP_SEND = 26
 _MSG_DONTWAIT, _MSG_NOSIGNAL = 0x40, 0x4000
 _EINTR = 4
 
+RING_MAX_BYTES = 8192
+"""Larger reads (a relay catching up on bulk flow) are sent one call at a time: there the order
+in which subscribers wake matters less than throughput, and the ring's own cost per send showed
+(bulk, N=4: per-subscriber msgs/s 4.0M through the ring against 4.4M plain, medians of 12 rounds)."""
+
 # ``layout`` slots: where each ring field is, in 32-bit words from the start of the ring mapping
 SQ_HEAD, SQ_TAIL, SQ_MASK, SQ_ARRAY, CQ_HEAD, CQ_TAIL, CQ_MASK, CQES = range(8)
 
@@ -146,10 +151,11 @@ def shared_send_ring() -> SendRing | NoRing:
 def send_all(ring_fd, ring, sqes, layout, addr, n, out_fds, sent):  # pragma: no cover - jit
     """Send ``n`` bytes at address ``addr`` to every fd of ``out_fds``, non-blocking; what each
     took into ``sent`` (-1 on an error: the caller sends again to learn which). With a ring
-    (``ring_fd >= 0``) and more than one fd, all in one ``io_uring_enter``."""
+    (``ring_fd >= 0``), more than one fd and at most ``RING_MAX_BYTES``, all in one
+    ``io_uring_enter``."""
     k = out_fds.shape[0]
     flags = _MSG_DONTWAIT | _MSG_NOSIGNAL
-    if ring_fd < 0 or k < 2 or k > np.int64(ring[layout[SQ_MASK]]) + 1:
+    if ring_fd < 0 or k < 2 or n > RING_MAX_BYTES or k > np.int64(ring[layout[SQ_MASK]]) + 1:
         for i in range(k):
             sent[i] = _send(out_fds[i], addr, n, flags)
         return

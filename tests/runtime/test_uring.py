@@ -16,7 +16,7 @@ import trio
 
 from alphapulse import protocol
 from alphapulse.runtime import InputLink, InputSpec, NodeHost, make_sequence, open_publisher
-from alphapulse.runtime._uring import NoRing, SendRing, send_all, shared_send_ring
+from alphapulse.runtime._uring import RING_MAX_BYTES, NoRing, SendRing, send_all, shared_send_ring
 
 from .test_host import market_relay
 
@@ -137,8 +137,25 @@ def test_without_a_ring_or_with_more_sockets_than_it_holds_every_socket_still_ge
             assert ring.entries == 2
             assert fan_out(ring, b"w" * 72, [a for a, _ in socks]) == [72] * 3
             assert [drain(b) for _, b in socks] == [b"w" * 72] * 3
+            assert queued_sends(ring) == 0
         finally:
             ring.close()
+
+
+@needs_uring
+def test_large_reads_are_sent_the_plain_way() -> None:
+    """Bulk flow: above RING_MAX_BYTES the ring's own cost per send is not worth it."""
+    ring = SendRing()
+    try:
+        socks = pairs(2)
+        big = b"b" * (RING_MAX_BYTES + 1)
+        assert fan_out(ring, big, [a for a, _ in socks]) == [len(big)] * 2
+        assert queued_sends(ring) == 0
+        assert fan_out(ring, big[:RING_MAX_BYTES], [a for a, _ in socks]) == [RING_MAX_BYTES] * 2
+        assert queued_sends(ring) == 2
+        assert [drain(b) for _, b in socks] == [big + big[:RING_MAX_BYTES]] * 2
+    finally:
+        ring.close()
 
 
 def test_alphapulse_uring_0_turns_it_off() -> None:
