@@ -122,6 +122,11 @@ class DirectForwarder:
         """False while the node's own handler must see every block (its breaker is not closed)."""
         self.forwarded_reads = 0
 
+    @property
+    def fanout(self) -> str:
+        """``io_uring`` when reads go to several subscribers in one system call, else ``send``."""
+        return "io_uring" if self._ring.fd >= 0 else "send"
+
     def for_peer_link(self, delivering: Callable[[], bool]) -> DirectForwarder:
         """The same direct path for a peer link this link opened (the relay upstream introduced
         its publishers): its own buffer, the node's publisher and breaker, and used only while

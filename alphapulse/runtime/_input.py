@@ -102,6 +102,11 @@ class InputStatistics:
     sequence: dict[str, int]
     peers: tuple[InputStatistics, ...] = ()
     """links opened on a ``peer`` relay's introduction, one per publisher (``_peers``)"""
+    direct_reads: int = 0
+    """reads a relay checked and sent on in one native call (its direct path, ``_forward``)"""
+    direct_fanout: str = ""
+    """how that path sends a read to several subscribers: ``io_uring`` (one system call, see
+    ``_uring``) or ``send`` (one call each); empty where the link has no direct path"""
 
     def flattened(self) -> list[InputStatistics]:
         """This link and its peer links: what a node's totals add up."""
@@ -580,6 +585,8 @@ class InputLink:
             snapshot_requests=self._snapshots,
             resend_unavailable=self._unavailable,
             lane_reads=self.lane_reads,
+            direct_reads=self.forwarder.forwarded_reads if self.forwarder is not None else 0,
+            direct_fanout=self.forwarder.fanout if self.forwarder is not None else "",
             sequence=dataclasses.asdict(self.tracker.statistics()),
             peers=tuple(peer.statistics() for peer in self._peer_links())
             + (tuple(self.peers.retired) if self.peers is not None else ()),

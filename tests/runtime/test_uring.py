@@ -226,6 +226,9 @@ async def test_a_relay_fans_out_to_several_subscribers_in_one_call_and_drops_one
                     await publish(1, {"a": len(got["a"]) + 1, "b": len(got["b"]) + 1})
             stats = host.stats()
             nursery.cancel_scope.cancel()
+    [input_stats] = stats["inputs"]
+    assert input_stats["direct_reads"] >= 3 + 3  # before and after c left
+    assert input_stats["direct_fanout"] == ("io_uring" if HAVE_URING else "send")
     total = len(got["a"])
     assert got["a"] == got["b"] == list(range(1, total + 1)) and total >= 14
     assert got["c"] == list(range(1, 8))
