@@ -233,3 +233,21 @@ async def test_a_relay_fans_out_to_several_subscribers_in_one_call_and_drops_one
     assert got["a"] == got["b"] == list(range(1, total + 1)) and total >= 14
     assert got["c"] == list(range(1, 8))
     assert stats["publisher"]["published_messages"] == total
+
+
+def test_where_io_uring_is_refused_the_node_says_so_once_and_sends_plainly(monkeypatch, caplog) -> None:
+    """A sandbox that refuses io_uring_setup (seccomp: EPERM) gets NoRing and one log line."""
+    from alphapulse.runtime import _uring
+
+    def refused(*_args, **_kwargs):
+        raise PermissionError(1, "io_uring_setup: Operation not permitted")
+
+    monkeypatch.setattr(_uring, "_SHARED", None)
+    monkeypatch.setattr(_uring, "SendRing", refused)
+    monkeypatch.delenv("ALPHAPULSE_URING", raising=False)
+    with caplog.at_level("INFO", logger="alphapulse.uring"):
+        first, again = _uring.shared_send_ring(), _uring.shared_send_ring()
+    assert isinstance(first, NoRing) and again is first
+    assert [r.getMessage() for r in caplog.records] == [
+        "io_uring is not available here ([Errno 1] io_uring_setup: Operation not permitted): "
+        "fan-out sends one call at a time"]
