@@ -46,7 +46,27 @@ def load_hot_kernels() -> None:
     held = RetransmitBuffer(4)
     held.append(block)
     held.lookup(7, 0, 1 << 62)
+    _load_link_reads()
     _load_direct_path()
+
+
+def _load_link_reads() -> None:
+    """An input link's own read paths, both checksum modes: a new source's first small read and
+    the reads after it, then large reads cut mid-frame (bulk flow). Their arrays differ in type
+    (read-only bounds, a decoder's writable buffer), and numba specialises on that."""
+    from alphapulse.runtime._epoch import make_sequence
+    from alphapulse.runtime._input import InputLink, InputSpec
+
+    trade = protocol.Trade(1, 2, 3, 4)
+    for verify in (True, False):
+        builder = protocol.MessageBuilder(protocol.RelayDomain.MARKET_DATA, 8, make_sequence(1, 1))
+        link = InputLink(InputSpec(node="warm", socket="", verify_checksums=verify), subscriber_name="warm")
+        link._decoder = protocol.FrameDecoder(verify_checksums=verify)
+        for k in (1, 3, 1, 3):  # first frames of a source (feed), then its next ones (feed_run)
+            link._ingest(b"".join(builder.build(trade, 5) for _ in range(k)), 0.0)
+        bulk = b"".join(builder.build(trade, 5) for _ in range(2000))
+        for at in range(0, len(bulk), 50_000):  # 50,000 bytes a read: frames cut in two
+            link._ingest(bulk[at:at + 50_000], 0.0)
 
 
 def _load_direct_path() -> None:
