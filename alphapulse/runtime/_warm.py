@@ -5,12 +5,28 @@ new argument types. Left to the first message, that costs the first reads millis
 on a fresh clone) and leaves the loader's objects on the heap after :func:`freeze_heap` ran,
 for the garbage collector to walk. So a node process calls :func:`load_hot_kernels` during
 start-up, and the test suite calls it once before any test starts a clock.
+
+On a fresh install nothing is cached yet, and every node of a topology started at once would
+compile the same kernels side by side: the demo's twelve nodes kept the 2-core reference VM
+busy for many minutes (one process alone compiles them in about two). So the first node takes a
+lock and compiles; the others wait for it and then load from numba's cache (about a second
+each). A marker keyed by the code's files and numba's version says the cache is filled, and
+then nodes load side by side without the lock.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import os
+import pathlib
 import socket
+import sys
+import tempfile
+from collections.abc import Iterator
 
+import numba
 import numpy as np
 
 from alphapulse import protocol
@@ -24,7 +40,62 @@ from alphapulse.runtime._uring import NoRing
 
 def load_hot_kernels() -> None:
     """Run the decoder, checksum, header, filter, sequence and retransmit paths once on a few
-    real frames (valid, garbage, split), so each kernel's specialisation is loaded."""
+    real frames (valid, garbage, split), so each kernel's specialisation is loaded; compiled by
+    one process at a time while numba's cache is being filled (see the module docstring)."""
+    with compiled_once(_marker_dir(), _code_key()):
+        _run_hot_paths()
+
+
+@contextlib.contextmanager
+def compiled_once(directory: pathlib.Path | None, key: str) -> Iterator[None]:
+    """Run the body under an exclusive lock in ``directory`` until a body has finished once for
+    ``key``; afterwards (the marker exists) without the lock. No usable directory: no lock."""
+    marker = directory / f"kernels-{key}.ready" if directory is not None else None
+    if marker is None or marker.exists():
+        yield
+        return
+    try:
+        fd = os.open(directory / "kernels.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd closes, also if this process dies
+        yield
+        with contextlib.suppress(OSError):
+            for old in directory.glob("kernels-*.ready"):  # earlier versions of the code
+                old.unlink()
+            marker.touch()
+    finally:
+        os.close(fd)
+
+
+_PACKAGE = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _code_key(package: pathlib.Path = _PACKAGE) -> str:
+    """What numba's cache of these kernels depends on: the package's source files (numba checks
+    each one's mtime and size), numba's version and the interpreter's."""
+    digest = hashlib.sha256(f"{numba.__version__} {sys.version}".encode())
+    for path in sorted(package.rglob("*.py")):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(package)} {stat.st_mtime_ns} {stat.st_size}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _marker_dir() -> pathlib.Path | None:
+    """Beside numba's cache of this package when it is writable there, else a per-user
+    directory under the temp dir."""
+    for directory in (pathlib.Path(__file__).resolve().parent / "__pycache__",
+                      pathlib.Path(tempfile.gettempdir()) / f"alphapulse-kernels-{os.getuid()}"):
+        with contextlib.suppress(OSError):
+            directory.mkdir(mode=0o700, exist_ok=True)
+            if os.access(directory, os.W_OK):
+                return directory
+    return None
+
+
+def _run_hot_paths() -> None:
     builder = protocol.MessageBuilder(protocol.RelayDomain.MARKET_DATA, 7)
     frames = b"".join(builder.build(protocol.Trade(1, 2, 3, 4), 5) for _ in range(8))
     decoder = protocol.FrameDecoder()
