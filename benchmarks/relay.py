@@ -329,7 +329,7 @@ def warm_numba_caches() -> None:
     each would compile them at once (over 2 min here for one process alone), and the first probe
     and process set would miss their deadlines. So this process loads them first (the runtime's
     ``load_hot_kernels``, the source's prebuilt frames' checksums); from the cache that takes
-    about two seconds."""
+    a second or less."""
     from alphapulse.runtime._warm import load_hot_kernels
     from benchmarks.relay_procs import Frames
 
