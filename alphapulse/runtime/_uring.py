@@ -175,7 +175,8 @@ def send_all(ring_fd, ring, sqes, layout, addr, n, out_fds, sent):  # pragma: no
         sent[i] = -1
     ring[layout[SQ_TAIL]] = tail + np.uint32(k)
     submitted = _syscall(_SYS_IO_URING_ENTER, ring_fd, k, k, _IORING_ENTER_GETEVENTS, 0, 0)
-    if submitted < k:
+    taken = k if submitted >= k else max(submitted, 0)
+    if taken < k:
         # what the kernel did not take stays unsent: take it back, and send it the plain way
         ring[layout[SQ_TAIL]] = ring[layout[SQ_HEAD]]
     done = 0
@@ -192,12 +193,10 @@ def send_all(ring_fd, ring, sqes, layout, addr, n, out_fds, sent):  # pragma: no
                 done += 1
             head += np.uint32(1)
         ring[layout[CQ_HEAD]] = head
-        taken = k if submitted >= k else max(submitted, 0)
         if done >= taken:
             break
         # a send the kernel took but has not completed (not expected of a non-blocking send)
         if _syscall(_SYS_IO_URING_ENTER, ring_fd, 0, taken - done, _IORING_ENTER_GETEVENTS, 0, 0) < 0:
             break
-    if submitted < k:
-        for i in range(max(submitted, 0), k):
-            sent[i] = _send(out_fds[i], addr, n, flags)
+    for i in range(taken, k):
+        sent[i] = _send(out_fds[i], addr, n, flags)

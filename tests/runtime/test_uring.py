@@ -46,9 +46,9 @@ def fill(sock: socket.socket) -> None:
         pass
 
 
-def fan_out(ring, payload: bytes, socks: list[socket.socket], sent: np.ndarray | None = None) -> list[int]:
+def fan_out(ring, payload: bytes, socks: list[socket.socket]) -> list[int]:
     buf = np.frombuffer(bytearray(payload), np.uint8)
-    sent = np.full(64, -7, np.int64) if sent is None else sent
+    sent = np.full(64, -7, np.int64)
     fds = np.array([s.fileno() for s in socks], np.int32)
     send_all(ring.fd, ring.ring, ring.sqes, ring.layout, buf.ctypes.data, len(payload), fds, sent)
     return sent[: len(socks)].tolist()
