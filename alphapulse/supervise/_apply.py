@@ -13,8 +13,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
+import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,10 @@ from alphapulse.runtime import ControlError, request
 from alphapulse.supervise._supervisor import RunBase, Supervisor, write_atomically
 
 log = logging.getLogger("alphapulse.apply")
-RECONFIGURE_TIMEOUT = 5.0
+RECONFIGURE_TIMEOUT = 10.0
+STARTING_NODE_TIMEOUT = 180.0
+"""how long a live update waits for a node that is alive but not yet answering (loading or, on a
+fresh install, compiling its kernels) before it restarts the node instead"""
 
 
 @dataclasses.dataclass
@@ -112,7 +116,7 @@ def apply_plan(plan: dict[str, Any], base: RunBase) -> ApplyReport:
     for node in reconfigure:
         control = plan["nodes"][node]["sockets"]["control"]
         try:
-            _wait_for_socket(control, RECONFIGURE_TIMEOUT)  # RUNNING may precede "ready"
+            _wait_until_answering(control, _same_process(sup, name, node), STARTING_NODE_TIMEOUT)
             entry = plan["nodes"][node]
             reply = request(control, "reconfigure", timeout=RECONFIGURE_TIMEOUT, params=entry["params"],
                             cpu=entry.get("cpu"))
@@ -128,11 +132,41 @@ def apply_plan(plan: dict[str, Any], base: RunBase) -> ApplyReport:
     return report
 
 
-def _wait_for_socket(path: str, timeout: float) -> None:
-    """supervisord calls a node RUNNING after ``startsecs``; its control socket may come a
-    moment later (imports, JIT cache load). Wait for it rather than misreading a slow start."""
+def _same_process(sup: Supervisor, group: str, node: str) -> Callable[[], bool]:
+    """A check that the node's process is still the one running now (not exited, not replaced)."""
+    first = sup.api.getProcessInfo(f"{group}:{node}")
+
+    def still_alive() -> bool:
+        info = sup.api.getProcessInfo(f"{group}:{node}")
+        return info["pid"] == first["pid"] and info["statename"] in ("STARTING", "RUNNING")
+
+    return still_alive
+
+
+def _wait_until_answering(path: str, still_alive: Callable[[], bool], timeout: float) -> None:
+    """Wait until the node's control socket accepts a connection.
+
+    supervisord calls a node RUNNING after ``startsecs``; the node binds its control socket only
+    once its imports and kernels are loaded, which on a busy machine (or a fresh install, where it
+    compiles them) takes longer than that. A socket file left by a killed process exists but
+    refuses. Waiting for a live process beats restarting it: a restart would start the same wait
+    over. Raises ControlError when the process dies or the wait runs out."""
     deadline = time.monotonic() + timeout
-    while not os.path.exists(path) and time.monotonic() < deadline:
+    next_check = time.monotonic() + 0.5
+    while True:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.connect(path)
+            return
+        except OSError as exc:
+            problem = exc
+        now = time.monotonic()
+        if now >= deadline:
+            raise ControlError(f"control socket {path} did not answer within {timeout:.0f} s: {problem}")
+        if now >= next_check:
+            if not still_alive():
+                raise ControlError(f"the node exited before its control socket answered: {problem}")
+            next_check = now + 0.5
         time.sleep(0.05)
 
 
