@@ -47,7 +47,9 @@ to the default rounds as ``ratio_ap4b_*``. The pyzmq reference keeps the default
 
 CPU seconds of every process come from ``/proc/<pid>/task/*/schedstat`` sampled by this script at
 each round's start and end; a probe measures what one trio wakeup, one blocking ``recv`` wakeup
-and one single-frame read through the runtime's ``InputLink`` cost on the machine right now. The
+and one single-frame read through the runtime's ``InputLink`` cost on the machine right now, and
+a handoff probe what one hop costs in time at its least (``handoff_*``: two blocking processes, 8
+bytes a millisecond, the receiver on the sender's CPU or on the other, idle one). The
 AlphaPulse sink drivers read only the first and last headers of each block (the runtime's
 tracker has checked every sequence number). The last line is
 one JSON object of all figures and goal flags; ``--quick`` is a short smoke run. The relay and
@@ -353,6 +355,12 @@ def wake_probe(mode: str, n: int) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])["cpu_us_per_wakeup"]
 
 
+def handoff_probe(cpus: tuple[int, int], n: int) -> dict:
+    out = subprocess.run([PY, PROCS, "handoff", json.dumps({"cpus": cpus, "n": n})], capture_output=True, text=True,
+                         timeout=60, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def print_set(label: str, by_tag: dict[str, list[dict]], seconds: float) -> None:
     print(f"# {label}: {sum(map(len, by_tag.values()))} rounds in {seconds:.1f} s", flush=True)
     for tag, figs in by_tag.items():
@@ -411,6 +419,14 @@ def main(argv: list[str] | None = None) -> dict:
     wake = {mode: wake_probe(mode, n_wake) for mode in ("trio", "blocking", "link")}
     print(f"# CPU per wakeup now (72 bytes every 100 µs): trio {wake['trio']} µs, blocking recv {wake['blocking']} µs, "
           f"an InputLink reading one frame (idle lane, fast path, CRC, tracking) {wake['link']} µs")
+    n_handoff = 500 if q else 2000
+    cpus = sorted(os.sched_getaffinity(0))
+    handoff = {"same_cpu": handoff_probe((cpus[0], cpus[0]), n_handoff)}
+    if len(cpus) > 1:
+        handoff["idle_cpu"] = handoff_probe((cpus[0], cpus[1]), n_handoff)
+    seen = ", ".join(f"{where.replace('_', ' ')} p50 {h['p50_us']} p99 {h['p99_us']} µs"
+                     for where, h in handoff.items())
+    print(f"# one handoff, latency now (8 bytes a millisecond, blocking recv): {seen}; every hop below pays one")
     results: dict[str, dict[str, list[dict]]] = {}
     for label, key, system, n_sinks, rounds in plans:
         t0 = time.monotonic()
@@ -425,6 +441,8 @@ def main(argv: list[str] | None = None) -> dict:
                             "loadavg_1m_before": round(load_before[0], 2),
                             "trio_wakeup_cpu_us": wake["trio"], "blocking_wakeup_cpu_us": wake["blocking"],
                             "input_link_read_cpu_us": wake["link"],
+                            **{f"handoff_{where}_{k}": v for where, h in handoff.items()
+                               for k, v in h.items() if k in ("p50_us", "p99_us")},
                             "idle_lane": idle_lane_setting(), "fanout_uring": fanout_uring_setting()}
     for key in ("ap4", "zmq4", "ap1", "zmq1"):
         r = results[key]

@@ -732,6 +732,40 @@ def wake_probe(cfg: dict) -> None:
     print(json.dumps({"mode": cfg["mode"], "cpu_us_per_wakeup": round(used / n * 1e6, 2)}))
 
 
+def handoff_probe(cfg: dict) -> None:
+    """Latency of one handoff on this machine now: a sender writes 8 bytes (its clock) once a
+    millisecond and sleeps; a forked receiver, blocked in ``recv``, notes how late each arrived.
+    ``cfg["cpus"]``: the sender's and the receiver's CPU (the same one: the receiver runs once
+    the sender sleeps; two: the receiver's CPU is idle and must be woken). Prints JSON. The
+    floor under every hop of any design, and what a hop costs when it lands on an idle CPU."""
+    import socket
+
+    sender_cpu, receiver_cpu = cfg["cpus"]
+    n = int(cfg.get("n", 1000))
+    a, b = socket.socketpair()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # receiver
+        os.sched_setaffinity(0, {receiver_cpu})
+        a.close()
+        lat = np.zeros(n, np.int64)
+        for i in range(n):
+            data = b.recv(8, socket.MSG_WAITALL)
+            lat[i] = time.time_ns() - int.from_bytes(data, "little")
+        os.write(w, json.dumps(percentiles_us(lat[n // 10:])).encode())  # the first tenth: warm-up
+        os._exit(0)
+    os.sched_setaffinity(0, {sender_cpu})
+    b.close()
+    set_timer_slack()
+    time.sleep(0.1)
+    t0 = time.perf_counter()
+    for i in range(n):
+        sleep_until(t0 + i / 1000)
+        a.send(time.time_ns().to_bytes(8, "little"))
+    os.waitpid(pid, 0)
+    print(os.read(r, 65536).decode())
+
+
 def main(argv: list[str]) -> int:
     role, cfg = argv[1], json.loads(argv[2])
     if role != "wake":  # every process of both systems freezes its start-up heap, as a node process does
@@ -751,7 +785,8 @@ def main(argv: list[str]) -> int:
         trio.run(_ap_sink, cfg)
     else:
         {"zmq_source": zmq_source, "zmq_sink": zmq_sink, "zmq_proxy": zmq_proxy, "wake": wake_probe,
-         "floor_relay": floor_relay, "floor_source": floor_source, "floor_sink": floor_sink}[role](cfg)
+         "handoff": handoff_probe, "floor_relay": floor_relay, "floor_source": floor_source,
+         "floor_sink": floor_sink}[role](cfg)
     return 0
 
 
