@@ -328,20 +328,17 @@ def _crc32_batch(t, buf, offsets, sizes):
 
 @njit(cache=True)
 def _verify_batch(t, buf, offsets, sizes):
-    n = uint64(offsets.shape[0])
-    out = np.empty(n, dtype=np.bool_)
-    k = uint64(0)
-    while k + uint64(4) <= n:
-        ca, cb, cc, cd = _crc4_at(t, buf, offsets, sizes, k)
-        out[k] = ca == _stored(buf, offsets[k])
-        out[k + uint64(1)] = cb == _stored(buf, offsets[k + uint64(1)])
-        out[k + uint64(2)] = cc == _stored(buf, offsets[k + uint64(2)])
-        out[k + uint64(3)] = cd == _stored(buf, offsets[k + uint64(3)])
-        k += uint64(4)
+    """Through :func:`_first_bad`, run on from after each failure: the same four-at-a-time pass
+    over a clean batch, and no second copy of the CRC code for numba to compile (20-30 s)."""
+    n = np.int64(offsets.shape[0])
+    out = np.ones(n, dtype=np.bool_)
+    k = np.int64(0)
     while k < n:
-        off = uint64(offsets[k])
-        out[k] = _crc1(t, buf, off, off + uint64(sizes[k])) == _stored(buf, off)
-        k += uint64(1)
+        bad = _first_bad(t, buf, offsets, sizes, k, n)
+        if bad >= n:
+            break
+        out[bad] = False
+        k = bad + np.int64(1)
     return out
 
 
@@ -509,7 +506,9 @@ def _scan(t, buf, start, max_payload, final, resyncing, verify):
         # the run is full, or pos holds no frame to add to it: check the run's CRCs first
         if run:
             end = count + run
-            bad = _first_bad(t, buf, offsets, sizes, count, end) if verify else end
+            # int64 arguments: ``count`` starts as the constant 0, and numba would compile a
+            # second _first_bad (20-30 s on a fresh install) for that literal
+            bad = _first_bad(t, buf, offsets, sizes, np.int64(count), np.int64(end)) if verify else end
             run = 0
             if bad < end:
                 count = bad
@@ -718,9 +717,21 @@ def as_u8(buf: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
     return np.frombuffer(buf, dtype=np.uint8)
 
 
+def as_readonly_u8(buf: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
+    """:func:`as_u8`, read-only. For the kernels that only read: numba compiles a kernel once per
+    argument type, and a writable array is another type than a read-only one (``bytes``). With
+    every buffer passed read-only, the CRC kernels are compiled once (20-30 s each on a fresh
+    install), and a node meeting a ``bytearray`` mid-stream does not stop to compile."""
+    view = as_u8(buf)
+    if view.flags.writeable:
+        view = view.view()
+        view.flags.writeable = False
+    return view
+
+
 def crc32_batch(buf, offsets: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """CRC-32 (checksum field read as zero) of each message at offsets/sizes, as uint32."""
-    return _crc32_batch(CRC_TABLES, as_u8(buf), _i64(offsets), _i64(sizes))
+    return _crc32_batch(CRC_TABLES, as_readonly_u8(buf), _i64(offsets), _i64(sizes))
 
 
 def verify_batch(buf, offsets: np.ndarray, sizes: np.ndarray, *, parallel: bool = False) -> np.ndarray:
@@ -730,7 +741,7 @@ def verify_batch(buf, offsets: np.ndarray, sizes: np.ndarray, *, parallel: bool 
     calling thread, since each node is its own process and should not steal its neighbours' cores.
     """
     kernel = _verify_batch_parallel if parallel else _verify_batch
-    return kernel(CRC_TABLES, as_u8(buf), _i64(offsets), _i64(sizes))
+    return kernel(CRC_TABLES, as_readonly_u8(buf), _i64(offsets), _i64(sizes))
 
 
 def _i64(a: np.ndarray) -> np.ndarray:
@@ -770,7 +781,7 @@ def scan_frames(
     has checked them already (a relay), where the CRC pass would be most of the cost.
     """
     offsets, sizes, end, need, errors, skipped, resync, *_ = _scan(
-        CRC_TABLES, as_u8(buf), np.int64(start), np.int64(max_payload), bool(final), bool(resyncing),
+        CRC_TABLES, as_readonly_u8(buf), np.int64(start), np.int64(max_payload), bool(final), bool(resyncing),
         bool(verify),
     )
     return ScanResult(offsets, sizes, int(end), int(need), errors, int(skipped), bool(resync))

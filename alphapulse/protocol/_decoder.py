@@ -30,7 +30,7 @@ from alphapulse.protocol._batch import (
     ERR_OVERSIZE,
     ERR_TRUNCATED,
     N_ERROR_KINDS,
-    as_u8,
+    as_readonly_u8,
     few_frames,
     frame_bounds,
     gather_frames,
@@ -428,7 +428,7 @@ class FrameDecoder:
         # the kernel directly, not ``scan_frames``: a link at 10k small reads/s spends a real part
         # of each read on wrappers, so the clean case (nothing skipped) takes no extra numpy call
         offsets, sizes, end, need, errors, skipped, resyncing, control, source, first, consecutive, domain = \
-            _scan_kernel(CRC_TABLES, as_u8(buf), _ZERO, self._max_payload, final, self._resyncing,
+            _scan_kernel(CRC_TABLES, as_readonly_u8(buf), _ZERO, self._max_payload, final, self._resyncing,
                          self.verify_checksums)
         self._resyncing = resyncing
         self._need = need

@@ -326,3 +326,40 @@ def test_scan_many_bad_crcs_and_frames_nested_in_bad_ones():
         _check_scan(buf[:cut])  # ends mid-frame
         _check_scan(buf[cut:])  # starts mid-frame
     assert bad_checksums > 100  # the runs were really cut many times
+
+
+def test_verify_batch_runs_on_past_every_failure():
+    """Adjacent failures, one in every group, all frames bad: each verdict matches the
+    frame-at-a-time reference (the batch check restarts after each failure it finds)."""
+    rng = np.random.default_rng(15)
+    frames = _random_frames(rng, 37, 70)
+    buf, offsets, sizes = _layout(frames)
+    for bad_set in ({0, 1, 2, 3, 4}, set(range(0, 37, 4)), set(range(37)), {36}, {35, 36}):
+        broken = bytearray(buf)
+        for k in bad_set:
+            broken[int(offsets[k]) + 33 % int(sizes[k])] ^= 0x40
+        expected = [
+            _crc_ref(bytes(broken[int(o):int(o + s)])) == int.from_bytes(broken[int(o) + 28:int(o) + 32], "little")
+            for o, s in zip(offsets, sizes, strict=True)
+        ]
+        assert expected == [k not in bad_set for k in range(37)]
+        assert P.verify_batch(bytes(broken), offsets, sizes).tolist() == expected
+
+
+def test_read_only_kernels_take_every_buffer_as_one_type():
+    """bytes, bytearray, memoryview and numpy buffers reach the CRC kernels as one read-only array
+    type, so numba compiles each kernel once (tens of seconds on a fresh install), not once per
+    buffer kind the first time a node meets it."""
+    frames = b"".join(_random_frames(np.random.default_rng(16), 6, 40))
+    buffers = (frames, bytearray(frames), memoryview(bytearray(frames)), np.frombuffer(bytearray(frames), np.uint8))
+    results = []
+    for buf in buffers:
+        found = P.scan_frames(buf, final=True)
+        results.append((found.offsets.tolist(), P.verify_batch(buf, found.offsets, found.sizes).tolist()))
+        decoder = P.FrameDecoder()
+        decoder.receive_data(bytes(buf[:100]))
+        decoder.receive_data(bytes(buf[100:]))  # two chunks: the decoder scans its own bytearray
+        assert len(decoder.next_block()) == 6
+    assert all(r == results[0] for r in results) and len(results[0][0]) == 6
+    for kernel in (B._scan, B._verify_batch):  # _first_bad: compiled inside these two
+        assert kernel.signatures and {sig[1].mutable for sig in kernel.signatures} == {False}, kernel
