@@ -18,11 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_dir(parser)
     parser.add_argument("--watch", action="store_true", help="re-apply on every saved edit until interrupted")
     parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                        help="wait up to SECONDS for every node to be RUNNING")
+                        help="wait up to SECONDS for every node to serve (RUNNING, kernels loaded, "
+                             "control socket answering)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from alphapulse.supervise import ApplyError, SupervisorError, apply_plan, compile_file, wait_until_running, watch
+    from alphapulse.supervise import ApplyError, SupervisorError, apply_plan, compile_file, wait_until_serving, watch
 
     base = run_base(args)
 
@@ -45,10 +46,10 @@ def run(args: argparse.Namespace) -> int:
         for line in report.lines():
             print(line)
         if args.wait:
-            states = wait_until_running(base, plan["topology"], args.wait)
-            not_running = {n: s for n, s in states.items() if s != "RUNNING"}
-            if not_running:
-                print(f"error: not RUNNING after {args.wait:.0f} s: {not_running}", file=sys.stderr)
+            states = wait_until_serving(base, plan["topology"], args.wait)
+            not_serving = {n: s for n, s in states.items() if s != "RUNNING"}
+            if not_serving:
+                print(f"error: not serving after {args.wait:.0f} s: {not_serving}", file=sys.stderr)
                 return ExitCode.RUNTIME
         _print_endpoints(plan)
         return ExitCode.OK

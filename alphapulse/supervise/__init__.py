@@ -8,6 +8,7 @@ from alphapulse.supervise._apply import (
     down,
     load_applied_plan,
     wait_until_running,
+    wait_until_serving,
 )
 from alphapulse.supervise._status import NodeStatus, format_table, topology_status
 from alphapulse.supervise._supervisor import (
@@ -35,5 +36,6 @@ __all__ = [
     "supervisorctl_argv",
     "topology_status",
     "wait_until_running",
+    "wait_until_serving",
     "watch",
 ]

@@ -154,12 +154,9 @@ def _wait_until_answering(path: str, still_alive: Callable[[], bool], timeout: f
     deadline = time.monotonic() + timeout
     next_check = time.monotonic() + 0.5
     while True:
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-                probe.connect(path)
+        problem = _refused(path)
+        if problem is None:
             return
-        except OSError as exc:
-            problem = exc
         now = time.monotonic()
         if now >= deadline:
             raise ControlError(f"control socket {path} did not answer within {timeout:.0f} s: {problem}")
@@ -168,6 +165,16 @@ def _wait_until_answering(path: str, still_alive: Callable[[], bool], timeout: f
                 raise ControlError(f"the node exited before its control socket answered: {problem}")
             next_check = now + 0.5
         time.sleep(0.05)
+
+
+def _refused(path: str) -> OSError | None:
+    """Why the control socket at ``path`` does not accept a connection now (None: it does)."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.connect(path)
+    except OSError as exc:
+        return exc
+    return None
 
 
 def down(name: str, base: RunBase) -> list[str]:
@@ -192,13 +199,36 @@ def down(name: str, base: RunBase) -> list[str]:
 
 
 def wait_until_running(base: RunBase, name: str, timeout: float = 30.0) -> dict[str, str]:
-    """Wait until every process of the topology is RUNNING; returns the states seen last."""
+    """Wait until every process of the topology is RUNNING; returns the states seen last (looked
+    at least once, also with no time left)."""
     sup = Supervisor(base)
     deadline = time.monotonic() + timeout
-    states: dict[str, str] = {}
-    while time.monotonic() < deadline:
+    while True:
         states = {n: i["statename"] for n, i in sup.group_processes(name).items()}
-        if states and all(s == "RUNNING" for s in states.values()):
+        if (states and all(s == "RUNNING" for s in states.values())) or time.monotonic() >= deadline:
             return states
         time.sleep(0.1)
-    return states
+
+
+STARTING = "RUNNING (starting)"
+"""what :func:`wait_until_serving` reports for a node supervisord runs that does not answer yet"""
+
+
+def wait_until_serving(base: RunBase, name: str, timeout: float = 30.0) -> dict[str, str]:
+    """Wait until every node is RUNNING *and* answers on its control socket: its kernels are
+    loaded and its sockets open, so it serves (what ``apply --wait`` promises; on a fresh install
+    that includes numba compiling them). Returns the states seen last: supervisord's, or
+    :data:`STARTING` for a running node not answering yet."""
+    deadline = time.monotonic() + timeout
+    plan = load_applied_plan(base, name) or {"nodes": {}}
+    while True:
+        states = wait_until_running(base, name, max(0.0, deadline - time.monotonic()))
+        if states and all(s == "RUNNING" for s in states.values()):
+            controls = {n: plan["nodes"].get(n, {}).get("sockets", {}).get("control") for n in states}
+            starting = {n: STARTING for n, path in controls.items() if path and _refused(path) is not None}
+            if not starting:
+                return states
+            states = {**states, **starting}
+        if time.monotonic() >= deadline:
+            return states
+        time.sleep(0.1)

@@ -15,7 +15,7 @@ import pytest
 
 from alphapulse.cli import main
 from alphapulse.runtime import request
-from alphapulse.supervise import RunBase, Supervisor, load_applied_plan, wait_until_running
+from alphapulse.supervise import RunBase, Supervisor, load_applied_plan, wait_until_running, wait_until_serving
 
 pytestmark = pytest.mark.slow
 
@@ -202,6 +202,23 @@ def test_restarted_source_starts_a_new_epoch_without_a_false_gap(deployment) -> 
     assert sink["inputs"][0]["sequence"]["producer_restarts"] == 1
 
 
+def test_wait_means_every_node_serves_not_just_runs(deployment, capsys) -> None:
+    """``apply --wait`` returns once every node answers on its control socket (kernels loaded,
+    sockets open); a node supervisord runs that does not answer (here: its socket file removed)
+    is reported as starting, and ``--wait`` fails rather than return early."""
+    base, topo = deployment
+    assert main(["apply", str(topo), "--wait", "30"]) == 0
+    plan = load_applied_plan(RunBase(base), "rt")
+    for entry in plan["nodes"].values():  # no retry: every node answers already
+        assert request(entry["sockets"]["control"], "health")["ok"]
+    os.unlink(plan["nodes"]["src"]["sockets"]["control"])
+    states = wait_until_serving(RunBase(base), "rt", 1)
+    assert states == {"bus": "RUNNING", "sink": "RUNNING", "src": "RUNNING (starting)"}
+    capsys.readouterr()
+    assert main(["apply", str(topo), "--wait", "1"]) != 0
+    assert "not serving after 1 s: {'src': 'RUNNING (starting)'}" in capsys.readouterr().err
+
+
 def test_watch_applies_saved_edits_and_refuses_broken_ones(deployment) -> None:
     base, topo = deployment
     log = base / "watch.log"
@@ -212,7 +229,7 @@ def test_watch_applies_saved_edits_and_refuses_broken_ones(deployment) -> None:
         )
     try:
         wait_for(lambda: "watching" in log.read_text(), what="the watcher to start")
-        wait_until_running(RunBase(base), "rt", 30)
+        wait_until_serving(RunBase(base), "rt", 30)
         before = pids(base)
         topo.write_text(TOPOLOGY.replace("rate: 4000", "rate: 2500"))
         wait_for(lambda: "reconfigured src" in log.read_text(), what="the edit to be applied")
