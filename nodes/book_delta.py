@@ -36,7 +36,13 @@ from numba import njit
 from alphapulse.kinds import Node, node_kind, param
 from alphapulse.protocol import (
     HEADER_SIZE,
+    FrameBlock,
+    InstrumentMapping,
     MalformedFrame,
+    MessageBuilder,
+    OrderBook,
+    OrderBookDelta,
+    RelayDomain,
     TLVType,
     decode,
     encode,
@@ -883,6 +889,29 @@ class BookDelta(Node):
         self.clock = time.monotonic
         self.names: dict[int, str] = {}
         self.mappings: dict[int, Any] = {}
+
+    def load_kernels(self) -> None:
+        """Load (on a fresh install: compile) the book kernels before the node serves, not on
+        its first block: a scratch tracker indexes and applies a mapping, a snapshot and a delta
+        of one instrument, then writes its snapshot back, with the arrays real blocks bring."""
+        scratch = BookTracker(self.params.depth, self.params.extra_levels, 2)
+        inst = parse_instrument("coinbase:BTC-USD")
+        builder = MessageBuilder(RelayDomain.MARKET_DATA, 1)
+        one = 100_000_000
+        frames = b"".join(builder.build(record, 1) for record in (
+            InstrumentMapping(inst.id, inst.canonical),
+            OrderBook(inst.id, 1, 1, ((2 * one, one), (one, one)), ((3 * one, one), (4 * one, one))),
+            OrderBookDelta(inst.id, 2, 2, 1, 0, ((2 * one, 2 * one, 0), (3 * one, 0, 1))),
+        ))
+        block = FrameBlock.from_bytes(frames)
+        buf = np.frombuffer(block.data, np.uint8)
+        count, _ = scratch.index(buf, block.offsets, block.sizes)
+        kinds = scratch.ix[IX_TYPE, :count].tolist()
+        slots = np.array([scratch.slot(inst.id) if kind != T_MAPPING else -1 for kind in kinds], np.int64)
+        start = 0
+        while start < count:
+            start = scratch.process(buf, slots, count, start, self.params.pass_through_snapshots).last
+        scratch.snapshot_tlvs(scratch.slot(inst.id))
 
     # -- input --------------------------------------------------------------------------------------
     def handle_block(self, block: Any, ctx: Any) -> None:

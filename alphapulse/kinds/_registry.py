@@ -60,6 +60,8 @@ class Node:
     Subclasses define ``Params`` (a dataclass made with ``param()`` fields) and
     ``async def run(self, ctx)``. ``reconfigure`` receives params whose only changes are in
     ``live=True`` fields; override it when a change needs more than replacing ``self.params``.
+    A kind with numba kernels of its own may define ``load_kernels(self)``: the node host runs
+    it before the node serves, so they compile at start, not on the first block.
     """
 
     Params: type = NoParams

@@ -34,7 +34,7 @@ from alphapulse.runtime._heap import PauseMonitor, freeze_heap
 from alphapulse.runtime._input import SMALL_READ, Backoff, InputLink, InputSpec
 from alphapulse.runtime._peers import NO_PEERS, introduction
 from alphapulse.runtime._publisher import Overflow, open_publisher
-from alphapulse.runtime._warm import load_hot_kernels
+from alphapulse.runtime._warm import load_hot_kernels, load_kind_kernels
 from alphapulse.topology import UnsetVariable, interpolate
 
 RATE_INTERVAL = 1.0
@@ -494,6 +494,7 @@ def run_node_process(plan_path: str, name: str) -> int:
         return 2
     host.apply_cpu(host.node.get("cpu"))  # before any thread starts: new threads inherit it
     load_hot_kernels()
+    load_kind_kernels(host.instance, host.spec.name, host.spec.path)
     freeze_heap()  # imports, kernels and the kind's set-up are done: later full collections skip all of it
     host.gc_pauses.install()
     host.freeze_heap_once_running = True

@@ -46,16 +46,32 @@ def load_hot_kernels() -> None:
         _run_hot_paths()
 
 
+def load_kind_kernels(instance: object, kind: str, kind_file: str) -> bool:
+    """Run a node kind's own ``load_kernels()`` hook, when it has one, the same way: before the
+    node serves, by one process of that kind at a time while the cache fills. Without it the
+    kind's kernels compile on its first block, and on a fresh install the node then stalls for
+    tens of seconds mid-stream while its upstream queues overflow. True if there was a hook."""
+    hook = getattr(instance, "load_kernels", None)
+    if hook is None:
+        return False
+    kind_dir = pathlib.Path(kind_file).resolve().parent if os.path.isfile(kind_file) else None
+    key = _code_key() + (_code_key(kind_dir) if kind_dir is not None else "")
+    with compiled_once(_marker_dir(), hashlib.sha256(key.encode()).hexdigest()[:16], name=kind):
+        hook()
+    return True
+
+
 @contextlib.contextmanager
-def compiled_once(directory: pathlib.Path | None, key: str) -> Iterator[None]:
-    """Run the body under an exclusive lock in ``directory`` until a body has finished once for
-    ``key``; afterwards (the marker exists) without the lock. No usable directory: no lock."""
-    marker = directory / f"kernels-{key}.ready" if directory is not None else None
+def compiled_once(directory: pathlib.Path | None, key: str, name: str = "runtime") -> Iterator[None]:
+    """Run the body under the exclusive lock ``name`` in ``directory`` until a body has finished
+    once for ``key``; afterwards (the marker exists) without the lock. No usable directory: no
+    lock. ``name``: what is compiled (the runtime's kernels, a node kind's), each its own lock."""
+    marker = directory / f"kernels-{name}-{key}.ready" if directory is not None else None
     if marker is None or marker.exists():
         yield
         return
     try:
-        fd = os.open(directory / "kernels.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        fd = os.open(directory / f"kernels-{name}.lock", os.O_CREAT | os.O_RDWR, 0o600)
     except OSError:
         yield
         return
@@ -63,7 +79,7 @@ def compiled_once(directory: pathlib.Path | None, key: str) -> Iterator[None]:
         fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd closes, also if this process dies
         yield
         with contextlib.suppress(OSError):
-            for old in directory.glob("kernels-*.ready"):  # earlier versions of the code
+            for old in directory.glob(f"kernels-{name}-*.ready"):  # earlier versions of the code
                 old.unlink()
             marker.touch()
     finally:

@@ -31,10 +31,10 @@ def test_a_second_loader_waits_for_the_first_then_nobody_waits() -> None:
         load("second", 0)  # blocks until the first has compiled
         first.join()
         assert events == ["first start", "first end", "second start", "second end"]
-        assert (directory / "kernels-k1.ready").exists()
+        assert (directory / "kernels-runtime-k1.ready").exists()
 
         # filled: a loader no longer takes the lock, even while something holds it
-        fd = os.open(directory / "kernels.lock", os.O_RDWR)
+        fd = os.open(directory / "kernels-runtime.lock", os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             started = time.monotonic()
@@ -43,11 +43,15 @@ def test_a_second_loader_waits_for_the_first_then_nobody_waits() -> None:
         finally:
             os.close(fd)
 
-        # the code changed: compiled under the lock again, and the old marker goes
+        # the code changed: compiled under the lock again, and the old marker goes; another
+        # name's (a node kind's kernels) has its own lock and marker, and stays
         load("fourth", 0)
+        with compiled_once(directory, "k1", name="transform.x"):
+            pass
         with compiled_once(directory, "k2"):
             pass
-        assert sorted(p.name for p in directory.glob("*.ready")) == ["kernels-k2.ready"]
+        assert sorted(p.name for p in directory.glob("*.ready")) == [
+            "kernels-runtime-k2.ready", "kernels-transform.x-k1.ready"]
 
 
 def test_no_usable_directory_means_no_lock() -> None:
@@ -65,3 +69,19 @@ def test_the_key_follows_the_source_files(tmp_path: pathlib.Path) -> None:
     assert _code_key(tmp_path) == before
     os.utime(source, ns=(1, 1))  # numba's cache checks mtime and size
     assert _code_key(tmp_path) != before
+
+
+def test_a_kinds_own_kernels_load_through_its_hook_once_per_call() -> None:
+    """``load_kind_kernels`` runs a kind's ``load_kernels`` (under that kind's compile lock) and
+    says whether there was one; a kind without the hook is left alone."""
+    from alphapulse.runtime._warm import load_kind_kernels
+
+    class WithKernels:
+        calls = 0
+
+        def load_kernels(self) -> None:
+            WithKernels.calls += 1
+
+    assert load_kind_kernels(WithKernels(), "transform.with_kernels", __file__) is True
+    assert WithKernels.calls == 1
+    assert load_kind_kernels(object(), "sink.without", __file__) is False

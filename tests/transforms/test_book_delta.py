@@ -259,3 +259,33 @@ def test_snapshot_on_an_emptied_book_goes_out_whole():
     [[snap]] = feed(node, ctx, up.block(book(BTC, BIDS, ASKS, seq=150)))
     assert isinstance(snap, P.OrderBook) and len(snap.bids) == 3
     assert ctx.counters["snapshots.full"] == 2 and ctx.counters["resyncs"] == 0
+
+
+def test_load_kernels_leaves_real_blocks_nothing_to_compile():
+    """The node host calls ``load_kernels`` before the node serves. Afterwards real blocks (a
+    mapping, snapshots, deltas, a resync, a snapshot request, other params) need no kernel
+    specialisation it did not load. In a fresh interpreter, where nothing else has run them."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import numba
+        import nodes.book_delta as kind
+        from tests.transforms import test_book_delta as t
+
+        kernels = {n: k for n, k in vars(kind).items() if isinstance(k, numba.core.registry.CPUDispatcher)}
+        kind.BookDelta(kind.BookDeltaParams()).load_kernels()
+        loaded = {n: set(k.signatures) for n, k in kernels.items()}
+        assert loaded["process_updates"] and loaded["index_tlvs"] and loaded["write_book"], loaded
+        for test in (t.test_first_snapshot_publishes_mapping_and_top_n, t.test_resync_snapshot_is_diffed_not_reset,
+                     t.test_delta_before_snapshot_is_dropped_and_a_snapshot_requested_once,
+                     t.test_snapshot_hook_and_huge_books_split_over_tlvs, t.test_flags_and_pass_through):
+            test()
+        new = {n: set(k.signatures) - loaded[n] for n, k in kernels.items() if set(k.signatures) - loaded[n]}
+        assert not new, new
+        print("ok")
+    """)
+    root = str(__import__("pathlib").Path(__file__).resolve().parents[2])
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root, timeout=600)
+    assert done.stdout.strip().endswith("ok"), done.stderr[-3000:]
