@@ -493,8 +493,10 @@ def run_node_process(plan_path: str, name: str) -> int:
         logging.getLogger("alphapulse.node").error("cannot start node %s: %s", name, exc)
         return 2
     host.apply_cpu(host.node.get("cpu"))  # before any thread starts: new threads inherit it
-    load_hot_kernels()
+    # the kind's own first: on a fresh install its compile then runs beside the runtime
+    # kernels' (compiled by whichever node took that lock first), not after it
     load_kind_kernels(host.instance, host.spec.name, host.spec.path)
+    load_hot_kernels()
     freeze_heap()  # imports, kernels and the kind's set-up are done: later full collections skip all of it
     host.gc_pauses.install()
     host.freeze_heap_once_running = True
