@@ -15,6 +15,7 @@ import json
 import logging
 import socket
 import time
+import xmlrpc.client
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -134,11 +135,18 @@ def apply_plan(plan: dict[str, Any], base: RunBase) -> ApplyReport:
 
 def _same_process(sup: Supervisor, group: str, node: str) -> Callable[[], bool]:
     """A check that the node's process is still the one running now (not exited, not replaced)."""
-    first = sup.api.getProcessInfo(f"{group}:{node}")
+    def info() -> dict[str, Any] | None:
+        try:
+            return sup.api.getProcessInfo(f"{group}:{node}")
+        except (OSError, xmlrpc.client.Error):  # supervisord cannot say: treat it as gone
+            return None
+
+    first = info()
 
     def still_alive() -> bool:
-        info = sup.api.getProcessInfo(f"{group}:{node}")
-        return info["pid"] == first["pid"] and info["statename"] in ("STARTING", "RUNNING")
+        now = info()
+        return (first is not None and now is not None and now["pid"] == first["pid"]
+                and now["statename"] in ("STARTING", "RUNNING"))
 
     return still_alive
 
