@@ -9,6 +9,7 @@ on Advanced Trade, a fresh ``sequence_num``; the books are cleared on every disc
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any, Literal
 
 from alphapulse.kinds import Node, node_kind, param
@@ -62,6 +63,25 @@ class CoinbaseParams(UpstreamParams):
         doc="Exchange name used in instrument ids (e.g. sim_a when fed by a simulator).",
         pattern="^[a-z0-9_.]+$",
     )
+
+
+def _warm_up_frames(feed: str, product: str) -> list[str]:
+    """A snapshot and an update of ``product`` in the shape the ``feed`` API sends them (compact
+    JSON, as on the wire), for :meth:`Coinbase.load_kernels`."""
+    t = "2024-01-02T03:04:05.123456Z"
+    if feed == "exchange":
+        messages: list[dict[str, Any]] = [
+            {"type": "snapshot", "product_id": product, "bids": [["100.01", "1.5"]], "asks": [["100.02", "2"]]},
+            {"type": "l2update", "product_id": product, "time": t,
+             "changes": [["buy", "100.01", "2.5"], ["sell", "100.03", "1"]]},
+        ]
+    else:
+        levels = [{"side": "bid", "event_time": t, "price_level": "100.01", "new_quantity": "1.5"},
+                  {"side": "offer", "event_time": t, "price_level": "100.02", "new_quantity": "2"}]
+        messages = [{"channel": "l2_data", "timestamp": t, "sequence_num": seq,
+                     "events": [{"type": kind, "product_id": product, "updates": levels}]}
+                    for seq, kind in ((0, "snapshot"), (1, "update"))]
+    return [json.dumps(message, separators=(",", ":")) for message in messages]
 
 
 def make_feed(params: CoinbaseParams, counters: Any = None, log: Any = None) -> ExchangeFeed | AdvancedTradeFeed:
@@ -118,6 +138,15 @@ class Coinbase(Node):
 
         await run_websocket_session(ctx, p.endpoint or ENDPOINTS[p.feed], on_connect=on_connect,
                                     on_message=on_message, on_disconnect=feed.reset, policy=lambda: self.params)
+
+    def load_kernels(self) -> None:
+        """Load (on a fresh install: compile) the book and scan kernels before the node serves:
+        a scratch feed of the configured API reads a snapshot and an update of one product, in
+        the shape that API sends them, so the first real frames find the kernels ready."""
+        feed = make_feed(self.params)
+        for frame in _warm_up_frames(self.params.feed, self.params.products[0]):
+            feed.receive(frame, 0)
+        feed.take()
 
     def snapshot(self, instrument_id: int):
         """Mappings and the top-``depth`` books, for a downstream consumer's gap recovery."""

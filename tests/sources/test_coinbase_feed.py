@@ -275,3 +275,43 @@ def test_an_unreadable_book_update_forces_a_resync(feed_kind, advanced_frames, e
     feed.receive(frames[i].replace(*corrupt, 1), 1)
     assert feed.resync_reason is not None and not feed.books
     assert sum(v for k, v in feed.counters.items() if k.startswith("errors.")) == 1
+
+
+def test_load_kernels_leaves_the_captures_nothing_to_compile(shared_data) -> None:
+    """The node host calls ``load_kernels`` before the node serves. Afterwards both real captures
+    (every channel, both APIs) need no book or scan kernel specialisation it did not load. In a
+    fresh interpreter, where nothing else has run them."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    script = textwrap.dedent(f"""
+        import numba
+        from pathlib import Path
+        from alphapulse.captures import received_frames
+        from nodes._coinbase import _book, _scan
+        from nodes.coinbase import Coinbase, CoinbaseParams, make_feed
+
+        kernels = {{f"{{m.__name__}}.{{n}}": k for m in (_book, _scan) for n, k in vars(m).items()
+                   if isinstance(k, numba.core.registry.CPUDispatcher)}}
+        runs = {{"advanced_trade": ("coinbase_advanced/COINBASE.jsonl.zst", {ADVANCED_PRODUCTS!r}),
+                "exchange": ("coinbase/COINBASE.ws.28.0", {EXCHANGE_PRODUCTS!r})}}
+        for feed, (capture, products) in runs.items():
+            params = CoinbaseParams(feed=feed, products=products)
+            Coinbase(params).load_kernels()
+        loaded = {{n: set(k.signatures) for n, k in kernels.items()}}
+        assert loaded["nodes._coinbase._book._scan_apply"] and loaded["nodes._coinbase._book._apply"], loaded
+        for feed, (capture, products) in runs.items():
+            scratch = make_feed(CoinbaseParams(feed=feed, products=products))
+            for frame in received_frames(Path({str(shared_data)!r}) / capture):
+                scratch.receive(frame, 1)
+                scratch.take()
+            assert scratch.counters["book.updates"] > 100, dict(scratch.counters)
+        new = {{n: set(k.signatures) - loaded[n] for n, k in kernels.items() if set(k.signatures) - loaded[n]}}
+        assert not new, new
+        print("ok")
+    """)
+    root = str(Path(__file__).resolve().parents[2])
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root, timeout=600)
+    assert done.stdout.strip().endswith("ok"), done.stderr[-3000:]
