@@ -719,6 +719,13 @@ class BinanceParams(UpstreamParams):
     )
 
 
+def _warm_up_snapshot() -> bytes:
+    """A REST depth snapshot body in the shape ``/api/v3/depth`` sends it (compact JSON), for
+    :meth:`Binance.load_kernels`."""
+    levels = {"bids": [["100.00000000", "2.00000000"]], "asks": [["100.01000000", "1.50000000"]]}
+    return orjson.dumps({"lastUpdateId": 1, **levels})
+
+
 @node_kind(
     "source.binance",
     emits=[TLVType.TRADE, TLVType.QUOTE, TLVType.ORDER_BOOK, TLVType.ORDER_BOOK_DELTA, TLVType.INSTRUMENT_MAPPING],
@@ -782,6 +789,15 @@ class Binance(Node):
                 on_disconnect=feed.reset,
                 policy=lambda: self.params,
             )
+
+    def load_kernels(self) -> None:
+        """Load (on a fresh install: compile) the depth snapshot reader before the node serves, not
+        while the first snapshot syncs a book and the streams wait: a scratch feed reads a snapshot
+        body of the first symbol. The streams themselves are parsed with orjson: no kernel there."""
+        if "depth" not in self.params.channels:
+            return  # no book: no snapshot is ever read
+        feed = BinanceFeed(self.params.symbols[:1], venue=self.params.venue)
+        feed.apply_snapshot(next(iter(feed.symbols)), _warm_up_snapshot())
 
     def _queue_requests(self) -> None:
         import trio

@@ -1165,6 +1165,17 @@ class KrakenParams(UpstreamParams):
     venue: str = param("kraken", doc="Exchange name used in instrument ids.", pattern="^[a-z0-9_.]+$")
 
 
+def _warm_up_frames(pair: str, depth: int) -> list[str]:
+    """A book snapshot and an update of ``pair`` in the shape Kraken sends them (compact JSON, as on
+    the wire, the update's checksum right), for :meth:`Kraken.load_kernels`."""
+    t = "1700000000.123456"
+    ask, bid, new_bid = ["100.10000", "1.50000000", t], ["100.00000", "2.00000000", t], ["100.00000", "2.50000000", t]
+    channel = f"book-{depth}"
+    checksum = str(book_checksum([ask[:2]], [new_bid[:2]]))
+    messages = [[1, {"as": [ask], "bs": [bid]}, channel, pair], [1, {"b": [new_bid], "c": checksum}, channel, pair]]
+    return [orjson.dumps(message).decode() for message in messages]
+
+
 @node_kind(
     "source.kraken",
     emits=[TLVType.TRADE, TLVType.QUOTE, TLVType.ORDER_BOOK, TLVType.ORDER_BOOK_DELTA, TLVType.INSTRUMENT_MAPPING],
@@ -1228,6 +1239,17 @@ class Kraken(Node):
             on_disconnect=on_disconnect,
             policy=lambda: self.params,
         )
+
+    def load_kernels(self) -> None:
+        """Load (on a fresh install: compile) the book kernels before the node serves: a scratch
+        feed of the first pair reads a snapshot and an update in the shape Kraken sends them.
+        Whatever the channels: every array frame (trades, tickers) meets the update scanner first."""
+        p = self.params
+        feed = KrakenFeed(
+            p.pairs[:1], channels=("book",), depth=p.depth, verify_checksum=p.verify_checksum, venue=p.venue
+        )
+        for frame in _warm_up_frames(p.pairs[0], p.depth):
+            feed.receive(frame, 0)
 
     async def _after_frame(self, ctx: Any) -> None:
         await ctx.flush()

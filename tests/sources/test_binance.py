@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 from decimal import Decimal
 
 import orjson
@@ -22,7 +23,7 @@ from alphapulse.testing import (
     serve_capture,
     serve_http,
 )
-from nodes.binance import BinanceFeed, binance_instrument, fixed
+from nodes.binance import BinanceFeed, _warm_up_snapshot, binance_instrument, fixed
 
 SYMBOLS = ["NKNUSDT", "BLZETH", "LRCBTC", "RUNEEUR"]
 
@@ -371,6 +372,64 @@ def test_stream_url_matches_the_capture(capture):
     captured = set(connect.url.split("streams=")[1].split("/"))
     assert ours == captured - {s for s in captured if "kline" in s}
     assert feed.snapshot_path("NKNUSDT") == "/api/v3/depth?symbol=NKNUSDT&limit=1000"
+
+
+# -- kernels loaded before the node serves ----------------------------------------------------------
+
+
+def _shape(body: str) -> str:
+    """A depth snapshot body's shape: numbers folded, a run of levels one token."""
+    shape = re.sub(r"\d+", "N", re.sub(r'"\d+(\.\d+)?"', '"N"', body))
+    return re.sub(r'\["N","N"\](,\["N","N"\])*', "LEVELS", shape)
+
+
+def test_warm_up_snapshot_is_shaped_like_the_captured_ones(capture):
+    """What ``load_kernels`` reads has the shape of the real REST bodies (so it takes the compiled
+    reader they take), and it syncs a book."""
+    _ws, _http, _frames, snapshots = capture
+    assert _shape(_warm_up_snapshot().decode()) in {_shape(r.text) for r in snapshots.values()}
+    feed = BinanceFeed(["NKNUSDT"])
+    assert _decode(feed.apply_snapshot("NKNUSDT", _warm_up_snapshot())) and feed.statistics()["errors"] == {}
+
+
+def test_load_kernels_leaves_the_captures_nothing_to_compile(shared_data) -> None:
+    """The node host calls ``load_kernels`` before the node serves. Afterwards the captured REST
+    snapshots and streams need no kernel specialisation it did not load, and the node's own feed
+    is untouched. In a fresh interpreter, where nothing else has run them."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    script = textwrap.dedent(f"""
+        import numba
+        from pathlib import Path
+        from alphapulse.captures import read_capture
+        import nodes.binance as kind
+
+        kernels = {{n: k for n, k in vars(kind).items() if isinstance(k, numba.core.registry.CPUDispatcher)}}
+        node = kind.Binance(kind.BinanceParams(symbols={tuple(SYMBOLS)!r}))
+        node.load_kernels()
+        loaded = {{n: set(k.signatures) for n, k in kernels.items()}}
+        assert loaded["_scan_snapshot"], loaded
+        assert not node.feed.counters and not node.feed.statistics()["synced"]
+        scratch = kind.BinanceFeed(node.params.symbols)
+        captures = Path({str(shared_data)!r}) / "binance"
+        records = [*read_capture(captures / "BINANCE.ws.1.0"), *read_capture(captures / "BINANCE.http.0.0")]
+        for record in sorted(records, key=lambda r: r.ts):
+            if record.kind == "http":  # the body as the node's HTTP client hands it over: bytes
+                scratch.apply_snapshot(record.url.split("symbol=")[1].split("&")[0], record.text.encode())
+            elif record.kind == "recv":
+                scratch.receive(record.text, 1)
+        stats = scratch.statistics()
+        assert stats["synced"] == sorted(node.params.symbols) and not stats["errors"], stats
+        new = {{n: set(k.signatures) - loaded[n] for n, k in kernels.items() if set(k.signatures) - loaded[n]}}
+        assert not new, new
+        print("ok")
+    """)
+    root = str(Path(__file__).resolve().parents[2])
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root, timeout=600)
+    assert done.stdout.strip().endswith("ok"), done.stderr[-3000:]
 
 
 # -- the real node, the real sockets: WebSocket replay + HTTP snapshots ---------------------------

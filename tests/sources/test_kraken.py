@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 from decimal import Decimal
 
 import orjson
@@ -14,7 +15,15 @@ import trio
 from alphapulse import protocol
 from alphapulse.captures import received_frames, sent_messages
 from alphapulse.testing import ReplayFaults, ReplayResponder, run_node, serve_capture
-from nodes.kraken import KrakenBook, KrakenFeed, book_checksum, fixed, kraken_instrument, seconds_ns
+from nodes.kraken import (
+    KrakenBook,
+    KrakenFeed,
+    _warm_up_frames,
+    book_checksum,
+    fixed,
+    kraken_instrument,
+    seconds_ns,
+)
 
 BOOK_PAIRS = ["WAVES/EUR", "KSM/XBT", "SC/EUR", "OCEAN/XBT", "XBT/CHF"]
 LIST_PAIRS = [
@@ -671,6 +680,65 @@ def test_mutated_frames_never_crash(book_frames):
     for frame in book_frames:
         fresh.receive(frame)
     assert _totals(fresh)["checksum_ok"] == 2166
+
+
+# -- kernels loaded before the node serves ----------------------------------------------------------
+
+
+def _shape(frame: str) -> str:
+    """A book frame's shape: numbers and pair names folded, a run of levels one token."""
+    shape = re.sub(r'"[A-Z0-9]+/[A-Z0-9]+"', '"PAIR"', frame)
+    shape = re.sub(r"\d+", "N", re.sub(r'"\d+(\.\d+)?"', '"N"', shape))
+    return re.sub(r'\["N","N","N"\](,\["N","N","N"\])*', "LEVELS", shape)
+
+
+def test_warm_up_frames_are_shaped_like_the_capture_and_sync_a_book(book_frames):
+    """What ``load_kernels`` feeds has the wire shape of real snapshots and updates (so it takes
+    the compiled readers real frames take), and it syncs a book with a matching checksum."""
+    frames = _warm_up_frames("XBT/CHF", 1000)
+    assert {_shape(f) for f in frames} <= {_shape(f) for f in book_frames}
+    feed = KrakenFeed(["XBT/CHF"], channels=["book"], depth=1000)
+    for frame in frames:
+        feed.receive(frame)
+    assert _totals(feed)["checksum_ok"] == _totals(feed)["snapshots"] == 1 and feed.statistics()["errors"] == {}
+
+
+def test_load_kernels_leaves_the_captures_nothing_to_compile(shared_data) -> None:
+    """The node host calls ``load_kernels`` before the node serves. Afterwards the book, trade and
+    ticker captures need no kernel specialisation it did not load, and the node's own feed is
+    untouched. In a fresh interpreter, where nothing else has run them."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    script = textwrap.dedent(f"""
+        import numba
+        from pathlib import Path
+        from alphapulse.captures import received_frames
+        import nodes.kraken as kind
+
+        kernels = {{n: k for n, k in vars(kind).items() if isinstance(k, numba.core.registry.CPUDispatcher)}}
+        params = kind.KrakenParams(pairs={tuple(LIST_PAIRS)!r}, channels=("trade", "ticker", "book"), depth=1000)
+        node = kind.Kraken(params)
+        node.load_kernels()
+        loaded = {{n: set(k.signatures) for n, k in kernels.items()}}
+        assert loaded["_update"] and loaded["_scan_snapshot"] and loaded["_load_side"], loaded
+        assert not node.feed.counters and not node.feed.statistics()["synced"]
+        scratch = kind.KrakenFeed(params.pairs, channels=params.channels, depth=params.depth)
+        for name in ("KRAKEN.ws.50.0", "KRAKEN.ws.48.0", "KRAKEN.ws.49.0"):
+            for frame in received_frames(Path({str(shared_data)!r}) / "kraken" / name):
+                scratch.receive(frame, 1)
+        stats = scratch.statistics()
+        total = {{k: sum(s[k] for s in stats["pairs"].values()) for k in ("checksum_ok", "trades", "quotes")}}
+        assert total["checksum_ok"] == 2166 and total["trades"] and total["quotes"] and not stats["errors"], stats
+        new = {{n: set(k.signatures) - loaded[n] for n, k in kernels.items() if set(k.signatures) - loaded[n]}}
+        assert not new, new
+        print("ok")
+    """)
+    root = str(Path(__file__).resolve().parents[2])
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root, timeout=600)
+    assert done.stdout.strip().endswith("ok"), done.stderr[-3000:]
 
 
 async def test_node_live_reconfigure_updates_session_and_breaker(shared_data):
