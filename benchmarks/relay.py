@@ -47,7 +47,9 @@ to the default rounds as ``ratio_ap4b_*``. The pyzmq reference keeps the default
 
 CPU seconds of every process come from ``/proc/<pid>/task/*/schedstat`` sampled by this script at
 each round's start and end; a probe measures what one trio wakeup, one blocking ``recv`` wakeup
-and one single-frame read through the runtime's ``InputLink`` cost on the machine right now, and
+and one single-frame read through the runtime's ``InputLink`` cost on the machine right now, what
+one read of a ``tick`` round (10 messages a millisecond) costs blocking Python and the
+``InputLink`` (``tick_read_*``: a process that sleeps longer wakes colder), and
 a handoff probe what one hop costs in time at its least (``handoff_*``: two blocking processes, 8
 bytes a millisecond, the receiver on the sender's CPU or on the other, idle one). The
 AlphaPulse sink drivers read only the first and last headers of each block (the runtime's
@@ -349,9 +351,9 @@ def fanout_uring_setting() -> bool:
     return isinstance(shared_send_ring(), SendRing)
 
 
-def wake_probe(mode: str, n: int) -> float:
-    out = subprocess.run([PY, PROCS, "wake", json.dumps({"mode": mode, "n": n})], capture_output=True, text=True,
-                         timeout=60, check=True)
+def wake_probe(mode: str, n: int, frames: int = 1, interval_us: int = 100) -> float:
+    cfg = {"mode": mode, "n": n, "frames": frames, "interval_us": interval_us}
+    out = subprocess.run([PY, PROCS, "wake", json.dumps(cfg)], capture_output=True, text=True, timeout=60, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["cpu_us_per_wakeup"]
 
 
@@ -419,6 +421,12 @@ def main(argv: list[str] | None = None) -> dict:
     wake = {mode: wake_probe(mode, n_wake) for mode in ("trio", "blocking", "link")}
     print(f"# CPU per wakeup now (72 bytes every 100 µs): trio {wake['trio']} µs, blocking recv {wake['blocking']} µs, "
           f"an InputLink reading one frame (idle lane, fast path, CRC, tracking) {wake['link']} µs")
+    # a tick round's reads: 10 messages a millisecond, one read each. The process sleeps ten
+    # times longer between reads and wakes colder: what each read costs the sinks in place
+    tick_read = {mode: wake_probe(mode, 1000 if q else 3000, frames=10, interval_us=1000)
+                 for mode in ("blocking", "link")}
+    print(f"# CPU per read of 10 messages, one a millisecond: blocking recv {tick_read['blocking']} µs, "
+          f"an InputLink {tick_read['link']} µs")
     n_handoff = 500 if q else 2000
     cpus = sorted(os.sched_getaffinity(0))
     handoff = {"same_cpu": handoff_probe((cpus[0], cpus[0]), n_handoff)}
@@ -441,6 +449,8 @@ def main(argv: list[str] | None = None) -> dict:
                             "loadavg_1m_before": round(load_before[0], 2),
                             "trio_wakeup_cpu_us": wake["trio"], "blocking_wakeup_cpu_us": wake["blocking"],
                             "input_link_read_cpu_us": wake["link"],
+                            "tick_read_blocking_cpu_us": tick_read["blocking"],
+                            "tick_read_input_link_cpu_us": tick_read["link"],
                             **{f"handoff_{where}_{k}": v for where, h in handoff.items()
                                for k, v in h.items() if k in ("p50_us", "p99_us")},
                             "idle_lane": idle_lane_setting(), "fanout_uring": fanout_uring_setting()}

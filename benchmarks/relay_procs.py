@@ -634,33 +634,33 @@ def floor_sink(cfg: dict) -> None:
     files.linger()
 
 
-def _link_probe(b, n: int) -> tuple[float, float]:
-    """The runtime's own read path for ``n`` single messages: an ``InputLink`` (idle lane unless
-    ALPHAPULSE_IDLE_LANE=0, one-frame fast path, CRC check, sequence tracking) delivering to a
-    ``deliver_now`` that counts. The sender (forked) writes one frame every 100 µs."""
+def _link_probe(b, n: int, frames: int) -> float:
+    """The runtime's own read path for ``n`` reads of ``frames`` messages each: an ``InputLink``
+    (idle lane unless ALPHAPULSE_IDLE_LANE=0, quick path, CRC check, sequence tracking)
+    delivering to a ``deliver_now`` that counts. Returns the CPU seconds of the reads after the first."""
     import trio
 
-    from alphapulse import protocol
-    from alphapulse.runtime import InputLink, InputSpec, make_sequence
+    from alphapulse.runtime import InputLink, InputSpec
     from alphapulse.runtime._warm import load_hot_kernels
 
     load_hot_kernels()
     link = InputLink(InputSpec(node="probe", socket="unused"), subscriber_name="probe")
     b.setblocking(False)
     got = 0
+    total = n * frames
     done = None
 
     def deliver_now(block) -> bool:
         nonlocal got
         got += len(block)
-        if got >= n:
+        if got >= total:
             done.set()
         return True
 
     async def deliver(block) -> None:
         deliver_now(block)
 
-    async def receive() -> tuple[float, float]:
+    async def receive() -> float:
         nonlocal done
         done = trio.Event()
         link._deliver_now = deliver_now
@@ -672,47 +672,49 @@ def _link_probe(b, n: int) -> tuple[float, float]:
             await done.wait()
             used = cpu_seconds() - start
             nursery.cancel_scope.cancel()
-        return start, used * n / max(1, n - 1)
+        return used * n / max(1, n - 1)
 
-    del protocol, make_sequence
     return trio.run(receive)
 
 
 def wake_probe(cfg: dict) -> None:
-    """CPU per wakeup on this machine now: a forked sender writes 72 bytes every 100 µs; this
-    process waits for each (``trio``: ``wait_readable`` + ``recv``; ``blocking``: ``recv``). Prints
-    JSON. The floor under any design that wakes once per message."""
+    """CPU per wakeup on this machine now: a forked sender writes ``frames`` 72-byte messages in
+    one send every ``interval_us`` (default: one every 100 µs); this process waits for each
+    (``trio``: ``wait_readable`` + ``recv``; ``blocking``: ``recv``; ``link``: an ``InputLink``).
+    Prints JSON. The floor under any design that wakes once per send. The longer the process
+    sleeps between sends, the colder it wakes: at one 10-message send a millisecond (a ``tick``
+    round's reads) the same path costs more per read than at 100 µs."""
     import socket
 
     a, b = socket.socketpair()
     n = int(cfg.get("n", 10_000))
+    frames = int(cfg.get("frames", 1))
+    rate = 1e6 / float(cfg.get("interval_us", 100))
     pid = os.fork()
     if pid == 0:  # sender
         b.close()
         set_timer_slack()
-        frames = [b"x" * MSG] * n
+        sends = [b"x" * (MSG * frames)] * n
         if cfg["mode"] == "link":  # real frames, in order, one source
             from alphapulse import protocol
             from alphapulse.runtime import make_sequence
 
             builder = protocol.MessageBuilder(1, 5, make_sequence(3, 1))
             trade = protocol.Trade(instrument_id=11, price=1, quantity=1, exchange_ts_ns=0)
-            frames = [builder.build(trade, i) for i in range(n)]
+            sends = [b"".join(builder.build(trade, i) for _ in range(frames)) for i in range(n)]
         time.sleep(0.2 if cfg["mode"] != "link" else 1.0)
-        for i in paced_slots(n, 10_000.0, "even"):
-            a.send(frames[i])
+        for i in paced_slots(n, rate, "even"):
+            a.send(sends[i])
         os._exit(0)
     a.close()
-    got, total = 0, n * MSG
+    got, total = 0, n * MSG * frames
     if cfg["mode"] == "link":
-        c0, used = _link_probe(b, n)
-        os.waitpid(pid, 0)
-        print(json.dumps({"mode": "link", "cpu_us_per_wakeup": round(used / n * 1e6, 2)}))
-        return
-    if cfg["mode"] == "blocking":
+        used = _link_probe(b, n, frames)
+    elif cfg["mode"] == "blocking":
         c0 = cpu_seconds()
         while got < total:
             got += len(b.recv(65536))
+        used = cpu_seconds() - c0
     else:
         import trio
 
@@ -724,12 +726,11 @@ def wake_probe(cfg: dict) -> None:
             while got < total:
                 await trio.lowlevel.wait_readable(b)
                 got += len(b.recv(65536))
-            return start
+            return cpu_seconds() - start
 
-        c0 = trio.run(receive)
-    used = cpu_seconds() - c0
+        used = trio.run(receive)
     os.waitpid(pid, 0)
-    print(json.dumps({"mode": cfg["mode"], "cpu_us_per_wakeup": round(used / n * 1e6, 2)}))
+    print(json.dumps({"mode": cfg["mode"], "frames": frames, "cpu_us_per_wakeup": round(used / n * 1e6, 2)}))
 
 
 def handoff_probe(cfg: dict) -> None:
