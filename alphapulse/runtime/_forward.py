@@ -63,20 +63,12 @@ def check_run(buf, n, domain, max_payload, verify, epochs, expected, flags, size
     count, source, first, consecutive, frame_domain = few_frames(buf, n, max_payload, verify, sizes)
     if count == 0 or not consecutive or frame_domain != domain:
         return 0
-    return count if advance_run(epochs, expected, flags, source, first, count) else 0
-
-
-@numba.njit(cache=True, nogil=True)
-def advance_run(epochs, expected, flags, source, first, count):  # pragma: no cover - jit
-    """The tracker's run path, natively: True when ``count`` frames of ``source`` from sequence
-    ``first`` are the next it expects (seen before, same epoch, no gap open), and then its
-    expectation moves past them; False (nothing changed) otherwise."""
     epoch = np.uint32(first >> np.uint64(COUNTER_BITS))
     counter = first & np.uint64(COUNTER_MASK)
     if flags[source] != 1 or epochs[source] != epoch or expected[source] != counter:
-        return False
+        return 0
     expected[source] = counter + np.uint64(count)
-    return True
+    return count
 
 
 @numba.njit(cache=True, nogil=True)

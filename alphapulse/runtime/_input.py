@@ -26,8 +26,6 @@ from typing import Any
 import trio
 
 from alphapulse import protocol
-from alphapulse.runtime._direct_read import NOT_TAKEN, DirectReader
-from alphapulse.runtime._direct_read import enabled as direct_read_enabled
 from alphapulse.runtime._fastlane import IdleLane, idle_lane
 from alphapulse.runtime._forward import FORWARDED, NOT_FORWARDED, DirectForwarder
 from alphapulse.runtime._headers import count_control
@@ -105,8 +103,7 @@ class InputStatistics:
     peers: tuple[InputStatistics, ...] = ()
     """links opened on a ``peer`` relay's introduction, one per publisher (``_peers``)"""
     direct_reads: int = 0
-    """reads checked in one native call: a relay's checked and sent on (its direct path,
-    ``_forward``), a consumer's checked and delivered (its direct read, ``_direct_read``)"""
+    """reads a relay checked and sent on in one native call (its direct path, ``_forward``)"""
     direct_fanout: str = ""
     """how that path sends a read to several subscribers: ``io_uring`` (one system call, see
     ``_uring``) or ``send`` (one call each); empty where the link has no direct path"""
@@ -190,8 +187,6 @@ class InputLink:
         self._deliver_now: Callable[[Any], bool] | None = None
         self.forwarder: DirectForwarder | None = None
         """A relay's direct path for reads in the idle lane (``runtime._forward``)."""
-        self._reader: DirectReader | None = None
-        """A consumer's direct read in the idle lane (``runtime._direct_read``), made on first use."""
         self._wait_ready: Callable[[], Awaitable[None]] | None = None
         self._on_control: Callable[[Any], None] | None = None
         self.lane_reads = 0
@@ -461,9 +456,6 @@ class InputLink:
         deliver_now, tracker, forwarder, decoder = self._deliver_now, self.tracker, self.forwarder, self._decoder
         assert deliver_now is not None
         fd = sock.fileno()
-        if forwarder is None and self._reader is None and direct_read_enabled():
-            self._reader = DirectReader(SMALL_READ)
-        reader = self._reader if forwarder is None else None
 
         def on_readable() -> bool:
             data = None
@@ -487,25 +479,6 @@ class InputLink:
                         data = forwarder.buffer[:n].tobytes()
                     elif n == 0:
                         data = b""
-            elif reader is not None and reader.wanted and decoder.idle:
-                try:
-                    status, n, block = reader.read(fd, decoder, tracker)
-                    if block is not None:
-                        self.lane_reads += 1
-                        self._received += block.count
-                        self._received_bytes += n
-                        reader.wanted = block.count > 1
-                        ready = deliver_now(block)
-                        if ready and tracker.next_deadline() is None:
-                            return True
-                        handback.must_wait = not ready
-                        return handback.give()
-                except BaseException as exc:
-                    return handback.give(error=exc)
-                if status == NOT_TAKEN:
-                    data = reader.buffer[:n].tobytes()
-                elif n == 0:
-                    data = b""
             if data is None:
                 try:
                     data = sock.recv(SMALL_READ)
@@ -518,15 +491,12 @@ class InputLink:
             if not data or len(data) == SMALL_READ:
                 return handback.give(data=data)
             self.lane_reads += 1
-            received = self._received
             try:
                 ready = True
                 for out in self._ingest(data):
                     ready = deliver_now(out) and ready
             except BaseException as exc:
                 return handback.give(error=exc)
-            if reader is not None:
-                reader.wanted = self._received - received > 1
             if ready and tracker.next_deadline() is None:
                 return True
             handback.must_wait = not ready
@@ -615,8 +585,7 @@ class InputLink:
             snapshot_requests=self._snapshots,
             resend_unavailable=self._unavailable,
             lane_reads=self.lane_reads,
-            direct_reads=(self.forwarder.forwarded_reads if self.forwarder is not None
-                          else self._reader.direct_reads if self._reader is not None else 0),
+            direct_reads=self.forwarder.forwarded_reads if self.forwarder is not None else 0,
             direct_fanout=self.forwarder.fanout if self.forwarder is not None else "",
             sequence=dataclasses.asdict(self.tracker.statistics()),
             peers=tuple(peer.statistics() for peer in self._peer_links())

@@ -30,7 +30,6 @@ import numba
 import numpy as np
 
 from alphapulse import protocol
-from alphapulse.runtime._direct_read import read_run
 from alphapulse.runtime._filter import subscription
 from alphapulse.runtime._forward import forward_read
 from alphapulse.runtime._headers import count_control, relay_domains
@@ -158,8 +157,7 @@ def _load_link_reads() -> None:
 
 
 def _load_direct_path() -> None:
-    """The relay's direct path (``_forward``) and a consumer's direct read (``_direct_read``): one
-    call each on an empty non-blocking socket loads them."""
+    """The relay's direct path (``_forward``): one call on an empty non-blocking socket loads it."""
     a, b = socket.socketpair()
     with a, b:
         b.setblocking(False)
@@ -167,6 +165,3 @@ def _load_direct_path() -> None:
         forward_read(b.fileno(), np.empty(64, np.uint8), 1, 1 << 16, True, epochs, expected, flags,
                      np.empty(16, np.int64), np.array([a.fileno()], np.int32), np.zeros(1, np.int64),
                      NoRing.fd, NoRing.ring, NoRing.sqes, NoRing.layout)  # a ring's arrays have the same types
-        for verify in (True, False):  # a consumer's direct read (``_direct_read``), both checksum modes
-            read_run(b.fileno(), np.empty(64, np.uint8), 1 << 16, verify, epochs, expected, flags,
-                     np.empty(16, np.int64))

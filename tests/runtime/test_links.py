@@ -331,54 +331,6 @@ async def test_idle_lane_is_on_by_default_and_off_when_asked(sock_dir, monkeypat
     assert sink.counters == list(range(1, 51)) and lk.lane_reads == 0
 
 
-async def publish_ticks(publisher, first: int, last: int, per_tick: int = 10, pause: float = 0.001) -> None:
-    """``per_tick`` messages in one block each ``pause``: how a source flushes a tick's batch."""
-    for start in range(first, last + 1, per_tick):
-        await publisher.publish(block(trade_frames(SOURCE, EPOCH, range(start, min(last, start + per_tick - 1) + 1))))
-        await trio.sleep(pause)
-
-
-@pytest.mark.parametrize("direct", [True, False])
-async def test_reads_of_several_frames_take_the_direct_read_and_lose_nothing(sock_dir, idle_lane_on, monkeypatch,
-                                                                              direct) -> None:
-    """A tick's batch a read: with the direct read on (the default) most reads are checked in one
-    native call; on or off, the consumer gets every message once, in order, and a gap (frames that
-    never went out live) is recovered from the retransmit buffer either way."""
-    monkeypatch.setenv("ALPHAPULSE_DIRECT_READ", "1" if direct else "0")
-    path = os.path.join(sock_dir, "p.sock")
-    async with open_publisher(path, source_id=1, retransmit_capacity=10_000) as pub, trio.open_nursery() as nursery:
-        sink, lk = await start_sync_link(nursery, pub, path, "ticks", want=600)
-        await publish_ticks(pub, 1, 300)
-        pub.retransmit.append(block(trade_frames(SOURCE, EPOCH, range(301, 311))))  # never sent live
-        await publish_ticks(pub, 311, 600)
-        with trio.fail_after(5):
-            await sink.done.wait()
-        nursery.cancel_scope.cancel()
-    assert sink.counters == list(range(1, 601))
-    stats = lk.statistics()
-    seq = stats.sequence
-    assert (seq["gaps_detected"], seq["gaps_recovered"], seq["messages_lost"], seq["duplicates"]) == (1, 1, 0, 0)
-    assert stats.received_messages == 600 and seq["delivered"] == 600
-    if direct:
-        assert stats.direct_reads > 20 and stats.direct_reads <= lk.lane_reads
-    else:
-        assert stats.direct_reads == 0 and lk.lane_reads > 20
-
-
-async def test_reads_of_one_frame_keep_to_the_ordinary_path(sock_dir, idle_lane_on) -> None:
-    """One message a read: the decoder's one-frame path is the cheaper one, so after a read of
-    one frame the link does not try the direct read for the next."""
-    path = os.path.join(sock_dir, "p.sock")
-    async with open_publisher(path, source_id=1) as pub, trio.open_nursery() as nursery:
-        sink, lk = await start_sync_link(nursery, pub, path, "ones", want=200)
-        await publish_one_by_one(pub, 1, 200, pause=0.001)
-        with trio.fail_after(5):
-            await sink.done.wait()
-        nursery.cancel_scope.cancel()
-    assert sink.counters == list(range(1, 201))
-    assert lk.lane_reads > 100 and lk.statistics().direct_reads < 10
-
-
 async def test_publisher_survives_a_subscriber_gone_while_its_reader_waits(sock_dir) -> None:
     """A send that finds the peer gone closes the subscriber while its reader task is parked in
     wait_readable (trio then raises ClosedResourceError there): the publisher must carry on."""
