@@ -24,6 +24,7 @@ from alphapulse.testing import (
     serve_http,
 )
 from nodes.binance import BinanceFeed, _warm_up_snapshot, binance_instrument, fixed
+from tests.sources._books import consumer_books
 
 SYMBOLS = ["NKNUSDT", "BLZETH", "LRCBTC", "RUNEEUR"]
 
@@ -448,23 +449,8 @@ def _params(ws_url: str, http_url: str, **kw) -> dict:
     return params
 
 
-def _consumer_books(messages) -> dict[int, tuple[dict, dict]]:
-    books: dict[int, tuple[dict, dict]] = {}
-    for m in messages:
-        for rec in m.tlvs:
-            if isinstance(rec, protocol.OrderBook):
-                books[rec.instrument_id] = (dict(rec.bids), dict(rec.asks))
-            elif isinstance(rec, protocol.OrderBookDelta):
-                for price, qty, side in rec.changes:
-                    if qty:
-                        books[rec.instrument_id][side][price] = qty
-                    else:
-                        books[rec.instrument_id][side].pop(price, None)
-    return books
-
-
 def _assert_books_match(node, ref: ReferenceBooks, messages) -> None:
-    consumer = _consumer_books(messages)
+    consumer = consumer_books(messages)
     for symbol in SYMBOLS:
         state = node.feed.symbols[symbol]
         assert state.book is not None, symbol

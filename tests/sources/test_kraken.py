@@ -24,6 +24,7 @@ from nodes.kraken import (
     kraken_instrument,
     seconds_ns,
 )
+from tests.sources._books import consumer_books
 
 BOOK_PAIRS = ["WAVES/EUR", "KSM/XBT", "SC/EUR", "OCEAN/XBT", "XBT/CHF"]
 LIST_PAIRS = [
@@ -454,23 +455,8 @@ def _node_params(url: str, **kw) -> dict:
     return params
 
 
-def _consumer_books(messages) -> dict[int, dict[int, dict[int, int]]]:
-    books: dict[int, dict[int, dict[int, int]]] = {}
-    for m in messages:
-        for rec in m.tlvs:
-            if isinstance(rec, protocol.OrderBook):
-                books[rec.instrument_id] = {0: dict(rec.bids), 1: dict(rec.asks)}
-            elif isinstance(rec, protocol.OrderBookDelta):
-                for price, qty, side in rec.changes:
-                    if qty:
-                        books[rec.instrument_id][side][price] = qty
-                    else:
-                        books[rec.instrument_id][side].pop(price, None)
-    return books
-
-
 def _assert_books_match_reference(node, ref: ReferenceBooks, messages) -> None:
-    consumer = _consumer_books(messages)
+    consumer = consumer_books(messages)
     for pair in BOOK_PAIRS:
         state = node.feed.pairs[pair]
         assert state.synced, pair
