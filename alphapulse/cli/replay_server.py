@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from alphapulse.cli import ExitCode
+    from alphapulse.cli._serve import serve_in_foreground, stop_after
     from alphapulse.testing import serve_capture
 
     if not os.path.isfile(args.capture) or args.speed < 0:
@@ -44,15 +45,6 @@ def run(args: argparse.Namespace) -> int:
                 serve_capture, args.capture, wait_for_messages=args.wait, speed=args.speed, port=args.port,
                 restart_each_connection=True))
             print(f"replaying {len(server.frames)} frames of {args.capture} on {server.url}", flush=True)
-            if args.duration > 0:
-                await trio.sleep(args.duration)
-                nursery.cancel_scope.cancel()
+            await stop_after(args.duration, nursery)
 
-    try:
-        trio.run(main)
-    except KeyboardInterrupt:
-        pass
-    except OSError as exc:
-        print(f"alphapulse replay-server: {exc}")
-        return ExitCode.RUNTIME
-    return ExitCode.OK
+    return serve_in_foreground(main, "replay-server")

@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from alphapulse.cli import ExitCode
+    from alphapulse.cli._serve import serve_in_foreground, stop_after
     from nodes._simulated import SimExchange, serve
     from nodes.simulated import SimulatedParams, make_market
 
@@ -59,15 +60,6 @@ def run(args: argparse.Namespace) -> int:
             port = await nursery.start(serve, exchange, params.host, params.port)
             print(f"simulated exchange on ws://{params.host}:{port} ({', '.join(symbols)}, "
                   f"{params.message_rate:g} events/s, seed {params.seed})", flush=True)
-            if args.duration > 0:
-                await trio.sleep(args.duration)
-                nursery.cancel_scope.cancel()
+            await stop_after(args.duration, nursery)
 
-    try:
-        trio.run(main)
-    except KeyboardInterrupt:
-        pass
-    except OSError as exc:
-        print(f"alphapulse sim: {exc}")
-        return ExitCode.RUNTIME
-    return ExitCode.OK
+    return serve_in_foreground(main, "sim")
