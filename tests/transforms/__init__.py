@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
+
+import trio
 
 from alphapulse import protocol as P
 from alphapulse.runtime import BreakerSettings, InputLink, InputSpec, NodeContext
@@ -94,3 +97,11 @@ class Downstream:
 def top(levels: dict[int, int], depth: int, bids: bool) -> list[tuple[int, int]]:
     """The best ``depth`` levels of a price -> qty dict, best first."""
     return sorted(levels.items(), reverse=bids)[:depth]
+
+
+async def wait_for(condition: Callable[[], object], what: str = "") -> None:
+    """Poll until ``condition()`` holds; ``what`` only names the wait for the reader. The 20 s
+    limit is a hang guard, not a speed assertion."""
+    with trio.fail_after(20):
+        while not condition():
+            await trio.sleep(0.01)

@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-
-import pytest
 import trio
 
 import nodes.arbitrage  # noqa: F401  (registers the kind)
 from alphapulse import protocol as P
 from alphapulse.runtime import InputLink, InputSpec, NodeHost, open_publisher
-from tests.transforms import Upstream
+from tests.transforms import Upstream, wait_for
 
 A = P.spot("venue_a", "ETH", "USD")
 B = P.spot("venue_b", "ETH", "USD")
 U = 100_000_000
-
-
-@pytest.fixture
-def sockets():
-    base = tempfile.mkdtemp(prefix="aparb", dir="/tmp")
-    yield {name: os.path.join(base, f"{name}.sock") for name in ("up", "data", "control")}
-    shutil.rmtree(base, ignore_errors=True)
-
-
-async def wait_for(condition) -> None:
-    with trio.fail_after(20):  # a hang guard, not a speed assertion
-        while not condition():
-            await trio.sleep(0.01)
 
 
 async def test_arbitrage_node_over_real_sockets(sockets) -> None:

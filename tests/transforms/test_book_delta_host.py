@@ -2,33 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-
-import pytest
 import trio
 
 import nodes.book_delta  # noqa: F401  (registers the kind)
 from alphapulse import protocol as P
 from alphapulse.runtime import InputLink, InputSpec, NodeHost, open_publisher
-from tests.transforms import Upstream
+from tests.transforms import Upstream, wait_for
 
 BTC = P.spot("kraken", "BTC", "USD")
 U = 100_000_000
-
-
-@pytest.fixture
-def sockets():
-    base = tempfile.mkdtemp(prefix="apbd", dir="/tmp")
-    yield {name: os.path.join(base, f"{name}.sock") for name in ("up", "data", "control")}
-    shutil.rmtree(base, ignore_errors=True)
-
-
-async def wait_for(condition, what: str) -> None:
-    with trio.fail_after(20):  # a hang guard, not a speed assertion
-        while not condition():
-            await trio.sleep(0.01)
 
 
 async def test_book_delta_node_over_real_sockets(sockets) -> None:
