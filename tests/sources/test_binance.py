@@ -25,6 +25,7 @@ from alphapulse.testing import (
 )
 from nodes.binance import BinanceFeed, _warm_up_snapshot, binance_instrument, fixed
 from tests.sources._books import consumer_books
+from tests.sources._fresh import assert_fresh_run_ok
 
 SYMBOLS = ["NKNUSDT", "BLZETH", "LRCBTC", "RUNEEUR"]
 
@@ -397,12 +398,7 @@ def test_load_kernels_leaves_the_captures_nothing_to_compile(shared_data) -> Non
     """The node host calls ``load_kernels`` before the node serves. Afterwards the captured REST
     snapshots and streams need no kernel specialisation it did not load, and the node's own feed
     is untouched. In a fresh interpreter, where nothing else has run them."""
-    import subprocess
-    import sys
-    import textwrap
-    from pathlib import Path
-
-    script = textwrap.dedent(f"""
+    assert_fresh_run_ok(f"""
         import numba
         from pathlib import Path
         from alphapulse.captures import read_capture
@@ -428,9 +424,6 @@ def test_load_kernels_leaves_the_captures_nothing_to_compile(shared_data) -> Non
         assert not new, new
         print("ok")
     """)
-    root = str(Path(__file__).resolve().parents[2])
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root, timeout=600)
-    assert done.stdout.strip().endswith("ok"), done.stderr[-3000:]
 
 
 # -- the real node, the real sockets: WebSocket replay + HTTP snapshots ---------------------------

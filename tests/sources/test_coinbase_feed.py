@@ -13,6 +13,7 @@ from alphapulse.captures import received_frames
 from alphapulse.protocol import InstrumentMapping, OrderBook, OrderBookDelta, Quote, Side, Trade, spot
 from nodes._coinbase import AdvancedTradeFeed, ExchangeFeed
 from nodes._coinbase._book import ASK, BID
+from tests.sources._fresh import assert_fresh_run_ok
 
 ADVANCED_PRODUCTS = ("BTC-USD", "ETH-USD")
 EXCHANGE_PRODUCTS = ("SKL-USD", "BAND-GBP", "BAND-BTC", "DASH-BTC", "CRV-EUR")
@@ -281,12 +282,7 @@ def test_load_kernels_leaves_the_captures_nothing_to_compile(shared_data) -> Non
     """The node host calls ``load_kernels`` before the node serves. Afterwards both real captures
     (every channel, both APIs) need no book or scan kernel specialisation it did not load. In a
     fresh interpreter, where nothing else has run them."""
-    import subprocess
-    import sys
-    import textwrap
-    from pathlib import Path
-
-    script = textwrap.dedent(f"""
+    assert_fresh_run_ok(f"""
         import numba
         from pathlib import Path
         from alphapulse.captures import received_frames
@@ -312,6 +308,3 @@ def test_load_kernels_leaves_the_captures_nothing_to_compile(shared_data) -> Non
         assert not new, new
         print("ok")
     """)
-    root = str(Path(__file__).resolve().parents[2])
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root, timeout=600)
-    assert done.stdout.strip().endswith("ok"), done.stderr[-3000:]

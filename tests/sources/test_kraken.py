@@ -25,6 +25,7 @@ from nodes.kraken import (
     seconds_ns,
 )
 from tests.sources._books import consumer_books
+from tests.sources._fresh import assert_fresh_run_ok
 
 BOOK_PAIRS = ["WAVES/EUR", "KSM/XBT", "SC/EUR", "OCEAN/XBT", "XBT/CHF"]
 LIST_PAIRS = [
@@ -693,12 +694,7 @@ def test_load_kernels_leaves_the_captures_nothing_to_compile(shared_data) -> Non
     """The node host calls ``load_kernels`` before the node serves. Afterwards the book, trade and
     ticker captures need no kernel specialisation it did not load, and the node's own feed is
     untouched. In a fresh interpreter, where nothing else has run them."""
-    import subprocess
-    import sys
-    import textwrap
-    from pathlib import Path
-
-    script = textwrap.dedent(f"""
+    assert_fresh_run_ok(f"""
         import numba
         from pathlib import Path
         from alphapulse.captures import received_frames
@@ -722,9 +718,6 @@ def test_load_kernels_leaves_the_captures_nothing_to_compile(shared_data) -> Non
         assert not new, new
         print("ok")
     """)
-    root = str(Path(__file__).resolve().parents[2])
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root, timeout=600)
-    assert done.stdout.strip().endswith("ok"), done.stderr[-3000:]
 
 
 async def test_node_live_reconfigure_updates_session_and_breaker(shared_data):
