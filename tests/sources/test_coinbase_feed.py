@@ -9,7 +9,6 @@ from decimal import Decimal
 import pytest
 
 from alphapulse import protocol
-from alphapulse.captures import received_frames
 from alphapulse.protocol import InstrumentMapping, OrderBook, OrderBookDelta, Quote, Side, Trade, spot
 from nodes._coinbase import AdvancedTradeFeed, ExchangeFeed
 from nodes._coinbase._book import ASK, BID
@@ -62,16 +61,6 @@ def run_feed(feed, frames):
         feed.receive(frame, 1)
         out.extend(records(feed.take()))
     return out
-
-
-@pytest.fixture(scope="module")
-def advanced_frames(shared_data) -> list[str]:
-    return list(received_frames(shared_data / "coinbase_advanced" / "COINBASE.jsonl.zst"))
-
-
-@pytest.fixture(scope="module")
-def exchange_frames(shared_data) -> list[str]:
-    return list(received_frames(shared_data / "coinbase" / "COINBASE.ws.28.0"))
 
 
 def model_advanced(frames):

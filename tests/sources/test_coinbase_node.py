@@ -5,26 +5,13 @@ from __future__ import annotations
 
 import functools
 
-import pytest
 import trio
 
-from alphapulse.captures import received_frames
 from alphapulse.protocol import OrderBook, Quote, Trade, spot
 from alphapulse.testing import ReplayFaults, run_node, serve_capture
 from nodes._coinbase._book import ASK, BID
 
 from .test_coinbase_feed import ADVANCED_PRODUCTS, EXCHANGE_PRODUCTS, Consumer, model_advanced, model_exchange
-
-
-@pytest.fixture(scope="module")
-def advanced_frames(shared_data) -> list[str]:
-    return list(received_frames(shared_data / "coinbase_advanced" / "COINBASE.jsonl.zst"))
-
-
-@pytest.fixture(scope="module")
-def exchange_frames(shared_data) -> list[str]:
-    return list(received_frames(shared_data / "coinbase" / "COINBASE.ws.28.0"))
-
 
 FAST_RECONNECT = {"reconnect_initial": 0.02, "reconnect_max": 0.1}
 ADVANCED_SUBSCRIBES = 4  # market_trades, ticker, level2, heartbeats
