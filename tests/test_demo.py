@@ -23,7 +23,7 @@ import pytest
 from alphapulse.cli import main
 from alphapulse.runtime import request
 from alphapulse.supervise import RunBase, Supervisor, load_applied_plan
-from tests.sinks.test_dashboard import _READ_PAGE, CHROMIUM, CHROMIUM_FLAGS, _browser_or_skip
+from tests.sinks._browser import CHROMIUM, READ_PAGE, browser_or_skip, headless_chromium, wait_for_full_book
 
 pytestmark = pytest.mark.slow
 
@@ -76,31 +76,22 @@ def wait_for(predicate, timeout: float, what: str):
 
 
 def check_dashboard(url: str, screenshot: Path) -> dict:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1440, "height": 1000})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(url)
-            page.wait_for_function(
-                "() => window.alphapulse && alphapulse.book.seq !== null"
-                " && document.querySelectorAll('#bids .level').length === 20"
-                " && document.querySelectorAll('#asks .level').length === 20", timeout=30_000)
-            first = page.evaluate(_READ_PAGE)
-            page.wait_for_function(
-                f"() => Number(document.getElementById('book-updates').textContent) >= {first['updates'] + 5}",
-                timeout=30_000)
-            page.wait_for_function(
-                "() => document.querySelectorAll('[data-testid=trade-row]').length >= 1"
-                " && document.querySelectorAll('[data-testid=health-row]').length >= 12", timeout=30_000)
-            second = page.evaluate(_READ_PAGE)
-            page.screenshot(path=str(screenshot), full_page=True)
-            return {"first": first, "second": second, "health": page.inner_text("#health"), "errors": errors}
-        finally:
-            browser.close()
+    with headless_chromium() as browser:
+        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(url)
+        wait_for_full_book(page, 30_000)
+        first = page.evaluate(READ_PAGE)
+        page.wait_for_function(
+            f"() => Number(document.getElementById('book-updates').textContent) >= {first['updates'] + 5}",
+            timeout=30_000)
+        page.wait_for_function(
+            "() => document.querySelectorAll('[data-testid=trade-row]').length >= 1"
+            " && document.querySelectorAll('[data-testid=health-row]').length >= 12", timeout=30_000)
+        second = page.evaluate(READ_PAGE)
+        page.screenshot(path=str(screenshot), full_page=True)
+        return {"first": first, "second": second, "health": page.inner_text("#health"), "errors": errors}
 
 
 def test_demo_runs_end_to_end(demo) -> None:
@@ -127,7 +118,7 @@ def test_demo_runs_end_to_end(demo) -> None:
 
     # the dashboard in a real browser: a live book, best bid below best ask, updating
     if shutil.which("chromium") or os.path.exists(CHROMIUM):
-        _browser_or_skip()
+        browser_or_skip()
         ARTIFACTS.mkdir(exist_ok=True)
         page = check_dashboard(f"http://127.0.0.1:{ports['DEMO_HTTP_PORT']}/", ARTIFACTS / "demo.png")
         book = page["second"]
@@ -139,7 +130,7 @@ def test_demo_runs_end_to_end(demo) -> None:
         assert book["updates"] > page["first"]["updates"]
         assert page["errors"] == []
     else:
-        _browser_or_skip()
+        browser_or_skip()
 
     # Parquet, read back with DuckDB: trades from both venues, exact decimal prices
     import duckdb

@@ -9,41 +9,21 @@ The screenshot is kept in ``artifacts/dashboard.png``.
 
 from __future__ import annotations
 
-import os
 import pathlib
 import random
-import shutil
 from decimal import Decimal
 from typing import Any
 
-import pytest
 import trio
 
 from alphapulse import protocol
+from tests.sinks._browser import READ_PAGE, browser_or_skip, headless_chromium, wait_for_full_book
 from tests.sinks._websocket_bridge import BTC_A, BTC_B, ETH_A, ETH_B, book, delta, run_bridge, signal, trade
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 WAIT_MS = 20_000
 LEVELS = 30
-
-
-def _browser_or_skip() -> None:
-    reason = None
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        reason = "playwright is not installed (pip install -e '.[test]')"
-    if not os.path.exists(CHROMIUM):
-        reason = "Debian chromium is not installed (apt-get install chromium)"
-    if reason is None:
-        return
-    if os.environ.get("ALPHAPULSE_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"ALPHAPULSE_REQUIRE_BROWSER=1 but {reason}")
-    pytest.skip(reason)
 
 
 class Venue:
@@ -104,57 +84,39 @@ async def simulate(rig: Any) -> None:
         await trio.sleep(0.05)
 
 
-_READ_PAGE = """() => {
-  const text = (id) => document.getElementById(id).textContent;
-  const prices = (sel) => [...document.querySelectorAll(sel + ' .level span:first-of-type')].map(e => e.textContent);
-  return {bestBid: text('best-bid'), bestAsk: text('best-ask'), spread: text('spread-value'),
-          updates: Number(text('book-updates')), seq: text('book-seq'), title: text('book-title'),
-          bids: prices('#bids'), asks: prices('#asks'), connection: text('connection')};
-}"""
-
-
 def drive_browser(url: str, screenshot: pathlib.Path) -> dict[str, Any]:
     """Runs in a worker thread (Playwright's sync API): load, watch the book move, screenshot."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1440, "height": 1000})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
-            page.goto(url)
-            page.wait_for_function(
-                "() => window.alphapulse && alphapulse.book.seq !== null"
-                " && document.querySelectorAll('#bids .level').length === 20"
-                " && document.querySelectorAll('#asks .level').length === 20", timeout=WAIT_MS)
-            first = page.evaluate(_READ_PAGE)
-            page.wait_for_function(
-                f"() => Number(document.getElementById('book-updates').textContent) >= {first['updates'] + 10}",
-                timeout=WAIT_MS)
-            page.wait_for_function(
-                "() => document.querySelectorAll('[data-testid=trade-row]').length >= 5"
-                " && document.querySelectorAll('[data-testid=bbo-row]').length === 4"
-                " && document.querySelectorAll('[data-testid=signal-row]').length >= 1"
-                " && document.querySelectorAll('[data-testid=health-row]').length === 2", timeout=WAIT_MS)
-            second = page.evaluate(_READ_PAGE)
-            page.screenshot(path=str(screenshot), full_page=True)
-            result = {
-                "first": first, "second": second,
-                "health": page.inner_text("#health"), "venues": page.inner_text("#venues"),
-                "signals": page.inner_text("#signals"), "trades": page.inner_text("#trades"),
-            }
-            page.select_option("#instrument", "sim_b:ETH-USD")  # the picker switches the book
-            page.wait_for_function(
-                "() => document.getElementById('book-title').textContent === 'sim_b:ETH-USD'"
-                " && alphapulse.book.seq !== null && document.querySelectorAll('#bids .level').length === 20",
-                timeout=WAIT_MS)
-            result["switched"] = page.evaluate(_READ_PAGE)
-            result["errors"] = errors
-            return result
-        finally:
-            browser.close()
+    with headless_chromium() as browser:
+        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+        page.goto(url)
+        wait_for_full_book(page, WAIT_MS)
+        first = page.evaluate(READ_PAGE)
+        page.wait_for_function(
+            f"() => Number(document.getElementById('book-updates').textContent) >= {first['updates'] + 10}",
+            timeout=WAIT_MS)
+        page.wait_for_function(
+            "() => document.querySelectorAll('[data-testid=trade-row]').length >= 5"
+            " && document.querySelectorAll('[data-testid=bbo-row]').length === 4"
+            " && document.querySelectorAll('[data-testid=signal-row]').length >= 1"
+            " && document.querySelectorAll('[data-testid=health-row]').length === 2", timeout=WAIT_MS)
+        second = page.evaluate(READ_PAGE)
+        page.screenshot(path=str(screenshot), full_page=True)
+        result = {
+            "first": first, "second": second,
+            "health": page.inner_text("#health"), "venues": page.inner_text("#venues"),
+            "signals": page.inner_text("#signals"), "trades": page.inner_text("#trades"),
+        }
+        page.select_option("#instrument", "sim_b:ETH-USD")  # the picker switches the book
+        page.wait_for_function(
+            "() => document.getElementById('book-title').textContent === 'sim_b:ETH-USD'"
+            " && alphapulse.book.seq !== null && document.querySelectorAll('#bids .level').length === 20",
+            timeout=WAIT_MS)
+        result["switched"] = page.evaluate(READ_PAGE)
+        result["errors"] = errors
+        return result
 
 
 def _check_book(view: dict[str, Any]) -> None:
@@ -168,7 +130,7 @@ def _check_book(view: dict[str, Any]) -> None:
 
 
 async def test_dashboard_shows_a_live_book_in_a_real_browser() -> None:
-    _browser_or_skip()
+    browser_or_skip()
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / "dashboard.png"
     async with run_bridge({"health_interval": 0.5}, relay=True) as rig, trio.open_nursery() as nursery:
@@ -192,27 +154,21 @@ async def test_dashboard_shows_a_live_book_in_a_real_browser() -> None:
 
 def check_token_pages(base: str, secret: str) -> dict[str, str]:
     """Without the token the page says what it needs; with ``#token=`` it goes live."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
-        try:
-            page = browser.new_page()
-            page.goto(base)
-            page.wait_for_function("() => document.getElementById('connection').textContent.includes('token')",
-                                   timeout=WAIT_MS)
-            without = page.inner_text("#connection")
-            page = browser.new_page()
-            page.goto(f"{base}?instrument=sim_a:BTC-USD#token={secret}")
-            page.wait_for_function("() => alphapulse.book.seq !== null && document.getElementById('best-bid')"
-                                   ".textContent !== '\u2013'", timeout=WAIT_MS)
-            return {"without": without, "with": page.inner_text("#connection"), "bid": page.inner_text("#best-bid")}
-        finally:
-            browser.close()
+    with headless_chromium() as browser:
+        page = browser.new_page()
+        page.goto(base)
+        page.wait_for_function("() => document.getElementById('connection').textContent.includes('token')",
+                               timeout=WAIT_MS)
+        without = page.inner_text("#connection")
+        page = browser.new_page()
+        page.goto(f"{base}?instrument=sim_a:BTC-USD#token={secret}")
+        page.wait_for_function("() => alphapulse.book.seq !== null && document.getElementById('best-bid')"
+                               ".textContent !== '\u2013'", timeout=WAIT_MS)
+        return {"without": without, "with": page.inner_text("#connection"), "bid": page.inner_text("#best-bid")}
 
 
 async def test_dashboard_passes_the_bearer_token_from_its_url(monkeypatch) -> None:
-    _browser_or_skip()
+    browser_or_skip()
     monkeypatch.setenv("DASH_TEST_TOKEN", "page-token-123")
     async with run_bridge({"token": "${DASH_TEST_TOKEN}"}, secret_env={"token": "DASH_TEST_TOKEN"}) as rig:
         venue = Venue(BTC_A, "60000", "0.5", random.Random(1))
