@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+import socket
 
 import orjson
 import pytest
@@ -140,6 +141,17 @@ def test_cli_runs_and_rejects_bad_arguments(capsys) -> None:
     assert "simulated exchange on ws://127.0.0.1:" in capsys.readouterr().out
     assert main(["sim", "--symbols", "BTCUSD", "--duration", "0.1"]) == 2
     assert main(["sim", "--rate", "0"]) == 2
+
+
+def test_cli_reports_a_port_in_use_without_a_traceback(capsys) -> None:
+    """The port is taken: one line naming the command and the OS error, exit code 3 (runtime)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["sim", "--port", str(port), "--duration", "0.1"]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("alphapulse sim: [Errno 98]") and "Traceback" not in err, err
 
 
 @pytest.mark.parametrize("seed", [1, 2])
