@@ -17,6 +17,8 @@ from typing import NamedTuple
 
 import numpy as np
 from numba import njit, prange, uint32, uint64
+from numba.core.imputils import impl_ret_borrowed
+from numba.extending import intrinsic
 
 from alphapulse.protocol._errors import LocalProtocolError
 from alphapulse.protocol._header import HEADER_SIZE, MAGIC, MAX_PAYLOAD_SIZE, PROTOCOL_VERSION
@@ -49,7 +51,10 @@ def _crc_tables() -> np.ndarray:
 
 CRC_TABLES = _crc_tables().reshape(-1)
 """The 16 slicing-by-16 tables (16 KiB, fits L1), flat: table k at [256 k, 256 (k + 1)); table k
-maps a byte to its CRC contribution k bytes further on, so the first 8 are the slicing-by-8 set."""
+maps a byte to its CRC contribution k bytes further on, so the first 8 are the slicing-by-8 set.
+Writable, though no kernel writes it: numba's dispatcher types a writable array argument on a
+fast path, a read-only one on a slower one (read-only tables made small scans 1-2% slower). A
+kernel that reads it as a global sees it read-only (numba freezes global arrays): ``read_only``."""
 
 _SCOPED = np.zeros(256, dtype=np.uint8)
 for _layout in LAYOUTS.values():
@@ -57,6 +62,18 @@ for _layout in LAYOUTS.values():
         _SCOPED[int(_layout.tlv_type)] = 1
 SCOPED_TYPES = _SCOPED
 """1 at the index of every instrument-scoped TLV type (value starts with instrument_id u64)."""
+
+
+@intrinsic
+def read_only(typingctx, array):
+    """``array`` typed read-only, inside a kernel (no copy): what :func:`as_readonly_u8` does at
+    the Python boundary, for a kernel that hands its own writable buffer to a read-only one, so
+    that one is compiled once (numba compiles per argument type, and mutability is part of it)."""
+
+    def codegen(context, builder, signature, args):
+        return impl_ret_borrowed(context, builder, signature.return_type, args[0])
+
+    return array.copy(readonly=True)(array), codegen
 
 
 @njit(cache=True, inline="always")
@@ -262,7 +279,9 @@ def _stored(buf, off):
 
 @njit(cache=True)
 def _message_crc(t, buf, offset, length):
-    """CRC-32 of the message at buf[offset:offset+length], its checksum field read as zeros."""
+    """CRC-32 of the message at buf[offset:offset+length], its checksum field read as zeros.
+    Callers pass ``t`` and ``buf`` read-only (as few_frames' global ``CRC_TABLES`` and bytes are)
+    and ``int64`` bounds, so it is compiled once (see ``read_only``)."""
     off = uint64(offset)
     return _crc1(t, buf, off, off + uint64(length))
 
@@ -661,9 +680,10 @@ def _gather_trades(buf, offsets, sizes, out):
 @njit(cache=True)
 def _stamp_checksums(t, buf, n, size):
     """Write the CRC of each of n back-to-back size-byte messages into its checksum field."""
+    tables, frames = read_only(t), read_only(buf)  # and int64 bounds: few_frames' _message_crc
     for k in range(n):
         off = k * size
-        _put32(buf, off + 28, _message_crc(t, buf, off, size))
+        _put32(buf, off + 28, _message_crc(tables, frames, np.int64(off), np.int64(size)))
 
 
 @njit(cache=True)
@@ -671,6 +691,8 @@ def _placeholders(t, buf, offsets, sizes, keep, total):
     """Frames where keep is true copied whole; the others as 32-byte header-only placeholders
     (payload_size 0, checksum recomputed), so per-source sequences stay contiguous."""
     out = np.empty(total, dtype=np.uint8)
+    # read-only and int64 bounds (``j`` is typed the literal 0 first): few_frames' _message_crc
+    tables, written = read_only(t), read_only(out)
     out_sizes = np.empty(offsets.shape[0], dtype=np.int64)
     j = 0
     for k in range(offsets.shape[0]):
@@ -681,7 +703,7 @@ def _placeholders(t, buf, offsets, sizes, keep, total):
         if not keep[k]:
             for i in range(24, 28):
                 out[j + i] = 0
-            _put32(out, j + 28, _message_crc(t, out, j, HEADER_SIZE))
+            _put32(out, j + 28, _message_crc(tables, written, np.int64(j), np.int64(HEADER_SIZE)))
         out_sizes[k] = size
         j += size
     return out, out_sizes

@@ -445,7 +445,8 @@ class FrameDecoder:
             else:  # frames back to back from byte 0 (the common case: no numpy call here)
                 total, contiguous = int(end), True
             if not contiguous:
-                data: bytes | memoryview = gather_frames(buf, offsets, sizes).tobytes()
+                # read-only, as every other block's bytes (buf may be our bytearray): one _gather
+                data: bytes | memoryview = gather_frames(as_readonly_u8(buf), offsets, sizes).tobytes()
                 offsets = np.cumsum(sizes) - sizes
             elif owned:
                 data = bytes(buf[:total])

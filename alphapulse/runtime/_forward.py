@@ -39,7 +39,7 @@ import numba
 import numpy as np
 
 from alphapulse.protocol import HEADER_SIZE, FrameBlock
-from alphapulse.protocol._batch import few_frames
+from alphapulse.protocol._batch import few_frames, read_only
 from alphapulse.protocol._decoder import _bounds, uniform_bounds
 from alphapulse.runtime._epoch import COUNTER_BITS, COUNTER_MASK
 from alphapulse.runtime._uring import send_all, shared_send_ring
@@ -60,7 +60,8 @@ def check_run(buf, n, domain, max_payload, verify, epochs, expected, flags, size
     """Frames in ``buf[:n]`` (sizes into ``sizes``) when they pass every check of the module
     docstring; the tracker's expectation for their source is advanced. Returns the frame count,
     0 when anything does not pass (nothing advanced)."""
-    count, source, first, consecutive, frame_domain = few_frames(buf, n, max_payload, verify, sizes)
+    # read-only, as the decoder's quick path passes its bytes: one few_frames for both (see read_only)
+    count, source, first, consecutive, frame_domain = few_frames(read_only(buf), n, max_payload, verify, sizes)
     if count == 0 or not consecutive or frame_domain != domain:
         return 0
     epoch = np.uint32(first >> np.uint64(COUNTER_BITS))

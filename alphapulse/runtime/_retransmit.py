@@ -162,7 +162,8 @@ class RetransmitBuffer:
         count = 0
         if self._held:
             starts, sizes = self._held_frames()
-            held = FrameBlock(self._ring_view, starts, sizes)
+            # read-only, as every other block's bytes: the header and gather kernels are compiled for that type
+            held = FrameBlock(self._ring_view.toreadonly(), starts, sizes)
             of_source = held.source == source
             if of_source.any():
                 sequences = held.sequence

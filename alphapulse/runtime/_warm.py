@@ -126,7 +126,6 @@ def _run_hot_paths() -> None:
     trusting.receive_data(frames)
     trusting.next_block()
     protocol.FrameDecoder().whole_frames(frames)  # a small read of several frames (few_frames)
-    protocol.verify_batch(block.data, block.offsets, block.sizes)
     protocol.trade_columns(protocol.FrameBlock.from_bytes(frames))
     subscription([1], [1]).compile().mask(block.tlv_type, block.instrument_id)
     SequenceTracker().feed(block, 0.0)
