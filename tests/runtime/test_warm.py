@@ -91,7 +91,6 @@ def test_a_kinds_own_kernels_load_through_its_hook_once_per_call() -> None:
     assert load_kind_kernels(object(), "sink.without", __file__) is False
 
 
-
 _HOT_PATHS = """
 # loads the kernels, then runs a node's paths on every kind of buffer; argv[1]: cached or compiled
 import socket
