@@ -5,14 +5,13 @@ from __future__ import annotations
 import fcntl
 import os
 import pathlib
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
 from alphapulse.runtime._warm import _code_key, compiled_once
+from tests._fresh import assert_fresh_run_ok
 
 
 def test_a_second_loader_waits_for_the_first_then_nobody_waits() -> None:
@@ -176,20 +175,12 @@ print("ok")
 """
 
 
-def _in_fresh_interpreter(how: str, env: dict[str, str]) -> None:
-    """Run ``_HOT_PATHS`` where nothing else has loaded a kernel; ``env`` may name an empty cache."""
-    root = pathlib.Path(__file__).resolve().parents[2]
-    done = subprocess.run([sys.executable, "-c", _HOT_PATHS, how], capture_output=True, text=True, cwd=root,
-                          timeout=900, env={**os.environ, **env})
-    assert done.stdout.strip().endswith("ok"), done.stderr[-3000:]
-
-
 def test_the_hot_paths_meet_no_kernel_the_loader_did_not_load() -> None:
     """After ``load_hot_kernels`` a node's paths need no kernel specialisation it did not load,
     whatever buffer their bytes come in (bytes, bytearray, memoryview, numpy; a relay's writable
     read buffer, the retransmit ring) and in either checksum mode: each would stop the node the
     first time, for seconds on a fresh install. In a fresh interpreter, from numba's cache."""
-    _in_fresh_interpreter("cached", {})
+    assert_fresh_run_ok(_HOT_PATHS, "cached")
 
 
 @pytest.mark.slow
@@ -199,4 +190,4 @@ def test_the_loader_compiles_each_kernel_once(tmp_path: pathlib.Path) -> None:
     when compiled, not when loaded from the cache; so compiled into an empty cache, each kernel
     has one specialisation (``_classify``: one per mode, by design). Each more cost seconds on a
     fresh install (the CRC code tens of them). About a minute."""
-    _in_fresh_interpreter("compiled", {"NUMBA_CACHE_DIR": str(tmp_path)})
+    assert_fresh_run_ok(_HOT_PATHS, "compiled", env={"NUMBA_CACHE_DIR": str(tmp_path)}, timeout=900)

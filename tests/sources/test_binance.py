@@ -24,8 +24,8 @@ from alphapulse.testing import (
     serve_http,
 )
 from nodes.binance import BinanceFeed, _warm_up_snapshot, binance_instrument, fixed
+from tests._fresh import assert_fresh_run_ok
 from tests.sources._books import consumer_books
-from tests.sources._fresh import assert_fresh_run_ok
 
 SYMBOLS = ["NKNUSDT", "BLZETH", "LRCBTC", "RUNEEUR"]
 

@@ -12,7 +12,7 @@ from alphapulse import protocol
 from alphapulse.protocol import InstrumentMapping, OrderBook, OrderBookDelta, Quote, Side, Trade, spot
 from nodes._coinbase import AdvancedTradeFeed, ExchangeFeed
 from nodes._coinbase._book import ASK, BID
-from tests.sources._fresh import assert_fresh_run_ok
+from tests._fresh import assert_fresh_run_ok
 
 ADVANCED_PRODUCTS = ("BTC-USD", "ETH-USD")
 EXCHANGE_PRODUCTS = ("SKL-USD", "BAND-GBP", "BAND-BTC", "DASH-BTC", "CRV-EUR")

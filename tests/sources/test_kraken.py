@@ -24,8 +24,8 @@ from nodes.kraken import (
     kraken_instrument,
     seconds_ns,
 )
+from tests._fresh import assert_fresh_run_ok
 from tests.sources._books import consumer_books
-from tests.sources._fresh import assert_fresh_run_ok
 
 BOOK_PAIRS = ["WAVES/EUR", "KSM/XBT", "SC/EUR", "OCEAN/XBT", "XBT/CHF"]
 LIST_PAIRS = [

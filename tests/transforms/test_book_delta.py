@@ -7,6 +7,7 @@ import pytest
 
 from alphapulse import protocol as P
 from nodes.book_delta import BookDelta, BookDeltaParams
+from tests._fresh import assert_fresh_run_ok
 from tests.transforms import Downstream, Upstream, context, feed, input_link, snapshot_requests
 
 BTC = P.spot("kraken", "BTC", "USD")
@@ -265,11 +266,7 @@ def test_load_kernels_leaves_real_blocks_nothing_to_compile():
     """The node host calls ``load_kernels`` before the node serves. Afterwards real blocks (a
     mapping, snapshots, deltas, a resync, a snapshot request, other params) need no kernel
     specialisation it did not load. In a fresh interpreter, where nothing else has run them."""
-    import subprocess
-    import sys
-    import textwrap
-
-    script = textwrap.dedent("""
+    assert_fresh_run_ok("""
         import numba
         import nodes.book_delta as kind
         from tests.transforms import test_book_delta as t
@@ -286,6 +283,3 @@ def test_load_kernels_leaves_real_blocks_nothing_to_compile():
         assert not new, new
         print("ok")
     """)
-    root = str(__import__("pathlib").Path(__file__).resolve().parents[2])
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root, timeout=600)
-    assert done.stdout.strip().endswith("ok"), done.stderr[-3000:]
