@@ -13,10 +13,12 @@ messages built in Python use zlib (a numba call costs more than zlib's whole CRC
 
 from __future__ import annotations
 
+import sys
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit, prange, uint32, uint64
+from llvmlite import ir as llvm_ir
+from numba import njit, prange, uint16, uint32, uint64
 from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic
 
@@ -76,24 +78,37 @@ def read_only(typingctx, array):
     return array.copy(readonly=True)(array), codegen
 
 
-@njit(cache=True, inline="always")
-def _u16(buf, i):
-    return np.uint16(buf[i]) | (np.uint16(buf[i + 1]) << np.uint16(8))
+def _load_codegen(bits: int):
+    """Code for an unaligned little-endian load of ``bits`` at byte ``i`` of a uint8 array: one
+    instruction. Written as LLVM IR, not as numba Python assembling the bytes: numba inlines a
+    jitted helper by copying its IR into every call site, and the CRC kernels, which read a
+    word per four bytes, took 20 s each to compile that way (``_first_bad``: 20 → 4 s)."""
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        word = builder.bitcast(builder.gep(data, [args[1]]), llvm_ir.IntType(bits).as_pointer())
+        value = builder.load(word, align=1)
+        return value if sys.byteorder == "little" else builder.bswap(value)
+
+    return codegen
 
 
-@njit(cache=True, inline="always")
-def _u32(buf, i):
-    return (
-        np.uint32(buf[i])
-        | (np.uint32(buf[i + 1]) << np.uint32(8))
-        | (np.uint32(buf[i + 2]) << np.uint32(16))
-        | (np.uint32(buf[i + 3]) << np.uint32(24))
-    )
+@intrinsic
+def _u16(typingctx, buf, i):
+    """The little-endian u16 at byte ``i`` of uint8 array ``buf`` (no bounds check)."""
+    return uint16(buf, i), _load_codegen(16)
 
 
-@njit(cache=True, inline="always")
-def _u64(buf, i):
-    return np.uint64(_u32(buf, i)) | (np.uint64(_u32(buf, i + 4)) << np.uint64(32))
+@intrinsic
+def _u32(typingctx, buf, i):
+    """The little-endian u32 at byte ``i`` of uint8 array ``buf`` (no bounds check)."""
+    return uint32(buf, i), _load_codegen(32)
+
+
+@intrinsic
+def _u64(typingctx, buf, i):
+    """The little-endian u64 at byte ``i`` of uint8 array ``buf`` (no bounds check)."""
+    return uint64(buf, i), _load_codegen(64)
 
 
 @njit(cache=True, inline="always")
@@ -107,61 +122,46 @@ def _put32(buf, i, v):
 # Unsigned constants and indexes throughout: numba skips the negative-index wraparound check
 # for unsigned integers, which is worth ~25% in this loop.
 _M8 = np.uint32(0xFF)
-_S8, _S16, _S24 = np.uint32(8), np.uint32(16), np.uint32(24)
-_B1, _B2, _B3, _B4, _B5, _B6, _B7, _B8, _B9, _B10, _B11, _B12, _B13, _B14, _B15 = (
-    np.uint32(k << 8) for k in range(1, 16)
-)
+_S8 = np.uint32(8)
 _ONES = np.uint32(0xFFFFFFFF)
 
 
-@njit(cache=True, inline="always")
-def _uu32(b, i):
-    return (
-        uint32(b[i])
-        | (uint32(b[i + uint64(1)]) << _S8)
-        | (uint32(b[i + uint64(2)]) << _S16)
-        | (uint32(b[i + uint64(3)]) << _S24)
-    )
+def _slicing_codegen(top: int):
+    """Code for one slicing-by-(top + 1) step: the CRC state XORed into the first word, then byte
+    k of the step looked up in table ``top - k`` and the lookups XORed together. LLVM IR for the
+    same reason as :func:`_load_codegen`: the steps are most of the CRC kernels' code."""
+
+    def codegen(context, builder, signature, args):
+        tables = context.make_array(signature.args[0])(context, builder, args[0]).data
+        i32 = llvm_ir.IntType(32)
+        words = [builder.xor(args[2], args[1]), *args[3:]]
+        result = None
+        for k in range(4 * len(words)):
+            byte = builder.and_(builder.lshr(words[k // 4], i32(8 * (k % 4))), i32(0xFF))
+            entry = builder.load(builder.gep(tables, [builder.or_(byte, i32((top - k) << 8))]), align=4)
+            result = entry if result is None else builder.xor(result, entry)
+        return result
+
+    return codegen
 
 
-@njit(cache=True, inline="always")
-def _step(t, crc, one, two):
+@intrinsic
+def _step(typingctx, t, crc, one, two):
     """One slicing-by-8 step over 8 input bytes given as two little-endian words."""
-    one ^= crc
-    return (
-        t[_B7 | (one & _M8)]
-        ^ t[_B6 | ((one >> _S8) & _M8)]
-        ^ t[_B5 | ((one >> _S16) & _M8)]
-        ^ t[_B4 | (one >> _S24)]
-        ^ t[_B3 | (two & _M8)]
-        ^ t[_B2 | ((two >> _S8) & _M8)]
-        ^ t[_B1 | ((two >> _S16) & _M8)]
-        ^ t[two >> _S24]
-    )
+    return uint32(t, uint32, uint32, uint32), _slicing_codegen(7)
 
 
-@njit(cache=True, inline="always")
-def _step16(t, crc, one, two, three, four):
+@intrinsic
+def _step16(typingctx, t, crc, one, two, three, four):
     """One slicing-by-16 step over 16 input bytes given as four little-endian words."""
-    one ^= crc
-    return (
-        t[_B15 | (one & _M8)]
-        ^ t[_B14 | ((one >> _S8) & _M8)]
-        ^ t[_B13 | ((one >> _S16) & _M8)]
-        ^ t[_B12 | (one >> _S24)]
-        ^ t[_B11 | (two & _M8)]
-        ^ t[_B10 | ((two >> _S8) & _M8)]
-        ^ t[_B9 | ((two >> _S16) & _M8)]
-        ^ t[_B8 | (two >> _S24)]
-        ^ t[_B7 | (three & _M8)]
-        ^ t[_B6 | ((three >> _S8) & _M8)]
-        ^ t[_B5 | ((three >> _S16) & _M8)]
-        ^ t[_B4 | (three >> _S24)]
-        ^ t[_B3 | (four & _M8)]
-        ^ t[_B2 | ((four >> _S8) & _M8)]
-        ^ t[_B1 | ((four >> _S16) & _M8)]
-        ^ t[four >> _S24]
-    )
+    return uint32(t, uint32, uint32, uint32, uint32, uint32), _slicing_codegen(15)
+
+
+@intrinsic
+def _step16_zero_tail(typingctx, t, crc, one, two, three):
+    """A slicing-by-16 step over 12 input bytes and four zero bytes, whose lookups are left out
+    (every table maps byte 0 to 0)."""
+    return uint32(t, uint32, uint32, uint32, uint32), _slicing_codegen(15)
 
 
 @njit(cache=True, inline="always")
@@ -174,27 +174,13 @@ def _head(t, buf, off):
     crc = _step16(
         t,
         _ONES,
-        _uu32(buf, off),
-        _uu32(buf, off + uint64(4)),
-        _uu32(buf, off + uint64(8)),
-        _uu32(buf, off + uint64(12)),
+        _u32(buf, off),
+        _u32(buf, off + uint64(4)),
+        _u32(buf, off + uint64(8)),
+        _u32(buf, off + uint64(12)),
     )
-    one = _uu32(buf, off + uint64(16)) ^ crc
-    two = _uu32(buf, off + uint64(20))
-    three = _uu32(buf, off + uint64(24))
-    return (
-        t[_B15 | (one & _M8)]
-        ^ t[_B14 | ((one >> _S8) & _M8)]
-        ^ t[_B13 | ((one >> _S16) & _M8)]
-        ^ t[_B12 | (one >> _S24)]
-        ^ t[_B11 | (two & _M8)]
-        ^ t[_B10 | ((two >> _S8) & _M8)]
-        ^ t[_B9 | ((two >> _S16) & _M8)]
-        ^ t[_B8 | (two >> _S24)]
-        ^ t[_B7 | (three & _M8)]
-        ^ t[_B6 | ((three >> _S8) & _M8)]
-        ^ t[_B5 | ((three >> _S16) & _M8)]
-        ^ t[_B4 | (three >> _S24)]
+    return _step16_zero_tail(
+        t, crc, _u32(buf, off + uint64(16)), _u32(buf, off + uint64(20)), _u32(buf, off + uint64(24))
     )
 
 
@@ -203,11 +189,11 @@ def _tail(t, crc, buf, i, end):
     """Finish a CRC: feed buf[i:end] (uint64 indexes) into state ``crc``, return the CRC."""
     while i + uint64(16) <= end:
         crc = _step16(
-            t, crc, _uu32(buf, i), _uu32(buf, i + uint64(4)), _uu32(buf, i + uint64(8)), _uu32(buf, i + uint64(12))
+            t, crc, _u32(buf, i), _u32(buf, i + uint64(4)), _u32(buf, i + uint64(8)), _u32(buf, i + uint64(12))
         )
         i += uint64(16)
     if i + uint64(8) <= end:
-        crc = _step(t, crc, _uu32(buf, i), _uu32(buf, i + uint64(4)))
+        crc = _step(t, crc, _u32(buf, i), _u32(buf, i + uint64(4)))
         i += uint64(8)
     while i < end:
         crc = (crc >> _S8) ^ t[(crc ^ uint32(buf[i])) & _M8]
@@ -239,10 +225,10 @@ def _crc4(t, buf, oa, ea, ob, eb, oc, ec, od, ed):
     ic = oc + uint64(HEADER_SIZE)
     id_ = od + uint64(HEADER_SIZE)
     while ia + uint64(8) <= ea and ib + uint64(8) <= eb and ic + uint64(8) <= ec and id_ + uint64(8) <= ed:
-        ca = _step(t, ca, _uu32(buf, ia), _uu32(buf, ia + uint64(4)))
-        cb = _step(t, cb, _uu32(buf, ib), _uu32(buf, ib + uint64(4)))
-        cc = _step(t, cc, _uu32(buf, ic), _uu32(buf, ic + uint64(4)))
-        cd = _step(t, cd, _uu32(buf, id_), _uu32(buf, id_ + uint64(4)))
+        ca = _step(t, ca, _u32(buf, ia), _u32(buf, ia + uint64(4)))
+        cb = _step(t, cb, _u32(buf, ib), _u32(buf, ib + uint64(4)))
+        cc = _step(t, cc, _u32(buf, ic), _u32(buf, ic + uint64(4)))
+        cd = _step(t, cd, _u32(buf, id_), _u32(buf, id_ + uint64(4)))
         ia += uint64(8)
         ib += uint64(8)
         ic += uint64(8)
@@ -274,7 +260,7 @@ def _crc4_at(t, buf, offsets, sizes, k):
 @njit(cache=True, inline="always")
 def _stored(buf, off):
     """The checksum field of the message at off (any integer)."""
-    return _uu32(buf, uint64(off) + uint64(28))
+    return _u32(buf, uint64(off) + uint64(28))
 
 
 @njit(cache=True)
@@ -348,7 +334,7 @@ def _crc32_batch(t, buf, offsets, sizes):
 @njit(cache=True)
 def _verify_batch(t, buf, offsets, sizes):
     """Through :func:`_first_bad`, run on from after each failure: the same four-at-a-time pass
-    over a clean batch, and no second copy of the CRC code for numba to compile (20-30 s)."""
+    over a clean batch, and no second copy of the CRC code for numba to compile."""
     n = np.int64(offsets.shape[0])
     out = np.ones(n, dtype=np.bool_)
     k = np.int64(0)
@@ -526,7 +512,7 @@ def _scan(t, buf, start, max_payload, final, resyncing, verify):
         if run:
             end = count + run
             # int64 arguments: ``count`` starts as the constant 0, and numba would compile a
-            # second _first_bad (20-30 s on a fresh install) for that literal
+            # second _first_bad (4 s on a fresh install) for that literal
             bad = _first_bad(t, buf, offsets, sizes, np.int64(count), np.int64(end)) if verify else end
             run = 0
             if bad < end:
@@ -742,7 +728,7 @@ def as_u8(buf: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
 def as_readonly_u8(buf: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
     """:func:`as_u8`, read-only. For the kernels that only read: numba compiles a kernel once per
     argument type, and a writable array is another type than a read-only one (``bytes``). With
-    every buffer passed read-only, the CRC kernels are compiled once (20-30 s each on a fresh
+    every buffer passed read-only, the CRC kernels are compiled once (seconds each on a fresh
     install), and a node meeting a ``bytearray`` mid-stream does not stop to compile."""
     view = as_u8(buf)
     if view.flags.writeable:

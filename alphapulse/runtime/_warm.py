@@ -8,7 +8,7 @@ start-up, and the test suite calls it once before any test starts a clock.
 
 On a fresh install nothing is cached yet, and every node of a topology started at once would
 compile the same kernels side by side: the demo's twelve nodes kept the 2-core reference VM
-busy for many minutes (one process alone compiles them in under a minute). So the first node takes a
+busy for many minutes (one process alone compiles them in about 15 s). So the first node takes a
 lock and compiles; the others wait for it and then load from numba's cache (about a second
 each). A marker keyed by the code's files and numba's version says the cache is filled, and
 then nodes load side by side without the lock.
