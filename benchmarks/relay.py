@@ -120,6 +120,25 @@ def task_cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(stolen, all) clock ticks of every CPU so far, from ``/proc/stat`` ((0, 0) where it is
+    missing). Steal is the time a virtual CPU wanted to run while the hypervisor ran something
+    else: a round that lost much of it measured the host's neighbours, not the layout."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    # user nice system idle iowait irq softirq steal [guest guest_nice, already inside user/nice]
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def steal_pct(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The share of CPU time stolen between two :func:`cpu_ticks` readings, in percent."""
+    total = after[1] - before[1]
+    return round(100.0 * (after[0] - before[0]) / total, 1) if total > 0 else 0.0
+
+
 class ProcessSet:
     """The processes of one layout; everything is killed in ``close`` (always called)."""
 
@@ -260,12 +279,12 @@ def run_set(label: str, system: str, n_sinks: int, rounds: list[dict], *, budget
         ps.wait_files(["src.ready.0"], timeout=60)
         for k, rnd in enumerate(rounds):
             ps.wait_files([f"src.ready.{k}"] + ([f"{s}.result.{k - 1}" for s in sinks] if k else []), timeout=30)
-            cpu0, t0 = ps.cpu(), time.monotonic()
+            cpu0, t0, ticks0 = ps.cpu(), time.monotonic(), cpu_ticks()
             with open(ps.path(f"go.{k}"), "w", encoding="utf-8"):
                 pass
             ps.wait_files([f"src.result.{k}"] + [f"{s}.result.{k}" for s in sinks], timeout=rnd.get("timeout", 30))
-            cpu1, wall = ps.cpu(), time.monotonic() - t0
-            out.append(round_figures(ps, k, rnd, sinks, cpu0, cpu1, wall))
+            cpu1, wall, stolen = ps.cpu(), time.monotonic() - t0, steal_pct(ticks0, cpu_ticks())
+            out.append({**round_figures(ps, k, rnd, sinks, cpu0, cpu1, wall), "steal_pct": stolen})
     finally:
         ps.close()
     return out
@@ -369,7 +388,7 @@ def print_set(label: str, by_tag: dict[str, list[dict]], seconds: float) -> None
         for fig in figs:
             line = (f"  {tag:>14}: per-sub {fig['per_sub_msgs_per_s']:>11,.0f} msgs/s  offered "
                     f"{fig['offered_msgs_per_s']:>11,.0f}  lossless={fig['lossless']}  cores "
-                    + " ".join(f"{k}={v:.2f}" for k, v in fig["cores"].items()))
+                    + " ".join(f"{k}={v:.2f}" for k, v in fig["cores"].items()) + f"  steal {fig['steal_pct']}%")
             if "latency" in fig:
                 lat = fig["latency"]
                 line += f"  latency p50 {lat['p50_us']} p99 {lat['p99_us']} p99.9 {lat['p999_us']} µs"
@@ -589,6 +608,10 @@ def main(argv: list[str] | None = None) -> dict:
     F["floor_relay_plus_4_sinks_cores_at_10k_one_wakeup_per_msg"] = round(5 * lat_rate * wake["trio"] / 1e6, 3)
     F.update({f"goal_{k}": v for k, v in goals.items()})
     F["goals_met"] = ",".join(f"{k}={'yes' if v else 'NO'}" for k, v in goals.items())
+    # how much CPU the hypervisor took from each layout's rounds (worst round): a layout whose
+    # rounds lost several percent was measured against the host's other guests
+    F.update({f"{key}_steal_pct_max": max(fig["steal_pct"] for figs in by_tag.values() for fig in figs)
+              for key, by_tag in results.items()})
     F["loadavg_1m_after"] = round(os.getloadavg()[0], 2)
     F["elapsed_s"] = round(time.monotonic() - t_start, 1)
     print()
