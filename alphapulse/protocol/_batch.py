@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 from llvmlite import ir as llvm_ir
-from numba import njit, prange, uint16, uint32, uint64
+from numba import njit, prange, types, uint16, uint32, uint64
 from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic
 
@@ -78,6 +78,13 @@ def read_only(typingctx, array):
     return array.copy(readonly=True)(array), codegen
 
 
+def _flat(array, dtype) -> bool:
+    """Whether ``array`` (a numba type) is a 1-D C-contiguous array of ``dtype``: what the
+    intrinsics below index with plain pointer arithmetic. Anything else fails to type (an error
+    at compile time, not a wrong read)."""
+    return isinstance(array, types.Array) and array.ndim == 1 and array.layout == "C" and array.dtype == dtype
+
+
 def _load_codegen(bits: int):
     """Code for an unaligned little-endian load of ``bits`` at byte ``i`` of a uint8 array: one
     instruction. Written as LLVM IR, not as numba Python assembling the bytes: numba inlines a
@@ -86,7 +93,8 @@ def _load_codegen(bits: int):
 
     def codegen(context, builder, signature, args):
         data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        word = builder.bitcast(builder.gep(data, [args[1]]), llvm_ir.IntType(bits).as_pointer())
+        at = context.cast(builder, args[1], signature.args[1], types.intp)
+        word = builder.bitcast(builder.gep(data, [at]), llvm_ir.IntType(bits).as_pointer())
         value = builder.load(word, align=1)
         return value if sys.byteorder == "little" else builder.bswap(value)
 
@@ -96,19 +104,25 @@ def _load_codegen(bits: int):
 @intrinsic
 def _u16(typingctx, buf, i):
     """The little-endian u16 at byte ``i`` of uint8 array ``buf`` (no bounds check)."""
-    return uint16(buf, i), _load_codegen(16)
+    if _flat(buf, types.uint8) and isinstance(i, types.Integer):
+        return uint16(buf, i), _load_codegen(16)
+    return None
 
 
 @intrinsic
 def _u32(typingctx, buf, i):
     """The little-endian u32 at byte ``i`` of uint8 array ``buf`` (no bounds check)."""
-    return uint32(buf, i), _load_codegen(32)
+    if _flat(buf, types.uint8) and isinstance(i, types.Integer):
+        return uint32(buf, i), _load_codegen(32)
+    return None
 
 
 @intrinsic
 def _u64(typingctx, buf, i):
     """The little-endian u64 at byte ``i`` of uint8 array ``buf`` (no bounds check)."""
-    return uint64(buf, i), _load_codegen(64)
+    if _flat(buf, types.uint8) and isinstance(i, types.Integer):
+        return uint64(buf, i), _load_codegen(64)
+    return None
 
 
 @njit(cache=True, inline="always")
@@ -148,20 +162,20 @@ def _slicing_codegen(top: int):
 @intrinsic
 def _step(typingctx, t, crc, one, two):
     """One slicing-by-8 step over 8 input bytes given as two little-endian words."""
-    return uint32(t, uint32, uint32, uint32), _slicing_codegen(7)
+    return (uint32(t, uint32, uint32, uint32), _slicing_codegen(7)) if _flat(t, types.uint32) else None
 
 
 @intrinsic
 def _step16(typingctx, t, crc, one, two, three, four):
     """One slicing-by-16 step over 16 input bytes given as four little-endian words."""
-    return uint32(t, uint32, uint32, uint32, uint32, uint32), _slicing_codegen(15)
+    return (uint32(t, uint32, uint32, uint32, uint32, uint32), _slicing_codegen(15)) if _flat(t, types.uint32) else None
 
 
 @intrinsic
 def _step16_zero_tail(typingctx, t, crc, one, two, three):
     """A slicing-by-16 step over 12 input bytes and four zero bytes, whose lookups are left out
     (every table maps byte 0 to 0)."""
-    return uint32(t, uint32, uint32, uint32, uint32), _slicing_codegen(15)
+    return (uint32(t, uint32, uint32, uint32, uint32), _slicing_codegen(15)) if _flat(t, types.uint32) else None
 
 
 @njit(cache=True, inline="always")

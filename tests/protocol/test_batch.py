@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import zlib
 
+import numba
 import numpy as np
+import pytest
 
 import alphapulse.protocol as P
 from alphapulse.protocol import _batch as B
@@ -348,7 +350,7 @@ def test_verify_batch_runs_on_past_every_failure():
 
 def test_read_only_kernels_take_every_buffer_as_one_type():
     """bytes, bytearray, memoryview and numpy buffers reach the CRC kernels as one read-only array
-    type, so numba compiles each kernel once (tens of seconds on a fresh install), not once per
+    type, so numba compiles each kernel once (seconds each on a fresh install), not once per
     buffer kind the first time a node meets it."""
     frames = b"".join(_random_frames(np.random.default_rng(16), 6, 40))
     buffers = (frames, bytearray(frames), memoryview(bytearray(frames)), np.frombuffer(bytearray(frames), np.uint8))
@@ -363,3 +365,29 @@ def test_read_only_kernels_take_every_buffer_as_one_type():
     assert all(r == results[0] for r in results) and len(results[0][0]) == 6
     for kernel in (B._scan, B._verify_batch):  # _first_bad: compiled inside these two
         assert kernel.signatures and {sig[1].mutable for sig in kernel.signatures} == {False}, kernel
+
+
+@numba.njit
+def _loads_at(buf, at):  # pragma: no cover - jit
+    return B._u16(buf, at), B._u32(buf, at), B._u64(buf, at)
+
+
+def test_word_loads_read_little_endian_at_any_offset():
+    """The kernels' word loads (one unaligned load each, see ``_load_codegen``) read what
+    ``int.from_bytes`` reads at every byte offset, aligned or not, and from an unsigned index
+    of any width (a uint8 index past 127 is not taken as negative)."""
+    data = np.random.default_rng(17).integers(0, 256, 300, dtype=np.uint8)
+    raw = data.tobytes()
+    for at in [*range(0, 17), 129, 200, 255, 291]:
+        want = tuple(int.from_bytes(raw[at:at + size], "little") for size in (2, 4, 8))
+        assert _loads_at(data, at) == want, at
+        if at < 256:
+            assert _loads_at(data, np.uint8(at)) == want, at
+
+
+def test_word_loads_refuse_a_strided_array():
+    """The loads do plain pointer arithmetic, so a strided view fails to compile rather than
+    reading the wrong bytes."""
+    data = np.arange(64, dtype=np.uint8)
+    with pytest.raises(numba.core.errors.TypingError):
+        _loads_at(data[::2], 0)
