@@ -16,7 +16,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from alphapulse.protocol._batch import as_u8
+from alphapulse.protocol._batch import _u16, _u64, as_u8
 from alphapulse.protocol._header import HEADER_FIELDS, HEADER_SIZE
 
 _WIDTHS = {"u8": 1, "u16": 2, "u32": 4, "u64": 8}
@@ -36,18 +36,9 @@ SOURCE_AT = _AT["source"]
 SEQUENCE_AT = _AT["sequence"]
 RELAY_DOMAIN_AT = _AT["relay_domain"]
 
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def read_u16(buf, i):  # pragma: no cover - jit
-    return np.uint16(buf[i]) | (np.uint16(buf[i + 1]) << np.uint16(8))
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def read_u64(buf, i):  # pragma: no cover - jit
-    value = np.uint64(0)
-    for k in range(8):
-        value |= np.uint64(buf[i + k]) << np.uint64(8 * k)
-    return value
+read_u16, read_u64 = _u16, _u64
+"""Little-endian header words, for these kernels and the sequence tracker's: one unaligned load
+each (numba intrinsics, see ``protocol._batch._load_codegen``)."""
 
 
 @numba.njit(cache=True, nogil=True)
