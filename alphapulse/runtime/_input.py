@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import errno
 import logging
+import math
 import os
 import random
 import socket
@@ -58,6 +59,8 @@ class InputSpec:
     queue: int = 4096
     verify_checksums: bool = True
     """False for a link from a relay: it checked every frame's CRC before forwarding it."""
+    linger: float = 0.0
+    """Seconds from one read to the next, for messages to gather (0: read as they arrive)."""
 
     @classmethod
     def from_plan(cls, entry: dict[str, Any]) -> InputSpec:
@@ -69,6 +72,7 @@ class InputSpec:
             overflow=entry.get("overflow", "drop_oldest"),
             queue=int(entry.get("queue", 4096)),
             verify_checksums=bool(entry.get("verify_checksums", True)),
+            linger=float(entry.get("linger_ms", 0)) / 1000.0,
         )
 
 
@@ -353,7 +357,10 @@ class InputLink:
         decoder = protocol.FrameDecoder(verify_checksums=self.spec.verify_checksums)
         tracker = self.tracker
         self._decoder = decoder
-        lane = idle_lane() if self._deliver_now is not None else None
+        linger = self.spec.linger
+        # the idle lane is for reading at once; a lingering link reads on its own schedule
+        lane = idle_lane() if self._deliver_now is not None and not linger else None
+        read_at = -math.inf  # when the last read was made (a lingering link reads again ``linger`` later)
         want = SMALL_READ  # asked of the next recv (see SMALL_READ; less to finish a split frame)
         tail = b""  # known start of the incomplete frame the decoder holds
         drained = False  # the last read came back short: the socket is most likely empty
@@ -366,6 +373,10 @@ class InputLink:
                 continue
             data = None
             waited = False
+            if linger and drained and trio.current_time() < read_at + linger:
+                # let messages gather: the next read takes all that came meanwhile in one go
+                await trio.sleep_until(read_at + linger if deadline is None else min(read_at + linger, deadline))
+                continue  # a resend deadline that came first is handled at the top
             # no cancel scope per read unless a resend deadline is pending (the common case)
             if drained and lane is not None and deadline is None:
                 data = await self._idle_in_lane(lane, sock)  # None: handed back with nothing to read
@@ -392,6 +403,7 @@ class InputLink:
             if not data:
                 self._count_decoder(decoder)
                 return
+            read_at = now
             asked, drained = want, len(data) < want
             for out in self._ingest(data, now):
                 await deliver(out)

@@ -124,6 +124,7 @@ def compile_plan(topology: Topology, run_dir: str | None = None,
                 "overflow": link.overflow,
                 "queue": link.queue,
                 "verify_checksums": link.checksums == "verify" or not _is_relay(topology.nodes[link.node]),
+                **({"linger_ms": link.linger_ms} if link.linger_ms else {}),
             }
             for link in node.inputs
         ]

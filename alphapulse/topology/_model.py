@@ -29,6 +29,8 @@ class Link:
     path: JsonPath
     checksums: str = "auto"
     """``auto``: CRCs checked unless the upstream is a relay (it checked them); ``verify``: always."""
+    linger_ms: float = 0.0
+    """Milliseconds between reads, for messages to gather (0: read as soon as anything arrives)."""
 
 
 @dataclasses.dataclass(frozen=True)

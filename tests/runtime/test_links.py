@@ -355,6 +355,40 @@ async def test_publisher_survives_a_subscriber_gone_while_its_reader_waits(sock_
     assert sink.counters == list(range(4, 9))
 
 
+async def test_a_lingering_link_reads_batches_and_loses_nothing(sock_dir) -> None:
+    """``linger_ms``: one message a millisecond reaches a link that lingers 20 ms in a few dozen
+    blocks, every message in order, while a link beside it that reads at once gets them too; a
+    gap still goes through resend recovery."""
+    path = os.path.join(sock_dir, "p.sock")
+    async with open_publisher(path, source_id=1) as pub, trio.open_nursery() as nursery:
+        sinks = {"eager": Collector(), "lingering": Collector()}
+        blocks = {name: 0 for name in sinks}
+
+        def counting(name: str):
+            async def deliver(b) -> None:
+                blocks[name] += 1
+                await sinks[name].deliver(b)
+            return deliver
+
+        for name, sink in sinks.items():
+            sink.want = 400
+            nursery.start_soon(link(path, name, linger=0.02 if name == "lingering" else 0.0).run, counting(name))
+        await wait_subscribed(pub, 2)
+        for counter in range(1, 401):
+            if counter == 200:
+                pub.retransmit.append(block(trade_frames(SOURCE, EPOCH, [counter])), 1)  # sent to nobody: a gap
+            else:
+                pub.publish_nowait(block(trade_frames(SOURCE, EPOCH, [counter])))
+            await trio.sleep(0.001)
+        with trio.fail_after(10):
+            for sink in sinks.values():
+                await sink.done.wait()
+        nursery.cancel_scope.cancel()
+    for sink in sinks.values():
+        assert sink.counters == list(range(1, 401))
+    assert blocks["lingering"] <= 80, blocks  # ~400 ms / 20 ms, plus the resent message
+
+
 def test_a_large_read_of_a_sources_next_frames_is_tracked_without_decoding_columns() -> None:
     """A read too big for the decoder's quick path still tells the tracker "one source, the next
     sequences" (from the scan kernel), so the link takes it on the tracker's run path; a gap in a

@@ -107,6 +107,23 @@ def test_checksum_policy_per_link(load):
     assert verify == {"src": [], "bus": [True], "strict": [True], "relaxed": [False], "direct": [True]}
 
 
+def test_linger_per_link(load):
+    """``linger_ms`` reaches the plan's input (as a topology default or on one link); a link
+    without it has no such key, so existing plans stay as they were."""
+    plan = compile_plan(load("""\
+        topology: c
+        defaults:
+          link: {linger_ms: 50}
+        nodes:
+          src: {kind: source.counter}
+          bus: {kind: relay, domain: market_data, inputs: [{from: src, linger_ms: 0}]}
+          archive: {kind: sink.counter, inputs: [bus]}
+          quick: {kind: sink.counter, inputs: [{from: bus, linger_ms: 2.5}]}
+    """))
+    linger = {name: [i.get("linger_ms") for i in node["inputs"]] for name, node in plan.nodes.items()}
+    assert linger == {"src": [], "bus": [None], "archive": [50], "quick": [2.5]}
+
+
 def test_secret_value_never_in_plan(load):
     plan = plan_of(load, TOKEN="s3cr3t-value")
     assert "s3cr3t-value" not in plan.to_json()
