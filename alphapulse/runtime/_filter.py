@@ -68,6 +68,15 @@ class CompiledFilter:
             types, instruments, self.type_allowed, self.wanted_instruments, np.empty(types.shape[0], np.bool_)
         )
 
+    def keeps(self, tlv_type: int, instrument_id: int) -> bool:
+        """:meth:`mask` of one message, in Python: for one frame a kernel call costs more."""
+        if SYSTEM_FIRST <= tlv_type <= SYSTEM_LAST:
+            return True
+        wanted = self.subscription
+        if wanted.types and tlv_type not in wanted.types:
+            return False
+        return not wanted.instruments or instrument_id in wanted.instruments
+
 
 def subscription(types: Iterable[int] = (), instruments: Iterable[int] = ()) -> Subscription:
     return Subscription(frozenset(int(t) for t in types), frozenset(int(i) for i in instruments))

@@ -122,6 +122,8 @@ class _Subscriber:
         placeholders, so it still sees every sequence number and its gap detection stays exact."""
         if self.filter is None:
             return block
+        if block.count == 1:  # most blocks: decided and built in Python, no kernel call
+            return block if self.filter.keeps(*block.first_tlv_of_one()) else block.placeholder_of_one()
         mask = self.filter.mask(block.tlv_type, block.instrument_id)
         return block if mask.all() else block.with_placeholders(mask)
 
