@@ -21,9 +21,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import jsonschema
+import numpy as np
 import trio
 
 from alphapulse.kinds import Role, build_params, get_kind, live_fields, params_to_plain
+from alphapulse.protocol import HEADER_SIZE, FrameBlock
 from alphapulse.runtime._breaker import BreakerSettings, BreakerState
 from alphapulse.runtime._context import NodeContext
 from alphapulse.runtime._control import serve_control
@@ -38,6 +40,8 @@ from alphapulse.runtime._warm import load_hot_kernels, load_kind_kernels
 from alphapulse.topology import UnsetVariable, interpolate
 
 RATE_INTERVAL = 1.0
+_NO_FRAMES = FrameBlock(b"", np.empty(0, np.int64), np.empty(0, np.int64))
+"""What a kind's handler is not called with: a one-frame block that was a placeholder."""
 DEFAULT_RETRANSMIT = 16384
 """Messages every publisher keeps for resend requests, unless its kind has a ``retransmit_buffer`` param."""
 
@@ -221,6 +225,8 @@ class NodeHost:
         kind that sets ``keeps_placeholders`` (the recorder: a replay then has no false gaps)."""
         if self.spec.role is Role.RELAY or self.keeps_placeholders:
             return block
+        if block.count == 1:  # most blocks in a trickle: no array work for one frame
+            return _NO_FRAMES if int(block.sizes[0]) == HEADER_SIZE else block
         placeholders = block.is_placeholder
         return block.select(~placeholders) if placeholders.any() else block
 

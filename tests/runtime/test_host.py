@@ -6,6 +6,7 @@ import dataclasses
 import json
 import tempfile
 
+import numpy as np
 import pytest
 import trio
 
@@ -337,3 +338,25 @@ def market_relay(tmp: str, upstream: str) -> dict:
         "sockets": {"data": os.path.join(tmp, "d.sock"), "control": os.path.join(tmp, "c.sock")},
         "inputs": [{"node": "up", "socket": upstream}],
     }
+
+
+def test_a_kind_never_sees_placeholders_and_a_relay_passes_them_on() -> None:
+    """Placeholders end at a node's handler (one frame or many), unless it is a relay."""
+    plan = compile_text("""\
+topology: ph
+nodes:
+  src: {kind: source.counter}
+  bus: {kind: relay, domain: market_data, inputs: [src]}
+  sink: {kind: sink.counter, inputs: [bus]}
+""")
+    builder = protocol.MessageBuilder(protocol.RelayDomain.MARKET_DATA, 3)
+    trade = protocol.Trade(instrument_id=7, price=1, quantity=1, exchange_ts_ns=0)
+    frames = protocol.FrameBlock.from_bytes(b"".join(builder.build(trade, 1) for _ in range(3)))
+    held = frames.with_placeholders(np.array([True, False, True]))
+    placeholder_only = frames.slice(1, 2).placeholder_of_one()
+    sink, relay = NodeHost(plan, "sink"), NodeHost(plan, "bus")
+    assert len(sink._without_placeholders(placeholder_only)) == 0
+    assert bytes(sink._without_placeholders(frames.slice(0, 1)).data) == bytes(frames.slice(0, 1).data)
+    kept = sink._without_placeholders(held)
+    assert kept.sizes.tolist() == [72, 72] and bytes(kept.data) == bytes(frames.data[:72]) + bytes(frames.data[144:])
+    assert relay._without_placeholders(placeholder_only) is placeholder_only
