@@ -101,28 +101,21 @@ def _load_codegen(bits: int):
     return codegen
 
 
-@intrinsic
-def _u16(typingctx, buf, i):
-    """The little-endian u16 at byte ``i`` of uint8 array ``buf`` (no bounds check)."""
-    if _flat(buf, types.uint8) and isinstance(i, types.Integer):
-        return uint16(buf, i), _load_codegen(16)
-    return None
+def _little_endian_load(result: types.Integer):
+    """The intrinsic ``f(buf, i)``: the little-endian ``result`` at byte ``i`` of the uint8
+    array ``buf`` (no bounds check)."""
+    bits = result.bitwidth
+
+    def typer(typingctx, buf, i):
+        if _flat(buf, types.uint8) and isinstance(i, types.Integer):
+            return result(buf, i), _load_codegen(bits)
+        return None
+
+    typer.__name__ = typer.__qualname__ = f"_u{bits}"
+    return intrinsic(typer)
 
 
-@intrinsic
-def _u32(typingctx, buf, i):
-    """The little-endian u32 at byte ``i`` of uint8 array ``buf`` (no bounds check)."""
-    if _flat(buf, types.uint8) and isinstance(i, types.Integer):
-        return uint32(buf, i), _load_codegen(32)
-    return None
-
-
-@intrinsic
-def _u64(typingctx, buf, i):
-    """The little-endian u64 at byte ``i`` of uint8 array ``buf`` (no bounds check)."""
-    if _flat(buf, types.uint8) and isinstance(i, types.Integer):
-        return uint64(buf, i), _load_codegen(64)
-    return None
+_u16, _u32, _u64 = _little_endian_load(uint16), _little_endian_load(uint32), _little_endian_load(uint64)
 
 
 @njit(cache=True, inline="always")
