@@ -81,6 +81,9 @@ PY = sys.executable
 PROCS = str(pathlib.Path(__file__).resolve().with_name("relay_procs.py"))
 MSG = 72
 PACINGS = ("even", "tick", "batched")
+STEAL_DISTURBED_PCT = 5.0
+"""A round that lost this share of its CPU time to the hypervisor (steal) measured the host's other
+guests as much as the layout: goals judged on it are listed in ``goals_disturbed``."""
 
 TOPOLOGY = """\
 topology: rb
@@ -560,38 +563,52 @@ def main(argv: list[str] | None = None) -> dict:
                                                              f"ap4_{pacing}_relay_plus_sinks_cores")
         F[f"ratio_ap4b_{pacing}_p50_vs_ap4_p50"] = ratio(f"ap4b_{pacing}_p50_us", f"ap4_{pacing}_p50_us")
 
-    goals = {
-        "bulk_4_subs_ge_1_2x_zmq_1000_per_frame": F["ratio_ap4_bulk_vs_zmq4_1000_per_frame"] >= 1.2
-        and F["ap4_bulk_lossless"],
-        "one_msg_sends_relay_not_bottleneck_below_400k": keeps_up_all
-        and F["ap4_relay_capacity_one_core_msgs_per_s"] >= 400_000,
-    }
+    # how much CPU the hypervisor took from each layout's rounds (worst round): a layout whose
+    # rounds lost several percent was measured against the host's other guests
+    F.update({f"{key}_steal_pct_max": max(fig["steal_pct"] for figs in by_tag.values() for fig in figs)
+              for key, by_tag in results.items()})
+    goals: dict[str, bool] = {}
+    disturbed: list[str] = []
+
+    def judge(goal: str, met: bool, *layouts: str) -> None:
+        """Record a goal, and whether a layout it compares lost CPU to the hypervisor."""
+        goals[goal] = met
+        if any(F[f"{key}_steal_pct_max"] >= STEAL_DISTURBED_PCT for key in layouts):
+            disturbed.append(goal)
+
+    judge("bulk_4_subs_ge_1_2x_zmq_1000_per_frame",
+          F["ratio_ap4_bulk_vs_zmq4_1000_per_frame"] >= 1.2 and F["ap4_bulk_lossless"], "ap4", "zmq4")
+    judge("one_msg_sends_relay_not_bottleneck_below_400k",
+          keeps_up_all and F["ap4_relay_capacity_one_core_msgs_per_s"] >= 400_000, "ap4")
     # the latency goal reads "source → relay → sink": judged with one sink (n1) and with the four
     # of the CPU goal's layout (the unsuffixed names, as in earlier runs)
     for pacing in PACINGS:
         for key, suffix in (("ap4", ""), ("ap1", "_n1")):
             hop_p50 = F[f"hop_{pacing}_p50_us"]
-            goals[f"paced_{pacing}{suffix}_p50_le_zmq_one_hop"] = F[f"{key}_{pacing}_p50_us"] <= hop_p50
-            goals[f"paced_{pacing}{suffix}_p99_le_200us"] = F[f"{key}_{pacing}_p99_us"] <= 200
-        goals[f"paced_{pacing}_relay_plus_4_sinks_le_0_6_cores"] = F[f"ap4_{pacing}_relay_plus_sinks_cores"] <= 0.6
+            judge(f"paced_{pacing}{suffix}_p50_le_zmq_one_hop", F[f"{key}_{pacing}_p50_us"] <= hop_p50, key, "hop")
+            judge(f"paced_{pacing}{suffix}_p99_le_200us", F[f"{key}_{pacing}_p99_us"] <= 200, key)
+        judge(f"paced_{pacing}_relay_plus_4_sinks_le_0_6_cores", F[f"ap4_{pacing}_relay_plus_sinks_cores"] <= 0.6,
+              "ap4")
     # the same N=4 goals with the relay's ``delivery: peer`` (the relay off the data path). Its CPU
     # figure also counts what the source spends beyond the routed layout's source: with peer
     # delivery the source sends each message to every sink itself.
     for pacing in PACINGS:
-        goals[f"peer_paced_{pacing}_p50_le_zmq_one_hop"] = F[f"ap4peer_{pacing}_p50_us"] <= F[f"hop_{pacing}_p50_us"]
-        goals[f"peer_paced_{pacing}_p99_le_200us"] = F[f"ap4peer_{pacing}_p99_us"] <= 200
+        judge(f"peer_paced_{pacing}_p50_le_zmq_one_hop", F[f"ap4peer_{pacing}_p50_us"] <= F[f"hop_{pacing}_p50_us"],
+              "ap4peer", "hop")
+        judge(f"peer_paced_{pacing}_p99_le_200us", F[f"ap4peer_{pacing}_p99_us"] <= 200, "ap4peer")
         moved = max(0.0, F[f"ap4peer_{pacing}_source_cores"] - F[f"ap4_{pacing}_source_cores"])
         F[f"ap4peer_{pacing}_relay_plus_sinks_plus_source_extra_cores"] = round(
             F[f"ap4peer_{pacing}_relay_plus_sinks_cores"] + moved, 3)
-        goals[f"peer_paced_{pacing}_relay_plus_4_sinks_le_0_6_cores"] = (
-            F[f"ap4peer_{pacing}_relay_plus_sinks_plus_source_extra_cores"] <= 0.6)
+        judge(f"peer_paced_{pacing}_relay_plus_4_sinks_le_0_6_cores",
+              F[f"ap4peer_{pacing}_relay_plus_sinks_plus_source_extra_cores"] <= 0.6, "ap4peer", "ap4")
     # the same N=4 goals with the subscribers' ``cpu: {policy: batch}`` (runtime/_cpu.py): woken
     # subscribers no longer preempt the relay in the middle of its fan-out
     for pacing in PACINGS:
-        goals[f"batch_paced_{pacing}_p50_le_zmq_one_hop"] = F[f"ap4b_{pacing}_p50_us"] <= F[f"hop_{pacing}_p50_us"]
-        goals[f"batch_paced_{pacing}_p99_le_200us"] = F[f"ap4b_{pacing}_p99_us"] <= 200
-        goals[f"batch_paced_{pacing}_relay_plus_4_sinks_le_0_6_cores"] = (
-            F[f"ap4b_{pacing}_relay_plus_sinks_cores"] <= 0.6)
+        judge(f"batch_paced_{pacing}_p50_le_zmq_one_hop", F[f"ap4b_{pacing}_p50_us"] <= F[f"hop_{pacing}_p50_us"],
+              "ap4b", "hop")
+        judge(f"batch_paced_{pacing}_p99_le_200us", F[f"ap4b_{pacing}_p99_us"] <= 200, "ap4b")
+        judge(f"batch_paced_{pacing}_relay_plus_4_sinks_le_0_6_cores",
+              F[f"ap4b_{pacing}_relay_plus_sinks_cores"] <= 0.6, "ap4b")
     # context for the paced goals: does the floor (blocking Python doing no work, same layout, same
     # run) meet them? A goal the floor misses is below what this machine allows any Python design.
     for pacing in PACINGS:
@@ -608,10 +625,9 @@ def main(argv: list[str] | None = None) -> dict:
     F["floor_relay_plus_4_sinks_cores_at_10k_one_wakeup_per_msg"] = round(5 * lat_rate * wake["trio"] / 1e6, 3)
     F.update({f"goal_{k}": v for k, v in goals.items()})
     F["goals_met"] = ",".join(f"{k}={'yes' if v else 'NO'}" for k, v in goals.items())
-    # how much CPU the hypervisor took from each layout's rounds (worst round): a layout whose
-    # rounds lost several percent was measured against the host's other guests
-    F.update({f"{key}_steal_pct_max": max(fig["steal_pct"] for figs in by_tag.values() for fig in figs)
-              for key, by_tag in results.items()})
+    # goals judged on a layout (theirs or the reference's) with a round that lost at least
+    # STEAL_DISTURBED_PCT of its CPU to the hypervisor: this run does not settle them
+    F["goals_disturbed"] = disturbed
     F["loadavg_1m_after"] = round(os.getloadavg()[0], 2)
     F["elapsed_s"] = round(time.monotonic() - t_start, 1)
     print()
@@ -621,6 +637,9 @@ def main(argv: list[str] | None = None) -> dict:
               f"{F['ap4_raw_max_relay_cpu_ns_per_msg']} ns of CPU per message "
               f"(~{F['ap4_relay_capacity_one_core_msgs_per_s']:,} msgs/s per core; the floor relay doing no "
               f"checks: ~{F['floor4_relay_capacity_one_core_msgs_per_s']:,})")
+    if disturbed:
+        print(f"# note: {len(disturbed)} goals compare a layout that lost >= {STEAL_DISTURBED_PCT}% of its CPU to "
+              f"the hypervisor in some round (goals_disturbed); run again for those")
     print(f"# note: one trio wakeup costs {wake['trio']} µs of CPU here now, so relay + 4 sinks waking once per "
           f"message at 10k msgs/s need >= {F['floor_relay_plus_4_sinks_cores_at_10k_one_wakeup_per_msg']} cores")
     for key, value in F.items():
