@@ -41,7 +41,7 @@ from alphapulse.topology import UnsetVariable, interpolate
 
 RATE_INTERVAL = 1.0
 _NO_FRAMES = FrameBlock(b"", np.empty(0, np.int64), np.empty(0, np.int64))
-"""What a kind's handler is not called with: a one-frame block that was a placeholder."""
+"""What a one-frame placeholder block leaves for the kind's handler: no frames (it is skipped)."""
 DEFAULT_RETRANSMIT = 16384
 """Messages every publisher keeps for resend requests, unless its kind has a ``retransmit_buffer`` param."""
 
