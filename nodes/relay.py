@@ -17,7 +17,8 @@ class RelayParams:
     retransmit_buffer: int = param(
         65536,
         doc="Most recent messages (all sources together) kept to answer resend requests; "
-        "older ranges are answered 'unavailable' and the consumer falls back to a snapshot.",
+        "older ranges are asked of the producer (its own buffer), and what it no longer holds "
+        "is answered 'unavailable': the consumer counts it lost and falls back to a snapshot.",
         minimum=0,
     )
     delivery: Literal["relay", "peer"] = param(
@@ -34,7 +35,8 @@ class Relay(Node):
     """Relay: merges its inputs and re-publishes them to subscribers without re-encoding.
 
     Routes one relay domain (declared by the node's ``domain``), filters per subscriber by TLV
-    type and instrument, and answers resend requests from a bounded retransmit buffer. With
+    type and instrument, and answers resend requests from a bounded retransmit buffer (passing
+    on upstream what it does not hold, e.g. after a restart). With
     ``delivery: peer`` it only introduces subscribers to its publishers (``runtime._peers``).
     """
 

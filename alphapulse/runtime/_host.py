@@ -161,6 +161,8 @@ class NodeHost:
                         introduction=self.introduction,
                     )
                 )
+            if self.spec.role is Role.RELAY and not self.introduces_peers:
+                self.ctx._publisher.pass_upstream = self._pass_resend_upstream
             deliver = self._deliver_direct if hasattr(self.instance, "handle_block") else None
             if deliver is None and self.links:
                 send, receive = trio.open_memory_channel(64)
@@ -189,6 +191,8 @@ class NodeHost:
             nursery.cancel_scope.cancel()
 
     async def _run_link(self, link: InputLink) -> None:
+        if self.spec.role is Role.RELAY and self.ctx.has_output:
+            link.pass_resends_upstream(self.ctx._publisher.resend_to, self.ctx._publisher.tell)
         direct = self._deliver == self._deliver_direct
         if direct and getattr(self.instance, "forwards_verbatim", False) and forwarding_enabled():
             link.forwarder = DirectForwarder(
@@ -198,6 +202,14 @@ class NodeHost:
         await link.run(self._deliver, self._on_upstream_control,
                        deliver_now=self._deliver_now if direct else None,
                        wait_ready=self._wait_ready if direct else None)
+
+    def _pass_resend_upstream(self, subscriber: Any, request: Any) -> bool:
+        """A relay's buffer cannot answer a subscriber's resend (it restarted since, or the range
+        is older than it holds): ask the link the source comes over (``runtime._chain``)."""
+        for link in [*self.links, *(link for _, link in self._attached.values())]:
+            if link.chain_resend(subscriber, request.source, request.first_sequence, request.last_sequence):
+                return True
+        return False
 
     def stop(self) -> None:
         if self._stop_scope is not None:

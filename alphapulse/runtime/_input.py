@@ -27,6 +27,7 @@ from typing import Any
 import trio
 
 from alphapulse import protocol
+from alphapulse.runtime._chain import ResendChain
 from alphapulse.runtime._fastlane import IdleLane, idle_lane
 from alphapulse.runtime._forward import FORWARDED, NOT_FORWARDED, DirectForwarder
 from alphapulse.runtime._headers import count_control
@@ -45,6 +46,9 @@ SMALL_READ = 1 << 16
 costs an mmap and page faults (about 25 µs here) even when 72 bytes arrive, 64 KiB comes from
 the heap. A read that fills its buffer is followed by ``READ_SIZE`` reads until the socket is
 drained."""
+CHAIN_TIMEOUT_FACTOR = 2
+"""A resend a relay passed upstream is routed for this many of its resend timeouts; by then the
+subscriber that asked has given up (its own timeout is usually the same) and asked for a snapshot."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +115,8 @@ class InputStatistics:
     direct_fanout: str = ""
     """how that path sends a read to several subscribers: ``io_uring`` (one system call, see
     ``_uring``) or ``send`` (one call each); empty where the link has no direct path"""
+    chained: dict[str, int] = dataclasses.field(default_factory=dict)
+    """a relay's link: subscribers' resend requests it passed upstream (``_chain``); empty elsewhere"""
 
     def flattened(self) -> list[InputStatistics]:
         """This link and its peer links: what a node's totals add up."""
@@ -199,6 +205,10 @@ class InputLink:
         """the links to publishers a ``peer`` relay introduced (None until ``run``)"""
         self.retired = False
         """set on a peer link whose publisher its relay no longer introduces: it delivers nothing more"""
+        self.chain: ResendChain | None = None
+        """a relay's link: resend requests it passes upstream for its subscribers (``runtime._chain``)"""
+        self._resend_to: Callable[[Any, Any], None] | None = None
+        self._tell: Callable[[Any, Any], None] | None = None
 
     # -- control toward upstream ----------------------------------------------------------------
     def has_seen(self, source: int) -> bool:
@@ -215,6 +225,52 @@ class InputLink:
             return
         self._snapshots += 1
         self._send_control(protocol.SnapshotRequest(source=source, instrument_id=instrument_id))
+
+    def pass_resends_upstream(self, resend_to: Callable[[Any, Any], None], tell: Callable[[Any, Any], None]) -> None:
+        """Make this link (a relay's) take subscribers' resend requests upstream: ``resend_to``
+        sends frames to a subscriber, ``tell`` sends it a control record (``runtime._chain``)."""
+        self.chain = ResendChain(CHAIN_TIMEOUT_FACTOR * self.resend_timeout)
+        self._resend_to, self._tell = resend_to, tell
+
+    def chain_resend(self, subscriber: Any, source: int, first_sequence: int, last_sequence: int) -> bool:
+        """Ask upstream for a range ``subscriber`` wants; False when this link cannot (it does
+        not chain, is not connected, or has not seen the source)."""
+        if self.chain is None or self._sock is None or not self.tracker.has_seen(source):
+            return False
+        if self.chain.ask(subscriber, source, first_sequence, last_sequence, trio.current_time()):
+            log.info("%s: passing a resend of source %d (%d..%d) on to %s", self.subscriber_name, source,
+                     first_sequence, last_sequence, self.spec.node)
+            self._send_control(protocol.ResendRequest(
+                source=source, first_sequence=first_sequence, last_sequence=last_sequence,
+            ))
+        self.tracker.hand_out_old = True
+        return True
+
+    def _pass_on_old(self, old: list[Any]) -> None:
+        """Frames the tracker found old: a chained resend's answer goes to whoever asked; the
+        rest are counted as the duplicates they are."""
+        unclaimed = 0
+        chain = self.chain
+        for block in old:
+            if chain is None or self._resend_to is None:
+                unclaimed += len(block)
+                continue
+            deliveries, left = chain.route(block)
+            unclaimed += left
+            for subscribers, frames in deliveries:
+                for subscriber in subscribers:
+                    self._resend_to(subscriber, frames)
+        if unclaimed:
+            self.tracker.count_duplicates(unclaimed)
+        self.tracker.hand_out_old = bool(chain is not None and chain.pending)
+
+    def _took(self, result: Any) -> list[Any]:
+        """Act on what the tracker said (requests upstream, old frames) and return what to deliver."""
+        if result.requests:
+            self._act(result.requests)
+        if result.old:
+            self._pass_on_old(result.old)
+        return result.deliver
 
     def _peer_links(self) -> list[InputLink]:
         return self.peers.links if self.peers is not None else []
@@ -245,8 +301,12 @@ class InputLink:
                     )
                 )
             else:
-                log.warning("%s: source %d gap not recoverable by resend; asking %s for a snapshot",
-                            self.subscriber_name, request.source, self.spec.node)
+                if request.joined:
+                    log.info("%s: joined source %d mid-stream; asking %s for a snapshot",
+                             self.subscriber_name, request.source, self.spec.node)
+                else:
+                    log.warning("%s: source %d gap not recoverable by resend; asking %s for a snapshot",
+                                self.subscriber_name, request.source, self.spec.node)
                 self.request_snapshot(request.source)
 
     # -- the link's life -----------------------------------------------------------------------------
@@ -419,9 +479,9 @@ class InputLink:
                 await trio.lowlevel.checkpoint_if_cancelled()
 
     async def _poll(self, now: float, deliver: Callable[[Any], Awaitable[None]]) -> None:
-        result = self.tracker.poll(now)
-        self._act(result.requests)
-        for block in result.deliver:
+        if self.chain is not None:
+            self.chain.expire(now)
+        for block in self._took(self.tracker.poll(now)):
             await deliver(block)
 
     def _ingest(self, data: bytes, now: float | None = None) -> list[Any]:
@@ -436,10 +496,7 @@ class InputLink:
             run = quick.sequence_run
             if run is not None and self.tracker.feed_run(run[0], run[1], n):
                 return [quick]  # the next frames expected: no clock read, no arrays touched
-            result = self.tracker.feed(quick, trio.current_time() if now is None else now)
-            if result.requests:
-                self._act(result.requests)
-            return result.deliver
+            return self._took(self.tracker.feed(quick, trio.current_time() if now is None else now))
         if now is None:
             now = trio.current_time()
         decoder.receive_data(data)
@@ -454,10 +511,7 @@ class InputLink:
             if run is not None and self.tracker.feed_run(run[0], run[1], block.count):
                 ready.append(block)  # the next frames expected: no columns decoded
                 continue
-            result = self.tracker.feed(block, now)
-            if result.requests:
-                self._act(result.requests)
-            ready.extend(result.deliver)
+            ready.extend(self._took(self.tracker.feed(block, now)))
         return ready
 
     async def _idle_in_lane(self, lane: IdleLane, sock: socket.socket) -> bytes | None:
@@ -536,12 +590,17 @@ class InputLink:
                 self._introduced(introduced)
             for record in records:
                 if isinstance(record, protocol.ResendUnavailable):
+                    told = [] if self.chain is None else self.chain.unavailable(
+                        record.source, record.first_sequence, record.oldest_available)
+                    for subscriber in told:  # an answer to a request this link passed on
+                        self._tell(subscriber, record)
+                    if told:
+                        continue
                     self._unavailable += 1
                     result = self.tracker.resend_unavailable(
                         record.source, record.first_sequence, record.oldest_available, now
                     )
-                    self._act(result.requests)
-                    released.extend(result.deliver)
+                    released.extend(self._took(result))
                 elif isinstance(record, protocol.PeerIntroduction):
                     pass  # taken above, all of a message's records as one set
                 elif on_control is not None:
@@ -600,6 +659,7 @@ class InputLink:
             direct_reads=self.forwarder.forwarded_reads if self.forwarder is not None else 0,
             direct_fanout=self.forwarder.fanout if self.forwarder is not None else "",
             sequence=dataclasses.asdict(self.tracker.statistics()),
+            chained={} if self.chain is None else dataclasses.asdict(self.chain.statistics()),
             peers=tuple(peer.statistics() for peer in self._peer_links())
             + (tuple(self.peers.retired) if self.peers is not None else ()),
         )

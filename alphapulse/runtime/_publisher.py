@@ -19,8 +19,9 @@ A filtered subscriber receives a 32-byte header-only placeholder in place of eac
 not ask for: sequences stay contiguous per source, so filtering never looks like loss.
 
 A subscriber talks back on the same socket with system TLVs: Subscribe (filter, policy, queue
-limit, its name), ResendRequest (answered here from the retransmit buffer, only to the asker)
-and SnapshotRequest (handed to the node). Until its Subscribe arrives a subscriber gets nothing.
+limit, its name), ResendRequest (answered here from the retransmit buffer, only to the asker;
+a relay passes on upstream what its buffer lacks, ``_chain``) and SnapshotRequest (handed to
+the node). Until its Subscribe arrives a subscriber gets nothing.
 A relay's publisher answers each Subscribe with its PeerIntroduction records (``_peers``).
 """
 
@@ -86,6 +87,8 @@ class PublisherStatistics:
     """held frames forgotten early because the retransmit store hit its byte limit"""
     resend_requests: int
     resend_misses: int
+    resends_passed_upstream: int
+    """requests this buffer could not answer that went to the relay's upstream (``runtime._chain``)"""
     control_errors: int
     introductions: int = 0
     """PeerIntroductions sent (a ``peer`` relay answers each Subscribe with one)"""
@@ -307,6 +310,9 @@ class Publisher:
         self._published_messages = self._published_bytes = 0
         self._disconnected_for_overflow = 0
         self._resend_requests = 0
+        self._resends_passed_upstream = 0
+        self.pass_upstream: Callable[[_Subscriber, Any], bool] | None = None
+        """a relay's: pass a resend request its buffer cannot answer upstream (True: done)"""
         self._control_errors = 0
         self._peer_ids = 0
 
@@ -380,6 +386,9 @@ class Publisher:
         self._resend_requests += 1
         answer = self.retransmit.lookup(request.source, request.first_sequence, request.last_sequence)
         if not answer.complete:
+            if self.pass_upstream is not None and self.pass_upstream(sub, request):
+                self._resends_passed_upstream += 1  # the whole range comes from upstream, in order
+                return
             unavailable = protocol.ResendUnavailable(
                 source=request.source,
                 first_sequence=request.first_sequence,
@@ -388,9 +397,20 @@ class Publisher:
             )
             self.send_control(sub, [unavailable], time.time_ns())
         for block in answer.blocks:
-            sub.resent += len(block)
-            block = sub.filtered(block)
-            sub.send_nowait(block.data, len(block))
+            self.resend_to(sub, block)
+
+    def resend_to(self, sub: _Subscriber, block: Any) -> None:
+        """Send resent frames to one subscriber only (through its filter)."""
+        if sub.closed:
+            return
+        sub.resent += len(block)
+        block = sub.filtered(block)
+        sub.send_nowait(block.data, len(block))
+
+    def tell(self, sub: _Subscriber, record: Any) -> None:
+        """Send one control record to one subscriber only."""
+        if not sub.closed:
+            self.send_control(sub, [record], time.time_ns())
 
     # -- serving ----------------------------------------------------------------------------------
     async def _serve(self, listener: socket.socket, nursery: trio.Nursery) -> None:
@@ -437,6 +457,7 @@ class Publisher:
             retransmit_evicted_for_space=self.retransmit.evicted_for_space,
             resend_requests=self._resend_requests,
             resend_misses=self.retransmit.misses,
+            resends_passed_upstream=self._resends_passed_upstream,
             control_errors=self._control_errors,
             introductions=self._introductions,
         )

@@ -214,6 +214,8 @@ class ResendWanted:
 @dataclasses.dataclass(frozen=True)
 class SnapshotWanted:
     source: int
+    joined: bool = dataclasses.field(default=False, compare=False)
+    """asked because this consumer joined the source mid-stream, not because of a lost gap"""
 
 
 @dataclasses.dataclass
@@ -222,10 +224,14 @@ class TrackResult:
 
     deliver: list[Any] = dataclasses.field(default_factory=list)
     requests: list[ResendWanted | SnapshotWanted] = dataclasses.field(default_factory=list)
+    old: list[Any] = dataclasses.field(default_factory=list)
+    """Frames already delivered (or from before this consumer joined), handed out instead of
+    dropped while :attr:`SequenceTracker.hand_out_old` is set (``runtime._chain``)."""
 
     def extend(self, other: TrackResult) -> None:
         self.deliver.extend(other.deliver)
         self.requests.extend(other.requests)
+        self.old.extend(other.old)
 
 
 class SequenceTracker:
@@ -243,6 +249,9 @@ class SequenceTracker:
         self._frames = self._delivered = self._duplicates = 0
         self._gaps_detected = self._gaps_recovered = self._gaps_lost = 0
         self._recovered = self._lost = self._restarts = self._joins = 0
+        self.hand_out_old = False
+        """Set by a relay's link while a resend it passed upstream is pending: frames classed
+        DUPLICATE go into :attr:`TrackResult.old` uncounted (the caller counts what is left)."""
 
     # -- inputs ---------------------------------------------------------------------------
     def feed(self, block: Any, now: float) -> TrackResult:
@@ -284,6 +293,10 @@ class SequenceTracker:
         if self._next_run:
             self._sync_runs()
         return self._epochs, self._expected, self._flags
+
+    def count_duplicates(self, n: int) -> None:
+        """Frames handed out as old that nobody took after all: duplicates."""
+        self._duplicates += n
 
     def count_delivered(self, n: int) -> None:
         self._frames += n
@@ -386,7 +399,10 @@ class SequenceTracker:
                 block.source, block.sequence, self._epochs, self._expected, self._flags, classes,
             )
         self._delivered += n_deliver
-        self._duplicates += n_duplicates
+        if n_duplicates and self.hand_out_old:
+            result.old.append(block.select(classes == DUPLICATE))
+        else:
+            self._duplicates += n_duplicates
         deliver_at = len(result.deliver)  # frames a restart releases go before this block's own
         if n_deliver == n:
             result.deliver.append(block)
@@ -405,7 +421,7 @@ class SequenceTracker:
             gap = self._gaps.get(source)
             if self._joined_midstream(cls, sequences[of_source]):
                 self._joins += 1
-                result.requests.append(SnapshotWanted(source))
+                result.requests.append(SnapshotWanted(source, joined=True))
             if (cls == NEW_EPOCH).any():
                 self._restarts += int(np.count_nonzero(cls == NEW_EPOCH))
                 if gap is not None:

@@ -329,6 +329,78 @@ async def test_relay_direct_path_forwards_small_reads_and_leaves_the_rest_to_the
     assert (stats["publisher"]["published_messages"], stats["publisher"]["retransmit_held"]) == (55, 55)
 
 
+@pytest.mark.parametrize(("held_upstream", "lost"), [(10_000, 0), (150, 160)])
+async def test_a_restarted_relay_passes_resends_upstream(held_upstream: int, lost: int) -> None:
+    """A relay restarted (here: stopped and started again in-process) has an empty retransmit
+    buffer. The subscriber's resend of what the relay missed while down is passed to the
+    producer, whose buffer still holds it: recovered, in order, nothing lost. When the producer
+    holds only the newer part, the older part is counted lost and the rest still arrives."""
+    import os
+
+    from alphapulse.runtime import InputLink, InputSpec, open_publisher
+
+    from ._frames import block, trade_frames
+
+    with tempfile.TemporaryDirectory(prefix="apr", dir="/tmp") as tmp:
+        upstream = os.path.join(tmp, "up.sock")
+        node = market_relay(tmp, upstream)
+        got: list[int] = []
+
+        async def deliver(b) -> None:
+            got.extend((b.sequence & ((1 << 40) - 1)).tolist())
+
+        async def until(predicate, what: str) -> None:
+            with trio.fail_after(5):
+                while not predicate():
+                    await trio.sleep(0.005)
+
+        def subscribed(publisher) -> bool:
+            return any(s.ready for s in publisher._subscribers)
+
+        async def publish(first: int, last: int) -> None:
+            for start in range(first, last + 1, 10):
+                pub.publish_nowait(block(trade_frames(3, 1, range(start, min(last, start + 9) + 1))))
+                await trio.sleep(0.001)
+
+        async with open_publisher(upstream, source_id=1, retransmit_capacity=held_upstream) as pub, \
+                trio.open_nursery() as nursery:
+            relay = trio.CancelScope()
+
+            async def run_relay(task_status=trio.TASK_STATUS_IGNORED) -> None:
+                with relay:
+                    await NodeHost({"nodes": {"bus": node}}, "bus").run(task_status=task_status)
+
+            first = await nursery.start(run_relay)
+            down = InputLink(InputSpec(node="bus", socket=node["sockets"]["data"]), subscriber_name="down",
+                             resend_timeout=1.0)
+            nursery.start_soon(down.run, deliver)
+            await until(lambda: subscribed(pub) and subscribed(first.ctx._publisher), "both subscribed")
+            await publish(1, 100)
+            await until(lambda: len(got) == 100, "the first 100 through the relay")
+            relay.cancel()  # the relay goes away; the producer carries on
+            await until(lambda: not pub._subscribers, "the relay gone")
+            await publish(101, 400)  # the producer holds the newest ``held_upstream`` of them
+            relay = trio.CancelScope()
+            second = await nursery.start(run_relay)
+            await until(lambda: subscribed(pub) and subscribed(second.ctx._publisher), "both back")
+            await publish(401, 410)
+            await until(lambda: len(got) == 410 - lost and down.tracker.statistics().open_gaps == 0,
+                        "the hole filled (or counted)")
+            await trio.sleep(0.05)
+            relay_stats, down_stats = second.stats(), down.statistics()
+            nursery.cancel_scope.cancel()
+    assert got == [*range(1, 101), *range(101 + lost, 411)]
+    sequence = down_stats.sequence
+    assert (sequence["gaps_detected"], sequence["messages_recovered"], sequence["messages_lost"]) == (1, 300 - lost,
+                                                                                                        lost)
+    assert sequence["duplicates"] == 0
+    assert relay_stats["publisher"]["resends_passed_upstream"] == 1
+    [link] = relay_stats["inputs"]
+    assert link["chained"]["chained_messages"] == 300 - lost and link["chained"]["pending"] == 0
+    assert link["chained"]["chained_unavailable"] == (1 if lost else 0)
+    assert link["sequence"]["duplicates"] == 0  # what it passed on is not counted as its own duplicates
+
+
 def market_relay(tmp: str, upstream: str) -> dict:
     """A plan entry for a market-data relay reading ``upstream``, its sockets in ``tmp``."""
     import os
