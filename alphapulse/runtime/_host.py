@@ -34,6 +34,7 @@ from alphapulse.runtime._forward import DirectForwarder
 from alphapulse.runtime._forward import enabled as forwarding_enabled
 from alphapulse.runtime._heap import PauseMonitor, freeze_heap
 from alphapulse.runtime._input import SMALL_READ, Backoff, InputLink, InputSpec
+from alphapulse.runtime._orphan import end_with_supervisor
 from alphapulse.runtime._peers import NO_PEERS, introduction
 from alphapulse.runtime._publisher import Overflow, open_publisher
 from alphapulse.runtime._warm import load_hot_kernels, load_kind_kernels
@@ -501,6 +502,7 @@ def load_plan(path: str) -> dict[str, Any]:
 
 def run_node_process(plan_path: str, name: str) -> int:
     """Entry point of ``alphapulse node``: returns the process exit code."""
+    end_with_supervisor()
     logging.basicConfig(
         level=os.environ.get("ALPHAPULSE_LOG_LEVEL", "INFO"),
         format=f"%(asctime)s %(levelname)s {name} %(name)s: %(message)s",

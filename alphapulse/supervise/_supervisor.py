@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import http.client
 import os
 import shutil
 import subprocess
@@ -102,7 +103,10 @@ class Supervisor:
             return False
         try:
             return self.api.getState()["statename"] == "RUNNING"
-        except (OSError, xmlrpc.client.Fault, xmlrpc.client.ProtocolError):
+        except (OSError, http.client.HTTPException, xmlrpc.client.Fault, xmlrpc.client.ProtocolError):
+            # a failed request leaves the transport's connection half-used: the next request
+            # (once supervisord answers) would fail with CannotSendRequest, so start afresh
+            self.proxy("close")()
             return False
 
     def ensure_running(self) -> bool:

@@ -205,6 +205,33 @@ def test_restarted_source_starts_a_new_epoch_without_a_false_gap(deployment) -> 
     assert sink["inputs"][0]["sequence"]["producer_restarts"] == 1
 
 
+def test_nodes_end_with_a_killed_supervisord_and_apply_starts_them_again(deployment, capsys) -> None:
+    """``kill -9`` of supervisord (the OOM killer, a crash) must not leave its nodes running
+    unsupervised beside the set the next ``apply`` starts (``runtime/_orphan.py``)."""
+    base, topo = deployment
+    assert main(["apply", str(topo), "--wait", "30"]) == 0
+    first = pids(base)
+    os.kill(int(RunBase(base).pidfile.read_text()), signal.SIGKILL)
+    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in first.values()),
+             what="the orphaned nodes to end")
+    capsys.readouterr()
+    assert main(["apply", str(topo), "--wait", "30"]) == 0  # the stale socket is no obstacle
+    assert "started supervisord" in capsys.readouterr().out
+    again = pids(base)
+    assert set(again.values()).isdisjoint(first.values())
+    plan = str(RunBase(base).plan_file("rt"))
+    nodes = [p for p in os.listdir("/proc") if p.isdigit() and plan in _cmdline(int(p))]
+    assert sorted(int(p) for p in nodes) == sorted(again.values())  # one process per node, no more
+    wait_for(lambda: received(base) > 100, what="messages to flow again")
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
 def test_wait_means_every_node_serves_not_just_runs(deployment, capsys) -> None:
     """``apply --wait`` returns once every node answers on its control socket (kernels loaded,
     sockets open); a node supervisord runs that does not answer (here: its socket file removed)
