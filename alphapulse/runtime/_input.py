@@ -301,6 +301,12 @@ class InputLink:
                     )
                 )
             else:
+                if request.joined and self.chain is not None:
+                    # a relay keeps no state of its own, and each of its subscribers asks for
+                    # the snapshot it needs: asking too would make every producer re-send its
+                    # whole state on each relay restart
+                    log.info("%s: joined source %d mid-stream", self.subscriber_name, request.source)
+                    continue
                 if request.joined:
                     log.info("%s: joined source %d mid-stream; asking %s for a snapshot",
                              self.subscriber_name, request.source, self.spec.node)

@@ -399,6 +399,9 @@ async def test_a_restarted_relay_passes_resends_upstream(held_upstream: int, los
     assert link["chained"]["chained_messages"] == 300 - lost and link["chained"]["pending"] == 0
     assert link["chained"]["chained_unavailable"] == (1 if lost else 0)
     assert link["sequence"]["duplicates"] == 0  # what it passed on is not counted as its own duplicates
+    # the relay joined the source mid-stream but asks no snapshot for itself: it holds no state.
+    # Only the subscriber's, when part of the hole was lost, went on to the producer
+    assert link["sequence"]["joined_midstream"] == 1 and link["snapshot_requests"] == (1 if lost else 0)
 
 
 def market_relay(tmp: str, upstream: str) -> dict:
