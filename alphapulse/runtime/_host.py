@@ -117,7 +117,6 @@ class NodeHost:
             InputLink(
                 spec,
                 subscriber_name=name,
-                resend_timeout=float(self.node.get("resend_timeout", 0.25)),
                 backoff=Backoff(initial=float(self.node.get("restart", {}).get("backoff_seconds", 0.1))),
             )
             for spec in specs
@@ -461,7 +460,7 @@ class NodeHost:
             raise ValueError(f"node {self.name} has no inputs to attach to")
         if spec.node in self._attached or any(link.spec.node == spec.node for link in self.links):
             raise ValueError(f"node {self.name} already has an input named {spec.node!r}")
-        link = InputLink(spec, subscriber_name=self.name, resend_timeout=float(self.node.get("resend_timeout", 0.25)))
+        link = InputLink(spec, subscriber_name=self.name)
         scope = trio.CancelScope()
 
         async def run_link() -> None:

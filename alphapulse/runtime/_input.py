@@ -46,6 +46,12 @@ SMALL_READ = 1 << 16
 costs an mmap and page faults (about 25 µs here) even when 72 bytes arrive, 64 KiB comes from
 the heap. A read that fills its buffer is followed by ``READ_SIZE`` reads until the socket is
 drained."""
+RESEND_TIMEOUT = 1.0
+"""Default seconds to wait for a resend's answer (the link option ``resend_timeout_ms``). It was
+0.25 s. In a chaos run of the demo, a relay restarted and its four subscribers asked at once
+for three sources each. The relay passed each request on to the producer, and one answer came
+after 0.25 s, so that subscriber counted the gap lost (74 messages). An upstream that no longer
+holds a range answers at once, so this wait is only for an answer that is late or never comes."""
 CHAIN_TIMEOUT_FACTOR = 2
 """A resend a relay passed upstream is routed for this many of its resend timeouts; by then the
 subscriber that asked has given up (its own timeout is usually the same) and asked for a snapshot."""
@@ -65,6 +71,8 @@ class InputSpec:
     """False for a link from a relay: it checked every frame's CRC before forwarding it."""
     linger: float = 0.0
     """Seconds from one read to the next, for messages to gather (0: read as they arrive)."""
+    resend_timeout: float = RESEND_TIMEOUT
+    """Seconds to wait for a resend's answer before the gap is counted lost."""
 
     @classmethod
     def from_plan(cls, entry: dict[str, Any]) -> InputSpec:
@@ -77,6 +85,7 @@ class InputSpec:
             queue=int(entry.get("queue", 4096)),
             verify_checksums=bool(entry.get("verify_checksums", True)),
             linger=float(entry.get("linger_ms", 0)) / 1000.0,
+            resend_timeout=float(entry.get("resend_timeout_ms", RESEND_TIMEOUT * 1000.0)) / 1000.0,
         )
 
 
@@ -177,14 +186,15 @@ class InputLink:
         spec: InputSpec,
         *,
         subscriber_name: str,
-        resend_timeout: float = 0.25,
+        resend_timeout: float | None = None,
         backoff: Backoff | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.spec = spec
         self.subscriber_name = subscriber_name
-        self.resend_timeout = resend_timeout
-        self.tracker = SequenceTracker(resend_timeout)
+        self.resend_timeout = spec.resend_timeout if resend_timeout is None else resend_timeout
+        """seconds to wait for a resend's answer (the spec's unless given)"""
+        self.tracker = SequenceTracker(self.resend_timeout)
         self.backoff = backoff or Backoff()
         self._rng = rng or random.Random()
         self._sock: socket.socket | None = None

@@ -21,7 +21,7 @@ from alphapulse.kinds import Role, build_params, live_fields, params_to_plain
 from alphapulse.topology._checks import node_relay_domain
 from alphapulse.topology._model import NodeDecl, Topology
 from alphapulse.topology._rundir import control_socket, data_socket, log_dir, plan_path
-from alphapulse.topology._schema import CPU_DEFAULTS
+from alphapulse.topology._schema import CPU_DEFAULTS, LINK_DEFAULTS
 
 PLAN_FORMAT = 1
 
@@ -125,6 +125,8 @@ def compile_plan(topology: Topology, run_dir: str | None = None,
                 "queue": link.queue,
                 "verify_checksums": link.checksums == "verify" or not _is_relay(topology.nodes[link.node]),
                 **({"linger_ms": link.linger_ms} if link.linger_ms else {}),
+                **({"resend_timeout_ms": link.resend_timeout_ms}
+                   if link.resend_timeout_ms != LINK_DEFAULTS["resend_timeout_ms"] else {}),
             }
             for link in node.inputs
         ]

@@ -284,7 +284,7 @@ class _Builder:
     def _link(self, path: JsonPath, item: Any, link_defaults: dict[str, Any]) -> Link | None:
         if isinstance(item, str):
             return Link(item, None, None, link_defaults["overflow"], link_defaults["queue"], path,
-                        link_defaults["checksums"], link_defaults["linger_ms"])
+                        link_defaults["checksums"], link_defaults["linger_ms"], link_defaults["resend_timeout_ms"])
         if not isinstance(item, dict) or not isinstance(item.get("from"), str):
             return None
         types = None
@@ -308,7 +308,8 @@ class _Builder:
         queue = item.get("queue", link_defaults["queue"])
         checksums = item.get("checksums", link_defaults["checksums"])
         linger_ms = item.get("linger_ms", link_defaults["linger_ms"])
-        return Link(item["from"], types, instruments, overflow, queue, path, checksums, linger_ms)
+        resend_timeout_ms = item.get("resend_timeout_ms", link_defaults["resend_timeout_ms"])
+        return Link(item["from"], types, instruments, overflow, queue, path, checksums, linger_ms, resend_timeout_ms)
 
 
 def _dict(value: Any) -> dict[str, Any]:

@@ -31,6 +31,8 @@ class Link:
     """``auto``: CRCs checked unless the upstream is a relay (it checked them); ``verify``: always."""
     linger_ms: float = 0.0
     """Milliseconds between reads, for messages to gather (0: read as soon as anything arrives)."""
+    resend_timeout_ms: float = 1000.0
+    """Milliseconds to wait for a resend's answer before a gap is counted lost."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -44,7 +44,9 @@ BREAKER_DEFAULTS: dict[str, Any] = {
     "cooldown": 5.0,
     "success_threshold": 1,
 }
-LINK_DEFAULTS: dict[str, Any] = {"overflow": "drop_oldest", "queue": 4096, "checksums": "auto", "linger_ms": 0}
+LINK_DEFAULTS: dict[str, Any] = {
+    "overflow": "drop_oldest", "queue": 4096, "checksums": "auto", "linger_ms": 0, "resend_timeout_ms": 1000,
+}
 CHECKSUM_POLICIES = ("auto", "verify")
 
 
@@ -157,6 +159,14 @@ def _link_properties() -> dict[str, Any]:
             "sink that does not need low latency (Parquet, a recorder) far less CPU than a read "
             "per message; what arrives meanwhile waits in the socket and the upstream's queue, "
             "whose overflow policy applies.",
+        },
+        "resend_timeout_ms": {
+            "type": "number", "minimum": 10, "maximum": 60000,
+            "description": "Milliseconds to wait for the upstream's answer to a resend request "
+            "after a sequence gap, holding that source's later messages meanwhile; then the gap "
+            "is counted lost and a snapshot is asked for. An upstream that no longer holds the "
+            "range says so at once; this is for an answer that does not come (a relay that just "
+            "restarted passes the request on to the producer and answers for it).",
         },
     }
 

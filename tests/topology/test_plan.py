@@ -124,6 +124,28 @@ def test_linger_per_link(load):
     assert linger == {"src": [], "bus": [None], "archive": [50], "quick": [2.5]}
 
 
+def test_resend_timeout_per_link(load):
+    """``resend_timeout_ms`` reaches the plan's input only where it is not the default (1000), and
+    the node's link waits that long for a resend's answer (the default without the key)."""
+    from alphapulse.runtime import InputLink, InputSpec
+
+    plan = compile_plan(load("""\
+        topology: c
+        defaults:
+          link: {resend_timeout_ms: 2500}
+        nodes:
+          src: {kind: source.counter}
+          bus: {kind: relay, domain: market_data, inputs: [{from: src, resend_timeout_ms: 1000}]}
+          archive: {kind: sink.counter, inputs: [bus]}
+          quick: {kind: sink.counter, inputs: [{from: bus, resend_timeout_ms: 50}]}
+    """))
+    timeouts = {name: [i.get("resend_timeout_ms") for i in node["inputs"]] for name, node in plan.nodes.items()}
+    assert timeouts == {"src": [], "bus": [None], "archive": [2500], "quick": [50]}
+    waits = {name: [InputLink(InputSpec.from_plan(i), subscriber_name=name).tracker.resend_timeout
+                    for i in node["inputs"]] for name, node in plan.nodes.items()}
+    assert waits == {"src": [], "bus": [1.0], "archive": [2.5], "quick": [0.05]}
+
+
 def test_secret_value_never_in_plan(load):
     plan = plan_of(load, TOKEN="s3cr3t-value")
     assert "s3cr3t-value" not in plan.to_json()
