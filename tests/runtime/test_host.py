@@ -404,6 +404,77 @@ async def test_a_restarted_relay_passes_resends_upstream(held_upstream: int, los
     assert link["sequence"]["joined_midstream"] == 1 and link["snapshot_requests"] == (1 if lost else 0)
 
 
+async def test_a_resend_passes_through_two_restarted_relays_to_the_producer() -> None:
+    """producer -> relay A -> relay B -> subscriber, both relays restarted: B passes the
+    subscriber's resend to A, whose buffer is empty too, so A passes it to the producer. The
+    answer comes back the same way, and the subscriber recovers the whole hole."""
+    import os
+
+    from alphapulse.runtime import InputLink, InputSpec, open_publisher
+
+    from ._frames import block, trade_frames
+
+    with tempfile.TemporaryDirectory(prefix="apr", dir="/tmp") as tmp:
+        for sub in ("a", "b"):
+            os.mkdir(os.path.join(tmp, sub))
+        upstream = os.path.join(tmp, "up.sock")
+        nodes = {"a": market_relay(os.path.join(tmp, "a"), upstream)}
+        nodes["b"] = market_relay(os.path.join(tmp, "b"), nodes["a"]["sockets"]["data"])
+        got: list[int] = []
+
+        async def deliver(b) -> None:
+            got.extend((b.sequence & ((1 << 40) - 1)).tolist())
+
+        async def until(predicate) -> None:
+            with trio.fail_after(5):
+                while not predicate():
+                    await trio.sleep(0.005)
+
+        def subscribed(publisher) -> bool:
+            return any(s.ready for s in publisher._subscribers)
+
+        async def publish(first: int, last: int) -> None:
+            for start in range(first, last + 1, 10):
+                pub.publish_nowait(block(trade_frames(3, 1, range(start, min(last, start + 9) + 1))))
+                await trio.sleep(0.001)
+
+        async with open_publisher(upstream, source_id=1, retransmit_capacity=10_000) as pub, \
+                trio.open_nursery() as nursery:
+            scopes: dict[str, trio.CancelScope] = {}
+
+            async def run_relay(name: str, task_status=trio.TASK_STATUS_IGNORED) -> None:
+                with trio.CancelScope() as scopes[name]:
+                    await NodeHost({"nodes": {name: nodes[name]}}, name).run(task_status=task_status)
+
+            async def start_both() -> dict[str, NodeHost]:
+                hosts = {name: await nursery.start(run_relay, name) for name in ("a", "b")}
+                await until(lambda: subscribed(pub) and all(subscribed(h.ctx._publisher) for h in hosts.values()))
+                return hosts
+
+            down = InputLink(InputSpec(node="b", socket=nodes["b"]["sockets"]["data"]), subscriber_name="down",
+                             resend_timeout=1.0)
+            nursery.start_soon(down.run, deliver)
+            await start_both()
+            await publish(1, 100)
+            await until(lambda: len(got) == 100)
+            for scope in scopes.values():
+                scope.cancel()
+            await until(lambda: not pub._subscribers)
+            await publish(101, 400)
+            hosts = await start_both()
+            await publish(401, 410)
+            await until(lambda: len(got) == 410 and down.tracker.statistics().open_gaps == 0)
+            stats = {name: host.stats() for name, host in hosts.items()}
+            sequence = down.statistics().sequence
+            nursery.cancel_scope.cancel()
+    assert got == list(range(1, 411))
+    assert (sequence["gaps_detected"], sequence["messages_recovered"], sequence["messages_lost"]) == (1, 300, 0)
+    for name in ("a", "b"):
+        assert stats[name]["publisher"]["resends_passed_upstream"] == 1
+        [link] = stats[name]["inputs"]
+        assert link["chained"]["chained_messages"] == 300 and link["sequence"]["duplicates"] == 0
+
+
 def market_relay(tmp: str, upstream: str) -> dict:
     """A plan entry for a market-data relay reading ``upstream``, its sockets in ``tmp``."""
     import os
