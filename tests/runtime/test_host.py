@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import tempfile
 
@@ -329,6 +330,32 @@ async def test_relay_direct_path_forwards_small_reads_and_leaves_the_rest_to_the
     assert (stats["publisher"]["published_messages"], stats["publisher"]["retransmit_held"]) == (55, 55)
 
 
+def _counters_into(got: list[int]):
+    """A link's delivery target that records each frame's counter."""
+    async def deliver(b) -> None:
+        got.extend((b.sequence & ((1 << 40) - 1)).tolist())
+    return deliver
+
+
+async def _until(predicate) -> None:
+    with trio.fail_after(5):
+        while not predicate():
+            await trio.sleep(0.005)
+
+
+def _subscribed(publisher) -> bool:
+    return any(s.ready for s in publisher._subscribers)
+
+
+async def _publish_counters(pub, first: int, last: int) -> None:
+    """Trades of source 3 (epoch 1) with counters ``first..last``, ten to a block."""
+    from ._frames import block, trade_frames
+
+    for start in range(first, last + 1, 10):
+        pub.publish_nowait(block(trade_frames(3, 1, range(start, min(last, start + 9) + 1))))
+        await trio.sleep(0.001)
+
+
 @pytest.mark.parametrize(("held_upstream", "lost"), [(10_000, 0), (150, 160)])
 async def test_a_restarted_relay_passes_resends_upstream(held_upstream: int, lost: int) -> None:
     """A relay restarted (here: stopped and started again in-process) has an empty retransmit
@@ -339,31 +366,15 @@ async def test_a_restarted_relay_passes_resends_upstream(held_upstream: int, los
 
     from alphapulse.runtime import InputLink, InputSpec, open_publisher
 
-    from ._frames import block, trade_frames
-
     with tempfile.TemporaryDirectory(prefix="apr", dir="/tmp") as tmp:
         upstream = os.path.join(tmp, "up.sock")
         node = market_relay(tmp, upstream)
         got: list[int] = []
-
-        async def deliver(b) -> None:
-            got.extend((b.sequence & ((1 << 40) - 1)).tolist())
-
-        async def until(predicate, what: str) -> None:
-            with trio.fail_after(5):
-                while not predicate():
-                    await trio.sleep(0.005)
-
-        def subscribed(publisher) -> bool:
-            return any(s.ready for s in publisher._subscribers)
-
-        async def publish(first: int, last: int) -> None:
-            for start in range(first, last + 1, 10):
-                pub.publish_nowait(block(trade_frames(3, 1, range(start, min(last, start + 9) + 1))))
-                await trio.sleep(0.001)
+        deliver = _counters_into(got)
 
         async with open_publisher(upstream, source_id=1, retransmit_capacity=held_upstream) as pub, \
                 trio.open_nursery() as nursery:
+            publish = functools.partial(_publish_counters, pub)
             relay = trio.CancelScope()
 
             async def run_relay(task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -374,18 +385,17 @@ async def test_a_restarted_relay_passes_resends_upstream(held_upstream: int, los
             down = InputLink(InputSpec(node="bus", socket=node["sockets"]["data"]), subscriber_name="down",
                              resend_timeout=1.0)
             nursery.start_soon(down.run, deliver)
-            await until(lambda: subscribed(pub) and subscribed(first.ctx._publisher), "both subscribed")
+            await _until(lambda: _subscribed(pub) and _subscribed(first.ctx._publisher))
             await publish(1, 100)
-            await until(lambda: len(got) == 100, "the first 100 through the relay")
+            await _until(lambda: len(got) == 100)
             relay.cancel()  # the relay goes away; the producer carries on
-            await until(lambda: not pub._subscribers, "the relay gone")
+            await _until(lambda: not pub._subscribers)
             await publish(101, 400)  # the producer holds the newest ``held_upstream`` of them
             relay = trio.CancelScope()
             second = await nursery.start(run_relay)
-            await until(lambda: subscribed(pub) and subscribed(second.ctx._publisher), "both back")
+            await _until(lambda: _subscribed(pub) and _subscribed(second.ctx._publisher))
             await publish(401, 410)
-            await until(lambda: len(got) == 410 - lost and down.tracker.statistics().open_gaps == 0,
-                        "the hole filled (or counted)")
+            await _until(lambda: len(got) == 410 - lost and down.tracker.statistics().open_gaps == 0)
             await trio.sleep(0.05)
             relay_stats, down_stats = second.stats(), down.statistics()
             nursery.cancel_scope.cancel()
@@ -412,8 +422,6 @@ async def test_a_resend_passes_through_two_restarted_relays_to_the_producer() ->
 
     from alphapulse.runtime import InputLink, InputSpec, open_publisher
 
-    from ._frames import block, trade_frames
-
     with tempfile.TemporaryDirectory(prefix="apr", dir="/tmp") as tmp:
         for sub in ("a", "b"):
             os.mkdir(os.path.join(tmp, sub))
@@ -421,25 +429,11 @@ async def test_a_resend_passes_through_two_restarted_relays_to_the_producer() ->
         nodes = {"a": market_relay(os.path.join(tmp, "a"), upstream)}
         nodes["b"] = market_relay(os.path.join(tmp, "b"), nodes["a"]["sockets"]["data"])
         got: list[int] = []
-
-        async def deliver(b) -> None:
-            got.extend((b.sequence & ((1 << 40) - 1)).tolist())
-
-        async def until(predicate) -> None:
-            with trio.fail_after(5):
-                while not predicate():
-                    await trio.sleep(0.005)
-
-        def subscribed(publisher) -> bool:
-            return any(s.ready for s in publisher._subscribers)
-
-        async def publish(first: int, last: int) -> None:
-            for start in range(first, last + 1, 10):
-                pub.publish_nowait(block(trade_frames(3, 1, range(start, min(last, start + 9) + 1))))
-                await trio.sleep(0.001)
+        deliver = _counters_into(got)
 
         async with open_publisher(upstream, source_id=1, retransmit_capacity=10_000) as pub, \
                 trio.open_nursery() as nursery:
+            publish = functools.partial(_publish_counters, pub)
             scopes: dict[str, trio.CancelScope] = {}
 
             async def run_relay(name: str, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -448,7 +442,7 @@ async def test_a_resend_passes_through_two_restarted_relays_to_the_producer() ->
 
             async def start_both() -> dict[str, NodeHost]:
                 hosts = {name: await nursery.start(run_relay, name) for name in ("a", "b")}
-                await until(lambda: subscribed(pub) and all(subscribed(h.ctx._publisher) for h in hosts.values()))
+                await _until(lambda: _subscribed(pub) and all(_subscribed(h.ctx._publisher) for h in hosts.values()))
                 return hosts
 
             down = InputLink(InputSpec(node="b", socket=nodes["b"]["sockets"]["data"]), subscriber_name="down",
@@ -456,14 +450,14 @@ async def test_a_resend_passes_through_two_restarted_relays_to_the_producer() ->
             nursery.start_soon(down.run, deliver)
             await start_both()
             await publish(1, 100)
-            await until(lambda: len(got) == 100)
+            await _until(lambda: len(got) == 100)
             for scope in scopes.values():
                 scope.cancel()
-            await until(lambda: not pub._subscribers)
+            await _until(lambda: not pub._subscribers)
             await publish(101, 400)
             hosts = await start_both()
             await publish(401, 410)
-            await until(lambda: len(got) == 410 and down.tracker.statistics().open_gaps == 0)
+            await _until(lambda: len(got) == 410 and down.tracker.statistics().open_gaps == 0)
             stats = {name: host.stats() for name, host in hosts.items()}
             sequence = down.statistics().sequence
             nursery.cancel_scope.cancel()

@@ -107,43 +107,28 @@ def test_checksum_policy_per_link(load):
     assert verify == {"src": [], "bus": [True], "strict": [True], "relaxed": [False], "direct": [True]}
 
 
-def test_linger_per_link(load):
-    """``linger_ms`` reaches the plan's input (as a topology default or on one link); a link
-    without it has no such key, so existing plans stay as they were."""
-    plan = compile_plan(load("""\
+@pytest.mark.parametrize(("option", "default", "chosen"), [("linger_ms", 0, 2.5), ("resend_timeout_ms", 1000, 50)])
+def test_link_options_reach_the_plan_only_where_not_the_default(load, option, default, chosen):
+    """A link option reaches the plan's input (as a topology default or on one link); a link
+    at the option's default has no such key, so existing plans stay as they were."""
+    plan = compile_plan(load(f"""\
         topology: c
         defaults:
-          link: {linger_ms: 50}
+          link: {{{option}: 2500}}
         nodes:
-          src: {kind: source.counter}
-          bus: {kind: relay, domain: market_data, inputs: [{from: src, linger_ms: 0}]}
-          archive: {kind: sink.counter, inputs: [bus]}
-          quick: {kind: sink.counter, inputs: [{from: bus, linger_ms: 2.5}]}
+          src: {{kind: source.counter}}
+          bus: {{kind: relay, domain: market_data, inputs: [{{from: src, {option}: {default}}}]}}
+          archive: {{kind: sink.counter, inputs: [bus]}}
+          quick: {{kind: sink.counter, inputs: [{{from: bus, {option}: {chosen}}}]}}
     """))
-    linger = {name: [i.get("linger_ms") for i in node["inputs"]] for name, node in plan.nodes.items()}
-    assert linger == {"src": [], "bus": [None], "archive": [50], "quick": [2.5]}
+    values = {name: [i.get(option) for i in node["inputs"]] for name, node in plan.nodes.items()}
+    assert values == {"src": [], "bus": [None], "archive": [2500], "quick": [chosen]}
+    if option == "resend_timeout_ms":  # the node's link waits that long (the default without the key)
+        from alphapulse.runtime import InputLink, InputSpec
 
-
-def test_resend_timeout_per_link(load):
-    """``resend_timeout_ms`` reaches the plan's input only where it is not the default (1000), and
-    the node's link waits that long for a resend's answer (the default without the key)."""
-    from alphapulse.runtime import InputLink, InputSpec
-
-    plan = compile_plan(load("""\
-        topology: c
-        defaults:
-          link: {resend_timeout_ms: 2500}
-        nodes:
-          src: {kind: source.counter}
-          bus: {kind: relay, domain: market_data, inputs: [{from: src, resend_timeout_ms: 1000}]}
-          archive: {kind: sink.counter, inputs: [bus]}
-          quick: {kind: sink.counter, inputs: [{from: bus, resend_timeout_ms: 50}]}
-    """))
-    timeouts = {name: [i.get("resend_timeout_ms") for i in node["inputs"]] for name, node in plan.nodes.items()}
-    assert timeouts == {"src": [], "bus": [None], "archive": [2500], "quick": [50]}
-    waits = {name: [InputLink(InputSpec.from_plan(i), subscriber_name=name).tracker.resend_timeout
-                    for i in node["inputs"]] for name, node in plan.nodes.items()}
-    assert waits == {"src": [], "bus": [1.0], "archive": [2.5], "quick": [0.05]}
+        waits = {name: [InputLink(InputSpec.from_plan(i), subscriber_name=name).tracker.resend_timeout
+                        for i in node["inputs"]] for name, node in plan.nodes.items()}
+        assert waits == {"src": [], "bus": [1.0], "archive": [2.5], "quick": [0.05]}
 
 
 def test_secret_value_never_in_plan(load):
