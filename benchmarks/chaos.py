@@ -3,7 +3,8 @@
 Not a speed benchmark: it checks the self-healing promise ("nothing is lost silently") on a
 real supervisord with real node processes. After the kills it applies the file again (which
 waits until every node serves), lets open gaps settle, and reports for every input link of
-every node the gaps detected, recovered and lost and the messages lost. A lost message is
+every node the gaps detected, recovered and lost and the messages lost, and each node's drops
+by reason (counted since the node last started). A lost message is
 counted, never silent; this shows how many there were. The kills are chosen by ``--seed``, so
 two builds can be compared on the same sequence of kills (their timing still differs a little).
 
@@ -124,6 +125,11 @@ def soak(deployment: Deployment, args: argparse.Namespace) -> dict:
                 figures[f"{name}<-{link['upstream']}"] = (
                     f"gaps {sequence['gaps_detected']} detected / {sequence['gaps_recovered']} recovered / "
                     f"{sequence['gaps_lost']} lost, {sequence['messages_lost']} messages lost")
+        drops = {key: value for key, value in (stats.get("counters") or {}).items()
+                 if value and key.startswith("dropped.")}
+        if drops:  # what the node's kind dropped since it last started (deltas before a snapshot, ...)
+            figures[f"{name}_drops"] = ",".join(f"{key.removeprefix('dropped.')}={value}"
+                                                for key, value in sorted(drops.items()))
         if stats.get("publisher"):
             figures.setdefault("resends_passed_upstream", 0)
             figures["resends_passed_upstream"] += stats["publisher"].get("resends_passed_upstream", 0)
