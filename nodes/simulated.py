@@ -11,7 +11,7 @@ import trio
 
 from alphapulse.kinds import Node, node_kind, param
 from alphapulse.protocol import TLVType
-from nodes._simulated import Market, SimExchange, serve
+from nodes._simulated import Market, SimExchange, clock_ids, serve
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,12 +64,13 @@ class SimulatedParams:
     seed: int | None = param(None, doc="Random seed; null draws one at start (non-reproducible).")
 
 
-def make_market(p: SimulatedParams) -> Market:
-    """The sans-IO market for ``p`` (also used by ``alphapulse sim`` and the tests)."""
+def make_market(p: SimulatedParams, first_id: int = 0) -> Market:
+    """The sans-IO market for ``p`` (also used by ``alphapulse sim`` and the tests); a running
+    exchange passes ``first_id=clock_ids(rate)``, so a restart never numbers backwards."""
     return Market(
         p.symbols, venue=p.venue, start_mid=dict(p.start_mid), tick_size=p.tick_size, depth=p.depth,
         volatility_bps=p.volatility_bps, reversion_seconds=p.reversion_seconds, cancel_ratio=p.cancel_ratio,
-        trade_ratio=p.trade_ratio, rng=random.Random(p.seed),
+        trade_ratio=p.trade_ratio, rng=random.Random(p.seed), first_id=first_id,
     )
 
 
@@ -91,7 +92,7 @@ class Simulated(Node):
 
     def __init__(self, params: SimulatedParams) -> None:
         super().__init__(params)
-        self.market = make_market(params)
+        self.market = make_market(params, first_id=clock_ids(params.message_rate))
         self.exchange: SimExchange | None = None
         self.port: int | None = None
 

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from alphapulse.cli import ExitCode
     from alphapulse.cli._serve import serve_in_foreground, stop_after
     from nodes._simulated import SimExchange, serve
-    from nodes.simulated import SimulatedParams, make_market
+    from nodes.simulated import SimulatedParams, clock_ids, make_market
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
                                  message_rate=args.rate, volatility_bps=args.volatility_bps, depth=args.depth,
                                  tick_size=args.tick_size, seed=args.seed if args.seed is not None
                                  else random.randrange(2**32))
-        market = make_market(params)
+        market = make_market(params, first_id=clock_ids(params.message_rate))
     except ValueError as exc:
         print(f"alphapulse sim: {exc}")
         return ExitCode.USAGE

@@ -16,7 +16,7 @@ from alphapulse.protocol import OrderBook, OrderBookDelta, Quote, Side, Trade, s
 from alphapulse.testing import run_node
 from nodes._coinbase import ExchangeFeed
 from nodes._coinbase._book import ASK, BID
-from nodes._simulated import Market
+from nodes._simulated import Market, clock_ids
 
 SYMBOLS = ("BTC-USD", "ETH-USD")
 MIDS = {"BTC-USD": "60000", "ETH-USD": "3000"}
@@ -71,6 +71,38 @@ def test_the_feed_it_speaks_rebuilds_its_books_exactly() -> None:
     matches = [msg for _, c, msg in out if c == "matches"]
     assert all(t.side == (Side.BUY if msg["side"] == "sell" else Side.SELL)
                for t, msg in zip(truth_trades, matches, strict=True))
+
+
+def test_a_restarted_exchange_numbers_on_and_the_adapter_keeps_its_trades() -> None:
+    """A simulator restarted (by supervisord) starts its sequences and trade ids from the clock,
+    above the first run's, as a real venue's never go back. The adapter, reconnected, takes the
+    new run's trades; with ids started over it dropped every one as a repeat."""
+    rate, start_ns = 400, 1_786_309_548_000_000_000
+
+    def run(first_id: int) -> list:
+        m = Market(SYMBOLS, venue="sim_a", start_mid=MIDS, rng=random.Random(3), depth=20, first_id=first_id)
+        return [m.snapshot_message(p) for p in SYMBOLS] + [msg for _, _, msg in drive(m, 2000)[0]]
+
+    def read(feed: ExchangeFeed, messages: list) -> int:
+        for message in messages:
+            feed.receive(orjson.dumps(message), 0)
+        return sum(isinstance(r, Trade) for r in feed.take())
+
+    def after_reconnect(second: list) -> tuple[ExchangeFeed, int]:
+        """The adapter read the first run, reconnected, read ``second``: (it, trades taken of second)."""
+        feed = ExchangeFeed(venue="sim_a", products=SYMBOLS, depth=20)
+        assert read(feed, first) > 100
+        feed.reset()  # the reconnect
+        return feed, read(feed, second)
+
+    first = run(clock_ids(rate, start_ns))
+    second = run(clock_ids(rate, start_ns + 2000 * 2_000_000))  # the first run's 2000 events took 4 s
+    assert min(m["sequence"] for m in second if "sequence" in m) > max(m.get("sequence", 0) for m in first)
+    feed, taken = after_reconnect(second)
+    assert taken > 100 and not feed.counters["dropped.duplicate_trade"]
+    assert feed.counters["gaps.trade_id"] == len(SYMBOLS)  # the restart: one jump of ids per product
+    started_over, taken = after_reconnect(run(0))  # ids started over, as before
+    assert taken == 0 and started_over.counters["dropped.duplicate_trade"] > 100
 
 
 def test_fair_price_reverts_and_moves() -> None:
