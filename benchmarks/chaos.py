@@ -109,7 +109,8 @@ def soak(deployment: Deployment, args: argparse.Namespace) -> dict:
     time.sleep(args.settle)
     status = deployment.status()
     figures: dict = {"kills": len(killed), "seed": args.seed, "killed": ",".join(killed),
-                     "not_serving": ",".join(n for n, s in status.items()
+                     "not_serving": ",".join(f"{n}({s['state']} {s['health']}, breaker {s['breaker']})"
+                                             for n, s in status.items()
                                              if s["state"] != "RUNNING" or s.get("health") != "healthy")}
     totals = dict.fromkeys(("gaps_detected", "gaps_recovered", "gaps_lost", "messages_lost", "open_gaps"), 0)
     for name in sorted(status):
