@@ -43,27 +43,28 @@ from alphapulse.protocol import (
 log = logging.getLogger("alphapulse.simulated")
 
 DEFAULT_MID = "100"
-IDS_PER_EVENT = 10
-"""A bound on the sequence numbers and trade ids one order event uses (an update, its matches,
-a ticker), for :func:`clock_ids`."""
+IDS_PER_SECOND = 100_000
+"""The pace of :func:`clock_ids`: more sequence numbers a second than any simulator run uses (an
+event takes a few: an update, its matches, a ticker). Fixed, not derived from the event rate: a
+run at a lower rate would otherwise start below one at a higher rate."""
 LEVEL2_CHANNELS = frozenset({"level2", "level2_batch", "level2_50"})
 CHANNELS = LEVEL2_CHANNELS | {"matches", "ticker", "heartbeat", "full"}
 
 
-def clock_ids(rate: float, now_ns: int | None = None) -> int:
+def clock_ids(now_ns: int | None = None) -> int:
     """Where a starting exchange numbers its sequences and trades from: above anything an
-    earlier run of it at ``rate`` events a second can have reached.
+    earlier run of it can have reached.
 
     A real venue's sequence numbers and trade ids never go back. A simulator restarted by
     supervisord used to start them over, and the Coinbase adapter then, rightly, dropped its
     trades and tickers as repeats until the new ids passed the old ones, which took as long as
     the old run had lasted: after one restart of the demo's ``sim_b``, 430 trades in 8 s. So the
-    ids start from the clock, at a pace no run of this rate reaches (``IDS_PER_EVENT`` a
-    second per event of ``rate``, 1000 at least). An adapter sees the restart as one jump of
-    trade ids, counted in its ``gaps.trade_id``.
+    ids start from the clock, at a pace no run reaches (``IDS_PER_SECOND``; about 1.8e14 now,
+    well inside the 2**53 a JavaScript client reads exactly). An adapter sees the restart as
+    one jump of trade ids, counted in its ``gaps.trade_id``.
     """
     now_ns = time.time_ns() if now_ns is None else now_ns
-    return now_ns // 1_000_000_000 * max(1_000, math.ceil(IDS_PER_EVENT * rate))
+    return now_ns * IDS_PER_SECOND // 1_000_000_000
 
 
 def iso(ns: int) -> str:

@@ -66,7 +66,7 @@ class SimulatedParams:
 
 def make_market(p: SimulatedParams, first_id: int = 0) -> Market:
     """The sans-IO market for ``p`` (also used by ``alphapulse sim`` and the tests); a running
-    exchange passes ``first_id=clock_ids(rate)``, so a restart never numbers backwards."""
+    exchange passes ``first_id=clock_ids()``, so a restart never numbers backwards."""
     return Market(
         p.symbols, venue=p.venue, start_mid=dict(p.start_mid), tick_size=p.tick_size, depth=p.depth,
         volatility_bps=p.volatility_bps, reversion_seconds=p.reversion_seconds, cancel_ratio=p.cancel_ratio,
@@ -92,7 +92,7 @@ class Simulated(Node):
 
     def __init__(self, params: SimulatedParams) -> None:
         super().__init__(params)
-        self.market = make_market(params, first_id=clock_ids(params.message_rate))
+        self.market = make_market(params, first_id=clock_ids())
         self.exchange: SimExchange | None = None
         self.port: int | None = None
 

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
                                  message_rate=args.rate, volatility_bps=args.volatility_bps, depth=args.depth,
                                  tick_size=args.tick_size, seed=args.seed if args.seed is not None
                                  else random.randrange(2**32))
-        market = make_market(params, first_id=clock_ids(params.message_rate))
+        market = make_market(params, first_id=clock_ids())
     except ValueError as exc:
         print(f"alphapulse sim: {exc}")
         return ExitCode.USAGE

@@ -77,7 +77,7 @@ def test_a_restarted_exchange_numbers_on_and_the_adapter_keeps_its_trades() -> N
     """A simulator restarted (by supervisord) starts its sequences and trade ids from the clock,
     above the first run's, as a real venue's never go back. The adapter, reconnected, takes the
     new run's trades; with ids started over it dropped every one as a repeat."""
-    rate, start_ns = 400, 1_786_309_548_000_000_000
+    start_ns = 1_786_309_548_000_000_000
 
     def run(first_id: int) -> list:
         m = Market(SYMBOLS, venue="sim_a", start_mid=MIDS, rng=random.Random(3), depth=20, first_id=first_id)
@@ -95,8 +95,8 @@ def test_a_restarted_exchange_numbers_on_and_the_adapter_keeps_its_trades() -> N
         feed.reset()  # the reconnect
         return feed, read(feed, second)
 
-    first = run(clock_ids(rate, start_ns))
-    second = run(clock_ids(rate, start_ns + 2000 * 2_000_000))  # the first run's 2000 events took 4 s
+    first = run(clock_ids(start_ns))
+    second = run(clock_ids(start_ns + 2000 * 2_000_000))  # the first run's 2000 events took 4 s
     assert min(m["sequence"] for m in second if "sequence" in m) > max(m.get("sequence", 0) for m in first)
     feed, taken = after_reconnect(second)
     assert taken > 100 and not feed.counters["dropped.duplicate_trade"]
