@@ -26,6 +26,7 @@ MAX_CLIENT_MESSAGE = 64 * 1024
 HANDLED = np.array([TLVType.TRADE, TLVType.QUOTE, TLVType.ORDER_BOOK, TLVType.ORDER_BOOK_DELTA, TLVType.POOL_SWAP,
                     TLVType.ARBITRAGE_SIGNAL, TLVType.SIGNAL_IDENTITY, TLVType.INSTRUMENT_MAPPING], np.uint8)
 """First-TLV types worth decoding; anything else is counted as ignored without being decoded."""
+HANDLED_TYPES = frozenset(HANDLED.tolist())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,10 +90,15 @@ class WebSocket(Node):
     def handle_block(self, block: Any, ctx: Any) -> None:
         """Update books, tapes and signals from one input block; offer clients what changed."""
         bridge = self._bridge(ctx)
-        handled = np.isin(block.tlv_type, HANDLED)
-        if not handled.all():
-            ctx.counters["ignored"] += int((~handled).sum())
-            block = block.select(handled)
+        if block.count == 1:  # most blocks: decided in Python (``np.isin`` took 9% of the demo bridge's samples)
+            if block.first_tlv_of_one()[0] not in HANDLED_TYPES:
+                ctx.counters["ignored"] += 1
+                return
+        else:
+            handled = np.isin(block.tlv_type, HANDLED)
+            if not handled.all():
+                ctx.counters["ignored"] += int((~handled).sum())
+                block = block.select(handled)
         now = time.monotonic()
         for frame, source, timestamp_ns in zip(block.frames(), block.source.tolist(), block.timestamp_ns.tolist(),
                                                strict=True):

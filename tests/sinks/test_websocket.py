@@ -376,8 +376,12 @@ async def test_bad_upstream_messages_are_counted_and_skipped() -> None:
         bad_book = protocol.encode_tlv(protocol.TLVType.ORDER_BOOK, head)
         bad_mapping = protocol.InstrumentMapping(12345, BTC_A.canonical)  # does not hash to its id
         await rig.feed.send(bad_book, bad_mapping)
+        bar = protocol.Bar(BTC_A.id, 0, 60_000_000_000, 1, 1, 1, 1, 1, 1, 1)  # a type the bridge does not show
+        await rig.feed.send(bar)  # alone: a one-frame block
+        await rig.feed.send(bar, bar)  # with another unshown one
         await _seed(rig, BTC_A)
         assert rig.counters["errors.decode"] == 1 and rig.counters["errors.mapping"] == 1
+        assert rig.counters["ignored"] == 3
         async with connect(rig.ws_url) as client:
             await client.send(op="subscribe", channels=["book"], instruments=["sim_a:BTC-USD"])
             snap, _ = await client.recv_type("book_snapshot")
