@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
+import sys
+import time
 from pathlib import Path
 
 from alphapulse.cli import ExitCode
@@ -17,9 +20,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, nargs="?", help="topology file (default: every applied topology)")
     add_run_dir(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--watch", type=float, nargs="?", const=2.0, metavar="SECONDS",
+                        help="show it again every SECONDS (default 2) until Ctrl-C, like top")
+    parser.add_argument("--count", type=int, metavar="N", help="stop after N showings (implies --watch)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.watch is None and args.count is None:
+        return _show(args)
+    interval = 2.0 if args.watch is None else args.watch
+    if interval <= 0 or (args.count is not None and args.count < 1):
+        print("error: --watch needs a positive number of seconds, --count a positive count", file=sys.stderr)
+        return ExitCode.USAGE
+    clear = sys.stdout.isatty() and not args.json
+    try:
+        for shown in itertools.count(1):
+            if clear:
+                print("\x1b[H\x1b[2J", end="")
+            code = _show(args)
+            sys.stdout.flush()
+            if code != ExitCode.OK or shown == args.count:
+                return code
+            time.sleep(interval)
+            if not clear:
+                print()
+    except KeyboardInterrupt:
+        return ExitCode.OK
+    return ExitCode.OK
+
+
+def _show(args: argparse.Namespace) -> int:
     from alphapulse.supervise import format_table, load_applied_plan, topology_status
 
     base = run_base(args)

@@ -1,10 +1,11 @@
 """The node host: runs one plan node as one trio process.
 
 ``alphapulse node --plan PLAN NAME`` lands here. One root nursery holds the control socket, the
-publisher (for nodes with an output), one task per input link, a once-a-second rate sampler
-and the kind's own ``run``. The node is ready once its sockets are bound. SIGTERM cancels the
-root scope; the kind's ``aclose`` and the final flush run shielded under a deadline shorter than
-supervisord's ``stopwaitsecs``, so a stop drains, flushes and closes instead of being killed.
+publisher (for nodes with an output), one task per input link, a once-a-second sampler of rates
+and CPU/memory use, and the kind's own ``run``. The node is ready once its sockets are bound.
+SIGTERM cancels the root scope; the kind's ``aclose`` and the final flush run shielded under a
+deadline shorter than supervisord's ``stopwaitsecs``, so a stop drains, flushes and closes
+instead of being killed.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from alphapulse.runtime._input import SMALL_READ, Backoff, InputLink, InputSpec
 from alphapulse.runtime._orphan import end_with_supervisor
 from alphapulse.runtime._peers import NO_PEERS, introduction
 from alphapulse.runtime._publisher import Overflow, open_publisher
+from alphapulse.runtime._usage import UsageSampler
 from alphapulse.runtime._warm import load_hot_kernels, load_kind_kernels
 from alphapulse.topology import UnsetVariable, interpolate
 
@@ -123,6 +125,8 @@ class NodeHost:
         ]
         self.ctx._inputs = self.links
         self.rates = _Rates()
+        self.usage = UsageSampler()
+        """CPU cores and resident memory, sampled with the rates"""
         self.received = 0
         self._stop_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
@@ -311,6 +315,7 @@ class NodeHost:
             self.rates.per_second_in = (self.received - self.rates.last_in) / RATE_INTERVAL
             self.rates.per_second_out = (sent - self.rates.last_out) / RATE_INTERVAL
             self.rates.last_in, self.rates.last_out = self.received, sent
+            self.usage.sample()
 
     def _sent(self) -> int:
         return self.ctx._publisher.statistics().published_messages if self.ctx.has_output else 0
@@ -402,6 +407,7 @@ class NodeHost:
                 **dict(sorted(self.ctx.counters.items())),
             },
             "rates": {"in": self.rates.per_second_in, "out": self.rates.per_second_out},
+            "usage": self.usage.report(),
             "publisher": dataclasses.asdict(publisher) if publisher is not None else None,
             "inputs": [dataclasses.asdict(i) for i in links],
             "breaker_stats": [dataclasses.asdict(b.statistics()) for b in self.ctx.breakers.values()],

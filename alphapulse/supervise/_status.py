@@ -29,8 +29,15 @@ class NodeStatus:
     gaps_lost: int
     breaker: str
     health: str
-    cpu: str = "-"
+    scheduling: str = "-"
     """the node's scheduling as its kernel reports it, where it differs from a plain process"""
+    cpu_percent: float | None = None
+    """CPU the node used over its last second, in percent of one core (as ``top``); None when
+    it did not answer"""
+    rss_bytes: int | None = None
+    """its resident memory"""
+    private_bytes: int | None = None
+    """resident less the shared libraries' pages: what adds up across nodes"""
 
 
 def topology_status(plan: dict[str, Any], base: RunBase) -> list[NodeStatus]:
@@ -51,6 +58,7 @@ def topology_status(plan: dict[str, Any], base: RunBase) -> list[NodeStatus]:
         counters = stats.get("counters", {})
         breakers = stats.get("breakers", {})
         open_breakers = [n for n, s in breakers.items() if s != "closed"]
+        usage = stats.get("usage", {})
         rows.append(
             NodeStatus(
                 node=node,
@@ -70,7 +78,10 @@ def topology_status(plan: dict[str, Any], base: RunBase) -> list[NodeStatus]:
                 gaps_lost=int(counters.get("gaps_lost", 0)),
                 breaker=",".join(f"{n.split('.')[-1]}={breakers[n]}" for n in open_breakers) or "closed",
                 health=stats.get("status", "unknown" if state == "RUNNING" else "-"),
-                cpu=_cpu_summary(stats.get("cpu")),
+                scheduling=_scheduling(stats.get("cpu")),
+                cpu_percent=round(100 * usage["cpu_cores"], 1) if "cpu_cores" in usage else None,
+                rss_bytes=usage.get("rss_bytes"),
+                private_bytes=usage.get("private_bytes"),
             )
         )
     return rows
@@ -78,19 +89,31 @@ def topology_status(plan: dict[str, Any], base: RunBase) -> list[NodeStatus]:
 
 def format_table(rows: list[NodeStatus]) -> str:
     headers = ("NODE", "KIND", "STATE", "PID", "UPTIME", "RESTARTS", "IN/S", "OUT/S", "DROPS", "ERRORS",
-               "GAPS d/r/l", "BREAKER", "CPU")
+               "GAPS d/r/l", "BREAKER", "CPU%", "RSS", "SCHED")
     table = [headers]
     for r in rows:
         table.append((
             r.node, r.kind, r.state, str(r.pid or "-"), _duration(r.uptime), str(r.restarts),
             f"{r.rate_in:,.0f}", f"{r.rate_out:,.0f}", str(r.dropped), str(r.errors),
-            f"{r.gaps_detected}/{r.gaps_recovered}/{r.gaps_lost}", r.breaker, r.cpu,
+            f"{r.gaps_detected}/{r.gaps_recovered}/{r.gaps_lost}", r.breaker,
+            "-" if r.cpu_percent is None else f"{r.cpu_percent:.1f}", _mebibytes(r.rss_bytes), r.scheduling,
         ))
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table)
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table]
+    return "\n".join([*lines, _totals(rows)])
 
 
-def _cpu_summary(report: dict[str, Any] | None) -> str:
+def _totals(rows: list[NodeStatus]) -> str:
+    """One line: how many nodes run, and what they cost together. Private memory, not resident:
+    every node maps the same libraries, and adding resident sets would count those pages once
+    per node."""
+    running = sum(r.state == "RUNNING" for r in rows)
+    cpu = sum(r.cpu_percent or 0.0 for r in rows)
+    private = sum(r.private_bytes or 0 for r in rows)
+    return f"{running}/{len(rows)} running, CPU {cpu:.1f}% of a core, private memory {_mebibytes(private)}"
+
+
+def _scheduling(report: dict[str, Any] | None) -> str:
     """``batch nice=4 cpus=0,1`` from a node's ``stats.cpu``; ``-`` for a plain process, ``!``
     appended when the node could not take all of its ``cpu`` block."""
     if not report:
@@ -107,6 +130,10 @@ def _cpu_summary(report: dict[str, Any] | None) -> str:
     if report.get("problems"):
         parts.append("!")
     return " ".join(parts) or "-"
+
+
+def _mebibytes(size: int | None) -> str:
+    return "-" if size is None else f"{size / 2**20:.0f}M"
 
 
 def _duration(seconds: float) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -179,6 +180,14 @@ def test_apply_edit_kill_and_down(deployment, capsys) -> None:
     assert main(["status", str(topo), "--json"]) == 0
     status_out = capsys.readouterr().out
     assert '"restarts": 1' in status_out
+    # and what each node costs, from the node's own samples: every node here works a little
+    rows = {row["node"]: row for row in json.loads(status_out)["rt"]}
+    assert all(row["cpu_percent"] > 0 and row["private_bytes"] > 10 * 2**20 for row in rows.values()), rows
+    assert all(row["rss_bytes"] > row["private_bytes"] for row in rows.values()), rows
+    # --watch shows the table again until its count is reached (or Ctrl-C)
+    assert main(["status", str(topo), "--watch", "0.2", "--count", "2"]) == 0
+    shown = capsys.readouterr().out
+    assert shown.count("3/3 running, CPU ") == 2 and shown.count("NODE ") == 2
 
     # SIGTERM (supervisorctl stop) drains and exits cleanly within stopwaitsecs, not by SIGKILL
     sup = Supervisor(RunBase(base))

@@ -1,0 +1,26 @@
+"""``alphapulse status``'s table: columns, scheduling, CPU and memory, and the totals line."""
+
+from __future__ import annotations
+
+from alphapulse.supervise import NodeStatus, format_table
+
+
+def _row(node: str, **overrides) -> NodeStatus:
+    fields = dict(node=node, kind="relay", state="RUNNING", pid=100, uptime=75.0, restarts=0, rate_in=1500.0,
+                  rate_out=1500.0, received=9000, sent=9000, dropped=0, errors=0, gaps_detected=1,
+                  gaps_recovered=1, gaps_lost=0, breaker="closed", health="healthy")
+    return NodeStatus(**{**fields, **overrides})
+
+
+def test_table_shows_usage_scheduling_and_totals() -> None:
+    rows = [
+        _row("bus", cpu_percent=12.5, rss_bytes=170 * 2**20, private_bytes=80 * 2**20, scheduling="batch nice=4"),
+        _row("sink", kind="sink.counter", cpu_percent=3.0, rss_bytes=160 * 2**20, private_bytes=70 * 2**20),
+        _row("old", kind="sink.counter", state="STOPPED", pid=0, uptime=0.0),  # did not answer: no figures
+    ]
+    header, bus, sink, old, totals = format_table(rows).splitlines()
+    assert header.split()[-3:] == ["CPU%", "RSS", "SCHED"]
+    assert bus.split()[-5:] == ["closed", "12.5", "170M", "batch", "nice=4"]
+    assert sink.split()[-4:] == ["closed", "3.0", "160M", "-"]
+    assert old.split()[-4:] == ["closed", "-", "-", "-"] and old.split()[3:5] == ["-", "-"]
+    assert totals == "2/3 running, CPU 15.5% of a core, private memory 150M"
