@@ -6,9 +6,13 @@ import argparse
 import contextlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alphapulse.cli import ExitCode
 from alphapulse.cli._common import add_run_dir, print_diagnostics, run_base
+
+if TYPE_CHECKING:
+    from alphapulse.supervise import RunBase
 
 HELP = "start or update a topology under supervisord (only what changed is touched)"
 
@@ -49,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             states = wait_until_serving(base, plan["topology"], args.wait)
             not_serving = {n: s for n, s in states.items() if s != "RUNNING"}
             if not_serving:
-                print(f"error: not serving after {args.wait:.0f} s: {not_serving}", file=sys.stderr)
+                _print_not_serving(base, plan["topology"], not_serving, args.wait)
                 return ExitCode.RUNTIME
         _print_endpoints(plan)
         return ExitCode.OK
@@ -61,6 +65,26 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         watch(args.file, lambda: print(f"-- {args.file} changed: exit {apply_once()}", flush=True))
     return ExitCode.OK
+
+
+def _print_not_serving(base: RunBase, topology: str, not_serving: dict[str, str], waited: float) -> None:
+    """Each node that does not serve, its state and, for one that crashed or was given up on,
+    its last logged error and its log: the reason, without opening the log first."""
+    from alphapulse.supervise import Supervisor, why_not_running
+
+    given_up = "FATAL" in not_serving.values()
+    print(f"error: not serving {'(supervisord gave up)' if given_up else f'after {waited:.0f} s'}: "
+          f"{', '.join(sorted(not_serving))}", file=sys.stderr)
+    try:
+        infos = Supervisor(base).group_processes(topology)
+    except Exception:  # the report is best effort: the states above are what was asked for
+        infos = {}
+    for node, state in sorted(not_serving.items()):
+        info = infos.get(node, {})
+        reason = why_not_running(info)
+        print(f"  {node}: {state}{': ' + reason if reason else ''}", file=sys.stderr)
+        if reason and info.get("stderr_logfile"):
+            print(f"    log: {info['stderr_logfile']}", file=sys.stderr)
 
 
 def _print_endpoints(plan: dict) -> None:

@@ -31,6 +31,8 @@ from alphapulse.runtime._breaker import BreakerSettings, BreakerState
 from alphapulse.runtime._context import NodeContext
 from alphapulse.runtime._control import serve_control
 from alphapulse.runtime._cpu import CpuPlacement, CpuSettings
+from alphapulse.runtime._failure import FAILED
+from alphapulse.runtime._failure import describe as describe_failure
 from alphapulse.runtime._forward import DirectForwarder
 from alphapulse.runtime._forward import enabled as forwarding_enabled
 from alphapulse.runtime._heap import PauseMonitor, freeze_heap
@@ -527,6 +529,11 @@ def run_node_process(plan_path: str, name: str) -> int:
     host.freeze_heap_once_running = True
     try:
         trio.run(host.run)
+    except Exception as exc:  # the node's last words: the traceback once, then the reason on one line
+        log = logging.getLogger("alphapulse.node")
+        log.error("node %s failed", name, exc_info=exc)
+        log.error("node %s %s%s", name, FAILED, describe_failure(exc))
+        return 1
     finally:
         host.gc_pauses.uninstall()
     return 0

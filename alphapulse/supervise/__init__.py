@@ -10,7 +10,7 @@ from alphapulse.supervise._apply import (
     wait_until_running,
     wait_until_serving,
 )
-from alphapulse.supervise._status import NodeStatus, format_table, topology_status
+from alphapulse.supervise._status import NodeStatus, format_table, topology_status, why_not_running
 from alphapulse.supervise._supervisor import (
     RunBase,
     Supervisor,
@@ -38,4 +38,5 @@ __all__ = [
     "wait_until_running",
     "wait_until_serving",
     "watch",
+    "why_not_running",
 ]

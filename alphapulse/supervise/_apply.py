@@ -208,12 +208,15 @@ def down(name: str, base: RunBase) -> list[str]:
 
 def wait_until_running(base: RunBase, name: str, timeout: float = 30.0) -> dict[str, str]:
     """Wait until every process of the topology is RUNNING; returns the states seen last (looked
-    at least once, also with no time left)."""
+    at least once, also with no time left). Returns at once when one is FATAL: supervisord has
+    given up on it, and waiting longer would not bring it back."""
     sup = Supervisor(base)
     deadline = time.monotonic() + timeout
     while True:
         states = {n: i["statename"] for n, i in sup.group_processes(name).items()}
         if (states and all(s == "RUNNING" for s in states.values())) or time.monotonic() >= deadline:
+            return states
+        if "FATAL" in states.values():
             return states
         time.sleep(0.1)
 
@@ -237,6 +240,6 @@ def wait_until_serving(base: RunBase, name: str, timeout: float = 30.0) -> dict[
             if not starting:
                 return states
             states = {**states, **starting}
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline or "FATAL" in states.values():
             return states
         time.sleep(0.1)

@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from alphapulse.runtime import ControlError, request
+from alphapulse.runtime._failure import last_error
 from alphapulse.supervise._supervisor import RunBase, Supervisor
 
 
@@ -38,6 +39,11 @@ class NodeStatus:
     """its resident memory"""
     private_bytes: int | None = None
     """resident less the shared libraries' pages: what adds up across nodes"""
+    problem: str = ""
+    """why a node that should run does not (crashing, given up): its last logged error, else
+    supervisord's own reason; empty for a running or deliberately stopped node"""
+    log: str = ""
+    """its stderr log, where the whole story is"""
 
 
 def topology_status(plan: dict[str, Any], base: RunBase) -> list[NodeStatus]:
@@ -82,9 +88,36 @@ def topology_status(plan: dict[str, Any], base: RunBase) -> list[NodeStatus]:
                 cpu_percent=round(100 * usage["cpu_cores"], 1) if "cpu_cores" in usage else None,
                 rss_bytes=usage.get("rss_bytes"),
                 private_bytes=usage.get("private_bytes"),
+                problem=why_not_running(info),
+                log=str(info.get("stderr_logfile", "")),
             )
         )
     return rows
+
+
+TROUBLED_STATES = frozenset({"BACKOFF", "EXITED", "FATAL", "UNKNOWN"})
+"""supervisord states of a node that should run and does not (STOPPED is someone's choice)"""
+
+
+def why_not_running(info: dict[str, Any]) -> str:
+    """For a node in a :data:`TROUBLED_STATES` state: the last error its process logged (a
+    crashed node's last line is ``node NAME failed: <reason> (<file:line>)``), else supervisord's
+    ``spawnerr`` (e.g. the command could not be run); empty otherwise."""
+    if info.get("statename") not in TROUBLED_STATES:
+        return ""
+    logged = last_error(info["stderr_logfile"]) if info.get("stderr_logfile") else None
+    return logged or str(info.get("spawnerr") or "") or str(info.get("description") or "")
+
+
+def format_problems(rows: list[NodeStatus]) -> list[str]:
+    """``NODE STATE: reason`` and where its log is, for each row with a problem."""
+    lines = []
+    for r in rows:
+        if r.problem:
+            lines.append(f"{r.node} {r.state}: {r.problem}")
+            if r.log:
+                lines.append(f"  log: {r.log}")
+    return lines
 
 
 def format_table(rows: list[NodeStatus]) -> str:
@@ -100,7 +133,7 @@ def format_table(rows: list[NodeStatus]) -> str:
         ))
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table]
-    return "\n".join([*lines, _totals(rows)])
+    return "\n".join([*lines, _totals(rows), *format_problems(rows)])
 
 
 def _totals(rows: list[NodeStatus]) -> str:

@@ -24,3 +24,28 @@ def test_table_shows_usage_scheduling_and_totals() -> None:
     assert sink.split()[-4:] == ["closed", "3.0", "160M", "-"]
     assert old.split()[-4:] == ["closed", "-", "-", "-"] and old.split()[3:5] == ["-", "-"]
     assert totals == "2/3 running, CPU 15.5% of a core, private memory 150M"
+
+
+def test_a_node_that_should_run_and_does_not_gets_its_reason_below_the_table() -> None:
+    rows = [
+        _row("bus"),
+        _row("rec", kind="sink.recorder", state="BACKOFF", pid=0, problem="node rec failed: OSError: disk full",
+             log="/run/rt/logs/rec.err.log"),
+    ]
+    lines = format_table(rows).splitlines()
+    assert lines[-3].startswith("1/2 running")
+    assert lines[-2:] == ["rec BACKOFF: node rec failed: OSError: disk full", "  log: /run/rt/logs/rec.err.log"]
+
+
+def test_why_not_running_prefers_the_logged_reason(tmp_path) -> None:
+    from alphapulse.supervise import why_not_running
+
+    log = tmp_path / "rec.err.log"
+    log.write_text("2026-11-22 07:15:27,526 ERROR rec alphapulse.node: node rec failed: OSError: disk full\n")
+    assert why_not_running({"statename": "FATAL", "stderr_logfile": str(log), "spawnerr": "Exited too quickly"}) \
+        == "node rec failed: OSError: disk full"
+    assert why_not_running({"statename": "FATAL", "stderr_logfile": str(tmp_path / "none"),
+                            "spawnerr": "Exited too quickly (process log may have details)"}) \
+        == "Exited too quickly (process log may have details)"
+    assert why_not_running({"statename": "RUNNING", "stderr_logfile": str(log)}) == ""
+    assert why_not_running({"statename": "STOPPED", "stderr_logfile": str(log)}) == ""  # someone stopped it

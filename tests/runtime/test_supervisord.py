@@ -335,3 +335,33 @@ def test_a_peer_relay_can_be_killed_without_stopping_the_data(deployment, capsys
     assert sink["counters"]["messages_lost"] == 0
     link = sink["inputs"][0]
     assert link["sequence"]["joined_midstream"] + link["peers"][0]["sequence"]["joined_midstream"] == joins
+
+
+def test_a_node_that_keeps_failing_is_named_with_its_reason(deployment, capsys) -> None:
+    """A node that fails on every start: ``apply --wait`` stops waiting once supervisord gives up
+    (FATAL), and it and ``status`` say why, from the node's own last log line."""
+    base, topo = deployment
+    blocker = base / "not_a_directory"
+    blocker.write_text("")
+    topo.write_text(TOPOLOGY + f"""\
+  rec:
+    kind: sink.recorder
+    inputs: [bus]
+    params: {{path: {blocker}/rec}}
+    restart: {{startretries: 1, startsecs: 30}}
+""")
+    started = time.monotonic()
+    assert main(["apply", str(topo), "--wait", "120"]) == 3
+    assert time.monotonic() - started < 100  # it did not sit out the whole wait
+    err = capsys.readouterr().err
+    assert "error: not serving (supervisord gave up): rec" in err
+    reason = f"rec: FATAL: node rec failed: NotADirectoryError: [Errno 20] Not a directory: '{blocker}/rec'"
+    assert reason in err and "(nodes/recorder.py:" in err and f"log: {base}/rt/logs/rec.err.log" in err
+
+    assert main(["status", str(topo)]) == 0
+    out = capsys.readouterr().out
+    assert reason.replace("rec: FATAL", "rec FATAL") in out
+    assert "3/4 running" in out  # the others serve on
+    assert main(["status", str(topo), "--json"]) == 0
+    (rec,) = [row for row in json.loads(capsys.readouterr().out)["rt"] if row["node"] == "rec"]
+    assert rec["state"] == "FATAL" and rec["problem"].startswith("node rec failed: NotADirectoryError")
