@@ -2,10 +2,10 @@
 
 ``alphapulse node --plan PLAN NAME`` lands here. One root nursery holds the control socket, the
 publisher (for nodes with an output), one task per input link, a once-a-second sampler of rates
-and CPU/memory use, and the kind's own ``run``. The node is ready once its sockets are bound.
-SIGTERM cancels the root scope; the kind's ``aclose`` and the final flush run shielded under a
-deadline shorter than supervisord's ``stopwaitsecs``, so a stop drains, flushes and closes
-instead of being killed.
+and CPU/memory use (which also logs drops and errors, ``_trouble``), and the kind's own ``run``.
+The node is ready once its sockets are bound. SIGTERM cancels the root scope; the kind's
+``aclose`` and the final flush run shielded under a deadline shorter than supervisord's
+``stopwaitsecs``, so a stop drains, flushes and closes instead of being killed.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ from alphapulse.runtime._input import SMALL_READ, Backoff, InputLink, InputSpec
 from alphapulse.runtime._orphan import end_with_supervisor
 from alphapulse.runtime._peers import NO_PEERS, introduction
 from alphapulse.runtime._publisher import Overflow, open_publisher
+from alphapulse.runtime._trouble import TroubleLog, trouble_counters
+from alphapulse.runtime._trouble import describe as describe_trouble
 from alphapulse.runtime._usage import UsageSampler
 from alphapulse.runtime._warm import load_hot_kernels, load_kind_kernels
 from alphapulse.topology import UnsetVariable, interpolate
@@ -128,6 +130,8 @@ class NodeHost:
         self.ctx._inputs = self.links
         self.rates = _Rates()
         self.usage = UsageSampler()
+        self.trouble = TroubleLog()
+        """drops and errors to the log, at most a line per interval"""
         """CPU cores and resident memory, sampled with the rates"""
         self.received = 0
         self._stop_scope: trio.CancelScope | None = None
@@ -318,6 +322,15 @@ class NodeHost:
             self.rates.per_second_out = (sent - self.rates.last_out) / RATE_INTERVAL
             self.rates.last_in, self.rates.last_out = self.received, sent
             self.usage.sample()
+            self._log_trouble()
+
+    def _log_trouble(self) -> None:
+        """Drops, errors and losses since the last such line, if one is due (``_trouble``)."""
+        publisher = self.ctx._publisher.statistics() if self.ctx.has_output else None
+        inputs = [stats for link in self.links for stats in link.statistics().flattened()]
+        grown = self.trouble.poll(time.monotonic(), trouble_counters(self.ctx.counters, inputs, publisher))
+        if grown:
+            self.log.warning("node %s: %s (totals in stats)", self.name, describe_trouble(grown))
 
     def _sent(self) -> int:
         return self.ctx._publisher.statistics().published_messages if self.ctx.has_output else 0

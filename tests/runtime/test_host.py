@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import tempfile
 
 import numpy as np
@@ -255,7 +256,7 @@ async def test_a_sink_joining_a_relay_mid_stream_gets_the_producers_snapshot() -
     assert host.ctx.counters["snapshots.forwarded"] == 1
 
 
-async def test_relay_direct_path_forwards_small_reads_and_leaves_the_rest_to_the_ordinary_path() -> None:
+async def test_relay_direct_path_forwards_small_reads_and_leaves_the_rest_to_the_ordinary_path(caplog) -> None:
     """In-order reads (one frame, three, two of different sizes, a backlog of forty) are checked and
     sent by the relay's native direct path, and held for resends byte for byte; a read with a
     bad CRC, a gap or another domain is not sent by it, and the ordinary path does what it always
@@ -318,6 +319,9 @@ async def test_relay_direct_path_forwards_small_reads_and_leaves_the_rest_to_the
             await trio.sleep(0.05)
             assert forwarder.forwarded_reads == 7
             stats = host.stats()
+            host.trouble.interval = 3600.0  # the once-a-second sampler may have logged already
+            with caplog.at_level(logging.WARNING, logger="alphapulse.node.bus"):
+                host._log_trouble()
             nursery.cancel_scope.cancel()
     # 55 (bad CRC) and 56 (never published): the relay asked its upstream to resend, which had neither,
     # so they are counted lost; 57 went the ordinary path (the gap), the signal frame was dropped
@@ -328,6 +332,16 @@ async def test_relay_direct_path_forwards_small_reads_and_leaves_the_rest_to_the
     assert link_stats["sequence"]["delivered"] == 56 and link_stats["sequence"]["messages_lost"] == 2
     assert stats["counters"]["dropped.wrong_domain"] == 1
     assert (stats["publisher"]["published_messages"], stats["publisher"]["retransmit_held"]) == (55, 55)
+    # and all of it reached the log (at once the first time, then at most once per interval)
+    logged: dict[str, int] = {}
+    for record in caplog.records:
+        line = record.getMessage()
+        if line.startswith("node bus: ") and line.endswith(" (totals in stats)"):
+            for item in line[len("node bus: "):-len(" (totals in stats)")].split(", "):
+                key, count = item.rsplit(" +", 1)
+                logged[key] = logged.get(key, 0) + int(count)
+    expected = {"decode_errors.bad_checksum from up": 1, "dropped.wrong_domain": 1, "lost from up": 2}
+    assert logged == expected, caplog.text
 
 
 def _counters_into(got: list[int]):

@@ -255,7 +255,7 @@ def test_wait_means_every_node_serves_not_just_runs(deployment, capsys) -> None:
     assert states == {"bus": "RUNNING", "sink": "RUNNING", "src": "RUNNING (starting)"}
     capsys.readouterr()
     assert main(["apply", str(topo), "--wait", "1"]) != 0
-    assert "not serving after 1 s: {'src': 'RUNNING (starting)'}" in capsys.readouterr().err
+    assert "not serving after 1 s: src\n  src: RUNNING (starting)\n" in capsys.readouterr().err
 
 
 def test_watch_applies_saved_edits_and_refuses_broken_ones(deployment) -> None:
