@@ -36,6 +36,7 @@ from alphapulse.protocol import (
     order_book_levels,
     parse_instrument,
 )
+from alphapulse.runtime import report
 
 FIXED = 10**8
 _BOOK_HEAD = struct.Struct("<QQQHH")
@@ -207,8 +208,7 @@ class Arbitrage(Node):
                     if leg is not None and leg.asset:
                         touched.add(leg.asset)
             except MalformedFrame as exc:
-                ctx.counters["errors.bad_tlv"] += 1
-                ctx.log.warning("malformed message skipped: %s", exc)
+                report(ctx.counters, ctx.log, "errors.bad_tlv", "malformed message skipped: %s", exc)
         if not touched:
             return
         if self._next_id == 0:

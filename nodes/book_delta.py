@@ -49,6 +49,7 @@ from alphapulse.protocol import (
     instrument_id,
     parse_instrument,
 )
+from alphapulse.runtime import report
 
 # -- wire constants (values from docs/protocol.md) ----------------------------------------------
 T_BOOK = int(TLVType.ORDER_BOOK)
@@ -949,12 +950,11 @@ class BookDelta(Node):
         try:
             record = decode(T_MAPPING, value.tobytes())
         except MalformedFrame as exc:
-            ctx.counters["errors.bad_mapping"] += 1
-            ctx.log.warning("bad InstrumentMapping skipped: %s", exc)
+            report(ctx.counters, ctx.log, "errors.bad_mapping", "bad InstrumentMapping skipped: %s", exc)
             return
         if instrument_id(record.canonical) != record.instrument_id:
-            ctx.counters["errors.mapping_mismatch"] += 1
-            ctx.log.warning("InstrumentMapping %r does not hash to id %d", record.canonical, record.instrument_id)
+            report(ctx.counters, ctx.log, "errors.mapping_mismatch", "InstrumentMapping %r does not hash to id %d",
+                   record.canonical, record.instrument_id)
             return
         self.mappings[record.instrument_id] = record
         self.names[record.instrument_id] = _display_name(record.canonical)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from alphapulse import protocol
+from alphapulse.runtime import report
 from nodes._websocket._clients import Client, Key
 from nodes._websocket._market import TRADES_KEPT, Event, Market
 from nodes._websocket._wire import (
@@ -59,11 +60,11 @@ class Bridge:
                 else:
                     self.route(event)
         except protocol.MalformedFrame as exc:
-            self.counters["errors.decode"] += 1
-            self.log.warning("undecodable message from source %d skipped: %s", source, exc)
+            report(self.counters, self.log, "errors.decode", "undecodable message from source %d skipped: %s", source,
+                   exc)
         except protocol.InstrumentError as exc:
-            self.counters["errors.mapping"] += 1
-            self.log.warning("bad InstrumentMapping from source %d skipped: %s", source, exc)
+            report(self.counters, self.log, "errors.mapping", "bad InstrumentMapping from source %d skipped: %s",
+                   source, exc)
 
     def flush(self) -> None:
         for event in self.market.flush_books():
