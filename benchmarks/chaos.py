@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -78,6 +79,7 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=4.0, help="seconds between kills")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--settle", type=float, default=15.0, help="seconds after the last restart")
+    parser.add_argument("--logs", type=Path, help="copy the nodes' logs here before the run directory goes")
     args = parser.parse_args()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="apc", dir="/tmp") as run_dir, \
@@ -87,6 +89,8 @@ def main() -> None:
             figures = soak(deployment, args)
         finally:
             deployment.cli("down", str(deployment.topology))
+            if args.logs is not None:
+                shutil.copytree(Path(run_dir) / deployment.name / "logs", args.logs, dirs_exist_ok=True)
     figures["elapsed_s"] = round(time.monotonic() - started, 1)
     report(figures)
 

@@ -283,3 +283,38 @@ def test_load_kernels_leaves_real_blocks_nothing_to_compile():
         assert not new, new
         print("ok")
     """)
+
+
+@pytest.mark.parametrize("mixed", [False, True], ids=["one-source block", "two-source block"])
+def test_a_restarted_upstream_does_not_continue_the_books_kept_from_before(mixed):
+    """A venue adapter restarted mid-stream (a new sequence epoch) sends deltas against the venue's
+    book of now; applied to the book kept from before its restart (which missed what changed
+    while it was down) they made crossed books. Its books go stale until a snapshot comes."""
+    node, ctx, link = node_and_ctx(depth=3)
+    before, other = Upstream(source=9), Upstream(source=4)
+    down = Downstream()
+    down.apply(feed(node, ctx, before.block(P.mapping_for(BTC), book(BTC, BIDS, ASKS))))
+    down.apply(feed(node, ctx, other.block(P.mapping_for(ETH), book(ETH, BIDS, ASKS))))
+    down.apply(feed(node, ctx, before.block(delta(BTC, [(99, 7, 0)], 101))))
+    assert ctx.counters["upstream_restarts"] == 0
+
+    after = Upstream(source=9)
+    after.builder = P.MessageBuilder(P.RelayDomain.MARKET_DATA, 9, (2 << 40) | 40)  # joined its new epoch late
+    moved = delta(BTC, [(101, 0, 1), (100.5, 3, 1)], 0, prev=0)  # the venue's book moved on meanwhile
+    if mixed:
+        block = P.FrameBlock.from_bytes(other.frame(delta(ETH, [(99, 9, 0)], 101)) + after.frame(moved))
+    else:
+        block = after.block(moved)
+    out = feed(node, ctx, block)
+    down.apply(out)
+    assert ctx.counters["upstream_restarts"] == 1 and ctx.counters["books.stale_on_upstream_restart"] == 1
+    assert ctx.counters["dropped.stale_book"] == 1  # not applied to the old book
+    assert [r.instrument_id for r in snapshot_requests(link)] == [BTC.id]
+    assert down.levels(ETH.id)[0][1] == (px(99), 9 if mixed else 2)  # the other source's books are untouched
+    # the venue's snapshot of now brings the book back, as a diff against what went out
+    fresh_asks = [(100.5, 3), (102, 2), (103, 3)]
+    down.apply(feed(node, ctx, after.block(book(BTC, BIDS, fresh_asks, seq=0))))
+    bids, asks = down.levels(BTC.id)
+    assert asks == [(px(p), q) for p, q in fresh_asks] and bids[0][0] < asks[0][0]
+    assert node.statistics()["instruments"]["kraken:BTC-USD"]["state"] == "live"
+    assert feed(node, ctx, after.block(delta(BTC, [(100.5, 4, 1)], 0, prev=0)))  # and it flows again
