@@ -36,7 +36,7 @@ from alphapulse.protocol import (
     order_book_levels,
     parse_instrument,
 )
-from alphapulse.runtime import report
+from alphapulse.runtime import UpstreamEpochs, report
 
 FIXED = 10**8
 _BOOK_HEAD = struct.Struct("<QQQHH")
@@ -179,6 +179,7 @@ class Arbitrage(Node):
         self.last_signal: dict[tuple[int, int], tuple[int, int]] = {}
         self.clock = time.monotonic
         self._asked_at: dict[int, float] = {}
+        self._upstreams = UpstreamEpochs()
         self._next_id = 0
         self._signals = 0
         self.reconfigure(params)
@@ -195,6 +196,12 @@ class Arbitrage(Node):
     # -- input ----------------------------------------------------------------------------------------
     def handle_block(self, block: Any, ctx: Any) -> None:
         """Update every leg the block touches, then evaluate each touched asset once."""
+        for source in self._upstreams.restarted(block):  # its books here do not continue: wait for its snapshot
+            ctx.counters["upstream_restarts"] += 1
+            for leg in self.legs.values():
+                if leg.source == source and leg.has_book:
+                    leg.has_book = False
+                    ctx.counters["books.stale_on_upstream_restart"] += 1
         touched: set[str] = set()
         types = block.tlv_type.tolist()
         stamps = block.timestamp_ns.tolist()

@@ -49,7 +49,7 @@ from alphapulse.protocol import (
     instrument_id,
     parse_instrument,
 )
-from alphapulse.runtime import report
+from alphapulse.runtime import UpstreamEpochs, report
 
 # -- wire constants (values from docs/protocol.md) ----------------------------------------------
 T_BOOK = int(TLVType.ORDER_BOOK)
@@ -92,8 +92,6 @@ STATUS_COUNTERS = {
     ST_NO_SLOT: "dropped.too_many_instruments",
 }
 NEEDS_SNAPSHOT = (ST_NO_BOOK, ST_STALE, ST_SEQ_GAP, ST_INCOMPLETE)
-_EPOCH_SHIFT = 40
-"""a frame's sequence is ``epoch << 40 | counter`` (the producer's restart count, then its message number)"""
 H_DELTA_BYTES, H_SNAPSHOT_BYTES, H_UNCHANGED = 13, 14, 15  # hist slots besides the statuses
 R_STATUS, R_START, R_LEN, R_CHANGES, R_LEVELS, R_ROWS = 0, 1, 2, 3, 4, 5  # rows of process_updates' results
 # kernel counters
@@ -901,8 +899,7 @@ class BookDelta(Node):
         self.clock = time.monotonic
         self.names: dict[int, str] = {}
         self.mappings: dict[int, Any] = {}
-        self._epochs = np.zeros(1 << 16, np.uint32)
-        """the sequence epoch last seen from each source id (0: none yet)"""
+        self._upstreams = UpstreamEpochs()
 
     def load_kernels(self) -> None:
         """Load (on a fresh install: compile) the book kernels before the node serves, not on
@@ -962,32 +959,14 @@ class BookDelta(Node):
 
     def _note_upstream_epochs(self, block: Any, ctx: Any) -> None:
         """Mark the books of an upstream that restarted stale before its new epoch's frames are
-        applied: a venue adapter killed and restarted carries on from the venue's current book,
-        and its deltas applied to the book kept from before (which missed what changed in
-        between) made crossed books downstream. Its first frames (the venue's snapshot) or the
-        snapshot the link asked for bring the books back."""
-        run = block.sequence_run
-        if run is not None:  # one source's consecutive frames (most reads): one epoch, no numpy
-            source, first = run
-            epoch = first >> _EPOCH_SHIFT
-            if self._epochs[source] == epoch:
-                return
-            changed = [(source, epoch)]
-        else:
-            sources = block.source
-            epochs = (block.sequence >> np.uint64(_EPOCH_SHIFT)).astype(np.uint32)
-            moved = self._epochs[sources] != epochs
-            if not moved.any():
-                return
-            changed = list(dict.fromkeys(zip(sources[moved].tolist(), epochs[moved].tolist(), strict=True)))
-        for source, epoch in changed:
-            if self._epochs[source]:  # seen before in another epoch: it restarted
-                stale = self.books.upstream_restarted(source)
-                ctx.counters["upstream_restarts"] += 1
-                if stale:
-                    ctx.counters["books.stale_on_upstream_restart"] += stale
-                    ctx.log.info("source %d restarted: %d of its books wait for its snapshot", source, stale)
-            self._epochs[source] = epoch
+        applied (``runtime.UpstreamEpochs``): its first frames (the venue's snapshot) or the
+        snapshot the link asked for bring them back."""
+        for source in self._upstreams.restarted(block):
+            stale = self.books.upstream_restarted(source)
+            ctx.counters["upstream_restarts"] += 1
+            if stale:
+                ctx.counters["books.stale_on_upstream_restart"] += stale
+                ctx.log.info("source %d restarted: %d of its books wait for its snapshot", source, stale)
 
     def _mapping(self, value: np.ndarray, ctx: Any, now_ns: int) -> None:
         try:

@@ -11,7 +11,7 @@ from alphapulse.runtime._breaker import (
 )
 from alphapulse.runtime._context import NodeContext
 from alphapulse.runtime._control import ControlError, request, request_async, serve_control
-from alphapulse.runtime._epoch import epoch_from_time, make_sequence, split_sequence
+from alphapulse.runtime._epoch import UpstreamEpochs, epoch_from_time, make_sequence, split_sequence
 from alphapulse.runtime._filter import Subscription, subscription
 from alphapulse.runtime._headers import relay_domains
 from alphapulse.runtime._host import NodeConfigError, NodeHost, load_plan, run_node_process
@@ -42,6 +42,7 @@ __all__ = [
     "SequenceTracker",
     "SessionSettings",
     "Subscription",
+    "UpstreamEpochs",
     "UpstreamParams",
     "UpstreamRejected",
     "UpstreamStale",

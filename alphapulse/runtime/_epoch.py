@@ -10,6 +10,10 @@ unless they happen within 100 ms of each other (supervisord's start-up alone tak
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+
 EPOCH_BITS = 24
 COUNTER_BITS = 40
 COUNTER_MASK = (1 << COUNTER_BITS) - 1
@@ -28,3 +32,42 @@ def make_sequence(epoch: int, counter: int) -> int:
 def split_sequence(sequence: int) -> tuple[int, int]:
     """(epoch, counter) of a header sequence number."""
     return sequence >> COUNTER_BITS, sequence & COUNTER_MASK
+
+
+class UpstreamEpochs:
+    """Which sources restarted, as a kind sees its input blocks.
+
+    A kind that keeps state built from a source's messages (books from their deltas) cannot
+    carry it across that source's restart: a restarted venue adapter carries on from the venue's
+    book of now, and its deltas applied to the book kept from before (which missed what changed
+    while it was down) make crossed books. The input link's tracker handles sequences; this
+    tells the kind, per block, which sources began a new epoch since it last saw them.
+    """
+
+    def __init__(self) -> None:
+        self._epochs = np.zeros(1 << 16, np.uint32)
+        """the epoch last seen from each 16-bit source id (0: none yet)"""
+
+    def restarted(self, block: Any) -> list[int]:
+        """Sources of ``block`` seen before in another epoch, in first-seen order; records the
+        new epochs. One-source runs (most reads) need no numpy."""
+        run = block.sequence_run
+        if run is not None:
+            source, first = run
+            epoch = first >> COUNTER_BITS
+            if self._epochs[source] == epoch:
+                return []
+            changed = [(source, epoch)]
+        else:
+            sources = block.source
+            epochs = (block.sequence >> np.uint64(COUNTER_BITS)).astype(np.uint32)
+            moved = self._epochs[sources] != epochs
+            if not moved.any():
+                return []
+            changed = list(dict.fromkeys(zip(sources[moved].tolist(), epochs[moved].tolist(), strict=True)))
+        restarted = []
+        for source, epoch in changed:
+            if self._epochs[source] and source not in restarted:
+                restarted.append(source)
+            self._epochs[source] = epoch
+        return restarted

@@ -149,6 +149,26 @@ def test_deltas_move_the_top_and_gaps_ask_for_snapshots():
     assert [(r.source, r.instrument_id) for r in snapshot_requests(link)] == [(3, B.id), (3, C.id)]
 
 
+def test_a_restarted_book_source_is_not_continued_until_its_snapshot():
+    """The books node restarted and this one joined its new epoch mid-stream: its deltas (sequence
+    0 from a venue without sequences, so no prev check) must not land on the books kept from
+    before, where they crossed a book; the leg waits for the snapshot the link asked for."""
+    node, ctx, link = make(fees_bps={}, default_fee_bps=0, min_spread_bps=1, throttle_ms=0)
+    setup(node, ctx, Upstream(source=3), b_book=book(B, [(99.95, 1)], [(100.6, 3)], seq=0))
+    restarted = Upstream(source=3)
+    restarted.builder = P.MessageBuilder(P.RelayDomain.MARKET_DATA, 3, (7 << 40) | 25)  # a later epoch, mid-stream
+    # against the old book this would lift B's bid over its own ask (100.6) and over A's ask (a false signal)
+    moved = P.OrderBookDelta(B.id, 30, 0, 0, 0, ((px(100.7), px(2), 0),))
+    assert signals(feed(node, ctx, restarted.block(moved))) == []
+    assert ctx.counters["upstream_restarts"] == 1 and ctx.counters["books.stale_on_upstream_restart"] == 2
+    assert ctx.counters["dropped.no_snapshot_yet"] == 1 and ctx.counters["dropped.crossed_book"] == 0
+    assert [(r.source, r.instrument_id) for r in snapshot_requests(link)] == [(3, B.id)]
+    # the snapshot of now: B bids 100.7 and asks 100.8, above A's ask of 100: a real signal
+    fresh = book(B, [(100.7, 2)], [(100.8, 3)], seq=0, ts=31)
+    [sig] = signals(feed(node, ctx, restarted.block(book(A, [(99.9, 5)], [(100, 2)], seq=0, ts=31), fresh)))
+    assert (sig.buy_price, sig.sell_price) == (px(100), px(100.7))
+
+
 def test_assets_filter_and_grouping_by_base_quote():
     node, ctx, _ = make(assets=("ETH-USD",), fees_bps={}, default_fee_bps=0, min_spread_bps=1)
     up = Upstream()
