@@ -19,6 +19,7 @@ from trio_websocket import serve_websocket
 
 from alphapulse.kinds import Node, node_kind, param
 from alphapulse.protocol import TLVType
+from alphapulse.runtime import UpstreamEpochs
 from nodes._websocket import Bridge, ClientServer, dashboard_app, poll_health, serve_dashboard
 
 MAX_CLIENT_MESSAGE = 64 * 1024
@@ -81,6 +82,7 @@ class WebSocket(Node):
         self.http_port: int | None = None
         self.serving = trio.Event()
         """Set once the WebSocket (and the dashboard) listen; ``ws_port``/``http_port`` are then bound."""
+        self._upstreams = UpstreamEpochs()
 
     def _bridge(self, ctx: Any) -> Bridge:
         if self.bridge is None:
@@ -99,6 +101,8 @@ class WebSocket(Node):
             if not handled.all():
                 ctx.counters["ignored"] += int((~handled).sum())
                 block = block.select(handled)
+        for source in self._upstreams.restarted(block):
+            bridge.upstream_restarted(source)
         now = time.monotonic()
         for frame, source, timestamp_ns in zip(block.frames(), block.source.tolist(), block.timestamp_ns.tolist(),
                                                strict=True):

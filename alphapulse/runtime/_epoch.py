@@ -45,8 +45,9 @@ class UpstreamEpochs:
     """
 
     def __init__(self) -> None:
-        self._epochs = np.zeros(1 << 16, np.uint32)
-        """the epoch last seen from each 16-bit source id (0: none yet)"""
+        self._seen = np.zeros(1 << 16, np.uint32)
+        """1 + the epoch last seen from each 16-bit source id (0: none yet; epoch 0 is a valid
+        epoch for a builder that was given none)"""
 
     def restarted(self, block: Any) -> list[int]:
         """Sources of ``block`` seen before in another epoch, in first-seen order; records the
@@ -54,20 +55,20 @@ class UpstreamEpochs:
         run = block.sequence_run
         if run is not None:
             source, first = run
-            epoch = first >> COUNTER_BITS
-            if self._epochs[source] == epoch:
+            seen = (first >> COUNTER_BITS) + 1
+            if self._seen[source] == seen:
                 return []
-            changed = [(source, epoch)]
+            changed = [(source, seen)]
         else:
             sources = block.source
-            epochs = (block.sequence >> np.uint64(COUNTER_BITS)).astype(np.uint32)
-            moved = self._epochs[sources] != epochs
+            seen = (block.sequence >> np.uint64(COUNTER_BITS)).astype(np.uint32) + np.uint32(1)
+            moved = self._seen[sources] != seen
             if not moved.any():
                 return []
-            changed = list(dict.fromkeys(zip(sources[moved].tolist(), epochs[moved].tolist(), strict=True)))
+            changed = list(dict.fromkeys(zip(sources[moved].tolist(), seen[moved].tolist(), strict=True)))
         restarted = []
-        for source, epoch in changed:
-            if self._epochs[source] and source not in restarted:
+        for source, epoch_seen in changed:
+            if self._seen[source] and source not in restarted:
                 restarted.append(source)
-            self._epochs[source] = epoch
+            self._seen[source] = epoch_seen
         return restarted

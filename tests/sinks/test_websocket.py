@@ -386,3 +386,24 @@ async def test_bad_upstream_messages_are_counted_and_skipped() -> None:
             await client.send(op="subscribe", channels=["book"], instruments=["sim_a:BTC-USD"])
             snap, _ = await client.recv_type("book_snapshot")
             assert snap["bids"][0]["price"] == "59999.5"
+
+
+async def test_a_restarted_upstream_does_not_continue_the_books_kept_from_before() -> None:
+    """The upstream restarted and the bridge joined its new epoch mid-stream: its deltas wait for the
+    snapshot (asked for on joining) instead of moving the book kept from before its restart."""
+    async with run_bridge() as rig:
+        bids, asks = ladder("100", "1", 3)
+        await rig.feed.send(protocol.mapping_for(BTC_A), book(BTC_A, bids, asks))
+        await rig.wait_until(lambda: BTC_A.id in rig.node.bridge.market.books)
+        loaded = rig.node.bridge.market.books[BTC_A.id]
+        view = list(loaded.bid_view)
+        rig.feed.builder = protocol.MessageBuilder(protocol.RelayDomain.MARKET_DATA, FEED_SOURCE, (5 << 40) | 30)
+        await rig.feed.send(delta(BTC_A, [(px("100"), P, BID)]))
+        await rig.wait_until(lambda: rig.counters["dropped.unsynced_delta"] == 1)
+        assert rig.counters["upstream_restarts"] == 1 and rig.counters["books.stale_on_upstream_restart"] == 1
+        assert not loaded.synced and loaded.bid_view == view  # not applied; clients keep the last view
+        await rig.wait_until(lambda: protocol.SnapshotRequest(source=FEED_SOURCE, instrument_id=BTC_A.id)
+                             in rig.requests)
+        await rig.feed.send(book(BTC_A, *ladder("200", "1", 3)))  # the snapshot of now
+        await rig.wait_until(lambda: rig.node.bridge.market.books[BTC_A.id].synced)
+        assert rig.node.bridge.market.best(BTC_A.id)[0][0] > px("190") > view[0][0]
