@@ -130,9 +130,9 @@ class NodeHost:
         self.ctx._inputs = self.links
         self.rates = _Rates()
         self.usage = UsageSampler()
+        """CPU cores and resident memory, sampled with the rates"""
         self.trouble = TroubleLog()
         """drops and errors to the log, at most a line per interval"""
-        """CPU cores and resident memory, sampled with the rates"""
         self.received = 0
         self._stop_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
