@@ -46,53 +46,80 @@ class NodeStatus:
     """its stderr log, where the whole story is"""
 
 
-def topology_status(plan: dict[str, Any], base: RunBase) -> list[NodeStatus]:
+@dataclasses.dataclass(frozen=True)
+class NodeReport:
+    """What supervisord and the node itself say about one node, as they said it: what
+    ``status`` and the metrics exporter (``_metrics``) are made from."""
+
+    topology: str
+    node: str
+    kind: str
+    info: dict[str, Any]
+    """supervisord's process info (empty when it does not know the node)"""
+    stats: dict[str, Any]
+    """the node's ``stats`` (empty unless it runs and answered)"""
+    restarts: int
+
+    @property
+    def state(self) -> str:
+        return str(self.info.get("statename", "ABSENT"))
+
+
+def node_reports(plan: dict[str, Any], base: RunBase) -> list[NodeReport]:
+    """Ask supervisord for its process table and each running node for its ``stats``."""
     name = plan["topology"]
     sup = Supervisor(base)
     processes = sup.group_processes(name) if sup.is_running() else {}
     starts = sup.start_counts() if processes else {}
-    rows = []
+    reports = []
     for node, entry in sorted(plan["nodes"].items()):
         info = processes.get(node, {})
-        state = info.get("statename", "ABSENT")
         stats: dict[str, Any] = {}
-        if state == "RUNNING":
+        if info.get("statename") == "RUNNING":
             try:
                 stats = request(entry["sockets"]["control"], "stats", timeout=1.0)
             except ControlError:
                 stats = {}
-        counters = stats.get("counters", {})
-        breakers = stats.get("breakers", {})
-        open_breakers = [n for n, s in breakers.items() if s != "closed"]
-        usage = stats.get("usage", {})
-        rows.append(
-            NodeStatus(
-                node=node,
-                kind=entry["kind"],
-                state=state,
-                pid=int(info.get("pid", 0)),
-                uptime=float(info["now"] - info["start"]) if state == "RUNNING" else 0.0,
-                restarts=max(0, starts.get(f"{name}:{node}", 0) - 1),
-                rate_in=float(stats.get("rates", {}).get("in", 0.0)),
-                rate_out=float(stats.get("rates", {}).get("out", 0.0)),
-                received=int(counters.get("received", 0)),
-                sent=int(counters.get("sent", 0)),
-                dropped=int(counters.get("dropped", 0)),
-                errors=int(counters.get("errors", 0)),
-                gaps_detected=int(counters.get("gaps_detected", 0)),
-                gaps_recovered=int(counters.get("gaps_recovered", 0)),
-                gaps_lost=int(counters.get("gaps_lost", 0)),
-                breaker=",".join(f"{n.split('.')[-1]}={breakers[n]}" for n in open_breakers) or "closed",
-                health=stats.get("status", "unknown" if state == "RUNNING" else "-"),
-                scheduling=_scheduling(stats.get("cpu")),
-                cpu_percent=round(100 * usage["cpu_cores"], 1) if "cpu_cores" in usage else None,
-                rss_bytes=usage.get("rss_bytes"),
-                private_bytes=usage.get("private_bytes"),
-                problem=why_not_running(info),
-                log=str(info.get("stderr_logfile", "")),
-            )
-        )
-    return rows
+        reports.append(NodeReport(name, node, entry["kind"], info, stats,
+                                  restarts=max(0, starts.get(f"{name}:{node}", 0) - 1)))
+    return reports
+
+
+def topology_status(plan: dict[str, Any], base: RunBase) -> list[NodeStatus]:
+    return [_status_row(report) for report in node_reports(plan, base)]
+
+
+def _status_row(report: NodeReport) -> NodeStatus:
+    info, stats, state, node = report.info, report.stats, report.state, report.node
+    counters = stats.get("counters", {})
+    breakers = stats.get("breakers", {})
+    open_breakers = [n for n, s in breakers.items() if s != "closed"]
+    usage = stats.get("usage", {})
+    return NodeStatus(
+        node=node,
+        kind=report.kind,
+        state=state,
+        pid=int(info.get("pid", 0)),
+        uptime=float(info["now"] - info["start"]) if state == "RUNNING" else 0.0,
+        restarts=report.restarts,
+        rate_in=float(stats.get("rates", {}).get("in", 0.0)),
+        rate_out=float(stats.get("rates", {}).get("out", 0.0)),
+        received=int(counters.get("received", 0)),
+        sent=int(counters.get("sent", 0)),
+        dropped=int(counters.get("dropped", 0)),
+        errors=int(counters.get("errors", 0)),
+        gaps_detected=int(counters.get("gaps_detected", 0)),
+        gaps_recovered=int(counters.get("gaps_recovered", 0)),
+        gaps_lost=int(counters.get("gaps_lost", 0)),
+        breaker=",".join(f"{n.split('.')[-1]}={breakers[n]}" for n in open_breakers) or "closed",
+        health=stats.get("status", "unknown" if state == "RUNNING" else "-"),
+        scheduling=_scheduling(stats.get("cpu")),
+        cpu_percent=round(100 * usage["cpu_cores"], 1) if "cpu_cores" in usage else None,
+        rss_bytes=usage.get("rss_bytes"),
+        private_bytes=usage.get("private_bytes"),
+        problem=why_not_running(info),
+        log=str(info.get("stderr_logfile", "")),
+    )
 
 
 TROUBLED_STATES = frozenset({"BACKOFF", "EXITED", "FATAL", "UNKNOWN"})

@@ -1,0 +1,70 @@
+"""``alphapulse metrics``: node reports rendered as Prometheus metrics, and read back with
+Prometheus' own parser (``prometheus_client.parser``)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from alphapulse.supervise._metrics import families
+from alphapulse.supervise._status import NodeReport
+
+
+class _Fixed:
+    def __init__(self, reports: list[NodeReport]) -> None:
+        self.reports = reports
+
+    def collect(self):
+        return families(self.reports)
+
+
+def scrape(reports: list[NodeReport]) -> dict[tuple[str, tuple], float]:
+    """{(sample name, sorted labels): value} of one scrape, through the text format and back."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed(reports))
+    text = generate_latest(registry).decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def labels(node: str, kind: str, **more: str) -> tuple:
+    return tuple(sorted({"topology": "rt", "node": node, "kind": kind, **more}.items()))
+
+
+RELAY_STATS = {
+    "counters": {"received": 5000, "sent": 4990, "dropped.wrong_domain": 3, "errors.bad_tlv": 2, "gaps_detected": 2,
+                 "gaps_recovered": 1, "gaps_lost": 1, "messages_lost": 7, "snapshots.forwarded": 9},
+    "inputs": [{"upstream": "src", "reconnects": 1, "decode_errors": {"bad_checksum": 4},
+                "peers": [{"upstream": "other", "reconnects": 0, "decode_errors": {}, "peers": []}]}],
+    "publisher": {"subscribers": [{"name": "sink", "dropped_overflow": 11, "queued_messages": 5}]},
+    "breakers": {"node.handler": "open"},
+    "usage": {"cpu_seconds": 1.25, "rss_bytes": 170 * 2**20, "private_bytes": 80 * 2**20},
+}
+
+
+def test_a_running_node_and_a_crashed_one() -> None:
+    running = NodeReport("rt", "bus", "relay", {"statename": "RUNNING", "start": 1_700_000_000}, RELAY_STATS,
+                         restarts=2)
+    crashed = NodeReport("rt", "rec", "sink.recorder", {"statename": "BACKOFF"}, {}, restarts=5)
+    got = scrape([running, crashed])
+    bus, rec = labels("bus", "relay"), labels("rec", "sink.recorder")
+    assert got["alphapulse_node_up", bus] == 1 and got["alphapulse_node_up", rec] == 0
+    assert got["alphapulse_node_state", labels("rec", "sink.recorder", state="BACKOFF")] == 1
+    assert got["alphapulse_node_restarts_total", rec] == 5
+    assert got["alphapulse_node_start_time_seconds", bus] == 1_700_000_000
+    assert got["alphapulse_received_messages_total", bus] == 5000
+    assert got["alphapulse_sent_messages_total", bus] == 4990
+    assert got["alphapulse_dropped_messages_total", labels("bus", "relay", reason="wrong_domain")] == 3
+    assert got["alphapulse_errors_total", labels("bus", "relay", error="bad_tlv")] == 2
+    assert got["alphapulse_gaps_total", labels("bus", "relay", outcome="lost")] == 1
+    assert got["alphapulse_lost_messages_total", bus] == 7
+    assert got["alphapulse_decode_errors_total", labels("bus", "relay", upstream="src", error="bad_checksum")] == 4
+    assert got["alphapulse_input_reconnects_total", labels("bus", "relay", upstream="other")] == 0  # a peer link
+    assert got["alphapulse_subscriber_dropped_messages_total", labels("bus", "relay", subscriber="sink")] == 11
+    assert got["alphapulse_subscriber_queued_messages", labels("bus", "relay", subscriber="sink")] == 5
+    assert got["alphapulse_breaker_state", labels("bus", "relay", breaker="node.handler")] == 2
+    assert got["alphapulse_cpu_seconds_total", bus] == 1.25
+    assert got["alphapulse_private_memory_bytes", bus] == 80 * 2**20
+    # a node that did not answer has no counters, rather than zeros that would read as a reset
+    assert ("alphapulse_received_messages_total", rec) not in got
+    assert ("alphapulse_node_start_time_seconds", rec) not in got
