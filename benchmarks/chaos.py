@@ -3,8 +3,9 @@
 Not a speed benchmark: it checks the self-healing promise ("nothing is lost silently") on a
 real supervisord with real node processes. After the kills it applies the file again (which
 waits until every node serves), lets open gaps settle, and reports for every input link of
-every node the gaps detected, recovered and lost and the messages lost, and each node's drops
-by reason (counted since the node last started). A lost message is
+every node the gaps detected, recovered and lost and the messages lost, summed over every
+process that node ran as (a killed process's counters are read just before the kill, as they
+die with it), and each node's drops by reason (counted since the node last started). A lost message is
 counted, never silent; this shows how many there were. The kills are chosen by ``--seed``, so
 two builds can be compared on the same sequence of kills (their timing still differs a little).
 
@@ -95,17 +96,41 @@ def main() -> None:
     report(figures)
 
 
+SEQUENCE_KEYS = ("gaps_detected", "gaps_recovered", "gaps_lost", "messages_lost", "open_gaps")
+
+
+class Tally(dict):
+    """``{"node<-upstream": {gaps_detected, ...}}`` summed over the processes added."""
+
+    def add(self, node: str, stats: dict | None) -> None:
+        for link in (stats or {}).get("inputs") or []:
+            entry = self.setdefault(f"{node}<-{link['upstream']}", dict.fromkeys(SEQUENCE_KEYS, 0))
+            for key in SEQUENCE_KEYS:
+                entry[key] += link["sequence"][key]
+
+    def __add__(self, other: Tally) -> Tally:
+        total = Tally()
+        for tally in (self, other):
+            for link, sequence in tally.items():
+                entry = total.setdefault(link, dict.fromkeys(SEQUENCE_KEYS, 0))
+                for key in SEQUENCE_KEYS:
+                    entry[key] += sequence[key]
+        return total
+
+
 def soak(deployment: Deployment, args: argparse.Namespace) -> dict:
     deployment.cli("apply", str(deployment.topology), "--wait", "300")
     time.sleep(5)
     names = sorted(deployment.status())
     rng = random.Random(args.seed)
     killed: list[str] = []
+    retired = Tally()  # what each killed process had counted: its counters die with it
     for _ in range(args.kills):
         victim = rng.choice(names)
         pid = deployment.status()[victim]["pid"]
         if pid:
-            os.kill(pid, signal.SIGKILL)
+            retired.add(victim, deployment.stats(victim))  # as late as can be: a loss between this and
+            os.kill(pid, signal.SIGKILL)                   # the kill would be missed, a window of ~1 ms
             killed.append(victim)
             print(f"kill -9 {victim} (pid {pid})", flush=True)
         time.sleep(args.interval)
@@ -116,20 +141,13 @@ def soak(deployment: Deployment, args: argparse.Namespace) -> dict:
                      "not_serving": ",".join(f"{n}({s['state']} {s['health']}, breaker {s['breaker']})"
                                              for n, s in status.items()
                                              if s["state"] != "RUNNING" or s.get("health") != "healthy")}
-    totals = dict.fromkeys(("gaps_detected", "gaps_recovered", "gaps_lost", "messages_lost", "open_gaps"), 0)
+    final = Tally()
     for name in sorted(status):
         stats = deployment.stats(name)
         if stats is None:
             figures[f"{name}_stats"] = "no answer"
             continue
-        for link in stats.get("inputs") or []:
-            sequence = link["sequence"]
-            for key in totals:
-                totals[key] += sequence[key]
-            if sequence["gaps_detected"] or sequence["open_gaps"]:
-                figures[f"{name}<-{link['upstream']}"] = (
-                    f"gaps {sequence['gaps_detected']} detected / {sequence['gaps_recovered']} recovered / "
-                    f"{sequence['gaps_lost']} lost, {sequence['messages_lost']} messages lost")
+        final.add(name, stats)
         drops = {key: value for key, value in (stats.get("counters") or {}).items()
                  if value and key.startswith("dropped.")}
         if drops:  # what the node's kind dropped since it last started (deltas before a snapshot, ...)
@@ -138,6 +156,15 @@ def soak(deployment: Deployment, args: argparse.Namespace) -> dict:
         if stats.get("publisher"):
             figures.setdefault("resends_passed_upstream", 0)
             figures["resends_passed_upstream"] += stats["publisher"].get("resends_passed_upstream", 0)
+    # every incarnation of every node: the killed ones' last counters and the running ones'
+    links = final + retired
+    totals = dict.fromkeys(SEQUENCE_KEYS, 0)
+    for link, sequence in sorted(links.items()):
+        for key in totals:
+            totals[key] += sequence[key] if key != "open_gaps" else final.get(link, {}).get(key, 0)
+        if sequence["gaps_detected"] or final.get(link, {}).get("open_gaps"):
+            figures[link] = (f"gaps {sequence['gaps_detected']} detected / {sequence['gaps_recovered']} recovered / "
+                             f"{sequence['gaps_lost']} lost, {sequence['messages_lost']} messages lost")
     figures.update(totals)
     figures["restarts"] = sum(node["restarts"] for node in status.values())
     return figures

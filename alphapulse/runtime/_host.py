@@ -185,6 +185,7 @@ class NodeHost:
                         await _send.send(block)
 
             self._nursery, self._deliver = nursery, deliver
+            self._resume_inputs()
             for link in self.links:
                 nursery.start_soon(self._run_link, link)
             nursery.start_soon(self._sample_rates)
@@ -323,6 +324,25 @@ class NodeHost:
             self.rates.last_in, self.rates.last_out = self.received, sent
             self.usage.sample()
             self._log_trouble()
+
+    def _resume_inputs(self) -> None:
+        """A kind that keeps what it received (a recorder's files) says where it left off
+        (``resume_positions``: source -> last sequence it has); its links start from there, so
+        a restart's missing stretch is a gap asked for upstream, not a silent mid-stream join."""
+        resume = getattr(self.instance, "resume_positions", None)
+        if resume is None or not self.links:
+            return
+        try:
+            positions = resume()
+        except Exception as exc:  # a damaged store must not keep the node from starting: join afresh
+            self.ctx.counters["errors.resume"] += 1
+            self.log.error("node %s cannot tell where it left off (%s); joining its sources afresh", self.name, exc)
+            return
+        for link in self.links:
+            link.tracker.resume_from(positions)
+        if positions:
+            self.ctx.counters["resumed_sources"] += len(positions)
+            self.log.info("node %s resumes %d sources where it left off", self.name, len(positions))
 
     def _log_trouble(self) -> None:
         """Drops, errors and losses since the last such line, if one is due (``_trouble``)."""

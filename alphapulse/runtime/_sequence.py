@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Mapping
 from typing import Any
 
 import numba
@@ -376,6 +377,24 @@ class SequenceTracker:
         self._expected[take] = other._expected[take]
         self._flags[take] = _SEEN
         return int(np.count_nonzero(take))
+
+    def resume_from(self, positions: Mapping[int, int]) -> int:
+        """Start each source in ``positions`` (source -> sequence of the last frame a consumer
+        already has, e.g. in a recording it wrote before it was restarted) as if that frame had
+        just been delivered, so what comes next is classed against it: the frames it missed
+        while down open a gap (resent or counted lost), frames it has are duplicates, a
+        producer restarted since is a new epoch. Sources this tracker has seen are left alone.
+        Returns how many sources were set."""
+        self._sync_runs()
+        taken = 0
+        for source, sequence in positions.items():
+            if self._flags[source] & _SEEN or not sequence & COUNTER_MASK:
+                continue
+            self._epochs[source] = sequence >> COUNTER_BITS
+            self._expected[source] = (sequence & COUNTER_MASK) + 1
+            self._flags[source] = _SEEN
+            taken += 1
+        return taken
 
     def last_delivered(self, source: int) -> int | None:
         """Sequence of the last in-order frame from ``source`` (for resume after reconnect)."""

@@ -154,3 +154,20 @@ def test_feed_run_fast_path_agrees_with_feed() -> None:
     assert not fast.feed_run(A, make_sequence(1, 6), 1)  # gap open: the fill goes through feed
     assert counters_of(fast.feed(block(trade_frames(A, 1, [6, 7, 8])), 0.0).deliver) == [
         (A, 6), (A, 7), (A, 8), (A, 9)]
+
+
+def test_resume_from_where_a_consumer_left_off() -> None:
+    """A restarted consumer that kept what it had (a recorder) starts each source at its last
+    frame: the stretch it missed is a gap asked for, what it has is duplicate, no snapshot."""
+    tracker = SequenceTracker(resend_timeout=1.0)
+    assert tracker.resume_from({A: make_sequence(1, 10), B: make_sequence(3, 4), 11: make_sequence(2, 0)}) == 2
+    result = tracker.feed(block(trade_frames(A, 1, [9, 10, 14]), trade_frames(B, 3, [5])), 0.0)
+    assert counters_of(result.deliver) == [(B, 5)]  # A's 9, 10 were had; 14 waits for 11..13
+    assert result.requests == [ResendWanted(A, make_sequence(1, 11), make_sequence(1, 13))]
+    stats = tracker.statistics()
+    assert (stats.duplicates, stats.joined_midstream, stats.gaps_detected) == (2, 0, 1)
+    # a producer restarted meanwhile: a new epoch, as for any consumer
+    result = tracker.feed(block(trade_frames(B, 4, [1])), 0.1)
+    assert counters_of(result.deliver) == [(B, 1)] and tracker.statistics().producer_restarts == 1
+    # a source seen already is not moved back
+    assert tracker.resume_from({B: make_sequence(3, 99)}) == 0
