@@ -32,7 +32,8 @@ import trio
 
 from alphapulse.kinds import Node, node_kind, param
 from alphapulse.protocol import TLVType
-from nodes._parquet import TABLES, FlushJob, ParquetWriter
+from nodes._parquet import TABLE_NAMES, TABLES, FlushJob, ParquetWriter
+from nodes._parquet._resume import stored_positions
 
 COMPACTION_CHECK_SECONDS = 10.0
 RETENTION_CHECK_SECONDS = 3600.0
@@ -96,6 +97,11 @@ class Parquet(Node):
         self._job: FlushJob | None = None
         self._last_flush_unix = 0.0
         self._error_blocks = 0
+
+    def resume_positions(self) -> dict[int, int]:
+        """Where the stored data leaves off per source (``_parquet/_resume.py``): the host starts
+        the inputs there, so a restart's stretch is resent into the tables, not skipped."""
+        return stored_positions(Path(self.params.path), TABLE_NAMES)
 
     # -- the push path ------------------------------------------------------------------------------
     def handle_block(self, block, ctx) -> None:

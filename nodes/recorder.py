@@ -37,6 +37,7 @@ import trio
 
 from alphapulse import protocol
 from alphapulse.kinds import Node, node_kind, param
+from alphapulse.runtime import positions_in_frame_files
 
 FINISHED = ".frames"
 OPEN = ".frames.open"
@@ -70,25 +71,6 @@ def file_name(unix_ns: int) -> str:
 
 RESUME_SCAN_FILES = 4
 """How many of the newest files ``resume_positions`` reads for where each source left off."""
-
-
-def last_sequences(paths: list[Path]) -> dict[int, int]:
-    """source -> sequence of its last whole valid frame in ``paths`` (oldest first; a partial
-    frame at the end of an ``.open`` file is ignored)."""
-    last: dict[int, int] = {}
-    for path in paths:
-        if not path.stat().st_size:
-            continue
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
-            buf = np.frombuffer(view, np.uint8)
-            found = protocol.scan_frames(buf, final=True)
-            if len(found.offsets):
-                sources, sequences = protocol.header_columns(buf, found.offsets)[:2]
-                backwards = sources[::-1]
-                kept, at = np.unique(backwards, return_index=True)  # each source's last frame
-                last.update(zip(kept.tolist(), sequences[::-1][at].tolist(), strict=True))
-            del buf, found  # the map cannot close while a view of it exists
-    return last
 
 
 def last_frame_end(path: Path) -> int:
@@ -169,7 +151,7 @@ class Recorder(Node):
         if not self.directory.is_dir():
             return {}
         files = sorted(self.directory.glob("rec-*.frames*"), key=lambda p: p.name.removesuffix(".open"))
-        return last_sequences(files[-RESUME_SCAN_FILES:])
+        return positions_in_frame_files(files[-RESUME_SCAN_FILES:])
 
     def open(self, ctx) -> None:
         """Finish what a crash left open, then start a file."""

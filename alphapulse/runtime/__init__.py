@@ -18,6 +18,7 @@ from alphapulse.runtime._host import NodeConfigError, NodeHost, load_plan, run_n
 from alphapulse.runtime._input import Backoff, InputLink, InputSpec
 from alphapulse.runtime._publisher import Overflow, Publisher, open_publisher
 from alphapulse.runtime._report import report
+from alphapulse.runtime._resume import merge_positions, positions_in_frame_files, positions_of
 from alphapulse.runtime._retransmit import RetransmitBuffer
 from alphapulse.runtime._sequence import GAP_TRANSITIONS, SequenceTracker
 from alphapulse.runtime._upstream import UpstreamParams
@@ -49,7 +50,10 @@ __all__ = [
     "epoch_from_time",
     "load_plan",
     "make_sequence",
+    "merge_positions",
     "open_publisher",
+    "positions_in_frame_files",
+    "positions_of",
     "relay_domains",
     "report",
     "request",

@@ -1,0 +1,34 @@
+"""Where a consumer left off, from what it stored (``runtime/_resume.py``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from alphapulse import protocol
+from alphapulse.runtime import make_sequence, merge_positions, positions_in_frame_files, positions_of
+
+
+def test_highest_sequence_per_source_in_any_order() -> None:
+    sources = np.array([4, 3, 4, 3, 9], np.uint16)
+    sequences = np.array([make_sequence(2, 12), make_sequence(7, 3), make_sequence(2, 5), make_sequence(7, 9),
+                          make_sequence(1, 1)], np.uint64)
+    assert positions_of(sources, sequences) == {3: make_sequence(7, 9), 4: make_sequence(2, 12), 9: make_sequence(1, 1)}
+    assert positions_of(sources[:0], sequences[:0]) == {}
+    merged = merge_positions({3: make_sequence(7, 20), 5: 8}, {3: make_sequence(7, 9), 5: 9})
+    assert merged == {3: make_sequence(7, 20), 5: 9}
+    later_epoch = {3: make_sequence(8, 1)}
+    assert merge_positions({3: make_sequence(7, 20)}, later_epoch) == later_epoch
+
+
+def test_frame_files_ignore_a_torn_last_frame(tmp_path: Path) -> None:
+    builder = protocol.MessageBuilder(protocol.RelayDomain.MARKET_DATA, 3, make_sequence(7, 1))
+    trade = protocol.Trade(instrument_id=1, price=1, quantity=1, exchange_ts_ns=0)
+    whole = tmp_path / "a"
+    whole.write_bytes(b"".join(builder.build(trade, 1) for _ in range(4)))
+    torn = tmp_path / "b"
+    torn.write_bytes(builder.build(trade, 1) + builder.build(trade, 1)[:33])
+    (tmp_path / "empty").write_bytes(b"")
+    found = positions_in_frame_files([whole, torn, tmp_path / "empty"])
+    assert found == {3: make_sequence(7, 5)}
