@@ -36,9 +36,6 @@ SNAPSHOT_RETRY_SECONDS = 2.0
 """Least time between two upstream snapshot requests for one book."""
 
 
-_BOOK_TYPES = (protocol.OrderBook, protocol.OrderBookDelta)
-
-
 class Bridge:
     def __init__(self, depth: int, counters: Counter[str], log: logging.Logger,
                  request_snapshot: Callable[[int, int], None]) -> None:
@@ -51,18 +48,13 @@ class Bridge:
         self._asked: dict[int, float] = {}
         self._snapshots: dict[int, tuple[int, str]] = {}
         self._client_errors: Counter[int] = Counter()
-        self._book_source: dict[int, int] = {}
-        """instrument -> the source its book messages came from last"""
 
     # -- input from the pipeline ------------------------------------------------------------------
     def take_message(self, frame: memoryview, source: int, timestamp_ns: int, now: float) -> None:
         """Decode one delivered frame and route what it changes (books wait for :meth:`flush`)."""
         try:
             tlvs = protocol.decode_message(frame).tlvs
-            for tlv in tlvs:
-                if isinstance(tlv, _BOOK_TYPES):
-                    self._book_source[tlv.instrument_id] = source
-            for event in self.market.apply(tlvs, timestamp_ns):
+            for event in self.market.apply(tlvs, timestamp_ns, source):
                 if event.kind in ("unsynced", "unnamed"):
                     self._ask_snapshot(event, source, now)
                 else:
@@ -82,12 +74,7 @@ class Bridge:
         """``source`` restarted (``runtime.UpstreamEpochs``): its next deltas do not continue the
         books kept from before. Those books wait for a snapshot (their deltas are counted as
         ``dropped.unsynced_delta`` and ask for one); clients keep the last view meanwhile."""
-        stale = 0
-        for instrument_id, book_source in self._book_source.items():
-            book = self.market.books.get(instrument_id)
-            if book_source == source and book is not None and book.synced:
-                book.synced = False
-                stale += 1
+        stale = self.market.unsync_source(source)
         self.counters["upstream_restarts"] += 1
         self.counters["books.stale_on_upstream_restart"] += stale
         return stale

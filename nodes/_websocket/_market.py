@@ -84,7 +84,7 @@ def level(price: int, size: int) -> dict[str, str]:
 class Book:
     """One instrument's full book plus the top-N view last shown to clients."""
 
-    __slots__ = ("ask_view", "asks", "bid_view", "bids", "synced", "timestamp_ns", "version")
+    __slots__ = ("ask_view", "asks", "bid_view", "bids", "source", "synced", "timestamp_ns", "version")
 
     def __init__(self) -> None:
         self.bids: dict[int, int] = {}
@@ -94,6 +94,8 @@ class Book:
         self.version = 0
         self.synced = False
         self.timestamp_ns = 0
+        self.source = 0
+        """the source whose snapshot it was loaded from"""
 
     def load(self, bids: Iterable[tuple[int, int]], asks: Iterable[tuple[int, int]]) -> None:
         self.bids = {p: q for p, q in bids if q > 0}
@@ -159,8 +161,9 @@ class Market:
         self._dirty: dict[int, int] = {}  # instrument -> header timestamp of its latest change
 
     # -- input ----------------------------------------------------------------------------------
-    def apply(self, tlvs: Iterable[Any], timestamp_ns: int) -> Iterator[Event]:
-        """Take the TLVs of one message. Book changes are collected until :meth:`flush_books`."""
+    def apply(self, tlvs: Iterable[Any], timestamp_ns: int, source: int = 0) -> Iterator[Event]:
+        """Take the TLVs of one message (from ``source``). Book changes are collected until
+        :meth:`flush_books`."""
         for tlv in tlvs:
             if isinstance(tlv, _SCOPED):
                 for iid in (tlv.instrument_id, getattr(tlv, "sell_instrument_id", 0)):
@@ -171,6 +174,7 @@ class Market:
             elif isinstance(tlv, protocol.OrderBook):
                 book = self.books.setdefault(tlv.instrument_id, Book())
                 book.load(tlv.bids, tlv.asks)
+                book.source = source
                 self._dirty[tlv.instrument_id] = timestamp_ns
             elif isinstance(tlv, protocol.Trade):
                 yield from self._trade(tlv, timestamp_ns)
@@ -182,6 +186,16 @@ class Market:
                 yield from self._signal(tlv, timestamp_ns)
             elif isinstance(tlv, protocol.InstrumentMapping):
                 yield from self._mapping(tlv)
+
+    def unsync_source(self, source: int) -> int:
+        """Mark the synced books loaded from ``source`` unsynced (it restarted: its next deltas
+        do not continue them); returns how many."""
+        stale = 0
+        for book in self.books.values():
+            if book.source == source and book.synced:
+                book.synced = False
+                stale += 1
+        return stale
 
     def flush_books(self) -> Iterator[Event]:
         """One ``book`` (and, when the top moved, ``bbo``) event per book whose view changed."""
