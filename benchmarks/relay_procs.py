@@ -513,8 +513,10 @@ def zmq_sink(cfg: dict) -> None:
 
 # -- the floor: what an ideal Python design does on this machine ----------------------------------
 # Blocking sockets, no decode, no CRC, no sequence tracking, no event loop: the relay recv()s and
-# sendall()s the bytes to each subscriber; sinks only read the timestamp. Paced rounds only. Any
-# real design (ours, pyzmq) pays more; a goal this misses is under the machine's floor.
+# sendall()s the bytes to each subscriber; sinks only read the timestamp. Paced rounds only. The
+# source builds its frames as the other layouts' sources do (``MessageBuilder``, after taking the
+# timestamp), so the floor differs from them in transport alone. Any real design (ours, pyzmq)
+# pays more; a goal this misses is under the machine's floor.
 MARK = b"\x00" * MSG  # a ready ping: never a real frame (magic is 0xDEADBEEF)
 
 
@@ -563,6 +565,8 @@ def floor_source(cfg: dict) -> None:
     there and sends every message to each itself (the floor with no relay hop)."""
     import socket
 
+    from alphapulse import protocol
+
     files = Files(cfg)
     set_timer_slack()
     if "listen" in cfg:
@@ -573,6 +577,8 @@ def floor_source(cfg: dict) -> None:
     else:
         socks = [connect_unix(cfg["endpoint"])]
     frame = bytearray(b"\x01" * MSG)
+    builder = protocol.MessageBuilder(1, 1, 1)
+    trade = protocol.Trade(instrument_id=MEASURED_INSTRUMENT, price=100_00000000, quantity=0, exchange_ts_ns=0, side=1)
     while not all(files.exists(f"{name}.ready.0") for name in cfg["sinks"]):
         if files.left() < 0:
             return
@@ -594,8 +600,10 @@ def floor_source(cfg: dict) -> None:
             files.source_result(k, t_go, n, cpu0)
             continue
         for lo, hi in paced_groups(n, float(rnd["rate"]), rnd.get("pacing", "even")):
-            frame[16:24] = time.time_ns().to_bytes(8, "little")
-            data = frame * (hi - lo)
+            # built as the other two sources build theirs (the same Python before the send): the
+            # timestamp is taken first, so building is inside every layout's latency alike
+            ts = time.time_ns()
+            data = b"".join([builder.build(trade, ts) for _ in range(hi - lo)])
             for sock in socks:
                 sock.sendall(data)
         files.source_result(k, t_go, n, cpu0)
