@@ -68,20 +68,26 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_not_serving(base: RunBase, topology: str, not_serving: dict[str, str], waited: float) -> None:
-    """Each node that does not serve, its state and, for one that crashed or was given up on,
-    its last logged error and its log: the reason, without opening the log first."""
-    from alphapulse.supervise import Supervisor, why_not_running
+    """Each node that does not serve, its state and, for one that crashed, was given up on or
+    waits out its crash-loop backoff, why (its last logged error) and its log: the reason,
+    without opening the log first."""
+    from alphapulse.supervise import CRASH_LOOP, load_applied_plan, node_reports, why_not_running
 
-    given_up = "FATAL" in not_serving.values()
-    print(f"error: not serving {'(supervisord gave up)' if given_up else f'after {waited:.0f} s'}: "
-          f"{', '.join(sorted(not_serving))}", file=sys.stderr)
+    if "FATAL" in not_serving.values():
+        why = "(supervisord gave up)"
+    elif CRASH_LOOP in not_serving.values():
+        why = "(crash loop)"
+    else:
+        why = f"after {waited:.0f} s"
+    print(f"error: not serving {why}: {', '.join(sorted(not_serving))}", file=sys.stderr)
     try:
-        infos = Supervisor(base).group_processes(topology)
+        reports = {r.node: r for r in node_reports(load_applied_plan(base, topology) or {}, base)}
     except Exception:  # the report is best effort: the states above are what was asked for
-        infos = {}
+        reports = {}
     for node, state in sorted(not_serving.items()):
-        info = infos.get(node, {})
-        reason = why_not_running(info)
+        report = reports.get(node)
+        info = report.info if report is not None else {}
+        reason = (report.crash_wait() if report is not None else "") or why_not_running(info)
         print(f"  {node}: {state}{': ' + reason if reason else ''}", file=sys.stderr)
         if reason and info.get("stderr_logfile"):
             print(f"    log: {info['stderr_logfile']}", file=sys.stderr)

@@ -31,6 +31,7 @@ from alphapulse.runtime._breaker import BreakerSettings, BreakerState
 from alphapulse.runtime._context import NodeContext
 from alphapulse.runtime._control import serve_control
 from alphapulse.runtime._cpu import CpuPlacement, CpuSettings
+from alphapulse.runtime._crashloop import CrashLoop, CrashPolicy
 from alphapulse.runtime._failure import FAILED
 from alphapulse.runtime._failure import describe as describe_failure
 from alphapulse.runtime._forward import DirectForwarder
@@ -44,7 +45,7 @@ from alphapulse.runtime._trouble import TroubleLog, trouble_counters
 from alphapulse.runtime._trouble import describe as describe_trouble
 from alphapulse.runtime._usage import UsageSampler
 from alphapulse.runtime._warm import load_hot_kernels, load_kind_kernels
-from alphapulse.topology import UnsetVariable, interpolate
+from alphapulse.topology import UnsetVariable, interpolate, state_file
 
 RATE_INTERVAL = 1.0
 _NO_FRAMES = FrameBlock(b"", np.empty(0, np.int64), np.empty(0, np.int64))
@@ -547,10 +548,30 @@ def run_node_process(plan_path: str, name: str) -> int:
         level=os.environ.get("ALPHAPULSE_LOG_LEVEL", "INFO"),
         format=f"%(asctime)s %(levelname)s {name} %(name)s: %(message)s",
     )
+    log = logging.getLogger("alphapulse.node")
     try:
-        host = NodeHost(load_plan(plan_path), name)
+        plan = load_plan(plan_path)
+        entry = plan["nodes"][name]
+    except (OSError, KeyError, ValueError) as exc:
+        log.error("cannot start node %s: %s", name, exc)
+        return 2
+    # before anything costly: a node failing over and over waits longer before each start
+    run_dir = plan.get("run_dir") or os.path.dirname(os.path.abspath(plan_path))
+    crash_loop = CrashLoop(state_file(run_dir, name), CrashPolicy.from_restart(entry.get("restart", {})), name=name)
+    crash_loop.wait_before_start()
+    code = _run_node(plan, name, crash_loop)
+    if code == 0:
+        crash_loop.stopped()
+    return code
+
+
+def _run_node(plan: dict[str, Any], name: str, crash_loop: CrashLoop) -> int:
+    log = logging.getLogger("alphapulse.node")
+    try:
+        host = NodeHost(plan, name)
     except (NodeConfigError, OSError, KeyError, ValueError) as exc:
-        logging.getLogger("alphapulse.node").error("cannot start node %s: %s", name, exc)
+        log.error("cannot start node %s: %s", name, exc)
+        crash_loop.failed(f"cannot start node {name}: {exc}")
         return 2
     host.apply_cpu(host.node.get("cpu"))  # before any thread starts: new threads inherit it
     # the kind's own first: on a fresh install its compile then runs beside the runtime
@@ -563,9 +584,10 @@ def run_node_process(plan_path: str, name: str) -> int:
     try:
         trio.run(host.run)
     except Exception as exc:  # the node's last words: the traceback once, then the reason on one line
-        log = logging.getLogger("alphapulse.node")
         log.error("node %s failed", name, exc_info=exc)
-        log.error("node %s %s%s", name, FAILED, describe_failure(exc))
+        reason = f"node {name} {FAILED}{describe_failure(exc)}"
+        log.error("%s", reason)
+        crash_loop.failed(reason)
         return 1
     finally:
         host.gc_pauses.uninstall()

@@ -10,7 +10,14 @@ from alphapulse.supervise._apply import (
     wait_until_running,
     wait_until_serving,
 )
-from alphapulse.supervise._status import NodeStatus, format_table, topology_status, why_not_running
+from alphapulse.supervise._status import (
+    CRASH_LOOP,
+    NodeStatus,
+    format_table,
+    node_reports,
+    topology_status,
+    why_not_running,
+)
 from alphapulse.supervise._supervisor import (
     RunBase,
     Supervisor,
@@ -21,6 +28,7 @@ from alphapulse.supervise._supervisor import (
 from alphapulse.supervise._watch import watch
 
 __all__ = [
+    "CRASH_LOOP",
     "ApplyError",
     "ApplyReport",
     "NodeStatus",
@@ -33,6 +41,7 @@ __all__ = [
     "down",
     "format_table",
     "load_applied_plan",
+    "node_reports",
     "supervisorctl_argv",
     "topology_status",
     "wait_until_running",

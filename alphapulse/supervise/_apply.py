@@ -22,7 +22,10 @@ from typing import Any
 
 from alphapulse import topology
 from alphapulse.runtime import ControlError, request
+from alphapulse.runtime._crashloop import WAITING, forget, read_record
+from alphapulse.supervise._status import CRASH_LOOP
 from alphapulse.supervise._supervisor import RunBase, Supervisor, write_atomically
+from alphapulse.topology import state_file
 
 log = logging.getLogger("alphapulse.apply")
 RECONFIGURE_TIMEOUT = 10.0
@@ -101,7 +104,7 @@ def apply_plan(plan: dict[str, Any], base: RunBase) -> ApplyReport:
     reconfigure = [n for n in diff.reconfigure if n in running]
 
     topo_dir = base.topology_dir(name)
-    for sub in ("s", "c", "logs"):
+    for sub in ("s", "c", "logs", "state"):
         (topo_dir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
     for node in (*diff.removed, *restart):
         if node in running:
@@ -110,6 +113,7 @@ def apply_plan(plan: dict[str, Any], base: RunBase) -> ApplyReport:
     write_atomically(base.programs_file(name), topology.render_program_config(topology.Plan(plan)))
     sup.plugin.syncGroup(name)
     for node in restart:
+        forget(state_file(plan["run_dir"], node))  # a new or changed node starts afresh, without crash-loop backoff
         sup.start(name, node)
     report.added = sorted(diff.added)
     report.removed = sorted(diff.removed)
@@ -228,8 +232,9 @@ STARTING = "RUNNING (starting)"
 def wait_until_serving(base: RunBase, name: str, timeout: float = 30.0) -> dict[str, str]:
     """Wait until every node is RUNNING *and* answers on its control socket: its kernels are
     loaded and its sockets open, so it serves (what ``apply --wait`` promises; on a fresh install
-    that includes numba compiling them). Returns the states seen last: supervisord's, or
-    :data:`STARTING` for a running node not answering yet."""
+    that includes numba compiling them). Returns the states seen last: supervisord's,
+    :data:`STARTING` for a running node not answering yet, or :data:`CRASH_LOOP` for one waiting
+    out its crash-loop backoff (which ends the wait, as FATAL does: it will not serve soon)."""
     deadline = time.monotonic() + timeout
     plan = load_applied_plan(base, name) or {"nodes": {}}
     while True:
@@ -240,6 +245,22 @@ def wait_until_serving(base: RunBase, name: str, timeout: float = 30.0) -> dict[
             if not starting:
                 return states
             states = {**states, **starting}
-        if time.monotonic() >= deadline or "FATAL" in states.values():
+        states = {**states, **_crash_looping(base, plan, name, states)}
+        if time.monotonic() >= deadline or "FATAL" in states.values() or CRASH_LOOP in states.values():
             return states
         time.sleep(0.1)
+
+
+def _crash_looping(base: RunBase, plan: dict[str, Any], name: str, states: dict[str, str]) -> dict[str, str]:
+    """:data:`CRASH_LOOP` for each node of ``states`` whose process waits out its crash-loop backoff."""
+    run_dir = plan.get("run_dir")
+    candidates = [n for n, s in states.items() if s in ("STARTING", "RUNNING", STARTING)]
+    if not run_dir or not candidates:
+        return {}
+    pids = {n: i.get("pid") for n, i in Supervisor(base).group_processes(name).items()}
+    found = {}
+    for node in candidates:
+        record = read_record(state_file(run_dir, node))
+        if record is not None and record.state == WAITING and record.pid == pids.get(node):
+            found[node] = CRASH_LOOP
+    return found

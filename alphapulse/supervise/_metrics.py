@@ -39,6 +39,8 @@ def families(reports: Iterable[NodeReport]) -> list[Metric]:
     up = gauge("node_up", "1 when supervisord runs the node and it answered on its control socket")
     state = gauge("node_state", "supervisord's state of the node (1 for the state it is in)", "state")
     restarts = counter("node_restarts", "Times supervisord started the node again")
+    crash_streak = gauge("node_crash_streak", "Failures in a row before the node's current run or wait, each soon "
+                         "after its start (2 and more: crash-loop backoff, the node waits before starting)")
     started = gauge("node_start_time_seconds", "When the node's process started (Unix time)")
     received = counter("received_messages", "Messages the node's handler received")
     sent = counter("sent_messages", "Messages the node published")
@@ -63,6 +65,7 @@ def families(reports: Iterable[NodeReport]) -> list[Metric]:
         up.add_metric(node, 1 if stats else 0)
         state.add_metric([*node, report.state], 1)
         restarts.add_metric(node, report.restarts)
+        crash_streak.add_metric(node, report.crash_streak)
         if report.state == "RUNNING" and info.get("start"):
             started.add_metric(node, float(info["start"]))
         if not stats:
@@ -92,7 +95,7 @@ def families(reports: Iterable[NodeReport]) -> list[Metric]:
             cpu.add_metric(node, usage.get("cpu_seconds", 0.0))
             resident.add_metric(node, usage.get("rss_bytes", 0))
             private.add_metric(node, usage.get("private_bytes", 0))
-    return [up, state, restarts, started, received, sent, dropped, errors, gaps, lost, decode, reconnects,
+    return [up, state, restarts, crash_streak, started, received, sent, dropped, errors, gaps, lost, decode, reconnects,
             overflow, queued, breaker, cpu, resident, private]
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from typing import Any
 
 from alphapulse.runtime import ControlError, request
+from alphapulse.runtime._crashloop import WAITING, CrashPolicy, RunRecord, StartDecision, describe_wait, read_record
 from alphapulse.runtime._failure import last_error
 from alphapulse.supervise._supervisor import RunBase, Supervisor
+from alphapulse.topology import state_file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,10 +62,29 @@ class NodeReport:
     stats: dict[str, Any]
     """the node's ``stats`` (empty unless it runs and answered)"""
     restarts: int
+    record: RunRecord | None = None
+    """what the node wrote about its last start (``runtime/_crashloop.py``), when it did"""
+    policy: CrashPolicy = dataclasses.field(default_factory=CrashPolicy)
 
     @property
     def state(self) -> str:
         return str(self.info.get("statename", "ABSENT"))
+
+    @property
+    def crash_streak(self) -> int:
+        """Failures in a row before the node's current run or wait (0: it is not crash-looping)."""
+        return self.record.streak if self.record is not None and self.record.pid == self.info.get("pid") else 0
+
+    def crash_wait(self, now: float | None = None) -> str:
+        """Why a running process does not serve yet because it waits out its crash-loop backoff
+        (``failed 3 times in a row, ...; starting again in 4 s; last: ...``); empty otherwise."""
+        record = self.record
+        if (record is None or record.state != WAITING or record.pid != self.info.get("pid")
+                or self.state not in ("STARTING", "RUNNING")):
+            return ""
+        left = max(0.0, (record.resume_at or 0.0) - (time.time() if now is None else now))
+        wait = describe_wait(StartDecision(record.streak, left, record.reason), self.policy)
+        return f"{wait}; last: {record.reason}" if record.reason else wait
 
 
 def node_reports(plan: dict[str, Any], base: RunBase) -> list[NodeReport]:
@@ -80,8 +102,10 @@ def node_reports(plan: dict[str, Any], base: RunBase) -> list[NodeReport]:
                 stats = request(entry["sockets"]["control"], "stats", timeout=1.0)
             except ControlError:
                 stats = {}
+        record = read_record(state_file(plan["run_dir"], node)) if plan.get("run_dir") else None
         reports.append(NodeReport(name, node, entry["kind"], info, stats,
-                                  restarts=max(0, starts.get(f"{name}:{node}", 0) - 1)))
+                                  restarts=max(0, starts.get(f"{name}:{node}", 0) - 1), record=record,
+                                  policy=CrashPolicy.from_restart(entry.get("restart", {}))))
     return reports
 
 
@@ -91,6 +115,9 @@ def topology_status(plan: dict[str, Any], base: RunBase) -> list[NodeStatus]:
 
 def _status_row(report: NodeReport) -> NodeStatus:
     info, stats, state, node = report.info, report.stats, report.state, report.node
+    crash_wait = report.crash_wait()
+    if crash_wait:
+        state = CRASH_LOOP
     counters = stats.get("counters", {})
     breakers = stats.get("breakers", {})
     open_breakers = [n for n, s in breakers.items() if s != "closed"]
@@ -117,11 +144,14 @@ def _status_row(report: NodeReport) -> NodeStatus:
         cpu_percent=round(100 * usage["cpu_cores"], 1) if "cpu_cores" in usage else None,
         rss_bytes=usage.get("rss_bytes"),
         private_bytes=usage.get("private_bytes"),
-        problem=why_not_running(info),
+        problem=crash_wait or why_not_running(info),
         log=str(info.get("stderr_logfile", "")),
     )
 
 
+CRASH_LOOP = "CRASHLOOP"
+"""``status``'s state for a node whose process waits out its crash-loop backoff (supervisord
+says RUNNING: the process runs, sleeping before it starts; ``runtime/_crashloop.py``)"""
 TROUBLED_STATES = frozenset({"BACKOFF", "EXITED", "FATAL", "UNKNOWN"})
 """supervisord states of a node that should run and does not (STOPPED is someone's choice)"""
 

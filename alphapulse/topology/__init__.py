@@ -33,6 +33,7 @@ from alphapulse.topology._rundir import (
     data_socket,
     plan_path,
     run_dir_base,
+    state_file,
     topology_run_dir,
 )
 from alphapulse.topology._schema import (
@@ -82,6 +83,7 @@ __all__ = [
     "render_program_config",
     "run_dir_base",
     "stale_schema_files",
+    "state_file",
     "summary",
     "topology_run_dir",
     "topology_schema",

@@ -47,6 +47,11 @@ def control_socket(run_dir: str, node: str) -> str:
     return os.path.join(run_dir, "c", f"{node}.sock")
 
 
+def state_file(run_dir: str, node: str) -> str:
+    """The node's restart record (``runtime/_crashloop.py``): written by the node, read by ``status``."""
+    return os.path.join(run_dir, "state", f"{node}.json")
+
+
 def plan_path(run_dir: str) -> str:
     return os.path.join(run_dir, "plan.json")
 

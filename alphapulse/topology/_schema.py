@@ -37,6 +37,9 @@ RESTART_DEFAULTS: dict[str, Any] = {
     "startsecs": 1,
     "stopwaitsecs": 10,
     "backoff_seconds": 0.1,
+    "crash_delay_seconds": 1.0,
+    "crash_delay_max_seconds": 60.0,
+    "crash_reset_seconds": 60.0,
 }
 BREAKER_DEFAULTS: dict[str, Any] = {
     "failure_threshold": 5,
@@ -85,6 +88,20 @@ def _restart_schema() -> dict[str, Any]:
                 "type": "number", "minimum": 0, "default": RESTART_DEFAULTS["backoff_seconds"],
                 "description": "First delay of the node host's capped exponential reconnect "
                 "backoff towards its upstreams.",
+            },
+            "crash_delay_seconds": {
+                "type": "number", "minimum": 0, "default": RESTART_DEFAULTS["crash_delay_seconds"],
+                "description": "Crash-loop backoff: after a second failure in a row (each within "
+                "crash_reset_seconds of its start) the node waits this long before starting again, "
+                "twice as long after each further one. 0 turns it off (supervisord then restarts at once).",
+            },
+            "crash_delay_max_seconds": {
+                "type": "number", "minimum": 0, "default": RESTART_DEFAULTS["crash_delay_max_seconds"],
+                "description": "The longest crash-loop wait.",
+            },
+            "crash_reset_seconds": {
+                "type": "number", "minimum": 0, "default": RESTART_DEFAULTS["crash_reset_seconds"],
+                "description": "A run that lasted this long was healthy: its failure starts a new streak.",
             },
         },
     )

@@ -405,3 +405,48 @@ def test_metrics_serve_what_the_nodes_count_to_prometheus(deployment, capsys) ->
     # every applied topology, scraped afresh each time: the counters move between two scrapes
     assert second["alphapulse_received_messages_total", "sink"] > first["alphapulse_received_messages_total", "sink"]
     assert second["alphapulse_cpu_seconds_total", "sink"] > first["alphapulse_cpu_seconds_total", "sink"]
+
+
+def test_a_node_failing_soon_after_each_start_backs_off_and_a_fixed_edit_starts_it_at_once(deployment, capsys) -> None:
+    """supervisord restarts a node that exits after ``startsecs`` at once, for ever. Ours waits
+    before its third start in a row (crash-loop backoff): ``apply --wait`` stops waiting and says
+    so, ``status`` shows CRASHLOOP with the reason, the metrics the streak. Fixing the node's
+    configuration and applying it starts the node afresh, without the wait."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    base, topo = deployment
+    blocker = base / "not_a_directory"
+    blocker.write_text("")
+    rec = """\
+  rec:
+    kind: sink.recorder
+    inputs: [bus]
+    params: {{path: {path}}}
+    restart: {{startsecs: 0, crash_delay_seconds: 20}}
+"""
+    topo.write_text(TOPOLOGY + rec.format(path=f"{blocker}/rec"))
+    started = time.monotonic()
+    assert main(["apply", str(topo), "--wait", "120"]) == 3
+    assert time.monotonic() - started < 60
+    err = capsys.readouterr().err
+    assert "error: not serving (crash loop): rec" in err
+    assert "rec: CRASHLOOP: failed 2 times in a row, each within 60 s of starting; starting again in" in err
+    assert f"last: node rec failed: NotADirectoryError: [Errno 20] Not a directory: '{blocker}/rec'" in err
+
+    assert main(["status", str(topo)]) == 0
+    out = capsys.readouterr().out
+    assert "rec CRASHLOOP: failed 2 times in a row" in out and "3/4 running" in out
+    assert main(["metrics", str(topo), "--once"]) == 0
+    streaks = {s.labels["node"]: s.value for family in text_string_to_metric_families(capsys.readouterr().out)
+               for s in family.samples if s.name == "alphapulse_node_crash_streak"}
+    assert streaks == {"rec": 2, "src": 0, "bus": 0, "sink": 0}
+
+    topo.write_text(TOPOLOGY + rec.format(path=base / "rec"))  # fixed: restarted, and at once
+    started = time.monotonic()
+    assert main(["apply", str(topo), "--wait", "60"]) == 0
+    assert time.monotonic() - started < 20  # not after the 20 s wait it was in
+    assert "restarted    rec" in capsys.readouterr().out
+    plan = load_applied_plan(RunBase(base), "rt")
+    record = json.loads((base / "rt" / "state" / "rec.json").read_text())
+    assert record["state"] == "running" and record["streak"] == 0
+    assert record["pid"] == pids(base)["rec"] and "rec" in plan["nodes"]

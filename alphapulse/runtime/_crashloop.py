@@ -1,0 +1,198 @@
+"""Crash-loop backoff: a node that keeps failing soon after it starts waits longer before each start.
+
+supervisord restarts a process that exits after ``startsecs`` at once, every time, for ever: its
+own backoff and ``startretries`` cover only starts that fail within ``startsecs``, and a node's
+start (imports, numba kernels) outlasts the default of 1 s. A node that fails a few seconds into
+every run (a full disk, a directory it cannot create, an exchange message that trips a bug) then
+restarts every few seconds, each start costing about a second of CPU, and an exchange adapter
+reconnects and resubscribes each time, which exchanges rate-limit and ban for. So, as Kubernetes'
+CrashLoopBackOff and systemd's ``RestartSteps=`` do, the node delays its own start: not after one
+failure (a kill, a one-off fault: that node restarts at once, its data gap resent), but from the
+second failure in a row, ``crash_delay_seconds`` and then doubling up to
+``crash_delay_max_seconds``. A run that lasted ``crash_reset_seconds`` ends the streak.
+
+The node keeps its record in the run directory (``state/<node>.json``): when it waits
+(``waiting``, until when), when it starts (``running``), fails (``failed``, with its reason) and
+stops cleanly (``stopped``). A process killed outright leaves ``running`` behind, which its next
+start reads as a failure. ``status`` and ``apply --wait`` read the record to say why a node does
+not serve; ``apply`` removes it for a node it starts with a new configuration, which starts afresh.
+
+The decision (:func:`decide_start`) is a pure function of the record, the policy and the clock;
+:class:`CrashRecord` is the file, and :class:`CrashLoop` the node's use of both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+log = logging.getLogger("alphapulse.node")
+
+WAITING, RUNNING, FAILED, STOPPED = "waiting", "running", "failed", "stopped"
+KILLED = "its process ended without a clean stop (killed, or out of memory)"
+"""the reason given for a run that left ``running`` behind"""
+
+
+@dataclasses.dataclass(frozen=True)
+class CrashPolicy:
+    """When a failing node starts again (the ``crash_*`` fields of its ``restart`` block)."""
+
+    first_delay: float = 1.0
+    """the wait before the start after the second failure in a row; 0 turns the backoff off"""
+    max_delay: float = 60.0
+    reset_after: float = 60.0
+    """a run that lasted this long counts as healthy: its failure starts a new streak"""
+
+    @classmethod
+    def from_restart(cls, restart: Mapping[str, Any]) -> CrashPolicy:
+        return cls(
+            first_delay=float(restart.get("crash_delay_seconds", cls.first_delay)),
+            max_delay=float(restart.get("crash_delay_max_seconds", cls.max_delay)),
+            reset_after=float(restart.get("crash_reset_seconds", cls.reset_after)),
+        )
+
+    def delay(self, streak: int) -> float:
+        """Seconds to wait before a start that follows ``streak`` failures in a row."""
+        if streak < 2 or self.first_delay <= 0:
+            return 0.0
+        return min(self.max_delay, self.first_delay * 2.0 ** min(streak - 2, 64))
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """What the node last wrote about itself. ``streak``: failures in a row before the run (or
+    the wait) it describes; a ``failed`` record's own failure is not in it yet."""
+
+    state: str
+    streak: int = 0
+    pid: int = 0
+    started: float | None = None
+    """wall-clock time the run began (after any wait)"""
+    ended: float | None = None
+    resume_at: float | None = None
+    """wall-clock time a ``waiting`` node starts"""
+    reason: str = ""
+    """the last failure's, for a person"""
+
+    def to_json(self) -> str:
+        return json.dumps({k: v for k, v in dataclasses.asdict(self).items() if v not in (None, "")}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunRecord | None:
+        """The record, or None when ``text`` is not one (a torn or foreign file starts afresh)."""
+        try:
+            raw = json.loads(text)
+            if not isinstance(raw, dict) or raw.get("state") not in (WAITING, RUNNING, FAILED, STOPPED):
+                return None
+            return cls(
+                state=raw["state"], streak=max(0, int(raw.get("streak", 0))), pid=int(raw.get("pid", 0)),
+                started=_time(raw.get("started")), ended=_time(raw.get("ended")),
+                resume_at=_time(raw.get("resume_at")), reason=str(raw.get("reason", "")),
+            )
+        except (ValueError, TypeError):
+            return None
+
+
+def _time(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class StartDecision:
+    streak: int
+    """failures in a row before this start, each within ``reset_after`` of its run's start"""
+    delay: float
+    """seconds to wait before starting"""
+    reason: str
+    """the last failure's reason ("" when there was none)"""
+
+
+def decide_start(previous: RunRecord | None, policy: CrashPolicy, now: float) -> StartDecision:
+    """How a node starts, given what its last process left behind."""
+    if previous is None or previous.state == STOPPED:
+        return StartDecision(0, 0.0, "")
+    if previous.state == WAITING:  # stopped or killed while it waited: the rest of the wait, no new failure
+        left = (previous.resume_at if previous.resume_at is not None else now) - now
+        return StartDecision(previous.streak, max(0.0, min(policy.max_delay, left)), previous.reason)
+    ended = previous.ended if previous.state == FAILED and previous.ended is not None else now
+    lasted = ended - (previous.started if previous.started is not None else ended)
+    streak = previous.streak + 1 if lasted < policy.reset_after else 1
+    return StartDecision(streak, policy.delay(streak), previous.reason if previous.state == FAILED else KILLED)
+
+
+def read_record(path: str | os.PathLike[str]) -> RunRecord | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return RunRecord.from_json(f.read())
+    except OSError:
+        return None
+
+
+def write_record(path: str | os.PathLike[str], record: RunRecord) -> None:
+    """Write atomically (a reader never sees half a record); raises OSError."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(record.to_json() + "\n")
+    os.replace(tmp, path)
+
+
+def forget(path: str | os.PathLike[str]) -> None:
+    """Remove a node's record: its next start is a first one (``apply`` with a new configuration)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def describe_wait(decision: StartDecision, policy: CrashPolicy) -> str:
+    """``failed 3 times in a row, each within 60 s of starting; starting again in 4 s``"""
+    delay = f"{decision.delay:.1f}" if decision.delay < 10 else f"{decision.delay:.0f}"
+    return (f"failed {decision.streak} times in a row, each within {policy.reset_after:g} s of starting; "
+            f"starting again in {delay} s")
+
+
+class CrashLoop:
+    """One node process's side: decide, wait, and keep the record current. A record that cannot
+    be written (a read-only or vanished run directory) is logged once and otherwise ignored: the
+    node runs all the same."""
+
+    def __init__(self, path: str | os.PathLike[str], policy: CrashPolicy, *, name: str,
+                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.path, self.policy, self.name = path, policy, name
+        self._clock, self._sleep = clock, sleep
+        self._streak = 0
+        self._started: float | None = None
+        self._write_failed = False
+
+    def wait_before_start(self) -> StartDecision:
+        """Wait as long as the node's recent failures say (logging why), then note the start."""
+        decision = decide_start(read_record(self.path), self.policy, self._clock())
+        self._streak = decision.streak
+        if decision.delay > 0:
+            self._write(WAITING, resume_at=self._clock() + decision.delay, reason=decision.reason)
+            log.warning("node %s: %s (last: %s)", self.name, describe_wait(decision, self.policy), decision.reason)
+            self._sleep(decision.delay)
+        self._started = self._clock()
+        self._write(RUNNING, started=self._started, reason=decision.reason)
+        return decision
+
+    def failed(self, reason: str) -> None:
+        self._write(FAILED, started=self._started, ended=self._clock(), reason=reason)
+
+    def stopped(self) -> None:
+        self._write(STOPPED)
+
+    def _write(self, state: str, **fields: Any) -> None:
+        record = RunRecord(state=state, streak=self._streak if state != STOPPED else 0, pid=os.getpid(), **fields)
+        try:
+            write_record(self.path, record)
+        except OSError as exc:
+            if not self._write_failed:
+                self._write_failed = True
+                log.warning("node %s: cannot keep its restart record %s (%s); crash-loop backoff is off",
+                            self.name, self.path, exc)
