@@ -28,6 +28,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -156,30 +157,63 @@ def describe_wait(decision: StartDecision, policy: CrashPolicy) -> str:
             f"starting again in {delay} s")
 
 
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, frame: Any) -> None:
+    raise _Stop
+
+
+def sleep_unless_stopped(seconds: float) -> bool:
+    """Sleep; False as soon as SIGTERM or SIGINT arrives (the previous handlers come back either
+    way). The node has no event loop yet: this is its whole life while it waits."""
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        time.sleep(seconds)
+    except _Stop:
+        return False
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return True
+
+
 class CrashLoop:
     """One node process's side: decide, wait, and keep the record current. A record that cannot
     be written (a read-only or vanished run directory) is logged once and otherwise ignored: the
     node runs all the same."""
 
     def __init__(self, path: str | os.PathLike[str], policy: CrashPolicy, *, name: str,
-                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], bool] | None = None) -> None:
         self.path, self.policy, self.name = path, policy, name
-        self._clock, self._sleep = clock, sleep
+        self._clock = clock
+        self._sleep = sleep or sleep_unless_stopped
         self._streak = 0
         self._started: float | None = None
         self._write_failed = False
+        self.decision = StartDecision(0, 0.0, "")
+        """the last :meth:`wait_before_start`'s"""
 
-    def wait_before_start(self) -> StartDecision:
-        """Wait as long as the node's recent failures say (logging why), then note the start."""
+    def wait_before_start(self) -> bool:
+        """Wait as long as the node's recent failures say (logging why), then note the start.
+        False: the node was told to stop while it waited (SIGTERM, SIGINT), and should end. That
+        is someone's ``supervisorctl stop`` or ``restart``, so the streak ends with it: a node
+        restarted by hand (its cause fixed, say) starts at once."""
         decision = decide_start(read_record(self.path), self.policy, self._clock())
+        self.decision = decision
         self._streak = decision.streak
         if decision.delay > 0:
             self._write(WAITING, resume_at=self._clock() + decision.delay, reason=decision.reason)
             log.warning("node %s: %s (last: %s)", self.name, describe_wait(decision, self.policy), decision.reason)
-            self._sleep(decision.delay)
+            if not self._sleep(decision.delay):
+                log.info("node %s: stopped while it waited; its next start is a first one", self.name)
+                self.stopped()
+                return False
         self._started = self._clock()
         self._write(RUNNING, started=self._started, reason=decision.reason)
-        return decision
+        return True
 
     def failed(self, reason: str) -> None:
         self._write(FAILED, started=self._started, ended=self._clock(), reason=reason)

@@ -558,7 +558,8 @@ def run_node_process(plan_path: str, name: str) -> int:
     # before anything costly: a node failing over and over waits longer before each start
     run_dir = plan.get("run_dir") or os.path.dirname(os.path.abspath(plan_path))
     crash_loop = CrashLoop(state_file(run_dir, name), CrashPolicy.from_restart(entry.get("restart", {})), name=name)
-    crash_loop.wait_before_start()
+    if not crash_loop.wait_before_start():
+        return 0
     code = _run_node(plan, name, crash_loop)
     if code == 0:
         crash_loop.stopped()

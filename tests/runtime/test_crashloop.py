@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
+import time
 
 import pytest
 
@@ -94,9 +97,10 @@ class FakeTime:
     def clock(self) -> float:
         return self.now
 
-    def sleep(self, seconds: float) -> None:
+    def sleep(self, seconds: float) -> bool:
         self.slept.append(seconds)
         self.now += seconds
+        return True
 
 
 def test_a_node_failing_every_few_seconds_waits_longer_each_time_until_it_stops_cleanly(tmp_path, caplog) -> None:
@@ -134,8 +138,9 @@ def test_the_wait_is_on_record_while_it_lasts(tmp_path) -> None:
     write_record(path, RunRecord(FAILED, streak=3, started=990.0, ended=999.0, reason="boom"))
     seen = []
     loop = CrashLoop(path, POLICY, name="n", clock=fake.clock,
-                     sleep=lambda s: (seen.append(read_record(path)), fake.sleep(s)))
-    decision = loop.wait_before_start()
+                     sleep=lambda s: (seen.append(read_record(path)), fake.sleep(s))[1])
+    assert loop.wait_before_start()
+    decision = loop.decision
     (during,) = seen
     assert during.state == WAITING and during.pid == os.getpid() and during.streak == 4
     assert during.resume_at == pytest.approx(1000.0 + 4.0) and during.reason == "boom"
@@ -148,7 +153,23 @@ def test_a_record_that_cannot_be_written_costs_a_warning_not_the_node(tmp_path, 
     blocker.write_text("")
     loop = CrashLoop(blocker / "state" / "n.json", POLICY, name="n")
     caplog.set_level(logging.WARNING, "alphapulse.node")
-    assert loop.wait_before_start().delay == 0
+    assert loop.wait_before_start() and loop.decision.delay == 0
     loop.failed("x")
     loop.stopped()
     assert caplog.text.count("cannot keep its restart record") == 1
+
+
+def test_a_stop_while_waiting_ends_the_streak_so_a_restart_by_hand_starts_at_once(tmp_path) -> None:
+    """``supervisorctl stop`` / ``restart`` sends SIGTERM to the sleeping process: it ends at once,
+    and the record says stopped, streak 0."""
+    path = tmp_path / "n.json"
+    write_record(path, RunRecord(FAILED, streak=5, started=time.time() - 2, ended=time.time() - 1, reason="boom"))
+    loop = CrashLoop(path, CrashPolicy(first_delay=30.0, max_delay=30.0), name="n")
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    started = time.monotonic()
+    assert not loop.wait_before_start()
+    assert time.monotonic() - started < 5
+    assert loop.decision.delay == 30.0
+    assert read_record(path) == RunRecord(STOPPED, streak=0, pid=os.getpid())
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
