@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from alphapulse.cli import ExitCode
 from alphapulse.cli._common import add_run_dir, print_diagnostics, run_base
@@ -71,7 +71,7 @@ def _print_not_serving(base: RunBase, topology: str, not_serving: dict[str, str]
     """Each node that does not serve, its state and, for one that crashed, was given up on or
     waits out its crash-loop backoff, why (its last logged error) and its log: the reason,
     without opening the log first."""
-    from alphapulse.supervise import CRASH_LOOP, load_applied_plan, node_reports, why_not_running
+    from alphapulse.supervise import CRASH_LOOP, Supervisor, load_applied_plan, node_reports, why_not_running
 
     if "FATAL" in not_serving.values():
         why = "(supervisord gave up)"
@@ -84,9 +84,13 @@ def _print_not_serving(base: RunBase, topology: str, not_serving: dict[str, str]
         reports = {r.node: r for r in node_reports(load_applied_plan(base, topology) or {}, base)}
     except Exception:  # the report is best effort: the states above are what was asked for
         reports = {}
+    processes: dict[str, Any] = {}
+    if any(node not in reports for node in not_serving):  # not a node: the metrics exporter
+        with contextlib.suppress(Exception):
+            processes = Supervisor(base).group_processes(topology)
     for node, state in sorted(not_serving.items()):
         report = reports.get(node)
-        info = report.info if report is not None else {}
+        info = report.info if report is not None else processes.get(node, {})
         reason = (report.crash_wait() if report is not None else "") or why_not_running(info)
         print(f"  {node}: {state}{': ' + reason if reason else ''}", file=sys.stderr)
         if reason and info.get("stderr_logfile"):
@@ -94,7 +98,10 @@ def _print_not_serving(base: RunBase, topology: str, not_serving: dict[str, str]
 
 
 def _print_endpoints(plan: dict) -> None:
-    """Tell the user where to look: dashboards and bridges a node serves."""
+    """Tell the user where to look: dashboards and bridges a node serves, the metrics exporter."""
+    if plan.get("metrics"):
+        host, _, port = plan["metrics"]["listen"].rpartition(":")
+        print(f"metrics      http://{host}:{port}/metrics  (Prometheus)")
     for name, node in sorted(plan["nodes"].items()):
         params = node.get("params", {})
         if node["kind"] == "sink.websocket":

@@ -25,7 +25,7 @@ from alphapulse.runtime import ControlError, request
 from alphapulse.runtime._crashloop import WAITING, forget, read_record
 from alphapulse.supervise._status import CRASH_LOOP
 from alphapulse.supervise._supervisor import RunBase, Supervisor, write_atomically
-from alphapulse.topology import state_file
+from alphapulse.topology import METRICS_PROCESS, state_file
 
 log = logging.getLogger("alphapulse.apply")
 RECONFIGURE_TIMEOUT = 10.0
@@ -46,10 +46,12 @@ class ApplyReport:
     failed: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
     """what a node reported about a live update it could only partly take (its ``cpu`` block)"""
+    exporter: str = ""
+    """what became of the topology's metrics exporter: added, restarted, removed ("" unchanged)"""
 
     @property
     def changed_anything(self) -> bool:
-        return bool(self.added or self.removed or self.restarted or self.reconfigured)
+        return bool(self.added or self.removed or self.restarted or self.reconfigured or self.exporter)
 
     def lines(self) -> list[str]:
         out = []
@@ -59,6 +61,8 @@ class ApplyReport:
             names = getattr(self, verb)
             if names:
                 out.append(f"{verb:<12} {', '.join(names)}")
+        if self.exporter:
+            out.append(f"{'exporter':<12} {self.exporter}")
         if not self.changed_anything and not self.failed:
             out.append(f"topology {self.topology} is up to date; nothing to do")
         out.extend(f"warning: {note}" for note in self.notes)
@@ -109,6 +113,9 @@ def apply_plan(plan: dict[str, Any], base: RunBase) -> ApplyReport:
     for node in (*diff.removed, *restart):
         if node in running:
             sup.stop(name, node)
+    report.exporter = _exporter_change((old or {}).get("metrics"), plan.get("metrics"), METRICS_PROCESS in running)
+    if report.exporter in ("restarted", "removed"):
+        sup.stop(name, METRICS_PROCESS)  # syncGroup swaps only stopped processes; autostart starts the new one
     write_atomically(base.plan_file(name), json.dumps(plan, indent=2, sort_keys=True) + "\n")
     write_atomically(base.programs_file(name), topology.render_program_config(topology.Plan(plan)))
     sup.plugin.syncGroup(name)
@@ -135,6 +142,16 @@ def apply_plan(plan: dict[str, Any], base: RunBase) -> ApplyReport:
             report.restarted.append(node)
     report.unchanged = sorted(n for n in diff.unchanged if n not in restart)
     return report
+
+
+def _exporter_change(old: dict[str, Any] | None, new: dict[str, Any] | None, running: bool) -> str:
+    """What applying does to the metrics exporter (a program, not a node: no fingerprints; its
+    command line is all there is to it)."""
+    if new is None:
+        return "removed" if running else ""
+    if not running:
+        return "added"
+    return "restarted" if new != old else ""
 
 
 def _same_process(sup: Supervisor, group: str, node: str) -> Callable[[], bool]:

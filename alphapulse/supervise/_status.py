@@ -11,7 +11,7 @@ from alphapulse.runtime import ControlError, request
 from alphapulse.runtime._crashloop import WAITING, CrashPolicy, RunRecord, StartDecision, describe_wait, read_record
 from alphapulse.runtime._failure import last_error
 from alphapulse.supervise._supervisor import RunBase, Supervisor
-from alphapulse.topology import state_file
+from alphapulse.topology import METRICS_PROCESS, state_file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,6 +164,23 @@ def why_not_running(info: dict[str, Any]) -> str:
         return ""
     logged = last_error(info["stderr_logfile"]) if info.get("stderr_logfile") else None
     return logged or str(info.get("spawnerr") or "") or str(info.get("description") or "")
+
+
+def exporter_lines(plan: dict[str, Any], base: RunBase) -> list[str]:
+    """The topology's Prometheus exporter (its ``metrics:`` section), where it serves and how it
+    runs; why not, when it does not (a port already taken). Empty without one."""
+    metrics = plan.get("metrics")
+    if not metrics:
+        return []
+    sup = Supervisor(base)
+    info = sup.group_processes(plan["topology"]).get(METRICS_PROCESS, {}) if sup.is_running() else {}
+    state = str(info.get("statename", "ABSENT"))
+    host, _, port = str(metrics["listen"]).rpartition(":")
+    line = f"metrics  http://{host}:{port}/metrics  {state}"
+    problem = why_not_running(info)
+    if not problem:
+        return [line]
+    return [f"{line}: {problem}", f"  log: {info.get('stderr_logfile', '')}"]
 
 
 def format_problems(rows: list[NodeStatus]) -> list[str]:

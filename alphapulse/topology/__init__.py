@@ -43,11 +43,12 @@ from alphapulse.topology._schema import (
     topology_schema,
     write_schema_files,
 )
-from alphapulse.topology._supervisord import program_name, render_program_config
+from alphapulse.topology._supervisord import METRICS_PROCESS, program_name, render_program_config
 from alphapulse.topology._validate import validate
 
 __all__ = [
     "MAX_SOCKET_PATH",
+    "METRICS_PROCESS",
     "PLAN_FORMAT",
     "RUN_DIR_ENV",
     "Diagnostic",

@@ -45,6 +45,11 @@ class Plan:
         return self.data["nodes"]
 
     @property
+    def metrics(self) -> Mapping[str, Any] | None:
+        """The topology's Prometheus exporter (``listen``, ``argv``), when it declares one."""
+        return self.data.get("metrics")
+
+    @property
     def plan_file(self) -> str:
         return plan_path(self.run_dir)
 
@@ -158,7 +163,7 @@ def compile_plan(topology: Topology, run_dir: str | None = None,
             "live": fingerprint(live_part),
         }
         nodes[name] = entry
-    return Plan({
+    data: dict[str, Any] = {
         "format": PLAN_FORMAT,
         "topology": topology.name,
         "source_file": topology.path,
@@ -166,4 +171,11 @@ def compile_plan(topology: Topology, run_dir: str | None = None,
         "run_dir": run_dir,
         "log_dir": log_dir(run_dir),
         "nodes": nodes,
-    })
+    }
+    if topology.metrics_listen is not None:
+        data["metrics"] = {
+            "listen": topology.metrics_listen,
+            "argv": [python, "-m", "alphapulse", "metrics", "--topology", topology.name,
+                     "--run-dir", os.path.dirname(run_dir), "--listen", topology.metrics_listen],
+        }
+    return Plan(data)

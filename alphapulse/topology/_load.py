@@ -239,7 +239,20 @@ class _Builder:
             run_dir=topology_run_dir(name, run_dir, self.env),
             nodes=nodes,
             marks=self.marks,
+            metrics_listen=self._metrics_listen(),
         )
+
+    def _metrics_listen(self) -> str | None:
+        metrics = self.data.get("metrics")
+        listen = metrics.get("listen") if isinstance(metrics, dict) else None
+        if not isinstance(listen, str) or ":" not in listen:
+            return None
+        port = listen.rpartition(":")[2]
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            self._model_error(("metrics", "listen"), f"'metrics.listen' has port {port}; a port is 1-65535 "
+                              "(0, any free port, would leave a scraper nothing to point at)", "metrics-port")
+            return None
+        return listen
 
     def _node(self, name: str, entry: dict[str, Any], restart_defaults: dict[str, Any],
               breaker_defaults: dict[str, Any], link_defaults: dict[str, Any],

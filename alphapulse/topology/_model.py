@@ -77,6 +77,8 @@ class Topology:
     """The run directory this topology would use (``<base>/<name>``)."""
     nodes: Mapping[str, NodeDecl]
     marks: SourceMap = dataclasses.field(repr=False, compare=False)
+    metrics_listen: str | None = None
+    """``HOST:PORT`` of the topology's Prometheus exporter (``metrics.listen``), when it has one."""
 
     def consumers(self, name: str) -> list[str]:
         """Nodes that take ``name`` as an input, in file order."""

@@ -24,6 +24,8 @@ from alphapulse.protocol import RelayDomain, TLVType
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 TOPOLOGY_NAME_PATTERN = "^[a-z0-9][a-z0-9_-]*$"
 NODE_NAME_PATTERN = "^[a-z][a-z0-9_]*$"
+LISTEN_PATTERN = "^[^\\s:]+:[0-9]{1,5}$|^\\[[0-9A-Fa-f:.]+\\]:[0-9]{1,5}$"
+"""``HOST:PORT``, an IPv6 host in brackets"""
 OVERFLOW_POLICIES = ("block", "drop_oldest", "disconnect")
 CPU_POLICIES = ("normal", "batch", "idle")
 CPU_DEFAULTS: dict[str, Any] = {"policy": "normal"}
@@ -289,6 +291,19 @@ def topology_schema(kinds: Mapping[str, KindSpec] | None = None) -> dict[str, An
                         "type": "object", "additionalProperties": False,
                         "description": "Default queue and overflow policy of every input.",
                         "properties": _link_properties(),
+                    },
+                },
+            },
+            "metrics": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["listen"],
+                "description": "A Prometheus exporter of this topology's nodes (what `alphapulse metrics` "
+                "serves), run by supervisord beside them as `<topology>:_metrics`.",
+                "properties": {
+                    "listen": {
+                        "type": "string", "pattern": LISTEN_PATTERN,
+                        "description": "HOST:PORT to serve /metrics on, e.g. 127.0.0.1:9464.",
                     },
                 },
             },

@@ -165,6 +165,7 @@ def test_a_stop_while_waiting_ends_the_streak_so_a_restart_by_hand_starts_at_onc
     path = tmp_path / "n.json"
     write_record(path, RunRecord(FAILED, streak=5, started=time.time() - 2, ended=time.time() - 1, reason="boom"))
     loop = CrashLoop(path, CrashPolicy(first_delay=30.0, max_delay=30.0), name="n")
+    before = signal.getsignal(signal.SIGTERM)
     timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
     timer.start()
     started = time.monotonic()
@@ -172,4 +173,4 @@ def test_a_stop_while_waiting_ends_the_streak_so_a_restart_by_hand_starts_at_onc
     assert time.monotonic() - started < 5
     assert loop.decision.delay == 30.0
     assert read_record(path) == RunRecord(STOPPED, streak=0, pid=os.getpid())
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back

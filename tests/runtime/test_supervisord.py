@@ -462,3 +462,60 @@ def test_a_node_failing_soon_after_each_start_backs_off_and_a_fixed_edit_starts_
     assert "restarted    rec" in capsys.readouterr().out
     record = json.loads(state_file.read_text())
     assert record["state"] == "running" and record["streak"] == 0 and record["pid"] == pids(base)["rec"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_topology_s_metrics_section_runs_its_exporter_under_supervisord(deployment, capsys) -> None:
+    """``metrics: {listen}`` in the file: ``apply`` runs the exporter as ``rt:_metrics`` beside
+    the nodes, a port edit restarts only it, a taken port is named as the reason it is not
+    running, and removing the section removes it; the nodes keep running throughout."""
+    import socket
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    base, topo = deployment
+    port = free_port()
+    topo.write_text(TOPOLOGY.replace("topology: rt\n", f"topology: rt\nmetrics: {{listen: 127.0.0.1:{port}}}\n"))
+    assert main(["apply", str(topo), "--wait", "60"]) == 0
+    out = capsys.readouterr().out
+    assert "exporter     added" in out and f"metrics      http://127.0.0.1:{port}/metrics" in out
+    nodes = {n: p for n, p in pids(base).items() if n != "_metrics"}
+    assert set(nodes) == {"src", "bus", "sink"} and "_metrics" in pids(base)
+    wait_for(lambda: received(base) > 0, what="messages to flow")
+
+    def scrape(at: int) -> dict[str, float]:
+        text = httpx.get(f"http://127.0.0.1:{at}/metrics", timeout=10).text
+        return {s.labels["node"]: s.value for family in text_string_to_metric_families(text)
+                for s in family.samples if s.name == "alphapulse_node_up"}
+
+    assert wait_for(lambda: scrape(port) == {"src": 1, "bus": 1, "sink": 1}, what="the exporter to serve")
+    assert main(["status", str(topo)]) == 0
+    assert f"metrics  http://127.0.0.1:{port}/metrics  RUNNING" in capsys.readouterr().out
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        busy = taken.getsockname()[1]
+        topo.write_text(topo.read_text().replace(str(port), str(busy)))
+        assert main(["apply", str(topo), "--wait", "60"]) == 3
+        captured = capsys.readouterr()
+        assert "exporter     restarted" in captured.out
+        reason = f"cannot listen on 127.0.0.1:{busy}: [Errno 98] Address already in use"
+        assert f"_metrics: FATAL: {reason}" in captured.err
+        assert main(["status", str(topo)]) == 0
+        assert f"metrics  http://127.0.0.1:{busy}/metrics  FATAL: {reason}" in capsys.readouterr().out
+    finally:
+        taken.close()
+
+    topo.write_text(TOPOLOGY)
+    assert main(["apply", str(topo), "--wait", "60"]) == 0
+    assert "exporter     removed" in capsys.readouterr().out
+    assert pids(base) == nodes  # the nodes never restarted, and the exporter is gone

@@ -260,6 +260,38 @@ def test_supervisord_parses_the_config(load, tmp_path):
     assert groups == {"pipe": ["market", "out", "src"]}  # supervisorctl: pipe:out
 
 
+def test_a_metrics_section_becomes_an_exporter_program_beside_the_nodes(load, tmp_path):
+    """``metrics: {listen}``: the plan carries the exporter's command line, the program file runs
+    it as ``<topology>:_metrics`` (no node can be called that), and supervisord reads it."""
+    from supervisor.options import ServerOptions
+
+    text = PIPE.replace("    topology: pipe\n", "    topology: pipe\n    metrics: {listen: 127.0.0.1:9464}\n")
+    plan = compile_plan(load(text, run_dir=str(tmp_path)), python="/py")
+    assert plan.metrics == {"listen": "127.0.0.1:9464", "argv": [
+        "/py", "-m", "alphapulse", "metrics", "--topology", "pipe", "--run-dir", str(tmp_path),
+        "--listen", "127.0.0.1:9464"]}
+    assert "metrics" not in plan_of(load).data  # none unless asked for
+    fingerprints = {n: e["fingerprint"] for n, e in plan.nodes.items()}
+    assert fingerprints == {n: e["fingerprint"] for n, e in compile_plan(
+        load(PIPE, run_dir=str(tmp_path)), python="/py").nodes.items()}  # the nodes do not notice
+
+    config = render_program_config(plan)
+    assert "[group:pipe]\nprograms=pipe_market,pipe_out,pipe_src,pipe__metrics\n" in config
+    section = config[config.index("[program:pipe__metrics]"):]
+    assert "process_name=_metrics\n" in section and "autorestart=true\n" in section
+    assert f"command=/py -m alphapulse metrics --topology pipe --run-dir {tmp_path} --listen 127.0.0.1:9464\n" \
+        in section
+    Path(plan.data["log_dir"]).mkdir(parents=True)
+    programs = tmp_path / "pipe.conf"
+    programs.write_text(config)
+    main = tmp_path / "supervisord.conf"
+    main.write_text(f"[supervisord]\nlogfile={tmp_path}/sd.log\n[include]\nfiles={programs}\n")
+    options = ServerOptions()
+    options.realize(["-c", str(main)])
+    groups = {g.name: sorted(p.name for p in g.process_configs) for g in options.process_group_configs}
+    assert groups == {"pipe": ["_metrics", "market", "out", "src"]}
+
+
 def test_graph_renderers(load):
     topology = load(PIPE)
     dot = render_dot(topology)
