@@ -553,6 +553,18 @@ LAYOUTS: dict[TLVType, Layout] = {
             ),
             scoped=False,
         ),
+        Layout(
+            T.SEQUENCE_HEAD,
+            "A publisher's answer to a Subscribe, one record per source it holds frames of: the "
+            "sequence of the newest, so a subscriber that resumes or reconnects learns at once what "
+            "it missed (and asks for it), even from a source that has gone quiet since.",
+            (
+                Field("source", U16, "source"),
+                Field("sequence", U64, "sequence of its newest frame the publisher holds"),
+            ),
+            size=10,
+            scoped=False,
+        ),
     )
 }
 
@@ -587,3 +599,4 @@ ResendUnavailable = LAYOUTS[T.RESEND_UNAVAILABLE].record
 SnapshotRequest = LAYOUTS[T.SNAPSHOT_REQUEST].record
 SnapshotComplete = LAYOUTS[T.SNAPSHOT_COMPLETE].record
 PeerIntroduction = LAYOUTS[T.PEER_INTRODUCTION].record
+SequenceHead = LAYOUTS[T.SEQUENCE_HEAD].record

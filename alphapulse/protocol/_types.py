@@ -75,6 +75,7 @@ class TLVType(enum.IntEnum):
     SNAPSHOT_REQUEST = 86
     SNAPSHOT_COMPLETE = 87
     PEER_INTRODUCTION = 88
+    SEQUENCE_HEAD = 89
 
     @property
     def domain(self) -> TLVDomain:

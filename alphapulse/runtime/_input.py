@@ -604,6 +604,9 @@ class InputLink:
             introduced = [record for record in records if isinstance(record, protocol.PeerIntroduction)]
             if introduced and self.peers is not None:
                 self._introduced(introduced)
+            heads = {record.source: record.sequence for record in records if isinstance(record, protocol.SequenceHead)}
+            if heads:  # the upstream's answer to our Subscribe, ahead of any frame
+                released.extend(self._took(self.tracker.note_heads(heads, now)))
             for record in records:
                 if isinstance(record, protocol.ResendUnavailable):
                     told = [] if self.chain is None else self.chain.unavailable(
@@ -617,7 +620,7 @@ class InputLink:
                         record.source, record.first_sequence, record.oldest_available, now
                     )
                     released.extend(self._took(result))
-                elif isinstance(record, protocol.PeerIntroduction):
+                elif isinstance(record, protocol.PeerIntroduction | protocol.SequenceHead):
                     pass  # taken above, all of a message's records as one set
                 elif on_control is not None:
                     on_control(record)

@@ -22,7 +22,8 @@ A subscriber talks back on the same socket with system TLVs: Subscribe (filter, 
 limit, its name), ResendRequest (answered here from the retransmit buffer, only to the asker;
 a relay passes on upstream what its buffer lacks, ``_chain``) and SnapshotRequest (handed to
 the node). Until its Subscribe arrives a subscriber gets nothing.
-A relay's publisher answers each Subscribe with its PeerIntroduction records (``_peers``).
+A relay's publisher answers each Subscribe with its PeerIntroduction records (``_peers``), and
+every publisher with one SequenceHead per source it holds frames of (the newest one's sequence).
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ log = logging.getLogger("alphapulse.publisher")
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 """Kernel send buffer per subscriber: what a subscriber may lag before its queue (and policy) applies."""
 _PEER_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+HEADS_PER_MESSAGE = 1024
+"""SequenceHead records per control message (12 bytes each: one message stays well under the
+largest payload a subscriber's decoder takes)"""
 
 
 class Overflow(enum.Enum):
@@ -92,6 +96,8 @@ class PublisherStatistics:
     control_errors: int
     introductions: int = 0
     """PeerIntroductions sent (a ``peer`` relay answers each Subscribe with one)"""
+    heads_sent: int = 0
+    """SequenceHead records sent (each Subscribe is answered with the newest held sequence per source)"""
 
 
 class _Subscriber:
@@ -131,7 +137,10 @@ class _Subscriber:
         return block if mask.all() else block.with_placeholders(mask)
 
     def send_nowait(self, data: Any, n_messages: int) -> None:
-        """``data``: bytes or a byte view (``len()`` is the byte count either way)."""
+        """``data``: bytes or a byte view (``len()`` is the byte count either way). Nothing, once
+        the subscriber is closed (a control answer to a request it sent just before it went)."""
+        if self.closed:
+            return
         sent = 0
         if not self.queue:
             try:
@@ -237,6 +246,8 @@ class _Subscriber:
                     break
                 for frame in block.frames():
                     for record in protocol.decode_message(frame).tlvs:
+                        if self.closed:  # an answer found it gone: the rest of its requests go with it
+                            return
                         self.publisher._on_control(self, record)
             errors = decoder.statistics().total_errors
             self.publisher._control_errors += errors - self.control_errors_seen
@@ -315,6 +326,7 @@ class Publisher:
         """a relay's: pass a resend request its buffer cannot answer upstream (True: done)"""
         self._control_errors = 0
         self._peer_ids = 0
+        self._heads_sent = 0
 
     # -- publishing -------------------------------------------------------------------------
     def publish_nowait(self, block: Any) -> None:
@@ -377,10 +389,23 @@ class Publisher:
             if self.introduction:
                 self._introductions += 1
                 self.send_control(sub, self.introduction, time.time_ns())
+            self._send_heads(sub)
         elif isinstance(record, protocol.ResendRequest):
             self._answer_resend(sub, record)
         elif self.on_control is not None:
             self.on_control(record, sub)
+
+    def _send_heads(self, sub: _Subscriber) -> None:
+        """Tell a new subscriber the newest sequence held of each source (``SequenceHead``), before
+        any frame: what it gets from here on comes after these, so one that resumes or reconnects
+        sees at once what it missed, and asks for it, even of a source that has gone quiet."""
+        heads = self.retransmit.heads()
+        if not heads:
+            return
+        records = [protocol.SequenceHead(source=s, sequence=q) for s, q in sorted(heads.items())]
+        for at in range(0, len(records), HEADS_PER_MESSAGE):
+            self.send_control(sub, records[at:at + HEADS_PER_MESSAGE], time.time_ns())
+        self._heads_sent += len(records)
 
     def _answer_resend(self, sub: _Subscriber, request: Any) -> None:
         self._resend_requests += 1
@@ -460,6 +485,7 @@ class Publisher:
             resends_passed_upstream=self._resends_passed_upstream,
             control_errors=self._control_errors,
             introductions=self._introductions,
+            heads_sent=self._heads_sent,
         )
 
 

@@ -396,6 +396,38 @@ class SequenceTracker:
             taken += 1
         return taken
 
+    def note_heads(self, heads: Mapping[int, int], now: float) -> TrackResult:
+        """The upstream's newest sequence of each source it holds (its ``SequenceHead`` answer to
+        this link's Subscribe, ahead of any frame). A source this tracker is positioned in
+        (delivered before a reconnect, or resumed) whose head is past that position opens a gap
+        at once, asked for like any other, instead of when the source next speaks (never, for one
+        that went quiet). A source not seen yet is joined here: what comes next follows its head,
+        and its state is asked for now. One whose epoch moved on restarted meanwhile (its frames
+        from before are unknowable here, as at a NEW_EPOCH frame). Sources with a gap open, and
+        heads behind this position, are left alone."""
+        self._sync_runs()
+        result = TrackResult()
+        for source, sequence in heads.items():
+            epoch, counter = sequence >> COUNTER_BITS, sequence & COUNTER_MASK
+            if not counter or source in self._gaps:
+                continue
+            if not self._flags[source] & _SEEN:
+                self._flags[source] = _SEEN
+                self._epochs[source], self._expected[source] = epoch, counter + 1
+                self._joins += 1
+                result.requests.append(SnapshotWanted(source, joined=True))
+            elif epoch != int(self._epochs[source]):
+                self._epochs[source], self._expected[source] = epoch, counter + 1
+                self._restarts += 1
+                result.requests.append(SnapshotWanted(source, joined=True))
+            elif counter >= (expected := int(self._expected[source])):
+                self._gaps[source] = Gap(source, epoch, expected, counter, now)
+                self._flags[source] |= _HOLDING
+                self._gaps_detected += 1
+                result.requests.append(
+                    ResendWanted(source, (epoch << COUNTER_BITS) | expected, (epoch << COUNTER_BITS) | counter))
+        return result
+
     def last_delivered(self, source: int) -> int | None:
         """Sequence of the last in-order frame from ``source`` (for resume after reconnect)."""
         self._sync_runs()

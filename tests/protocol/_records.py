@@ -108,4 +108,5 @@ RECORDS: dict[str, object] = {
     "snapshot_request": P.SnapshotRequest(7, 0),
     "snapshot_complete": P.SnapshotComplete(7, BTC, 1234),
     "peer_introduction": P.PeerIntroduction(1, (1, 2), (BTC,), b"src", "/run/rb/src.sock"),
+    "sequence_head": P.SequenceHead(7, (3 << 40) | 1234),
 }

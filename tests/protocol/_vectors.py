@@ -32,6 +32,7 @@ GOLDEN_TLV_HEX: dict[str, str] = {
     "snapshot_request": "560a07000000000000000000",
     "snapshot_complete": "571207007f9323c8f7c5280ed204000000000000",
     "peer_introduction": "582301000201000301027f9323c8f7c5280e7372632f72756e2f72622f7372632e736f636b",
+    "sequence_head": "590a0700d204000000030000",  # source 7, sequence 3 << 40 | 1234, little-endian
 }
 
 # whole messages: header (relay_domain, source, sequence, timestamp_ns) + payload

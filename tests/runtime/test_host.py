@@ -199,8 +199,9 @@ async def test_relay_forwards_its_domain_and_counts_the_rest() -> None:
 
 async def test_a_sink_joining_a_relay_mid_stream_gets_the_producers_snapshot() -> None:
     """The demo's start-up race: a sink subscribes to a relay after the producer named its
-    instruments. Its first frame of that source is past counter 1, so it asks for a snapshot; the
-    relay forwards the request to the producer, whose answer (the mapping again) reaches the sink.
+    instruments. The relay's answer to its Subscribe (``SequenceHead``) says the source is past
+    counter 1, so it asks for a snapshot at once, before the source speaks again; the relay
+    forwards the request to the producer, whose answer (the mapping again) reaches the sink.
     A subscriber that read the source from its first frame asks for nothing."""
     import os
 
@@ -244,13 +245,16 @@ async def test_a_sink_joining_a_relay_mid_stream_gets_the_producers_snapshot() -
                     await trio.sleep(0.01)
             nursery.start_soon(links["late"].run, collector("late"))
             await subscribed(host.ctx._publisher, 2)
+            with trio.fail_after(5):  # the source says nothing meanwhile: the head alone sets it off
+                while mapping not in seen["late"]:
+                    await trio.sleep(0.01)
             pub.publish_nowait(protocol.FrameBlock.from_bytes(producer.build(trade, 1)))
             with trio.fail_after(5):
-                while mapping not in seen["late"]:
+                while len(seen["late"]) < 2:
                     await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
     assert requests == [protocol.SnapshotRequest(source=3, instrument_id=0)]
-    assert seen["late"] == [trade, mapping] and seen["early"] == [mapping, trade, trade, mapping]
+    assert seen["late"] == [mapping, trade] and seen["early"] == [mapping, trade, mapping, trade]
     assert links["late"].statistics().sequence["joined_midstream"] == 1
     assert links["early"].statistics().sequence["joined_midstream"] == 0
     assert host.ctx.counters["snapshots.forwarded"] == 1

@@ -185,6 +185,37 @@ async def test_gap_is_recovered_from_the_retransmit_buffer(sock_dir) -> None:
         nursery.cancel_scope.cancel()
 
 
+async def test_a_resumed_link_gets_what_a_quiet_source_published_meanwhile(sock_dir) -> None:
+    """A consumer restarted with what it had (a recorder) resumes a source at frame 100; the
+    source published up to 150 meanwhile and has said nothing since. The publisher's answer to
+    the Subscribe (``SequenceHead``: 150) opens the gap at once, and the resend fills it: nothing
+    waits for the source to speak again, which a quiet one may never do."""
+    from alphapulse.runtime import make_sequence
+
+    path = os.path.join(sock_dir, "p.sock")
+    async with open_publisher(path, source_id=1, retransmit_capacity=10_000) as pub, trio.open_nursery() as nursery:
+        await publish_counters(pub, 1, 150)  # nobody subscribed: it reaches only the retransmit buffer
+        sink = Collector()
+        sink.want = 50
+        lk = link(path, "resumed")
+        assert lk.tracker.resume_from({SOURCE: make_sequence(EPOCH, 100)}) == 1
+        nursery.start_soon(lk.run, sink.deliver)
+        with trio.fail_after(5):
+            await sink.done.wait()
+        assert sink.counters == list(range(101, 151))
+        seq = lk.statistics().sequence
+        assert (seq["gaps_detected"], seq["gaps_recovered"], seq["messages_recovered"]) == (1, 1, 50)
+        assert pub.statistics().heads_sent == 1 and pub.statistics().resend_requests == 1
+        # a consumer that never read the source joins it where it stands: a snapshot, no resend
+        fresh = link(path, "fresh")
+        nursery.start_soon(fresh.run, Collector().deliver)
+        with trio.fail_after(5):
+            while fresh.statistics().snapshot_requests < 1:
+                await trio.sleep(0.01)
+        assert fresh.statistics().sequence["joined_midstream"] == 1 and pub.statistics().resend_requests == 1
+        nursery.cancel_scope.cancel()
+
+
 async def test_unavailable_range_is_counted_and_a_snapshot_is_requested(sock_dir) -> None:
     path = os.path.join(sock_dir, "p.sock")
     requests = []

@@ -119,6 +119,24 @@ def test_matches_a_list_of_every_frame(capacity, max_bytes, blocks, ask) -> None
         assert answer.complete == (len(want) == width + 1)
         mine = [c for s, c, _ in held_frames if s == source]
         assert answer.oldest_available == (make_sequence(EPOCH, min(mine)) if mine else 0)
+    newest = {s: make_sequence(EPOCH, c) for s, c, _ in held_frames}  # later frames overwrite earlier
+    assert buf.heads() == newest
+
+
+def test_heads_name_each_sources_newest_held_frame_by_when_it_was_published() -> None:
+    """What a publisher tells a new subscriber: a producer that restarted (a new epoch, its
+    counter back at 1) shows its new epoch; a source none of whose frames is held is absent."""
+    buf = RetransmitBuffer(6)
+    assert buf.heads() == {}
+    buf.append(protocol.FrameBlock.from_bytes(frame(5, 1) + frame(5, 2)))
+    buf.append(protocol.FrameBlock.from_bytes(
+        protocol.encode_message(1, 6, make_sequence(EPOCH, 40), 0, b"") + frame(5, 3)))
+    restarted = protocol.encode_message(1, 6, make_sequence(EPOCH + 1, 1), 0, b"")
+    buf.append(protocol.FrameBlock.from_bytes(restarted))
+    assert buf.heads() == {5: make_sequence(EPOCH, 3), 6: make_sequence(EPOCH + 1, 1)}
+    for c in range(4, 10):  # six more of source 5: source 6 is no longer held
+        buf.append(protocol.FrameBlock.from_bytes(frame(5, c)))
+    assert buf.heads() == {5: make_sequence(EPOCH, 9)}
 
 
 def test_large_block_slices_to_capacity() -> None:

@@ -171,3 +171,46 @@ def test_resume_from_where_a_consumer_left_off() -> None:
     assert counters_of(result.deliver) == [(B, 1)] and tracker.statistics().producer_restarts == 1
     # a source seen already is not moved back
     assert tracker.resume_from({B: make_sequence(3, 99)}) == 0
+
+
+def test_heads_open_the_gap_of_a_quiet_source_before_it_speaks_again() -> None:
+    """The upstream's SequenceHead answer to a Subscribe: a source this link is positioned in
+    (resumed, or delivered before a reconnect) whose head is past that position is a gap now,
+    resent and filled like any other; the frames that follow it wait for the fill."""
+    tracker = SequenceTracker(resend_timeout=1.0)
+    tracker.resume_from({A: make_sequence(1, 10)})
+    result = tracker.note_heads({A: make_sequence(1, 15)}, 0.0)
+    assert result.requests == [ResendWanted(A, make_sequence(1, 11), make_sequence(1, 15))]
+    assert tracker.statistics().gaps_detected == 1 and tracker.next_deadline() == 1.0
+    held = tracker.feed(block(trade_frames(A, 1, [16])), 0.1)  # live again before the resend lands
+    assert held.deliver == []
+    filled = tracker.feed(block(trade_frames(A, 1, range(11, 16))), 0.2)
+    assert counters_of(filled.deliver) == [(A, c) for c in range(11, 17)]
+    stats = tracker.statistics()
+    assert (stats.gaps_recovered, stats.messages_recovered, stats.open_gaps) == (1, 5, 0)
+
+
+def test_heads_join_unseen_sources_and_leave_the_rest_alone() -> None:
+    tracker = SequenceTracker(resend_timeout=1.0)
+    tracker.feed(block(trade_frames(A, 1, range(1, 6))), 0.0)
+    result = tracker.note_heads({
+        A: make_sequence(1, 5),  # where this link is: nothing to do
+        B: make_sequence(3, 40),  # never seen: joined mid-stream, state asked for now
+        11: make_sequence(2, 0),  # nothing published yet
+    }, 0.0)
+    assert result.requests == [SnapshotWanted(B, joined=True)]
+    assert tracker.statistics().joined_midstream == 1
+    after = tracker.feed(block(trade_frames(B, 3, [41]), trade_frames(A, 1, [6])), 0.1)
+    assert counters_of(after.deliver) == [(B, 41), (A, 6)] and after.requests == []  # in order: no second join
+    # a head behind this link's position (the upstream holds less) changes nothing
+    assert tracker.note_heads({A: make_sequence(1, 2)}, 0.2).requests == []
+
+
+def test_heads_of_a_restarted_producer_or_of_a_source_with_a_gap_open() -> None:
+    tracker = SequenceTracker(resend_timeout=1.0)
+    tracker.feed(block(trade_frames(A, 1, range(1, 4)), trade_frames(B, 1, [1, 5])), 0.0)  # B: gap 2..4
+    result = tracker.note_heads({A: make_sequence(2, 7), B: make_sequence(1, 9)}, 0.1)
+    assert result.requests == [SnapshotWanted(A, joined=True)]  # A restarted meanwhile; B's gap is being resent
+    stats = tracker.statistics()
+    assert (stats.producer_restarts, stats.gaps_detected, stats.open_gaps) == (1, 1, 1)
+    assert counters_of(tracker.feed(block(trade_frames(A, 2, [8])), 0.2).deliver) == [(A, 8)]
