@@ -41,7 +41,7 @@ import numba
 import numpy as np
 
 from alphapulse.protocol import FrameBlock
-from alphapulse.runtime._epoch import COUNTER_BITS, COUNTER_MASK
+from alphapulse.runtime._epoch import COUNTER_BITS, COUNTER_MASK, EPOCH_MASK
 from alphapulse.runtime._headers import SEQUENCE_AT, SOURCE_AT, frame_bytes, read_u16, read_u64
 
 FIRST, IN_ORDER, DUPLICATE, GAP, HELD, FILL, NEW_EPOCH, JOINED = range(8)
@@ -141,6 +141,12 @@ def classify_headers(buf, offsets, epochs, expected, flags, out):  # pragma: no 
     for header columns never decodes them."""
     _classify(True, buf, offsets, _NO_SOURCES, _NO_SEQUENCES, epochs, expected, flags, out)
     return _count_classes(out)
+
+
+def _later_epoch(a: int, b: int) -> bool:
+    """Is epoch ``a`` after ``b``? Epochs count tenths of a second modulo 2**24 (they wrap every
+    ~19 days), so "after" is "less than half the circle ahead"."""
+    return 0 < (a - b) % (EPOCH_MASK + 1) < (EPOCH_MASK + 1) // 2
 
 
 class GapState(enum.Enum):
@@ -404,7 +410,7 @@ class SequenceTracker:
         that went quiet). A source not seen yet is joined here: what comes next follows its head,
         and its state is asked for now. One whose epoch moved on restarted meanwhile (its frames
         from before are unknowable here, as at a NEW_EPOCH frame). Sources with a gap open, and
-        heads behind this position, are left alone."""
+        heads behind this position (an older epoch included), are left alone."""
         self._sync_runs()
         result = TrackResult()
         for source, sequence in heads.items():
@@ -416,7 +422,9 @@ class SequenceTracker:
                 self._epochs[source], self._expected[source] = epoch, counter + 1
                 self._joins += 1
                 result.requests.append(SnapshotWanted(source, joined=True))
-            elif epoch != int(self._epochs[source]):
+            elif epoch != (mine := int(self._epochs[source])):
+                if not _later_epoch(epoch, mine):
+                    continue  # the upstream holds only an older epoch than this link has seen
                 self._epochs[source], self._expected[source] = epoch, counter + 1
                 self._restarts += 1
                 result.requests.append(SnapshotWanted(source, joined=True))

@@ -214,3 +214,10 @@ def test_heads_of_a_restarted_producer_or_of_a_source_with_a_gap_open() -> None:
     stats = tracker.statistics()
     assert (stats.producer_restarts, stats.gaps_detected, stats.open_gaps) == (1, 1, 1)
     assert counters_of(tracker.feed(block(trade_frames(A, 2, [8])), 0.2).deliver) == [(A, 8)]
+    # an upstream that holds only the older epoch (this link saw the restart first) changes nothing
+    assert tracker.note_heads({A: make_sequence(1, 90)}, 0.3).requests == []
+    assert counters_of(tracker.feed(block(trade_frames(A, 2, [9])), 0.4).deliver) == [(A, 9)]
+    # epochs wrap (tenths of a second, 24 bits): the one just past the wrap is the later one
+    wrapped = SequenceTracker()
+    wrapped.feed(block(trade_frames(A, (1 << 24) - 1, [5])), 0.0)
+    assert wrapped.note_heads({A: make_sequence(1, 3)}, 0.1).requests == [SnapshotWanted(A, joined=True)]
