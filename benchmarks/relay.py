@@ -26,8 +26,10 @@ Rounds (each process set is started once and runs several rounds; best/median ar
   timestamp in the header at send, ``time.time_ns()`` at the sink, percentiles in the sink.
 
 A third layout, the **floor**, runs the paced rounds with blocking-socket Python processes that do
-no work at all (the relay ``recv``s and ``sendall``s raw bytes, the sinks read a timestamp): what
-any Python design can reach on this machine now. ``floor_meets_*`` says whether it meets each
+no work at all (the relay ``recv``s and ``sendall``s raw bytes, the sinks read a timestamp; the
+source builds its frames as the other two layouts' sources do, after taking the timestamp, so
+building is inside every layout's latency alike): what any Python design can reach on this
+machine now. ``floor_meets_*`` says whether it meets each
 paced goal; a goal the floor misses in the same run is below this machine's floor. It also runs
 ``raw_max`` (``floor4_relay_capacity_*``): what a relay doing no checks spends per one-message
 send, most of it the kernel's (each send is one socket buffer the reader must walk and free). A
