@@ -31,3 +31,18 @@ def compiled_kernels() -> None:
     from alphapulse.runtime._warm import load_hot_kernels
 
     load_hot_kernels()
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers_restored():
+    """Put SIGTERM's and SIGINT's handlers back after each test. A node host listens for both
+    (trio's ``open_signal_receiver``); tests that run several hosts in one process end them in
+    any order, and each puts back what it found, so the last one out could leave another's
+    handler installed for every later test (one process runs one host, where this cannot happen)."""
+    import signal
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for sig, handler in saved.items():
+        if signal.getsignal(sig) is not handler:
+            signal.signal(sig, handler)
