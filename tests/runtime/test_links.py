@@ -435,3 +435,28 @@ def test_a_large_read_of_a_sources_next_frames_is_tracked_without_decoding_colum
     stats = lk.statistics()
     assert stats.sequence["delivered"] == 600 and stats.sequence["gaps_detected"] == 1
     assert stats.sequence["held_frames"] == 300 and stats.resend_requests == 1
+
+
+async def test_a_small_publish_hands_the_cpu_to_the_subscriber_it_woke(sock_dir, monkeypatch) -> None:
+    """``sched_yield`` after a send of up to 16 frames (the woken subscriber runs now), never after
+    a bulk one, nor with nobody subscribed, nor when turned off."""
+    from alphapulse.runtime import _publisher
+
+    yields = []
+    monkeypatch.setattr(_publisher.os, "sched_yield", lambda: yields.append(1))
+    path = os.path.join(sock_dir, "p.sock")
+    async with open_publisher(path, source_id=1) as pub, trio.open_nursery() as nursery:
+        pub.publish_nowait(block(trade_frames(SOURCE, EPOCH, [1])))
+        assert yields == []  # nobody to hand it to
+        sink = Collector()
+        nursery.start_soon(link(path, "y").run, sink.deliver)
+        await wait_subscribed(pub, 1)
+        pub.publish_nowait(block(trade_frames(SOURCE, EPOCH, [2])))
+        pub.publish_nowait(block(trade_frames(SOURCE, EPOCH, range(3, 19))))  # 16 frames: still small
+        assert len(yields) == 2
+        pub.publish_nowait(block(trade_frames(SOURCE, EPOCH, range(19, 36))))  # 17: bulk
+        assert len(yields) == 2
+        pub.yield_after_send = False
+        pub.publish_nowait(block(trade_frames(SOURCE, EPOCH, [36])))
+        assert len(yields) == 2
+        nursery.cancel_scope.cancel()
