@@ -22,7 +22,7 @@ from typing import Any
 
 from alphapulse import topology
 from alphapulse.runtime import ControlError, request
-from alphapulse.runtime._crashloop import WAITING, forget, read_record
+from alphapulse.runtime._crashloop import WAITING, RunRecord, forget, read_record
 from alphapulse.supervise._status import CRASH_LOOP
 from alphapulse.supervise._supervisor import RunBase, Supervisor, write_atomically
 from alphapulse.topology import METRICS_PROCESS, state_file
@@ -250,9 +250,11 @@ def wait_until_serving(base: RunBase, name: str, timeout: float = 30.0) -> dict[
     """Wait until every node is RUNNING *and* answers on its control socket: its kernels are
     loaded and its sockets open, so it serves (what ``apply --wait`` promises; on a fresh install
     that includes numba compiling them). Returns the states seen last: supervisord's,
-    :data:`STARTING` for a running node not answering yet, or :data:`CRASH_LOOP` for one waiting
-    out its crash-loop backoff (which ends the wait, as FATAL does: it will not serve soon)."""
+    :data:`STARTING` for a running node not answering yet, or :data:`CRASH_LOOP` for one whose
+    crash-loop backoff lasts past the wait (which ends it, as FATAL does: it will not serve in
+    time; a shorter backoff is waited out, and the node may serve after it)."""
     deadline = time.monotonic() + timeout
+    wall_deadline = time.time() + timeout
     plan = load_applied_plan(base, name) or {"nodes": {}}
     while True:
         states = wait_until_running(base, name, max(0.0, deadline - time.monotonic()))
@@ -262,14 +264,16 @@ def wait_until_serving(base: RunBase, name: str, timeout: float = 30.0) -> dict[
             if not starting:
                 return states
             states = {**states, **starting}
-        states = {**states, **_crash_looping(base, plan, name, states)}
+        states = {**states, **_crash_looping(base, plan, name, states, wall_deadline)}
         if time.monotonic() >= deadline or "FATAL" in states.values() or CRASH_LOOP in states.values():
             return states
         time.sleep(0.1)
 
 
-def _crash_looping(base: RunBase, plan: dict[str, Any], name: str, states: dict[str, str]) -> dict[str, str]:
-    """:data:`CRASH_LOOP` for each node of ``states`` whose process waits out its crash-loop backoff."""
+def _crash_looping(base: RunBase, plan: dict[str, Any], name: str, states: dict[str, str],
+                   after: float) -> dict[str, str]:
+    """:data:`CRASH_LOOP` for each node of ``states`` whose process waits out its crash-loop
+    backoff until after ``after`` (wall-clock time)."""
     run_dir = plan.get("run_dir")
     candidates = [n for n, s in states.items() if s in ("STARTING", "RUNNING", STARTING)]
     if not run_dir or not candidates:
@@ -277,7 +281,13 @@ def _crash_looping(base: RunBase, plan: dict[str, Any], name: str, states: dict[
     pids = {n: i.get("pid") for n, i in Supervisor(base).group_processes(name).items()}
     found = {}
     for node in candidates:
-        record = read_record(state_file(run_dir, node))
-        if record is not None and record.state == WAITING and record.pid == pids.get(node):
+        if waits_past(read_record(state_file(run_dir, node)), pids.get(node), after):
             found[node] = CRASH_LOOP
     return found
+
+
+def waits_past(record: RunRecord | None, pid: int | None, after: float) -> bool:
+    """Does process ``pid`` wait out a crash-loop backoff that ends after ``after``? (A record
+    another process left, or a wait that ends in time, says no.)"""
+    return (record is not None and record.state == WAITING and record.pid == pid
+            and (record.resume_at or 0.0) > after)

@@ -174,3 +174,17 @@ def test_a_stop_while_waiting_ends_the_streak_so_a_restart_by_hand_starts_at_onc
     assert loop.decision.delay == 30.0
     assert read_record(path) == RunRecord(STOPPED, streak=0, pid=os.getpid())
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
+
+
+def test_apply_waits_out_a_backoff_that_ends_in_time_and_not_one_that_does_not() -> None:
+    """``apply --wait S``: a node that starts again within the wait may still serve in it (a chaos
+    soak kills nodes often enough to set off short backoffs); one whose backoff outlasts the wait
+    will not, and ends it at once."""
+    from alphapulse.supervise._apply import waits_past
+
+    waiting = RunRecord(WAITING, streak=4, pid=42, resume_at=1010.0)
+    assert waits_past(waiting, 42, after=1005.0)
+    assert not waits_past(waiting, 42, after=1020.0)  # it starts before the wait is up
+    assert not waits_past(waiting, 43, after=1005.0)  # another process's record
+    assert not waits_past(RunRecord(RUNNING, streak=4, pid=42, started=1000.0), 42, after=1005.0)
+    assert not waits_past(None, 42, after=1005.0)
