@@ -100,8 +100,7 @@ def _print_not_serving(base: RunBase, topology: str, not_serving: dict[str, str]
 def _print_endpoints(plan: dict) -> None:
     """Tell the user where to look: dashboards and bridges a node serves, the metrics exporter."""
     if plan.get("metrics"):
-        host, _, port = plan["metrics"]["listen"].rpartition(":")
-        print(f"metrics      http://{host}:{port}/metrics  (Prometheus)")
+        print(f"metrics      http://{plan['metrics']['listen']}/metrics  (Prometheus)")
     for name, node in sorted(plan["nodes"].items()):
         params = node.get("params", {})
         if node["kind"] == "sink.websocket":

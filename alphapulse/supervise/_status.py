@@ -174,9 +174,7 @@ def exporter_lines(plan: dict[str, Any], base: RunBase) -> list[str]:
         return []
     sup = Supervisor(base)
     info = sup.group_processes(plan["topology"]).get(METRICS_PROCESS, {}) if sup.is_running() else {}
-    state = str(info.get("statename", "ABSENT"))
-    host, _, port = str(metrics["listen"]).rpartition(":")
-    line = f"metrics  http://{host}:{port}/metrics  {state}"
+    line = f"metrics  http://{metrics['listen']}/metrics  {info.get('statename', 'ABSENT')}"
     problem = why_not_running(info)
     if not problem:
         return [line]
