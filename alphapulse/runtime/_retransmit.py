@@ -1,14 +1,15 @@
 """A bounded buffer of recently published frames, for answering resend requests.
 
 Sans-IO. Each published block's bytes are copied into one byte ring (one ``memcpy``, whatever its
-frame count), and the block's frame offsets and sizes (numpy arrays, which the garbage collector
-does not track) are kept beside its ring position. So no Python object per held message is left
-for the collector to walk, and no receive buffer stays pinned by a frame that came in it: holding
-the last 64k single-message blocks themselves cost a full-collection pause of tens of
-milliseconds. An append is plain Python and one ``memcpy`` — no numpy call, which costs a node
-woken once per message 5-20 µs each on the reference VM (cold caches). A lookup is the rare
-path: it reads the held headers, masks one source's sequence range and copies the answer out, so
-an answer never aliases bytes the ring will overwrite.
+frame count), and where each of its frames starts and how long it is go into two int64 arrays of
+``capacity`` slots (the held frames are always the newest ones written). So no Python object per
+held message is left for the collector to walk, and no receive buffer stays pinned by a frame
+that came in it: holding the last 64k single-message blocks themselves cost a full-collection
+pause of tens of milliseconds. An append of a one-frame block is plain Python, one ``memcpy`` and
+two array stores — no numpy call, which costs a node woken once per message 5-20 µs each on the
+reference VM (cold caches). A lookup is the rare path: it reads the held frames' headers (two
+slices of the slots), masks one source's sequence range and copies the answer out, so an answer
+never aliases bytes the ring will overwrite.
 
 The buffer holds the newest ``capacity`` messages. Its byte store is reserved (and its pages
 touched) up front, ``BYTES_PER_MESSAGE`` per message of capacity; should bigger frames need more,
@@ -48,8 +49,9 @@ class RetransmitBuffer:
     def __init__(self, capacity: int, *, initial_bytes: int | None = None, max_bytes: int = MAX_BYTES) -> None:
         self.capacity = max(0, int(capacity))
         self.max_bytes = max(1, int(max_bytes))
-        self._blocks: deque[tuple[int, int, Any, Any]] = deque()
-        """(stream position, frame count, offsets, sizes) of each held block, oldest first"""
+        self._blocks: deque[tuple[int, int]] = deque()
+        """(stream position, frame count) of each held block, oldest first (where each frame
+        starts is in the frame slots below)"""
         self._skip = 0  # frames of the oldest block already forgotten (the capacity fell inside it)
         self._held = 0
         if initial_bytes is None:
@@ -100,7 +102,7 @@ class RetransmitBuffer:
         pos = self._place(span)
         index = pos % self._size
         self._ring_view[index : index + span] = data
-        self._blocks.append((pos, n, block.offsets, block.sizes))
+        self._blocks.append((pos, n))
         slot = self._frames_written % self.capacity
         if n == 1:  # the usual block: two stores, no array built
             self._frame_at[slot] = pos
@@ -159,7 +161,7 @@ class RetransmitBuffer:
             self._forget_block()
 
     def _forget_block(self) -> None:
-        _, n, _, _ = self._blocks.popleft()
+        _, n = self._blocks.popleft()
         self._held -= n - self._skip
         self._skip = 0
 
