@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         for line in report.lines():
             print(line)
         if args.wait:
-            states = wait_until_serving(base, plan["topology"], args.wait)
+            states = wait_until_serving(base, plan["topology"], args.wait, ignore=report.left_stopped)
             not_serving = {n: s for n, s in states.items() if s != "RUNNING"}
             if not_serving:
                 _print_not_serving(base, plan["topology"], not_serving, args.wait)

@@ -16,7 +16,7 @@ import logging
 import socket
 import time
 import xmlrpc.client
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -42,22 +42,27 @@ class ApplyReport:
     removed: list[str] = dataclasses.field(default_factory=list)
     restarted: list[str] = dataclasses.field(default_factory=list)
     reconfigured: list[str] = dataclasses.field(default_factory=list)
+    started: list[str] = dataclasses.field(default_factory=list)
+    """nodes supervisord had given up on (FATAL), started again as the file declares them"""
+    left_stopped: list[str] = dataclasses.field(default_factory=list)
+    """nodes someone stopped (``supervisorctl stop``): apply leaves them so, and does not wait for them"""
     unchanged: list[str] = dataclasses.field(default_factory=list)
     failed: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
     """what a node reported about a live update it could only partly take (its ``cpu`` block)"""
     exporter: str = ""
-    """what became of the topology's metrics exporter: added, restarted, removed ("" unchanged)"""
+    """what became of the topology's metrics exporter: added, restarted, started, removed ("" unchanged)"""
 
     @property
     def changed_anything(self) -> bool:
-        return bool(self.added or self.removed or self.restarted or self.reconfigured or self.exporter)
+        return bool(self.added or self.removed or self.restarted or self.reconfigured or self.started
+                    or self.exporter)
 
     def lines(self) -> list[str]:
         out = []
         if self.started_supervisord:
             out.append("started supervisord")
-        for verb in ("added", "removed", "restarted", "reconfigured", "unchanged", "failed"):
+        for verb in ("added", "removed", "restarted", "reconfigured", "started", "unchanged", "failed"):
             names = getattr(self, verb)
             if names:
                 out.append(f"{verb:<12} {', '.join(names)}")
@@ -105,7 +110,13 @@ def apply_plan(plan: dict[str, Any], base: RunBase) -> ApplyReport:
     diff = topology.diff_plans(old, plan)
     # a node the old plan has but supervisord lost (or never started) is simply (re)added
     restart = sorted(set(diff.restart) | {n for n in (*diff.unchanged, *diff.reconfigure) if n not in running})
-    reconfigure = [n for n in diff.reconfigure if n in running]
+    # one supervisord gave up on is started again: the file says it runs (its new parameters, if
+    # any, are in the program file by then); one stopped by hand stays stopped, and is named
+    revive = sorted(n for n in (*diff.unchanged, *diff.reconfigure) if _state(running, n) == "FATAL")
+    reconfigure = [n for n in diff.reconfigure if n in running and n not in revive]
+    report.left_stopped = sorted(n for n in (*diff.unchanged, *diff.reconfigure) if _state(running, n) == "STOPPED")
+    report.notes.extend(f"{n} is STOPPED (stopped by hand?); apply leaves it so: "
+                        f"`alphapulse ctl start {name}:{n}` starts it" for n in report.left_stopped)
 
     topo_dir = base.topology_dir(name)
     for sub in ("s", "c", "logs", "state"):
@@ -113,18 +124,22 @@ def apply_plan(plan: dict[str, Any], base: RunBase) -> ApplyReport:
     for node in (*diff.removed, *restart):
         if node in running:
             sup.stop(name, node)
-    report.exporter = _exporter_change((old or {}).get("metrics"), plan.get("metrics"), METRICS_PROCESS in running)
+    report.exporter = _exporter_change((old or {}).get("metrics"), plan.get("metrics"),
+                                       _state(running, METRICS_PROCESS))
     if report.exporter in ("restarted", "removed"):
         sup.stop(name, METRICS_PROCESS)  # syncGroup swaps only stopped processes; autostart starts the new one
     write_atomically(base.plan_file(name), json.dumps(plan, indent=2, sort_keys=True) + "\n")
     write_atomically(base.programs_file(name), topology.render_program_config(topology.Plan(plan)))
     sup.plugin.syncGroup(name)
-    for node in restart:
-        forget(state_file(plan["run_dir"], node))  # a new or changed node starts afresh, without crash-loop backoff
+    for node in (*restart, *revive):
+        forget(state_file(plan["run_dir"], node))  # started by apply: afresh, without crash-loop backoff
         sup.start(name, node)
+    if report.exporter == "started":
+        sup.start(name, METRICS_PROCESS)
     report.added = sorted(diff.added)
     report.removed = sorted(diff.removed)
     report.restarted = sorted(set(restart) - set(diff.added))
+    report.started = revive
     for node in reconfigure:
         control = plan["nodes"][node]["sockets"]["control"]
         try:
@@ -140,18 +155,26 @@ def apply_plan(plan: dict[str, Any], base: RunBase) -> ApplyReport:
             sup.stop(name, node)
             sup.start(name, node)
             report.restarted.append(node)
-    report.unchanged = sorted(n for n in diff.unchanged if n not in restart)
+    report.unchanged = sorted(n for n in diff.unchanged if n not in restart and n not in revive)
     return report
 
 
-def _exporter_change(old: dict[str, Any] | None, new: dict[str, Any] | None, running: bool) -> str:
+def _state(processes: dict[str, dict[str, Any]], name: str) -> str | None:
+    """supervisord's state name for one of the group's processes (None: it has no such process)."""
+    info = processes.get(name)
+    return None if info is None else info["statename"]
+
+
+def _exporter_change(old: dict[str, Any] | None, new: dict[str, Any] | None, state: str | None) -> str:
     """What applying does to the metrics exporter (a program, not a node: no fingerprints; its
-    command line is all there is to it)."""
+    command line is all there is to it). ``state`` is supervisord's for it (None: not there)."""
     if new is None:
-        return "removed" if running else ""
-    if not running:
+        return "removed" if state is not None else ""
+    if state is None:
         return "added"
-    return "restarted" if new != old else ""
+    if new != old:
+        return "restarted"
+    return "started" if state == "FATAL" else ""
 
 
 def _same_process(sup: Supervisor, group: str, node: str) -> Callable[[], bool]:
@@ -227,14 +250,15 @@ def down(name: str, base: RunBase) -> list[str]:
     return stopped
 
 
-def wait_until_running(base: RunBase, name: str, timeout: float = 30.0) -> dict[str, str]:
-    """Wait until every process of the topology is RUNNING; returns the states seen last (looked
-    at least once, also with no time left). Returns at once when one is FATAL: supervisord has
-    given up on it, and waiting longer would not bring it back."""
+def wait_until_running(base: RunBase, name: str, timeout: float = 30.0,
+                       ignore: Collection[str] = ()) -> dict[str, str]:
+    """Wait until every process of the topology (but those in ``ignore``) is RUNNING; returns the
+    states seen last (looked at least once, also with no time left). Returns at once when one is
+    FATAL: supervisord has given up on it, and waiting longer would not bring it back."""
     sup = Supervisor(base)
     deadline = time.monotonic() + timeout
     while True:
-        states = {n: i["statename"] for n, i in sup.group_processes(name).items()}
+        states = {n: i["statename"] for n, i in sup.group_processes(name).items() if n not in ignore}
         if (states and all(s == "RUNNING" for s in states.values())) or time.monotonic() >= deadline:
             return states
         if "FATAL" in states.values():
@@ -246,10 +270,11 @@ STARTING = "RUNNING (starting)"
 """what :func:`wait_until_serving` reports for a node supervisord runs that does not answer yet"""
 
 
-def wait_until_serving(base: RunBase, name: str, timeout: float = 30.0) -> dict[str, str]:
-    """Wait until every node is RUNNING *and* answers on its control socket: its kernels are
-    loaded and its sockets open, so it serves (what ``apply --wait`` promises; on a fresh install
-    that includes numba compiling them). Returns the states seen last: supervisord's,
+def wait_until_serving(base: RunBase, name: str, timeout: float = 30.0,
+                       ignore: Collection[str] = ()) -> dict[str, str]:
+    """Wait until every node (but those in ``ignore``) is RUNNING *and* answers on its control
+    socket: its kernels are loaded and its sockets open, so it serves (what ``apply --wait``
+    promises; on a fresh install that includes numba compiling them). Returns the states seen last: supervisord's,
     :data:`STARTING` for a running node not answering yet, or :data:`CRASH_LOOP` for one whose
     crash-loop backoff lasts past the wait (which ends it, as FATAL does: it will not serve in
     time; a shorter backoff is waited out, and the node may serve after it)."""
@@ -257,7 +282,7 @@ def wait_until_serving(base: RunBase, name: str, timeout: float = 30.0) -> dict[
     wall_deadline = time.time() + timeout
     plan = load_applied_plan(base, name) or {"nodes": {}}
     while True:
-        states = wait_until_running(base, name, max(0.0, deadline - time.monotonic()))
+        states = wait_until_running(base, name, max(0.0, deadline - time.monotonic()), ignore)
         if states and all(s == "RUNNING" for s in states.values()):
             controls = {n: plan["nodes"].get(n, {}).get("sockets", {}).get("control") for n in states}
             starting = {n: STARTING for n, path in controls.items() if path and _refused(path) is not None}

@@ -367,6 +367,19 @@ def test_a_node_that_keeps_failing_is_named_with_its_reason(deployment, capsys) 
     (rec,) = [row for row in json.loads(capsys.readouterr().out)["rt"] if row["node"] == "rec"]
     assert rec["state"] == "FATAL" and rec["problem"].startswith("node rec failed: NotADirectoryError")
 
+    # the same file again: nothing to change but the node that gave up, which apply starts again
+    # (failing the same way while the blocker is there)
+    blocker.unlink()
+    supervisor = Supervisor(RunBase(base))
+    supervisor.stop("rt", "sink")  # stopped by hand: named, and left so
+    assert main(["apply", str(topo), "--wait", "60"]) == 0
+    out = capsys.readouterr().out
+    assert "started      rec" in out and "unchanged    bus, sink, src" in out
+    assert "warning: sink is STOPPED (stopped by hand?); apply leaves it so: `alphapulse ctl start rt:sink`" in out
+    assert supervisor.group_processes("rt")["sink"]["statename"] == "STOPPED"
+    assert (blocker / "rec").is_dir()  # the started rec is writing there
+    supervisor.start("rt", "sink")
+
     # fixed and applied: started afresh, its failures forgotten (no crash-loop wait before it)
     fixed = topo.read_text().replace(f"{blocker}/rec", str(base / "rec"))
     topo.write_text(fixed.replace("startsecs: 30", "startsecs: 1"))
@@ -514,6 +527,9 @@ def test_a_topology_s_metrics_section_runs_its_exporter_under_supervisord(deploy
         assert f"metrics  http://127.0.0.1:{busy}/metrics  FATAL: {reason}" in capsys.readouterr().out
     finally:
         taken.close()
+    assert main(["apply", str(topo), "--wait", "60"]) == 0  # the port is free now: the same file starts it
+    assert "exporter     started" in capsys.readouterr().out
+    assert wait_for(lambda: scrape(busy) == {"src": 1, "bus": 1, "sink": 1}, what="the started exporter to serve")
 
     topo.write_text(TOPOLOGY)
     assert main(["apply", str(topo), "--wait", "60"]) == 0
