@@ -240,6 +240,9 @@ class Arbitrage(Node):
             bids, asks = order_book_levels(value)  # validates the sizes first
             iid, exchange_ns, sequence, _, _ = _BOOK_HEAD.unpack_from(value)
             leg = self._leg(iid)
+            if not leg.has_book:
+                ctx.log.info("leg %s %s (%x): book received, %d+%d levels", leg.venue or "?", leg.asset or "?",
+                             iid, len(bids), len(asks))
             leg.bids = _levels(bids)
             leg.asks = _levels(asks)
             leg.has_book = True

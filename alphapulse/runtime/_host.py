@@ -371,6 +371,8 @@ class NodeHost:
         if record.source in (0, self.ctx.source_id) and hasattr(self.instance, "snapshot"):
             self.ctx.counters["snapshots.sent"] += 1
             tlvs = list(self.instance.snapshot(record.instrument_id))
+            self.log.info("node %s: snapshot asked for (instrument %d): %d records sent", self.name,
+                          record.instrument_id, len(tlvs))
             self.ctx.messages(tlvs)
             self.ctx.message(
                 protocol.SnapshotComplete(
@@ -382,6 +384,8 @@ class NodeHost:
             self.ctx.flush_nowait()
         elif self.links and (self.spec.role is Role.RELAY or record.source not in (0, self.ctx.source_id)):
             self.ctx.counters["snapshots.forwarded"] += 1
+            self.log.info("node %s: passing a snapshot request for source %d (instrument %d) upstream", self.name,
+                          record.source, record.instrument_id)
             self.ctx.request_snapshot(record.source, record.instrument_id)
         else:
             self.ctx.counters["snapshots.unsupported"] += 1
