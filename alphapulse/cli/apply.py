@@ -21,6 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, help="topology YAML file")
     add_run_dir(parser)
     parser.add_argument("--watch", action="store_true", help="re-apply on every saved edit until interrupted")
+    parser.add_argument("--supervised", metavar="TOPOLOGY",
+                        help="run as TOPOLOGY's watcher under supervisord (what `reload: {watch: true}` "
+                             "starts as TOPOLOGY:_watch): apply now and on every saved edit, record each "
+                             "outcome for `status`, end on SIGTERM")
     parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                         help="wait up to SECONDS for every node to serve (RUNNING, kernels loaded, "
                              "control socket answering)")
@@ -30,6 +34,11 @@ def run(args: argparse.Namespace) -> int:
     from alphapulse.supervise import ApplyError, SupervisorError, apply_plan, compile_file, wait_until_serving, watch
 
     base = run_base(args)
+    if args.supervised:
+        from alphapulse.supervise import SupervisedWatcher
+
+        SupervisedWatcher(args.file, base, args.supervised).run()
+        return ExitCode.OK
 
     def apply_once() -> int:
         try:
@@ -101,6 +110,8 @@ def _print_endpoints(plan: dict) -> None:
     """Tell the user where to look: dashboards and bridges a node serves, the metrics exporter."""
     if plan.get("metrics"):
         print(f"metrics      http://{plan['metrics']['listen']}/metrics  (Prometheus)")
+    if plan.get("watch"):
+        print(f"watching     {plan['watch']['file']}  ({plan['topology']}:_watch applies every saved edit)")
     for name, node in sorted(plan["nodes"].items()):
         params = node.get("params", {})
         if node["kind"] == "sink.websocket":

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     from alphapulse.supervise import format_table, load_applied_plan, topology_status
-    from alphapulse.supervise._status import exporter_lines
+    from alphapulse.supervise._status import companion_lines
 
     base = run_base(args)
     names = [topology_name(args.file)] if args.file else base.applied_topologies()
@@ -65,7 +65,7 @@ def _show(args: argparse.Namespace) -> int:
             print(f"topology {name} is not applied in {base.path}")
             return ExitCode.RUNTIME
         result[name] = topology_status(plan, base)
-        exporters[name] = exporter_lines(plan, base)
+        exporters[name] = companion_lines(plan, base)
     if args.json:
         print(json.dumps({n: [dataclasses.asdict(r) for r in rows] for n, rows in result.items()}, indent=2))
     else:

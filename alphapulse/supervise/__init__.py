@@ -25,7 +25,8 @@ from alphapulse.supervise._supervisor import (
     default_run_base,
     supervisorctl_argv,
 )
-from alphapulse.supervise._watch import watch
+from alphapulse.supervise._watch import WatchOutcome, read_outcome, watch
+from alphapulse.supervise._watcher import SupervisedWatcher
 
 __all__ = [
     "CRASH_LOOP",
@@ -33,8 +34,10 @@ __all__ = [
     "ApplyReport",
     "NodeStatus",
     "RunBase",
+    "SupervisedWatcher",
     "Supervisor",
     "SupervisorError",
+    "WatchOutcome",
     "apply_plan",
     "compile_file",
     "default_run_base",
@@ -42,6 +45,7 @@ __all__ = [
     "format_table",
     "load_applied_plan",
     "node_reports",
+    "read_outcome",
     "supervisorctl_argv",
     "topology_status",
     "wait_until_running",

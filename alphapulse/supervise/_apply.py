@@ -10,13 +10,15 @@ the second time.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import logging
 import socket
 import time
 import xmlrpc.client
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from alphapulse.runtime import ControlError, request
 from alphapulse.runtime._crashloop import WAITING, RunRecord, forget, read_record
 from alphapulse.supervise._status import CRASH_LOOP
 from alphapulse.supervise._supervisor import RunBase, Supervisor, write_atomically
-from alphapulse.topology import METRICS_PROCESS, state_file
+from alphapulse.topology import METRICS_PROCESS, WATCH_PROCESS, state_file
 
 log = logging.getLogger("alphapulse.apply")
 RECONFIGURE_TIMEOUT = 10.0
@@ -50,13 +52,14 @@ class ApplyReport:
     failed: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
     """what a node reported about a live update it could only partly take (its ``cpu`` block)"""
-    exporter: str = ""
-    """what became of the topology's metrics exporter: added, restarted, started, removed ("" unchanged)"""
+    companions: dict[str, str] = dataclasses.field(default_factory=dict)
+    """what became of the programs beside the nodes, by label (``exporter``, ``watcher``):
+    added, restarted, started or removed (absent: unchanged)"""
 
     @property
     def changed_anything(self) -> bool:
         return bool(self.added or self.removed or self.restarted or self.reconfigured or self.started
-                    or self.exporter)
+                    or self.companions)
 
     def lines(self) -> list[str]:
         out = []
@@ -66,8 +69,7 @@ class ApplyReport:
             names = getattr(self, verb)
             if names:
                 out.append(f"{verb:<12} {', '.join(names)}")
-        if self.exporter:
-            out.append(f"{'exporter':<12} {self.exporter}")
+        out.extend(f"{label:<12} {change}" for label, change in self.companions.items())
         if not self.changed_anything and not self.failed:
             out.append(f"topology {self.topology} is up to date; nothing to do")
         out.extend(f"warning: {note}" for note in self.notes)
@@ -100,11 +102,21 @@ def load_applied_plan(base: RunBase, name: str) -> dict[str, Any] | None:
         return None
 
 
-def apply_plan(plan: dict[str, Any], base: RunBase) -> ApplyReport:
+def apply_plan(plan: dict[str, Any], base: RunBase, give_up: Callable[[], bool] = lambda: False) -> ApplyReport:
+    """Make the running topology match ``plan`` (see the module's docstring). One apply of a
+    topology at a time: this waits for another to finish, unless ``give_up()`` says to stop
+    waiting (ApplyError then; nothing was touched)."""
     name = plan["topology"]
     report = ApplyReport(name)
     sup = Supervisor(base)
     report.started_supervisord = sup.ensure_running()
+    with applying(base.topology_dir(name), give_up):
+        _reconcile(plan, base, sup, report)
+    return report
+
+
+def _reconcile(plan: dict[str, Any], base: RunBase, sup: Supervisor, report: ApplyReport) -> None:
+    name = plan["topology"]
     old = load_applied_plan(base, name)
     running = sup.group_processes(name)
     diff = topology.diff_plans(old, plan)
@@ -124,18 +136,21 @@ def apply_plan(plan: dict[str, Any], base: RunBase) -> ApplyReport:
     for node in (*diff.removed, *restart):
         if node in running:
             sup.stop(name, node)
-    report.exporter = _exporter_change((old or {}).get("metrics"), plan.get("metrics"),
-                                       _state(running, METRICS_PROCESS))
-    if report.exporter in ("restarted", "removed"):
-        sup.stop(name, METRICS_PROCESS)  # syncGroup swaps only stopped processes; autostart starts the new one
+    for key, process, label in COMPANIONS:
+        change = _companion_change((old or {}).get(key), plan.get(key), _state(running, process))
+        if change:
+            report.companions[label] = change
+        if change in ("restarted", "removed"):
+            sup.stop(name, process)  # syncGroup swaps only stopped processes; autostart starts the new one
     write_atomically(base.plan_file(name), json.dumps(plan, indent=2, sort_keys=True) + "\n")
     write_atomically(base.programs_file(name), topology.render_program_config(topology.Plan(plan)))
     sup.plugin.syncGroup(name)
     for node in (*restart, *revive):
         forget(state_file(plan["run_dir"], node))  # started by apply: afresh, without crash-loop backoff
         sup.start(name, node)
-    if report.exporter == "started":
-        sup.start(name, METRICS_PROCESS)
+    for _, process, label in COMPANIONS:
+        if report.companions.get(label) == "started":
+            sup.start(name, process)
     report.added = sorted(diff.added)
     report.removed = sorted(diff.removed)
     report.restarted = sorted(set(restart) - set(diff.added))
@@ -156,7 +171,31 @@ def apply_plan(plan: dict[str, Any], base: RunBase) -> ApplyReport:
             sup.start(name, node)
             report.restarted.append(node)
     report.unchanged = sorted(n for n in diff.unchanged if n not in restart and n not in revive)
-    return report
+
+
+COMPANIONS = (("metrics", METRICS_PROCESS, "exporter"), ("watch", WATCH_PROCESS, "watcher"))
+"""the programs a topology may run beside its nodes: plan key, process name, label in reports"""
+
+
+@contextlib.contextmanager
+def applying(topology_dir: Path, give_up: Callable[[], bool] = lambda: False) -> Iterator[None]:
+    """Hold the topology's apply lock: two applies at once (a person's and the supervised
+    watcher's, or two people's) would each diff against the plan the other is replacing. Waits
+    for the holder; ApplyError when ``give_up()`` turns true first (a watcher told to stop)."""
+    topology_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(topology_dir / "apply.lock", "a") as lock:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if give_up():
+                    raise ApplyError("stopped while another apply of this topology was running") from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _state(processes: dict[str, dict[str, Any]], name: str) -> str | None:
@@ -165,9 +204,10 @@ def _state(processes: dict[str, dict[str, Any]], name: str) -> str | None:
     return None if info is None else info["statename"]
 
 
-def _exporter_change(old: dict[str, Any] | None, new: dict[str, Any] | None, state: str | None) -> str:
-    """What applying does to the metrics exporter (a program, not a node: no fingerprints; its
-    command line is all there is to it). ``state`` is supervisord's for it (None: not there)."""
+def _companion_change(old: dict[str, Any] | None, new: dict[str, Any] | None, state: str | None) -> str:
+    """What applying does to a program beside the nodes (not a node: no fingerprints; its plan
+    entry, with its command line, is all there is to it). ``state`` is supervisord's for it
+    (None: not there)."""
     if new is None:
         return "removed" if state is not None else ""
     if state is None:
@@ -231,6 +271,12 @@ def _refused(path: str) -> OSError | None:
 
 def down(name: str, base: RunBase) -> list[str]:
     """Stop and remove a topology; stop supervisord when it was the last one."""
+    topology_dir = base.topology_dir(name)
+    with applying(topology_dir) if topology_dir.is_dir() else contextlib.nullcontext():
+        return _take_down(name, base)
+
+
+def _take_down(name: str, base: RunBase) -> list[str]:
     sup = Supervisor(base)
     stopped: list[str] = []
     if sup.is_running():

@@ -11,7 +11,8 @@ from alphapulse.runtime import ControlError, request
 from alphapulse.runtime._crashloop import WAITING, CrashPolicy, RunRecord, StartDecision, describe_wait, read_record
 from alphapulse.runtime._failure import last_error
 from alphapulse.supervise._supervisor import RunBase, Supervisor
-from alphapulse.topology import METRICS_PROCESS, state_file
+from alphapulse.supervise._watch import read_outcome
+from alphapulse.topology import METRICS_PROCESS, WATCH_PROCESS, state_file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,19 +167,31 @@ def why_not_running(info: dict[str, Any]) -> str:
     return logged or str(info.get("spawnerr") or "") or str(info.get("description") or "")
 
 
-def exporter_lines(plan: dict[str, Any], base: RunBase) -> list[str]:
-    """The topology's Prometheus exporter (its ``metrics:`` section), where it serves and how it
-    runs; why not, when it does not (a port already taken). Empty without one."""
-    metrics = plan.get("metrics")
-    if not metrics:
+def companion_lines(plan: dict[str, Any], base: RunBase) -> list[str]:
+    """The programs beside the nodes, how each runs and why not when it does not: the
+    Prometheus exporter (``metrics:``; a port already taken), where it serves; the file watcher
+    (``reload.watch``), what it watches and what became of the last edit. Empty without them."""
+    metrics, watch = plan.get("metrics"), plan.get("watch")
+    if not metrics and not watch:
         return []
     sup = Supervisor(base)
-    info = sup.group_processes(plan["topology"]).get(METRICS_PROCESS, {}) if sup.is_running() else {}
-    line = f"metrics  http://{metrics['listen']}/metrics  {info.get('statename', 'ABSENT')}"
-    problem = why_not_running(info)
-    if not problem:
-        return [line]
-    return [f"{line}: {problem}", f"  log: {info.get('stderr_logfile', '')}"]
+    processes = sup.group_processes(plan["topology"]) if sup.is_running() else {}
+    lines = []
+    for what, process, info in (
+        (metrics and f"metrics  http://{metrics['listen']}/metrics", METRICS_PROCESS, processes.get(METRICS_PROCESS)),
+        (watch and f"watch    {watch['file']}", WATCH_PROCESS, processes.get(WATCH_PROCESS)),
+    ):
+        if not what:
+            continue
+        info = info or {}
+        line = f"{what}  {info.get('statename', 'ABSENT')}"
+        problem = why_not_running(info)
+        if problem:
+            lines += [f"{line}: {problem}", f"  log: {info.get('stderr_logfile', '')}"]
+            continue
+        outcome = read_outcome(plan["run_dir"]) if process == WATCH_PROCESS else None
+        lines.append(f"{line}  {outcome.summary()}" if outcome else line)
+    return lines
 
 
 def format_problems(rows: list[NodeStatus]) -> list[str]:

@@ -2,15 +2,21 @@
 
 Polls the file's content (no inotify dependency; a topology file is tiny). An edit is applied
 once the file has been quiet for ``debounce`` seconds; an invalid edit is reported with its
-``file:line:col`` diagnostics and the running system is left exactly as it was.
+``file:line:col`` diagnostics and the running system is left exactly as it was. The supervised
+watcher (``_watcher``) records what became of each edit here, for ``status``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from alphapulse.supervise._supervisor import write_atomically
+from alphapulse.topology import WATCH_PROCESS, state_file
 
 
 def file_digest(path: Path) -> str | None:
@@ -42,3 +48,41 @@ def watch(
         if pending is not None and now - changed_at >= debounce:
             applied, pending = pending, None
             on_change()
+
+
+@dataclasses.dataclass(frozen=True)
+class WatchOutcome:
+    """What became of the file's last version the watcher looked at."""
+
+    at: float
+    """when (Unix time)"""
+    outcome: str
+    """``applied``, ``unchanged``, ``refused`` (invalid: nothing changed), ``failed`` (valid, but
+    supervisord could not be changed) or ``handed over`` (an edit of the watcher itself)"""
+    lines: tuple[str, ...] = ()
+    """what ``apply`` printed: the changes, or the diagnostics of a refused edit"""
+
+    def summary(self) -> str:
+        """One line for ``status``: when, what, and the first line that says why or what."""
+        when = time.strftime("%H:%M:%S", time.localtime(self.at))
+        first = next((line for line in self.lines if line.strip()), "")
+        return f"last edit {when} {self.outcome}" + (f": {first}" if first else "")
+
+
+def outcome_file(run_dir: str | Path) -> Path:
+    return Path(state_file(str(run_dir), WATCH_PROCESS))
+
+
+def read_outcome(run_dir: str | Path) -> WatchOutcome | None:
+    """The watcher's last outcome (None: it has not applied anything yet, or the record is unreadable)."""
+    try:
+        data = json.loads(outcome_file(run_dir).read_text())
+        return WatchOutcome(float(data["at"]), str(data["outcome"]), tuple(str(x) for x in data["lines"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_outcome(run_dir: str | Path, outcome: WatchOutcome) -> None:
+    path = outcome_file(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_atomically(path, json.dumps(dataclasses.asdict(outcome)) + "\n")

@@ -43,7 +43,7 @@ from alphapulse.topology._schema import (
     topology_schema,
     write_schema_files,
 )
-from alphapulse.topology._supervisord import METRICS_PROCESS, program_name, render_program_config
+from alphapulse.topology._supervisord import METRICS_PROCESS, WATCH_PROCESS, program_name, render_program_config
 from alphapulse.topology._validate import validate
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "METRICS_PROCESS",
     "PLAN_FORMAT",
     "RUN_DIR_ENV",
+    "WATCH_PROCESS",
     "Diagnostic",
     "EnvSyntaxError",
     "Link",

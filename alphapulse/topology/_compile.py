@@ -50,6 +50,11 @@ class Plan:
         return self.data.get("metrics")
 
     @property
+    def watch(self) -> Mapping[str, Any] | None:
+        """The file watcher's command (``reload.watch``), when the topology has one."""
+        return self.data.get("watch")
+
+    @property
     def plan_file(self) -> str:
         return plan_path(self.run_dir)
 
@@ -172,6 +177,12 @@ def compile_plan(topology: Topology, run_dir: str | None = None,
         "log_dir": log_dir(run_dir),
         "nodes": nodes,
     }
+    if topology.watch:
+        data["watch"] = {
+            "file": topology.path,
+            "argv": [python, "-m", "alphapulse", "apply", topology.path, "--supervised", topology.name,
+                     "--run-dir", os.path.dirname(run_dir)],
+        }
     if topology.metrics_listen is not None:
         data["metrics"] = {
             "listen": topology.metrics_listen,

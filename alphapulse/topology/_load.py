@@ -240,6 +240,7 @@ class _Builder:
             nodes=nodes,
             marks=self.marks,
             metrics_listen=self._metrics_listen(),
+            watch=bool(_dict(self.data.get("reload")).get("watch", False)),
         )
 
     def _metrics_listen(self) -> str | None:

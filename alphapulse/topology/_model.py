@@ -79,6 +79,8 @@ class Topology:
     marks: SourceMap = dataclasses.field(repr=False, compare=False)
     metrics_listen: str | None = None
     """``HOST:PORT`` of the topology's Prometheus exporter (``metrics.listen``), when it has one."""
+    watch: bool = False
+    """``reload.watch``: supervisord runs a watcher that applies every saved edit of this file."""
 
     def consumers(self, name: str) -> list[str]:
         """Nodes that take ``name`` as an input, in file order."""

@@ -307,6 +307,19 @@ def topology_schema(kinds: Mapping[str, KindSpec] | None = None) -> dict[str, An
                     },
                 },
             },
+            "reload": {
+                "type": "object",
+                "additionalProperties": False,
+                "description": "Hot reload without a terminal: `apply` has supervisord run a watcher "
+                "beside the nodes (`<topology>:_watch`) that applies every saved edit of this file, as "
+                "`alphapulse apply --watch` does.",
+                "properties": {
+                    "watch": {
+                        "type": "boolean", "default": False,
+                        "description": "Run the watcher (true) or not (false, the default).",
+                    },
+                },
+            },
             "nodes": {
                 "type": "object",
                 "minProperties": 1,

@@ -284,6 +284,46 @@ def test_watch_applies_saved_edits_and_refuses_broken_ones(deployment) -> None:
         watcher.wait(10)
 
 
+def test_a_topology_s_reload_section_has_supervisord_run_a_watcher_that_applies_every_edit(deployment, capsys) -> None:
+    """``reload: {watch: true}``: hot reload without a terminal. ``apply`` runs ``rt:_watch``;
+    it applies a saved parameter edit live, refuses a broken one (``status`` says why, with
+    ``file:line:col``), and an edit that removes the section is handed to a separate apply, which
+    stops and removes the watcher; the nodes keep their pids throughout."""
+    base, topo = deployment
+    watched = TOPOLOGY.replace("topology: rt\n", "topology: rt\nreload: {watch: true}\n")
+    topo.write_text(watched)
+    assert main(["apply", str(topo), "--wait", "60"]) == 0
+    out = capsys.readouterr().out
+    assert "watcher      added" in out and f"watching     {topo}" in out
+    nodes = {n: p for n, p in pids(base).items() if n != "_watch"}
+    assert set(nodes) == {"src", "bus", "sink"}
+    wait_for(lambda: pids(base).get("_watch"), what="the watcher to run")
+
+    def watch_line() -> str:
+        assert main(["status", str(topo)]) == 0
+        return next((line for line in capsys.readouterr().out.splitlines() if line.startswith("watch ")), "")
+
+    # its first look at the file (supervisord started it after apply wrote the plan) finds nothing to do
+    assert wait_for(lambda: "unchanged" in watch_line(), what="the watcher's first look")
+    assert f"watch    {topo}  RUNNING  last edit " in watch_line()
+
+    topo.write_text(watched.replace("rate: 4000", "rate: 2500"))
+    wait_for(lambda: stats(base, "src")["params"]["rate"] == 2500, what="the watcher to apply the edit")
+    assert "applied: reconfigured src" in wait_for(lambda: "applied" in (line := watch_line()) and line,
+                                                  what="status to show the edit applied")
+
+    topo.write_text(watched.replace("rate: 4000", "rate: [oops"))
+    line = wait_for(lambda: "refused" in (line := watch_line()) and line, what="the broken edit to be refused")
+    assert f"refused: {topo}:6:" in line
+    assert stats(base, "src")["params"]["rate"] == 2500
+
+    topo.write_text(TOPOLOGY.replace("rate: 4000", "rate: 2500"))  # valid, and without the watcher
+    wait_for(lambda: "_watch" not in pids(base), timeout=60, what="the watcher to be removed")
+    assert pids(base) == nodes
+    assert "watcher      removed" in (base / "rt" / "logs" / "_watch.handover.log").read_text()
+    assert watch_line() == ""
+
+
 def test_adding_and_removing_a_node_leaves_the_others_running(deployment, capsys) -> None:
     base, topo = deployment
     assert main(["apply", str(topo), "--wait", "30"]) == 0

@@ -292,6 +292,39 @@ def test_a_metrics_section_becomes_an_exporter_program_beside_the_nodes(load, tm
     assert groups == {"pipe": ["_metrics", "market", "out", "src"]}
 
 
+def test_a_reload_section_becomes_a_watcher_program_beside_the_nodes(load, tmp_path):
+    """``reload: {watch: true}``: the plan carries the watcher's command line (``apply FILE
+    --supervised NAME``), the program file runs it as ``<topology>:_watch`` beside the exporter,
+    with time to finish an apply when stopped, and the nodes do not notice."""
+    from supervisor.options import ServerOptions
+
+    text = PIPE.replace("    topology: pipe\n",
+                        "    topology: pipe\n    reload: {watch: true}\n    metrics: {listen: 127.0.0.1:9464}\n")
+    topology = load(text, run_dir=str(tmp_path))
+    plan = compile_plan(topology, python="/py")
+    assert plan.watch == {"file": topology.path, "argv": [
+        "/py", "-m", "alphapulse", "apply", topology.path, "--supervised", "pipe", "--run-dir", str(tmp_path)]}
+    assert "watch" not in plan_of(load).data
+    assert "watch" not in compile_plan(load(text.replace("watch: true", "watch: false")), python="/py").data
+    assert {n: e["fingerprint"] for n, e in plan.nodes.items()} == {n: e["fingerprint"] for n, e in compile_plan(
+        load(PIPE, run_dir=str(tmp_path)), python="/py").nodes.items()}
+
+    config = render_program_config(plan)
+    assert "programs=pipe_market,pipe_out,pipe_src,pipe__metrics,pipe__watch\n" in config
+    section = config[config.index("[program:pipe__watch]"):]
+    assert "process_name=_watch\n" in section and "stopwaitsecs=60\n" in section
+    assert f"command=/py -m alphapulse apply {topology.path} --supervised pipe --run-dir {tmp_path}\n" in section
+    Path(plan.data["log_dir"]).mkdir(parents=True)
+    programs = tmp_path / "pipe.conf"
+    programs.write_text(config)
+    main = tmp_path / "supervisord.conf"
+    main.write_text(f"[supervisord]\nlogfile={tmp_path}/sd.log\n[include]\nfiles={programs}\n")
+    options = ServerOptions()
+    options.realize(["-c", str(main)])
+    groups = {g.name: sorted(p.name for p in g.process_configs) for g in options.process_group_configs}
+    assert groups == {"pipe": ["_metrics", "_watch", "market", "out", "src"]}
+
+
 def test_graph_renderers(load):
     topology = load(PIPE)
     dot = render_dot(topology)

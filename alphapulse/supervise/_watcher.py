@@ -1,0 +1,119 @@
+"""The supervised watcher (``reload: {watch: true}``): hot reload that outlives the terminal.
+
+``apply`` has supervisord run ``alphapulse apply FILE --supervised`` beside the nodes as
+``<topology>:_watch``, as Vector's ``--watch-config`` runs inside the service rather than in
+someone's shell. It applies every settled edit of the file in-process (under the topology's
+apply lock, so a person's ``apply`` and its own never interleave), refuses an invalid one with its
+``file:line:col`` diagnostics and leaves the system as it was, and writes what became of the last
+edit to ``<run>/state/_watch.json`` for ``status``.
+
+One edit it cannot apply itself: one that removes or changes its own entry, since applying it
+means stopping the process doing the applying. It hands that edit to a detached ``apply`` (its
+own session, so supervisord stopping the watcher's process group does not take it along), which
+stops or replaces the watcher like any other program.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from alphapulse.supervise._apply import ApplyError, apply_plan, compile_file, load_applied_plan
+from alphapulse.supervise._supervisor import RunBase, SupervisorError
+from alphapulse.supervise._watch import WatchOutcome, watch, write_outcome
+from alphapulse.topology import WATCH_PROCESS, format_diagnostics
+
+
+def hands_over(applied: dict[str, Any] | None, plan: dict[str, Any]) -> bool:
+    """Does applying ``plan`` over ``applied`` stop or replace the watcher (its entry removed or
+    changed)? Then another process must apply it."""
+    return (applied or {}).get("watch") != plan.get("watch")
+
+
+class SupervisedWatcher:
+    """``alphapulse apply FILE --supervised``: the loop supervisord runs as ``<topology>:_watch``."""
+
+    def __init__(self, file: Path, base: RunBase, topology: str, *, out: TextIO = sys.stdout,
+                 err: TextIO = sys.stderr) -> None:
+        self.file = file.absolute()
+        self.base = base
+        self.topology = topology
+        """the topology this watcher belongs to (an edit that renames it is refused)"""
+        self.out, self.err = out, err
+        self.stopping = False
+        """set by SIGTERM: finish an apply under way, then end (supervisord's stop)"""
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self._stop)
+        self.apply_once()  # the file may have changed while no watcher ran: the file is the truth
+        self._print(f"watching {self.file} for topology {self.topology} (supervised)")
+        watch(self.file, self._edited, stop=lambda: self.stopping)
+
+    def _stop(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+
+    def _edited(self) -> None:
+        self._print(f"-- {self.file} changed")
+        self.apply_once()
+
+    def apply_once(self) -> WatchOutcome | None:
+        """Apply the file as it is now; record and return the outcome (None when told to stop
+        while waiting for another apply: nothing was done)."""
+        outcome = self._apply()
+        if outcome is not None:
+            write_outcome(self.base.topology_dir(self.topology), outcome)
+            self._print(f"{outcome.outcome}", err=outcome.outcome in ("refused", "failed"))
+        return outcome
+
+    def _apply(self) -> WatchOutcome | None:
+        now = time.time()
+        try:
+            plan, warnings = compile_file(self.file, self.base)
+        except ApplyError as exc:
+            text = format_diagnostics(exc.diagnostics)
+            self.err.write(text)
+            return WatchOutcome(now, "refused", (*text.splitlines(), str(exc)))
+        except OSError as exc:
+            return WatchOutcome(now, "refused", (f"cannot read {self.file}: {exc}",))
+        self.err.write(format_diagnostics(warnings))
+        if plan["topology"] != self.topology:
+            return WatchOutcome(now, "refused", (
+                f"{self.file} now declares topology {plan['topology']!r}; this watcher runs {self.topology!r}: "
+                f"apply the file by hand (and `alphapulse down` the old name)",))
+        if hands_over(load_applied_plan(self.base, self.topology), plan):
+            log = self.hand_over()
+            return WatchOutcome(now, "handed over", (f"the edit changes this watcher: applied by a separate "
+                                                     f"`alphapulse apply` (log: {log})",))
+        try:
+            report = apply_plan(plan, self.base, give_up=lambda: self.stopping)
+        except ApplyError:
+            return None  # told to stop while another apply ran
+        except SupervisorError as exc:
+            return WatchOutcome(now, "failed", (str(exc),))
+        lines = report.lines()
+        for line in lines:
+            self._print(line)
+        return WatchOutcome(now, "applied" if report.changed_anything else "unchanged", tuple(lines))
+
+    def hand_over(self) -> Path:
+        """Start ``alphapulse apply FILE`` in its own session (it outlives this process, which it
+        stops); its output goes to a log beside the watcher's."""
+        log = self.base.topology_dir(self.topology) / "logs" / f"{WATCH_PROCESS}.handover.log"
+        log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(log, "a") as sink:
+            subprocess.Popen(
+                [sys.executable, "-m", "alphapulse", "apply", str(self.file), "--run-dir", str(self.base.path)],
+                stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=os.getcwd(),
+            )
+        return log
+
+    def _print(self, line: str, *, err: bool = False) -> None:
+        stream = self.err if err else self.out
+        stream.write(line + "\n")
+        stream.flush()

@@ -1,0 +1,54 @@
+"""The apply lock and the supervised watcher's decisions, without supervisord."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from alphapulse.supervise._apply import ApplyError, applying
+from alphapulse.supervise._watch import WatchOutcome, read_outcome, write_outcome
+from alphapulse.supervise._watcher import hands_over
+
+
+def test_one_apply_of_a_topology_at_a_time(tmp_path) -> None:
+    """A second apply waits for the first; one told to give up while waiting raises and did nothing."""
+    order: list[str] = []
+    with applying(tmp_path / "rt"):
+        with pytest.raises(ApplyError, match="another apply"), applying(tmp_path / "rt", give_up=lambda: True):
+            order.append("second ran")  # never: it gave up waiting
+
+        def second() -> None:
+            with applying(tmp_path / "rt"):
+                order.append("second")
+
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        time.sleep(0.3)
+        order.append("first")
+    waiter.join(5)
+    assert order == ["first", "second"]
+    with applying(tmp_path / "other"), applying(tmp_path / "rt", give_up=lambda: True):
+        pass  # another topology's lock is another lock
+
+
+def test_the_watcher_hands_over_only_edits_of_itself() -> None:
+    watch = {"file": "/t/rt.yaml", "argv": ["py", "-m", "alphapulse", "apply", "/t/rt.yaml", "--supervised", "rt"]}
+    nodes = {"nodes": {"src": {}}}
+    assert not hands_over({**nodes, "watch": watch}, {"nodes": {"src": {}, "sink": {}}, "watch": watch})
+    assert hands_over({**nodes, "watch": watch}, nodes)  # removed: it would stop itself
+    assert hands_over({**nodes, "watch": watch}, {**nodes, "watch": {**watch, "argv": ["other"]}})
+    assert hands_over(nodes, {**nodes, "watch": watch})
+
+
+def test_the_watcher_s_outcome_round_trips_and_reads_as_one_line(tmp_path) -> None:
+    assert read_outcome(tmp_path) is None
+    at = time.mktime((2026, 11, 22, 11, 2, 3, 0, 0, -1))
+    outcome = WatchOutcome(at, "refused", ("", "rt.yaml:6:5: error: bad", "error: rt.yaml: 1 error(s)"))
+    write_outcome(tmp_path, outcome)
+    assert read_outcome(tmp_path) == outcome
+    assert outcome.summary() == "last edit 11:02:03 refused: rt.yaml:6:5: error: bad"
+    assert WatchOutcome(at, "unchanged").summary() == "last edit 11:02:03 unchanged"
+    (tmp_path / "state" / "_watch.json").write_text("{not json")
+    assert read_outcome(tmp_path) is None
