@@ -149,7 +149,9 @@ def _reconcile(plan: dict[str, Any], base: RunBase, sup: Supervisor, report: App
         forget(state_file(plan["run_dir"], node))  # started by apply: afresh, without crash-loop backoff
         sup.start(name, node)
     for _, process, label in COMPANIONS:
-        if report.companions.get(label) == "started":
+        # autostart starts one whose program section changed (syncGroup made it anew); one whose
+        # section is the same (the watcher's recorded variables changed) is the stopped old one
+        if report.companions.get(label) in ("restarted", "started"):
             sup.start(name, process)
     report.added = sorted(diff.added)
     report.removed = sorted(diff.removed)

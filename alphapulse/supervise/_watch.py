@@ -63,10 +63,14 @@ class WatchOutcome:
     """what ``apply`` printed: the changes, or the diagnostics of a refused edit"""
 
     def summary(self) -> str:
-        """One line for ``status``: when, what, and the first line that says why or what."""
+        """One line for ``status``: when, what, and what changed (or the first line of why not)."""
         when = time.strftime("%H:%M:%S", time.localtime(self.at))
-        first = next((line for line in self.lines if line.strip()), "")
-        return f"last edit {when} {self.outcome}" + (f": {first}" if first else "")
+        lines = [" ".join(line.split()) for line in self.lines if line.strip()]
+        if self.outcome in ("applied", "unchanged"):
+            detail = "; ".join(line for line in lines if not line.startswith(("unchanged ", "topology ")))
+        else:
+            detail = lines[0] if lines else ""
+        return f"last edit {when} {self.outcome}" + (f": {detail}" if detail else "")
 
 
 def outcome_file(run_dir: str | Path) -> Path:

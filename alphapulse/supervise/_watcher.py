@@ -5,12 +5,14 @@
 someone's shell. It applies every settled edit of the file in-process (under the topology's
 apply lock, so a person's ``apply`` and its own never interleave), refuses an invalid one with its
 ``file:line:col`` diagnostics and leaves the system as it was, and writes what became of the last
-edit to ``<run>/state/_watch.json`` for ``status``.
+edit to ``<run>/state/_watch.json`` for ``status``. It resolves ``${VAR}`` with the values the
+file was last applied with (the plan records them), not with supervisord's environment.
 
-One edit it cannot apply itself: one that removes or changes its own entry, since applying it
-means stopping the process doing the applying. It hands that edit to a detached ``apply`` (its
-own session, so supervisord stopping the watcher's process group does not take it along), which
-stops or replaces the watcher like any other program.
+One edit it cannot apply itself: one that removes or changes its own entry (its command line, or
+the variables the file refers to), since applying it means stopping the process doing the
+applying. It hands that edit to a detached ``apply`` (its own session, so supervisord stopping
+the watcher's process group does not take it along), which stops or replaces the watcher like any
+other program.
 """
 
 from __future__ import annotations
@@ -35,6 +37,15 @@ def hands_over(applied: dict[str, Any] | None, plan: dict[str, Any]) -> bool:
     return (applied or {}).get("watch") != plan.get("watch")
 
 
+def adopt_environment(env: dict[str, str | None], environ: Any = os.environ) -> None:
+    """Set each variable to its value, and unset those that were unset (None)."""
+    for var, value in env.items():
+        if value is None:
+            environ.pop(var, None)
+        else:
+            environ[var] = value
+
+
 class SupervisedWatcher:
     """``alphapulse apply FILE --supervised``: the loop supervisord runs as ``<topology>:_watch``."""
 
@@ -50,9 +61,18 @@ class SupervisedWatcher:
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._stop)
+        self.adopt_environment()
         self.apply_once()  # the file may have changed while no watcher ran: the file is the truth
         self._print(f"watching {self.file} for topology {self.topology} (supervised)")
         watch(self.file, self._edited, stop=lambda: self.stopping)
+
+    def adopt_environment(self) -> None:
+        """Take the variables the file was last applied with (the plan's ``watch.env``): ours
+        are supervisord's, from whichever apply started it, and an edit resolved with those
+        would undo what the last apply set (a port, a path). Secrets are not among them: nodes
+        read those from their own environment."""
+        entry = (load_applied_plan(self.base, self.topology) or {}).get("watch") or {}
+        adopt_environment(entry.get("env") or {})
 
     def _stop(self, signum: int, frame: Any) -> None:
         self.stopping = True

@@ -180,6 +180,9 @@ def compile_plan(topology: Topology, run_dir: str | None = None,
     if topology.watch:
         data["watch"] = {
             "file": topology.path,
+            # what the file was resolved with: the watcher resolves edits the same way, not with
+            # whatever environment supervisord happened to start with
+            "env": dict(topology.env),
             "argv": [python, "-m", "alphapulse", "apply", topology.path, "--supervised", topology.name,
                      "--run-dir", os.path.dirname(run_dir)],
         }

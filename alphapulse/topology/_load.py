@@ -98,6 +98,8 @@ class _Builder:
         self.diagnostics: list[Diagnostic] = []
         self.model_diagnostics: list[Diagnostic] = []
         self.secret_env: dict[str, dict[str, str]] = {}
+        self.env_refs: set[str] = set()
+        """variables the file's non-secret values refer to (the watcher needs the same ones)"""
 
     def _emit(self, severity: Severity, mark: Mark, message: str, code: str,
               into: list[Diagnostic] | None = None) -> None:
@@ -140,6 +142,7 @@ class _Builder:
                 self._check_literal(value, path)
             return value
         try:
+            self.env_refs.update(ref.name for ref in find_refs(value))
             resolved = interpolate(value, self.env)
         except EnvSyntaxError as exc:
             self._emit(Severity.ERROR, self._offset(path, exc.offset),
@@ -241,6 +244,7 @@ class _Builder:
             marks=self.marks,
             metrics_listen=self._metrics_listen(),
             watch=bool(_dict(self.data.get("reload")).get("watch", False)),
+            env={var: self.env.get(var) for var in sorted(self.env_refs)},
         )
 
     def _metrics_listen(self) -> str | None:

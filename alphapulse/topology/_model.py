@@ -81,6 +81,9 @@ class Topology:
     """``HOST:PORT`` of the topology's Prometheus exporter (``metrics.listen``), when it has one."""
     watch: bool = False
     """``reload.watch``: supervisord runs a watcher that applies every saved edit of this file."""
+    env: Mapping[str, str | None] = dataclasses.field(default_factory=dict)
+    """The variables the file's non-secret values refer to, as they were when it was loaded
+    (None: unset). Secret params keep their ``${VAR}``: their variables are not here."""
 
     def consumers(self, name: str) -> list[str]:
         """Nodes that take ``name`` as an input, in file order."""

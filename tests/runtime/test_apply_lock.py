@@ -9,7 +9,8 @@ import pytest
 
 from alphapulse.supervise._apply import ApplyError, applying
 from alphapulse.supervise._watch import WatchOutcome, read_outcome, write_outcome
-from alphapulse.supervise._watcher import hands_over
+from alphapulse.supervise._watcher import adopt_environment, hands_over
+from alphapulse.topology import parse_topology
 
 
 def test_one_apply_of_a_topology_at_a_time(tmp_path) -> None:
@@ -49,6 +50,38 @@ def test_the_watcher_s_outcome_round_trips_and_reads_as_one_line(tmp_path) -> No
     write_outcome(tmp_path, outcome)
     assert read_outcome(tmp_path) == outcome
     assert outcome.summary() == "last edit 11:02:03 refused: rt.yaml:6:5: error: bad"
-    assert WatchOutcome(at, "unchanged").summary() == "last edit 11:02:03 unchanged"
+    assert WatchOutcome(at, "unchanged", ("unchanged    bus, src", "topology rt is up to date; nothing to do")
+                        ).summary() == "last edit 11:02:03 unchanged"
+    assert WatchOutcome(at, "applied", ("reconfigured src", "unchanged    bus", "watcher      restarted")
+                        ).summary() == "last edit 11:02:03 applied: reconfigured src; watcher restarted"
     (tmp_path / "state" / "_watch.json").write_text("{not json")
     assert read_outcome(tmp_path) is None
+
+
+def test_the_watcher_resolves_the_file_with_the_variables_it_was_applied_with(tmp_path) -> None:
+    """The plan records the non-secret variables the file refers to (unset ones as None); the
+    watcher takes exactly those, whatever supervisord's environment holds."""
+    from alphapulse.topology import compile_plan
+
+    text = """\
+topology: rt
+reload: {watch: true}
+nodes:
+  src:
+    kind: source.counter
+    params:
+      rate: ${RT_RATE:-4000}
+      batch: ${RT_BATCH:-4}
+  sink:
+    kind: sink.websocket
+    inputs: [src]
+    params: {token: "${RT_TOKEN}"}
+"""
+    env = {"RT_RATE": "3500", "RT_TOKEN": "s3cret", "UNRELATED": "x"}
+    topology, diagnostics = parse_topology(text, "rt.yaml", env=env, run_dir=str(tmp_path))
+    assert topology is not None, diagnostics
+    watch = compile_plan(topology, python="/py").watch
+    assert watch["env"] == {"RT_BATCH": None, "RT_RATE": "3500"}  # no secret, nothing unrelated
+    supervisord_env = {"RT_RATE": "1", "RT_BATCH": "9", "PATH": "/bin"}
+    adopt_environment(watch["env"], supervisord_env)
+    assert supervisord_env == {"RT_RATE": "3500", "PATH": "/bin"}

@@ -284,40 +284,53 @@ def test_watch_applies_saved_edits_and_refuses_broken_ones(deployment) -> None:
         watcher.wait(10)
 
 
-def test_a_topology_s_reload_section_has_supervisord_run_a_watcher_that_applies_every_edit(deployment, capsys) -> None:
+def test_a_topology_s_reload_section_has_supervisord_run_a_watcher_that_applies_every_edit(
+        deployment, capsys, monkeypatch) -> None:
     """``reload: {watch: true}``: hot reload without a terminal. ``apply`` runs ``rt:_watch``;
-    it applies a saved parameter edit live, refuses a broken one (``status`` says why, with
-    ``file:line:col``), and an edit that removes the section is handed to a separate apply, which
-    stops and removes the watcher; the nodes keep their pids throughout."""
+    it resolves the file with the variables of the last apply (not supervisord's), applies a
+    saved parameter edit live, refuses a broken one (``status`` says why, with ``file:line:col``),
+    and an edit that removes the section is handed to a separate apply, which stops and removes
+    the watcher; the nodes keep their pids throughout."""
+    from alphapulse.supervise import read_outcome
+
     base, topo = deployment
-    watched = TOPOLOGY.replace("topology: rt\n", "topology: rt\nreload: {watch: true}\n")
+    watched = TOPOLOGY.replace("topology: rt\n", "topology: rt\nreload: {watch: true}\n").replace(
+        "    params: {rate: 4000, batch: 4}", "    params:\n      rate: ${RT_RATE:-4000}\n      batch: 4")
     topo.write_text(watched)
+    monkeypatch.delenv("RT_RATE", raising=False)  # supervisord starts without it
     assert main(["apply", str(topo), "--wait", "60"]) == 0
     out = capsys.readouterr().out
     assert "watcher      added" in out and f"watching     {topo}" in out
     nodes = {n: p for n, p in pids(base).items() if n != "_watch"}
     assert set(nodes) == {"src", "bus", "sink"}
-    wait_for(lambda: pids(base).get("_watch"), what="the watcher to run")
+
+    monkeypatch.setenv("RT_RATE", "3500")
+    before = time.time()
+    assert main(["apply", str(topo)]) == 0
+    out = capsys.readouterr().out
+    assert "reconfigured src" in out and "watcher      restarted" in out  # the variables it resolves with changed
 
     def watch_line() -> str:
         assert main(["status", str(topo)]) == 0
         return next((line for line in capsys.readouterr().out.splitlines() if line.startswith("watch ")), "")
 
-    # its first look at the file (supervisord started it after apply wrote the plan) finds nothing to do
-    assert wait_for(lambda: "unchanged" in watch_line(), what="the watcher's first look")
-    assert f"watch    {topo}  RUNNING  last edit " in watch_line()
+    # the new watcher's first look at the file (it may have changed while none ran) finds nothing to do
+    first = wait_for(lambda: (o := read_outcome(base / "rt")) and o.at > before and o, what="the watcher's first look")
+    assert first.outcome == "unchanged" and stats(base, "src")["params"]["rate"] == 3500
+    wait_for(lambda: f"watch    {topo}  RUNNING  last edit " in watch_line(), what="status to show the watcher")
 
-    topo.write_text(watched.replace("rate: 4000", "rate: 2500"))
-    wait_for(lambda: stats(base, "src")["params"]["rate"] == 2500, what="the watcher to apply the edit")
+    topo.write_text(watched.replace("batch: 4", "batch: 2"))
+    wait_for(lambda: stats(base, "src")["params"]["batch"] == 2, what="the watcher to apply the edit")
     assert "applied: reconfigured src" in wait_for(lambda: "applied" in (line := watch_line()) and line,
                                                   what="status to show the edit applied")
+    assert stats(base, "src")["params"]["rate"] == 3500
 
-    topo.write_text(watched.replace("rate: 4000", "rate: [oops"))
+    topo.write_text(watched.replace("batch: 4", "batch: [oops"))
     line = wait_for(lambda: "refused" in (line := watch_line()) and line, what="the broken edit to be refused")
-    assert f"refused: {topo}:6:" in line
-    assert stats(base, "src")["params"]["rate"] == 2500
+    assert f"refused: {topo}:9:6: error: YAML syntax error" in line  # where the parser noticed
+    assert stats(base, "src")["params"]["batch"] == 2
 
-    topo.write_text(TOPOLOGY.replace("rate: 4000", "rate: 2500"))  # valid, and without the watcher
+    topo.write_text(TOPOLOGY.replace("batch: 4", "batch: 2"))  # valid, and without the watcher
     wait_for(lambda: "_watch" not in pids(base), timeout=60, what="the watcher to be removed")
     assert pids(base) == nodes
     assert "watcher      removed" in (base / "rt" / "logs" / "_watch.handover.log").read_text()

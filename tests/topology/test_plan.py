@@ -302,7 +302,7 @@ def test_a_reload_section_becomes_a_watcher_program_beside_the_nodes(load, tmp_p
                         "    topology: pipe\n    reload: {watch: true}\n    metrics: {listen: 127.0.0.1:9464}\n")
     topology = load(text, run_dir=str(tmp_path))
     plan = compile_plan(topology, python="/py")
-    assert plan.watch == {"file": topology.path, "argv": [
+    assert plan.watch == {"file": topology.path, "env": {}, "argv": [
         "/py", "-m", "alphapulse", "apply", topology.path, "--supervised", "pipe", "--run-dir", str(tmp_path)]}
     assert "watch" not in plan_of(load).data
     assert "watch" not in compile_plan(load(text.replace("watch: true", "watch: false")), python="/py").data
