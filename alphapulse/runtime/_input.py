@@ -444,7 +444,12 @@ class InputLink:
         while True:
             deadline = tracker.next_deadline()
             if deadline is not None and trio.current_time() >= deadline:
-                # also when data never stops coming: a resend that is overdue is given up on
+                # also when data never stops coming: a resend that is overdue is given up on. But
+                # first what the socket holds, which came before now: a node busy past the
+                # deadline (a slow handler, a starved CPU) must not count lost an answer that
+                # came in time and waits in its socket
+                if not await self._read_what_came(sock, deliver):
+                    want, tail, drained = SMALL_READ, b"", False
                 await self._poll(trio.current_time(), deliver)
                 continue
             data = None
@@ -473,8 +478,7 @@ class InputLink:
                     except _PEER_GONE:
                         data = b""
             now = trio.current_time()
-            if data is None:  # a resend deadline passed with nothing to read
-                await self._poll(now, deliver)
+            if data is None:  # a resend deadline passed with nothing to read: the top gives it up
                 continue
             if not data:
                 self._count_decoder(decoder)
@@ -493,6 +497,25 @@ class InputLink:
                 await trio.lowlevel.checkpoint()
             else:
                 await trio.lowlevel.checkpoint_if_cancelled()
+
+    async def _read_what_came(self, sock: socket.socket, deliver: Callable[[Any], Awaitable[None]]) -> bool:
+        """Read and deliver what the socket holds now, without waiting: at most one receive
+        buffer's worth (all it held when called), so a stream that never stops cannot hold this
+        up. True when the peer has gone (the caller's next read says so again)."""
+        budget = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        while budget > 0:
+            try:
+                data = sock.recv(READ_SIZE)
+            except BlockingIOError:
+                return False
+            except _PEER_GONE:
+                return True
+            if not data:
+                return True
+            budget -= len(data)
+            for out in self._ingest(data, trio.current_time()):
+                await deliver(out)
+        return False
 
     async def _poll(self, now: float, deliver: Callable[[Any], Awaitable[None]]) -> None:
         if self.chain is not None:

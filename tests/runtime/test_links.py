@@ -460,3 +460,42 @@ async def test_a_small_publish_hands_the_cpu_to_the_subscriber_it_woke(sock_dir,
         pub.publish_nowait(block(trade_frames(SOURCE, EPOCH, [36])))
         assert len(yields) == 2
         nursery.cancel_scope.cancel()
+
+
+async def test_a_resend_answer_already_in_the_socket_is_not_counted_lost_when_the_consumer_was_busy(sock_dir) -> None:
+    """The answer to a resend arrived in time, but the node was busy delivering (a slow handler:
+    a Parquet flush, a starved CPU) until after the wait ran out. What the socket holds by then
+    arrived before the deadline: the link reads it before it gives the gap up, so the gap is
+    recovered, not counted lost (and its frames counted duplicates when read after)."""
+    path = os.path.join(sock_dir, "raw.sock")
+    listener = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    await listener.bind(path)
+    listener.listen(1)
+    got: list[int] = []
+    busy = trio.Event()
+
+    async def slow_deliver(b) -> None:
+        got.extend((b.sequence & np.uint64((1 << 40) - 1)).tolist())
+        if len(got) == 5:  # the first block: the handler takes longer than the resend wait (0.5 s)
+            busy.set()
+            await trio.sleep(0.8)
+
+    lk = link(path, "busy")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lk.run, slow_deliver)
+        conn, _ = await listener.accept()
+        with conn:
+            await conn.send(trade_frames(SOURCE, EPOCH, [1, 2, 3, 4, 5, 8, 9, 10]))  # 6 and 7 missing
+            with trio.fail_after(5):
+                await busy.wait()  # the gap is open and its resend asked for
+            await trio.sleep(0.1)
+            await conn.send(trade_frames(SOURCE, EPOCH, [6, 7]))  # the answer, well within 0.5 s
+            with trio.fail_after(5):
+                while 10 not in got:  # the last frame: released once the gap is closed either way
+                    await trio.sleep(0.01)
+            await trio.sleep(0.05)
+            sequence = lk.statistics().sequence
+            nursery.cancel_scope.cancel()
+    assert got == list(range(1, 11))
+    assert (sequence["gaps_detected"], sequence["gaps_recovered"], sequence["gaps_lost"]) == (1, 1, 0)
+    listener.close()
