@@ -244,27 +244,29 @@ def test_supervisord_config_quotes_and_escapes(load):
     assert "command='/opt/my python/bin/python%%1' -m alphapulse" in text
 
 
-def test_supervisord_parses_the_config(load, tmp_path):
+def supervisord_groups(plan, config: str, tmp_path: Path) -> dict[str, list[str]]:
+    """The process groups supervisord itself reads from a program file (its names, sorted)."""
     from supervisor.options import ServerOptions
 
-    plan = compile_plan(load(PIPE, run_dir=str(tmp_path)), python="/py")
     Path(plan.data["log_dir"]).mkdir(parents=True)
     programs = tmp_path / "pipe.conf"
-    programs.write_text(render_program_config(plan))
+    programs.write_text(config)
     main = tmp_path / "supervisord.conf"
     main.write_text(f"[supervisord]\nlogfile={tmp_path}/sd.log\n[include]\nfiles={programs}\n")
     options = ServerOptions()
     options.realize(["-c", str(main)])
-    groups = {g.name: sorted(p.name for p in g.process_configs)
-              for g in options.process_group_configs}
+    return {g.name: sorted(p.name for p in g.process_configs) for g in options.process_group_configs}
+
+
+def test_supervisord_parses_the_config(load, tmp_path):
+    plan = compile_plan(load(PIPE, run_dir=str(tmp_path)), python="/py")
+    groups = supervisord_groups(plan, render_program_config(plan), tmp_path)
     assert groups == {"pipe": ["market", "out", "src"]}  # supervisorctl: pipe:out
 
 
 def test_a_metrics_section_becomes_an_exporter_program_beside_the_nodes(load, tmp_path):
     """``metrics: {listen}``: the plan carries the exporter's command line, the program file runs
     it as ``<topology>:_metrics`` (no node can be called that), and supervisord reads it."""
-    from supervisor.options import ServerOptions
-
     text = PIPE.replace("    topology: pipe\n", "    topology: pipe\n    metrics: {listen: 127.0.0.1:9464}\n")
     plan = compile_plan(load(text, run_dir=str(tmp_path)), python="/py")
     assert plan.metrics == {"listen": "127.0.0.1:9464", "argv": [
@@ -281,14 +283,7 @@ def test_a_metrics_section_becomes_an_exporter_program_beside_the_nodes(load, tm
     assert "process_name=_metrics\n" in section and "autorestart=true\n" in section
     assert f"command=/py -m alphapulse metrics --topology pipe --run-dir {tmp_path} --listen 127.0.0.1:9464\n" \
         in section
-    Path(plan.data["log_dir"]).mkdir(parents=True)
-    programs = tmp_path / "pipe.conf"
-    programs.write_text(config)
-    main = tmp_path / "supervisord.conf"
-    main.write_text(f"[supervisord]\nlogfile={tmp_path}/sd.log\n[include]\nfiles={programs}\n")
-    options = ServerOptions()
-    options.realize(["-c", str(main)])
-    groups = {g.name: sorted(p.name for p in g.process_configs) for g in options.process_group_configs}
+    groups = supervisord_groups(plan, config, tmp_path)
     assert groups == {"pipe": ["_metrics", "market", "out", "src"]}
 
 
@@ -296,8 +291,6 @@ def test_a_reload_section_becomes_a_watcher_program_beside_the_nodes(load, tmp_p
     """``reload: {watch: true}``: the plan carries the watcher's command line (``apply FILE
     --supervised NAME``), the program file runs it as ``<topology>:_watch`` beside the exporter,
     with time to finish an apply when stopped, and the nodes do not notice."""
-    from supervisor.options import ServerOptions
-
     text = PIPE.replace("    topology: pipe\n",
                         "    topology: pipe\n    reload: {watch: true}\n    metrics: {listen: 127.0.0.1:9464}\n")
     topology = load(text, run_dir=str(tmp_path))
@@ -314,14 +307,7 @@ def test_a_reload_section_becomes_a_watcher_program_beside_the_nodes(load, tmp_p
     section = config[config.index("[program:pipe__watch]"):]
     assert "process_name=_watch\n" in section and "stopwaitsecs=60\n" in section
     assert f"command=/py -m alphapulse apply {topology.path} --supervised pipe --run-dir {tmp_path}\n" in section
-    Path(plan.data["log_dir"]).mkdir(parents=True)
-    programs = tmp_path / "pipe.conf"
-    programs.write_text(config)
-    main = tmp_path / "supervisord.conf"
-    main.write_text(f"[supervisord]\nlogfile={tmp_path}/sd.log\n[include]\nfiles={programs}\n")
-    options = ServerOptions()
-    options.realize(["-c", str(main)])
-    groups = {g.name: sorted(p.name for p in g.process_configs) for g in options.process_group_configs}
+    groups = supervisord_groups(plan, config, tmp_path)
     assert groups == {"pipe": ["_metrics", "_watch", "market", "out", "src"]}
 
 
