@@ -12,7 +12,7 @@ the nodes keeps HTTP and a metrics library off their hot paths and their ports.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from alphapulse.supervise._apply import load_applied_plan
 from alphapulse.supervise._status import NodeReport, node_reports
 from alphapulse.supervise._supervisor import RunBase
+from alphapulse.supervise._watch import WatchOutcome, read_outcome
 
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 """``alphapulse_breaker_state``: a gauge, so an alert can say ``> 0``"""
@@ -99,6 +100,22 @@ def families(reports: Iterable[NodeReport]) -> list[Metric]:
             overflow, queued, breaker, cpu, resident, private]
 
 
+def reload_families(outcomes: Mapping[str, WatchOutcome]) -> list[Metric]:
+    """Each watched topology's hot reload, as Prometheus reports its own
+    (``prometheus_config_last_reload_successful``): whether the file's last edit took, and when
+    one last did. An alert on ``== 0`` catches an edit the watcher refused."""
+    successful = GaugeMetricFamily("alphapulse_config_last_reload_successful",
+                                   "1 when the watcher (reload.watch) applied the file's last edit, 0 when it "
+                                   "refused it (invalid) or could not apply it", labels=["topology"])
+    success_time = GaugeMetricFamily("alphapulse_config_last_reload_success_timestamp_seconds",
+                                     "When the watcher last applied the file (Unix time)", labels=["topology"])
+    for topology, outcome in sorted(outcomes.items()):
+        successful.add_metric([topology], 1 if outcome.succeeded else 0)
+        if outcome.succeeded_at is not None:
+            success_time.add_metric([topology], outcome.succeeded_at)
+    return [successful, success_time]
+
+
 def _inputs(links: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """Each input link and the peer links it opened (a ``peer`` relay's introductions)."""
     for link in links:
@@ -116,8 +133,13 @@ class TopologyCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         reports: list[NodeReport] = []
+        outcomes: dict[str, WatchOutcome] = {}
         for name in self.names or self.base.applied_topologies():
             plan = load_applied_plan(self.base, name)
             if plan is not None:
                 reports.extend(node_reports(plan, self.base))
+                outcome = read_outcome(plan["run_dir"]) if plan.get("watch") else None
+                if outcome is not None:
+                    outcomes[name] = outcome
         yield from families(reports)
+        yield from reload_families(outcomes)

@@ -61,6 +61,18 @@ class WatchOutcome:
     supervisord could not be changed) or ``handed over`` (an edit of the watcher itself)"""
     lines: tuple[str, ...] = ()
     """what ``apply`` printed: the changes, or the diagnostics of a refused edit"""
+    succeeded_at: float | None = None
+    """when the file last took (this outcome's time if it did, else the one before's)"""
+
+    @property
+    def succeeded(self) -> bool:
+        """The file as it is now runs (or is on its way: handed over); refused and failed did not take."""
+        return self.outcome in ("applied", "unchanged", "handed over")
+
+    def after(self, previous: WatchOutcome | None) -> WatchOutcome:
+        """This outcome with ``succeeded_at`` carried on from the one before when it did not take."""
+        succeeded_at = self.at if self.succeeded else (previous.succeeded_at if previous else None)
+        return dataclasses.replace(self, succeeded_at=succeeded_at)
 
     def summary(self) -> str:
         """One line for ``status``: when, what, and what changed (or the first line of why not)."""
@@ -81,7 +93,9 @@ def read_outcome(run_dir: str | Path) -> WatchOutcome | None:
     """The watcher's last outcome (None: it has not applied anything yet, or the record is unreadable)."""
     try:
         data = json.loads(outcome_file(run_dir).read_text())
-        return WatchOutcome(float(data["at"]), str(data["outcome"]), tuple(str(x) for x in data["lines"]))
+        succeeded_at = data.get("succeeded_at")
+        return WatchOutcome(float(data["at"]), str(data["outcome"]), tuple(str(x) for x in data["lines"]),
+                            None if succeeded_at is None else float(succeeded_at))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

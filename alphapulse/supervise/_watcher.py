@@ -27,7 +27,7 @@ from typing import Any, TextIO
 
 from alphapulse.supervise._apply import ApplyError, apply_plan, compile_file, load_applied_plan
 from alphapulse.supervise._supervisor import RunBase, SupervisorError
-from alphapulse.supervise._watch import WatchOutcome, watch, write_outcome
+from alphapulse.supervise._watch import WatchOutcome, read_outcome, watch, write_outcome
 from alphapulse.topology import WATCH_PROCESS, format_diagnostics
 
 
@@ -86,7 +86,9 @@ class SupervisedWatcher:
         while waiting for another apply: nothing was done)."""
         outcome = self._apply()
         if outcome is not None:
-            write_outcome(self.base.topology_dir(self.topology), outcome)
+            run_dir = self.base.topology_dir(self.topology)
+            outcome = outcome.after(read_outcome(run_dir))
+            write_outcome(run_dir, outcome)
             self._print(f"{outcome.outcome}", err=outcome.outcome in ("refused", "failed"))
         return outcome
 

@@ -68,3 +68,31 @@ def test_a_running_node_and_a_crashed_one() -> None:
     # a node that did not answer has no counters, rather than zeros that would read as a reset
     assert ("alphapulse_received_messages_total", rec) not in got
     assert ("alphapulse_node_start_time_seconds", rec) not in got
+
+
+def test_a_watched_topology_s_last_reload_is_a_metric_as_prometheus_reports_its_own() -> None:
+    """``alphapulse_config_last_reload_successful`` 0 after a refused edit, with the time the
+    file last took carried over from the outcome before (``WatchOutcome.after``)."""
+    from alphapulse.supervise._metrics import reload_families
+    from alphapulse.supervise._watch import WatchOutcome
+
+    took = WatchOutcome(1000.0, "applied", ("reconfigured src",)).after(None)
+    refused = WatchOutcome(1060.0, "refused", ("rt.yaml:9:6: error: YAML syntax error",)).after(took)
+    assert (took.succeeded_at, refused.succeeded_at) == (1000.0, 1000.0)
+    first = WatchOutcome(1.0, "refused").after(None)  # never took while watched
+
+    class Reloads:
+        def collect(self):
+            return reload_families({"rt": refused, "ok": took, "new": first})
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Reloads())
+    samples = {(s.name, s.labels["topology"]): s.value for family in
+               text_string_to_metric_families(generate_latest(registry).decode()) for s in family.samples}
+    assert samples == {
+        ("alphapulse_config_last_reload_successful", "new"): 0,
+        ("alphapulse_config_last_reload_successful", "ok"): 1,
+        ("alphapulse_config_last_reload_successful", "rt"): 0,
+        ("alphapulse_config_last_reload_success_timestamp_seconds", "ok"): 1000.0,
+        ("alphapulse_config_last_reload_success_timestamp_seconds", "rt"): 1000.0,
+    }

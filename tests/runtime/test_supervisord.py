@@ -329,6 +329,10 @@ def test_a_topology_s_reload_section_has_supervisord_run_a_watcher_that_applies_
     line = wait_for(lambda: "refused" in (line := watch_line()) and line, what="the broken edit to be refused")
     assert f"refused: {topo}:9:6: error: YAML syntax error" in line  # where the parser noticed
     assert stats(base, "src")["params"]["batch"] == 2
+    assert main(["metrics", "--topology", "rt", "--once"]) == 0  # what an alert on reloads reads
+    scraped = capsys.readouterr().out
+    assert 'alphapulse_config_last_reload_successful{topology="rt"} 0.0' in scraped
+    assert 'alphapulse_config_last_reload_success_timestamp_seconds{topology="rt"}' in scraped
 
     topo.write_text(TOPOLOGY.replace("batch: 4", "batch: 2"))  # valid, and without the watcher
     wait_for(lambda: "_watch" not in pids(base), timeout=60, what="the watcher to be removed")
