@@ -555,12 +555,12 @@ LAYOUTS: dict[TLVType, Layout] = {
         ),
         Layout(
             T.SEQUENCE_HEAD,
-            "A publisher's answer to a Subscribe, one record per source it holds frames of: the "
+            "A publisher's answer to a Subscribe, one record per source it has published: the "
             "sequence of the newest, so a subscriber that resumes or reconnects learns at once what "
-            "it missed (and asks for it), even from a source that has gone quiet since.",
+            "it missed (and asks for it, or counts it lost), even from a source that has gone quiet since.",
             (
                 Field("source", U16, "source"),
-                Field("sequence", U64, "sequence of its newest frame the publisher holds"),
+                Field("sequence", U64, "sequence of the newest frame of that source the publisher published"),
             ),
             size=10,
             scoped=False,

@@ -32,6 +32,7 @@ frames as they are (no filter, nothing queued) and the handler's breaker is clos
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -49,6 +50,8 @@ from alphapulse.runtime._uring import send_all, shared_send_ring
 _recv = numba.types.ExternalFunction("recv", numba.types.intp(numba.types.intc, numba.types.uintp,
                                                                numba.types.uintp, numba.types.intc))
 _MSG_DONTWAIT = 0x40
+_SOURCE_AND_SEQUENCE = struct.Struct("<6xHQ")
+"""the first frame's source and sequence: a forwarded read is one source's run from there"""
 
 READ_FAILED, NOT_FORWARDED, FORWARDED = -1, 0, 1
 """``forward_read`` statuses: recv returned an error (Python reads again to learn which), the
@@ -181,7 +184,9 @@ class DirectForwarder:
                     sub.queue_rest(data, sent, count)
         tracker.count_delivered(count)
         decoder.count_parsed(count, n)
-        self.publisher.record_published(FrameBlock(self._view[:n], *bounds), count)  # copied into the ring
+        block = FrameBlock(self._view[:n], *bounds)
+        block.sequence_run = _SOURCE_AND_SEQUENCE.unpack_from(self.buffer)  # check_run passed: one source, in order
+        self.publisher.record_published(block, count)  # copied into the ring
         self._on_forwarded(count)
         return status, n, count
 

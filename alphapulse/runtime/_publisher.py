@@ -23,7 +23,7 @@ limit, its name), ResendRequest (answered here from the retransmit buffer, only 
 a relay passes on upstream what its buffer lacks, ``_chain``) and SnapshotRequest (handed to
 the node). Until its Subscribe arrives a subscriber gets nothing.
 A relay's publisher answers each Subscribe with its PeerIntroduction records (``_peers``), and
-every publisher with one SequenceHead per source it holds frames of (the newest one's sequence).
+every publisher with one SequenceHead per source it has published (the newest sequence, held or not).
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ class PublisherStatistics:
     introductions: int = 0
     """PeerIntroductions sent (a ``peer`` relay answers each Subscribe with one)"""
     heads_sent: int = 0
-    """SequenceHead records sent (each Subscribe is answered with the newest held sequence per source)"""
+    """SequenceHead records sent (each Subscribe is answered with the newest sequence per source)"""
 
 
 class _Subscriber:
@@ -413,7 +413,7 @@ class Publisher:
             self.on_control(record, sub)
 
     def _send_heads(self, sub: _Subscriber) -> None:
-        """Tell a new subscriber the newest sequence held of each source (``SequenceHead``), before
+        """Tell a new subscriber the newest sequence published of each source (``SequenceHead``), before
         any frame: what it gets from here on comes after these, so one that resumes or reconnects
         sees at once what it missed, and asks for it, even of a source that has gone quiet."""
         heads = self.retransmit.heads()

@@ -313,6 +313,8 @@ async def test_relay_direct_path_forwards_small_reads_and_leaves_the_rest_to_the
             # the retransmit ring holds exactly those bytes: copied out of the reused read buffer
             held = host.ctx._publisher.retransmit.lookup(3, make_sequence(1, 2), make_sequence(1, 1 + len(direct)))
             assert held.complete and b"".join(bytes(b.data) for b in held.blocks) == b"".join(direct)
+            # and its head is the newest forwarded, for the relay's next subscriber
+            assert host.ctx._publisher.retransmit.heads()[3] == make_sequence(1, 1 + len(direct))
             bad = bytearray(market.build(trade, 1))
             bad[-1] ^= 0xFF  # payload changed after the CRC: the frame is dropped and counted
             pub._subscribers[0].send_nowait(bytes(bad), 1)

@@ -462,6 +462,29 @@ async def test_a_small_publish_hands_the_cpu_to_the_subscriber_it_woke(sock_dir,
         nursery.cancel_scope.cancel()
 
 
+async def test_a_resumed_link_counts_at_once_what_the_publisher_no_longer_holds(sock_dir) -> None:
+    """The quiet source's frames after the consumer's position were all evicted since (another
+    source filled the buffer). Its head is still named, so the consumer asks now, is answered
+    unavailable and counts the 50 lost at once, instead of when (if ever) the source speaks again."""
+    from alphapulse.runtime import make_sequence
+
+    path = os.path.join(sock_dir, "p.sock")
+    async with open_publisher(path, source_id=1, retransmit_capacity=100) as pub, trio.open_nursery() as nursery:
+        await publish_counters(pub, 1, 150)  # nobody subscribed: only the buffer has them
+        await pub.publish(block(trade_frames(SOURCE + 1, EPOCH, range(1, 101))))  # evicts every one of them
+        lk = link(path, "resumed")
+        lk.tracker.resume_from({SOURCE: make_sequence(EPOCH, 100)})
+        nursery.start_soon(lk.run, Collector().deliver)
+        with trio.fail_after(5):
+            while lk.statistics().sequence["gaps_lost"] < 1:
+                await trio.sleep(0.01)
+        seq = lk.statistics().sequence
+        assert (seq["gaps_detected"], seq["gaps_lost"], seq["messages_lost"]) == (1, 1, 50)
+        # its state cannot be trusted: asked for whole; and the other source, new to it, joined
+        assert lk.statistics().snapshot_requests == 2 and seq["joined_midstream"] == 1
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_resend_answer_already_in_the_socket_is_not_counted_lost_when_the_consumer_was_busy(sock_dir) -> None:
     """The answer to a resend arrived in time, but the node was busy delivering (a slow handler:
     a Parquet flush, a starved CPU) until after the wait ran out. What the socket holds by then

@@ -119,13 +119,14 @@ def test_matches_a_list_of_every_frame(capacity, max_bytes, blocks, ask) -> None
         assert answer.complete == (len(want) == width + 1)
         mine = [c for s, c, _ in held_frames if s == source]
         assert answer.oldest_available == (make_sequence(EPOCH, min(mine)) if mine else 0)
-    newest = {s: make_sequence(EPOCH, c) for s, c, _ in held_frames}  # later frames overwrite earlier
+    newest = {s: make_sequence(EPOCH, c) for s, c, _ in appended}  # held or not; later frames overwrite earlier
     assert buf.heads() == newest
 
 
-def test_heads_name_each_sources_newest_held_frame_by_when_it_was_published() -> None:
+def test_heads_name_each_sources_newest_frame_by_when_it_was_published() -> None:
     """What a publisher tells a new subscriber: a producer that restarted (a new epoch, its
-    counter back at 1) shows its new epoch; a source none of whose frames is held is absent."""
+    counter back at 1) shows its new epoch; a source none of whose frames is held any more is
+    still there (a subscriber behind it learns now what it missed), also without a buffer."""
     buf = RetransmitBuffer(6)
     assert buf.heads() == {}
     buf.append(protocol.FrameBlock.from_bytes(frame(5, 1) + frame(5, 2)))
@@ -136,7 +137,13 @@ def test_heads_name_each_sources_newest_held_frame_by_when_it_was_published() ->
     assert buf.heads() == {5: make_sequence(EPOCH, 3), 6: make_sequence(EPOCH + 1, 1)}
     for c in range(4, 10):  # six more of source 5: source 6 is no longer held
         buf.append(protocol.FrameBlock.from_bytes(frame(5, c)))
-    assert buf.heads() == {5: make_sequence(EPOCH, 9)}
+    assert buf.heads() == {5: make_sequence(EPOCH, 9), 6: make_sequence(EPOCH + 1, 1)}
+    assert buf.lookup(6, make_sequence(EPOCH + 1, 1), make_sequence(EPOCH + 1, 1)).complete is False
+    decoded = protocol.FrameDecoder().whole_frames(frame(7, 1) + frame(7, 2))  # the decoder's (source, first)
+    assert decoded is not None and decoded.sequence_run == (7, make_sequence(EPOCH, 1))
+    none_held = RetransmitBuffer(0)
+    none_held.append(decoded)
+    assert none_held.heads() == {7: make_sequence(EPOCH, 2)} and len(none_held) == 0
 
 
 def test_large_block_slices_to_capacity() -> None:
