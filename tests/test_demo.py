@@ -94,7 +94,7 @@ def check_dashboard(url: str, screenshot: Path) -> dict:
         return {"first": first, "second": second, "health": page.inner_text("#health"), "errors": errors}
 
 
-def test_demo_runs_end_to_end(demo) -> None:
+def test_demo_runs_end_to_end(demo, capsys) -> None:
     base, ports = demo
     started = time.monotonic()
     assert main(["apply", DEMO, "--wait", "120"]) == 0
@@ -115,6 +115,14 @@ def test_demo_runs_end_to_end(demo) -> None:
         assert stats["status"] == "healthy", (node, stats["breakers"])
         assert stats["counters"]["errors"] == 0, (node, stats["counters"])
     assert set(states.values()) == {"RUNNING"}, states
+    # and its watcher (``reload: {watch: true}``) runs beside the nodes, having found the file as applied
+    assert Supervisor(RunBase(base / "run")).api.getProcessInfo("demo:_watch")["statename"] == "RUNNING"
+
+    def watch_line() -> str:
+        assert main(["status", DEMO]) == 0
+        return next((line for line in capsys.readouterr().out.splitlines() if line.startswith("watch ")), "")
+
+    wait_for(lambda: watch_line().endswith("unchanged"), 30, "the watcher's first look to find nothing to do")
 
     # the dashboard in a real browser: a live book, best bid below best ask, updating
     if shutil.which("chromium") or os.path.exists(CHROMIUM):
