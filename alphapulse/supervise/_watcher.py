@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -117,6 +118,9 @@ class SupervisedWatcher:
             return None  # told to stop while another apply ran
         except SupervisorError as exc:
             return WatchOutcome(now, "failed", (str(exc),))
+        except Exception as exc:  # supervisord going away mid-apply, a full disk: say so, keep watching
+            traceback.print_exc(file=self.err)
+            return WatchOutcome(now, "failed", (f"{type(exc).__name__}: {exc}",))
         lines = report.lines()
         for line in lines:
             self._print(line)

@@ -85,3 +85,27 @@ nodes:
     supervisord_env = {"RT_RATE": "1", "RT_BATCH": "9", "PATH": "/bin"}
     adopt_environment(watch["env"], supervisord_env)
     assert supervisord_env == {"RT_RATE": "3500", "PATH": "/bin"}
+
+
+def test_the_watcher_records_an_apply_that_blew_up_and_keeps_watching(tmp_path, monkeypatch) -> None:
+    """An unexpected error inside an apply (supervisord went away mid-way) is recorded as failed,
+    with its traceback in the watcher's log; the watcher does not die of it."""
+    import io
+
+    from alphapulse.supervise import RunBase, _watcher
+    from alphapulse.supervise._watcher import SupervisedWatcher
+
+    topo = tmp_path / "rt.yaml"
+    topo.write_text("topology: rt\nnodes:\n  src: {kind: source.counter}\n  out: {kind: sink.counter, inputs: [src]}\n")
+
+    def gone(*args, **kwargs):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(_watcher, "apply_plan", gone)  # the fault: where supervisord would be asked
+    err = io.StringIO()
+    watcher = SupervisedWatcher(topo, RunBase(tmp_path / "run"), "rt", out=io.StringIO(), err=err)
+    outcome = watcher.apply_once()
+    assert outcome is not None and outcome.outcome == "failed" and not outcome.succeeded
+    assert outcome.lines == ("ConnectionRefusedError: [Errno 111] Connection refused",)
+    assert "Traceback" in err.getvalue()
+    assert read_outcome(tmp_path / "run" / "rt") == outcome
