@@ -90,7 +90,7 @@ class SupervisedWatcher:
             run_dir = self.base.topology_dir(self.topology)
             outcome = outcome.after(read_outcome(run_dir))
             write_outcome(run_dir, outcome)
-            self._print(f"{outcome.outcome}", err=outcome.outcome in ("refused", "failed"))
+            self._print(outcome.outcome, err=outcome.outcome in ("refused", "failed"))
         return outcome
 
     def _apply(self) -> WatchOutcome | None:
