@@ -237,7 +237,9 @@ async def _ap_source(cfg: dict) -> None:
                 mv = frames.mv
                 for i in range(0, n, per):
                     m = min(per, n - i)
-                    await pub.publish(FrameBlock(mv[i * MSG:(i + m) * MSG], offsets[:m], sizes[:m]))
+                    block = FrameBlock(mv[i * MSG:(i + m) * MSG], offsets[:m], sizes[:m])
+                    block.sequence_run = (sid, make_sequence(epoch, next_counter + i))  # as a node's flush says
+                    await pub.publish(block)
             elif mode in ("single", "raw"):
                 # one message per send, as fast as possible or paced in 1 ms ticks. ``single`` goes
                 # through Publisher.publish_nowait (the AlphaPulse producer API, ~5 µs a message in
@@ -288,7 +290,8 @@ async def _ap_source(cfg: dict) -> None:
                     if hi - lo == 1:
                         pub.publish_nowait(FrameBlock(builder.build(trade, ts), one_off, one_size))
                     else:
-                        pub.publish_nowait(FrameBlock.join([builder.build(trade, ts) for _ in range(hi - lo)]))
+                        run = (sid, builder.next_sequence)  # as a node's flush says (``ExecutionContext``)
+                        pub.publish_nowait(FrameBlock.join([builder.build(trade, ts) for _ in range(hi - lo)], run))
                     if lo // 32 != hi // 32 or any(s.queued for s in pub._subscribers):
                         await pub.wait_for_space()
             next_counter += n

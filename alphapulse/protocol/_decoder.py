@@ -199,11 +199,15 @@ class FrameBlock:
         return cls(data, offsets, sizes)
 
     @classmethod
-    def join(cls, frames: list[bytes]) -> FrameBlock:
+    def join(cls, frames: list[bytes], sequence_run: tuple[int, int] | None = None) -> FrameBlock:
         """A block of frames we built ourselves, one ``bytes`` each: joined once, with bounds from
         their lengths, so nothing walks the headers again (a node's flush; cold, ten frames cost
-        about 12 µs through :meth:`from_bytes`)."""
-        return cls(b"".join(frames), *_bounds([len(frame) for frame in frames]))
+        about 12 µs through :meth:`from_bytes`). A builder that numbered them one after another
+        says so (``sequence_run``: its source and the first sequence), as the decoder does."""
+        block = cls(b"".join(frames), *_bounds([len(frame) for frame in frames]))
+        if sequence_run is not None:
+            block.sequence_run = sequence_run
+        return block
 
     def slice(self, lo: int, hi: int) -> FrameBlock:
         """Frames ``lo:hi`` as a block of their own, without copying (a view of ``data``)."""

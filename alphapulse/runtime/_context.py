@@ -95,7 +95,9 @@ class NodeContext:
     def flush_nowait(self) -> None:
         if not self._pending:
             return
-        block = protocol.FrameBlock.join(self._pending)
+        # one builder numbered them one after another: the block says so, as a decoded one does
+        first = self._builder.next_sequence - len(self._pending)
+        block = protocol.FrameBlock.join(self._pending, sequence_run=(self.source_id, first))
         self._pending.clear()
         self._pending_count = 0
         if self._publisher is None:

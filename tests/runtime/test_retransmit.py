@@ -153,3 +153,26 @@ def test_large_block_slices_to_capacity() -> None:
     assert sequences(answer.blocks) == [make_sequence(EPOCH, c) for c in range(91, 101)]
     assert np.all(answer.blocks[0].source == 1)
 
+
+
+async def test_a_node_s_flush_says_its_run_and_the_heads_follow_it(tmp_path) -> None:
+    """A node's flush numbers its messages one after another and says so on the block (as the
+    decoder does for what it reads), so its publisher notes the head without reading headers:
+    the heads name the last message flushed, one flush after another, as the held frames show."""
+    import logging
+
+    from alphapulse.runtime import BreakerSettings, NodeContext, open_publisher
+
+    ctx = NodeContext(name="n", kind="test", source_id=77, relay_domain=1, log=logging.getLogger("test.n"),
+                      breaker_settings=BreakerSettings())
+    trade = protocol.Trade(instrument_id=11, price=1, quantity=1, exchange_ts_ns=0)
+    async with open_publisher(str(tmp_path / "p.sock"), source_id=77) as pub:
+        ctx._publisher = pub
+        for count in (3, 1, 5):
+            for _ in range(count):
+                ctx.message(trade)
+            ctx.flush_nowait()
+            held = pub.retransmit.lookup(77, 1, 1 << 63)
+            sequences = protocol.FrameBlock.concat(held.blocks).sequence.tolist()
+            assert pub.retransmit.heads() == {77: ctx.last_sequence} and sequences[-1] == ctx.last_sequence
+    assert len(sequences) == 9 and sequences == list(range(sequences[0], sequences[0] + 9))
