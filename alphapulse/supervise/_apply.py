@@ -314,6 +314,10 @@ def wait_until_running(base: RunBase, name: str, timeout: float = 30.0,
         time.sleep(0.1)
 
 
+SETTLE_SECONDS = 0.5
+"""how long every node must keep serving, the same processes, before ``apply --wait`` says so: a
+node opens its control socket before its kind starts, and a kind that fails at once (a path it
+cannot create) was briefly seen serving"""
 STARTING = "RUNNING (starting)"
 """what :func:`wait_until_serving` reports for a node supervisord runs that does not answer yet"""
 
@@ -322,21 +326,29 @@ def wait_until_serving(base: RunBase, name: str, timeout: float = 30.0,
                        ignore: Collection[str] = ()) -> dict[str, str]:
     """Wait until every node (but those in ``ignore``) is RUNNING *and* answers on its control
     socket: its kernels are loaded and its sockets open, so it serves (what ``apply --wait``
-    promises; on a fresh install that includes numba compiling them). Returns the states seen last: supervisord's,
+    promises; on a fresh install that includes numba compiling them), and still does, the same
+    processes, :data:`SETTLE_SECONDS` later. Returns the states seen last: supervisord's,
     :data:`STARTING` for a running node not answering yet, or :data:`CRASH_LOOP` for one whose
     crash-loop backoff lasts past the wait (which ends it, as FATAL does: it will not serve in
     time; a shorter backoff is waited out, and the node may serve after it)."""
     deadline = time.monotonic() + timeout
     wall_deadline = time.time() + timeout
     plan = load_applied_plan(base, name) or {"nodes": {}}
+    serving_pids: dict[str, int] | None = None  # the processes seen serving, to be seen again
     while True:
         states = wait_until_running(base, name, max(0.0, deadline - time.monotonic()), ignore)
         if states and all(s == "RUNNING" for s in states.values()):
             controls = {n: plan["nodes"].get(n, {}).get("sockets", {}).get("control") for n in states}
             starting = {n: STARTING for n, path in controls.items() if path and _refused(path) is not None}
             if not starting:
-                return states
+                pids = {n: info["pid"] for n, info in Supervisor(base).group_processes(name).items() if n in states}
+                if pids == serving_pids or time.monotonic() >= deadline:
+                    return states
+                serving_pids = pids  # a node answers once its sockets are open, before its kind runs,
+                time.sleep(SETTLE_SECONDS)  # which may fail at once: look again before saying so
+                continue
             states = {**states, **starting}
+        serving_pids = None
         states = {**states, **_crash_looping(base, plan, name, states, wall_deadline)}
         if time.monotonic() >= deadline or "FATAL" in states.values() or CRASH_LOOP in states.values():
             return states
