@@ -152,6 +152,8 @@ def test_demo_runs_end_to_end(demo, capsys) -> None:
         assert count > 0 and floats_match
         assert isinstance(low, Decimal) and Decimal(1000) < low <= high < Decimal(100_000), (venue, low, high)
     for table in ("book_deltas", "arbitrage_signals"):
+        # flushed every 5 s: on a fresh install books may start publishing after the first flush
+        wait_for(lambda t=table: list((parquet / t).glob("*/*.parquet")), 60, f"a {table} Parquet file")
         (count,) = duckdb.sql(f"SELECT count(*) FROM read_parquet('{parquet}/{table}/*/*.parquet')").fetchall()[0]
         assert count > 0, table
 
