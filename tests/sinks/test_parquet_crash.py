@@ -89,6 +89,12 @@ async def test_kill_9_mid_write_loses_nothing_acknowledged(tmp_path: Path):
                 nursery.cancel_scope.cancel()
             assert await proc.wait() == -signal.SIGKILL
             assert acknowledged >= 1000
+            # published while it is down: only the publisher holds these. Without them the gap
+            # depended on the kill landing while frames were still in flight to it
+            frames = build([protocol.Trade(BTC.id, 10**8 + sent + k, 1, 0) for k in range(BLOCK)],
+                           ts=[start + (sent + k) * 10**7 for k in range(BLOCK)], first_sequence=sent + 1)
+            publisher.publish_nowait(block_of(frames))
+            sent += BLOCK
 
             # right after the kill: every visible file is whole, the hidden temporary ones are ignored
             visible = list(base.glob("trades/*/*.parquet"))
@@ -99,7 +105,8 @@ async def test_kill_9_mid_write_loses_nothing_acknowledged(tmp_path: Path):
             assert before.fetchone()[0] <= sent
 
             # restart: recovery and WAL replay; it resumes where the stored rows end, so what it had
-            # not stored when killed is asked for again (the publisher still holds it) rather than
+            # not stored when killed, and what came while it was down, is asked for again (the
+            # publisher's heads show the gap at once, and it still holds the frames) rather than
             # skipped; then a clean stop (SIGTERM) flushes the rest
             proc = await _start(plan_path, log)
             with trio.fail_after(60):
@@ -107,7 +114,7 @@ async def test_kill_9_mid_write_loses_nothing_acknowledged(tmp_path: Path):
                     await trio.sleep(0.02)
                 frames = build([protocol.Trade(BTC.id, 10**8 + sent + k, 1, 0) for k in range(BLOCK)],
                                ts=[start + (sent + k) * 10**7 for k in range(BLOCK)], first_sequence=sent + 1)
-                publisher.publish_nowait(block_of(frames))  # the next message shows it the gap
+                publisher.publish_nowait(block_of(frames))  # and the stream goes on
                 sent += BLOCK
                 while not (stats := await _stats(control)) or stats["inputs"][0]["sequence"]["delivered"] < 1:
                     await trio.sleep(0.05)
