@@ -109,23 +109,27 @@ async def test_kill_9_mid_write_loses_nothing_acknowledged(tmp_path: Path):
             # publisher's heads show the gap at once, and it still holds the frames) rather than
             # skipped; then a clean stop (SIGTERM) flushes the rest
             proc = await _start(plan_path, log)
-            with trio.fail_after(60):
-                while not any(s.name == "pq" and s.connected for s in publisher.statistics().subscribers):
-                    await trio.sleep(0.02)
-                frames = build([protocol.Trade(BTC.id, 10**8 + sent + k, 1, 0) for k in range(BLOCK)],
-                               ts=[start + (sent + k) * 10**7 for k in range(BLOCK)], first_sequence=sent + 1)
-                publisher.publish_nowait(block_of(frames))  # and the stream goes on
-                sent += BLOCK
-                while not (stats := await _stats(control)) or stats["inputs"][0]["sequence"]["delivered"] < 1:
-                    await trio.sleep(0.05)
-                while (stats := await _stats(control)) and stats["inputs"][0]["sequence"]["open_gaps"]:
-                    await trio.sleep(0.05)
-            link = stats["inputs"][0]["sequence"]
-            assert stats["counters"]["resumed_sources"] == 1 and link["joined_midstream"] == 0
-            assert link["gaps_recovered"] == link["gaps_detected"] == 1 and link["messages_lost"] == 0
-            proc.send_signal(signal.SIGTERM)
-            with trio.fail_after(30):
-                assert await proc.wait() == 0, log.read_text()[-3000:]
+            try:
+                with trio.fail_after(60):
+                    while not any(s.name == "pq" and s.connected for s in publisher.statistics().subscribers):
+                        await trio.sleep(0.02)
+                    frames = build([protocol.Trade(BTC.id, 10**8 + sent + k, 1, 0) for k in range(BLOCK)],
+                                   ts=[start + (sent + k) * 10**7 for k in range(BLOCK)], first_sequence=sent + 1)
+                    publisher.publish_nowait(block_of(frames))  # and the stream goes on
+                    sent += BLOCK
+                    while not (stats := await _stats(control)) or stats["inputs"][0]["sequence"]["delivered"] < 1:
+                        await trio.sleep(0.05)
+                    while (stats := await _stats(control)) and stats["inputs"][0]["sequence"]["open_gaps"]:
+                        await trio.sleep(0.05)
+                link = stats["inputs"][0]["sequence"]
+                assert stats["counters"]["resumed_sources"] == 1 and link["joined_midstream"] == 0
+                assert link["gaps_recovered"] == link["gaps_detected"] == 1 and link["messages_lost"] == 0
+                proc.send_signal(signal.SIGTERM)
+                with trio.fail_after(30):
+                    assert await proc.wait() == 0, log.read_text()[-3000:]
+            finally:
+                if proc.returncode is None:  # failed above: do not leave the node running
+                    proc.kill()
     sequences = [r[0] for r in duckdb.connect().execute(
         f"SELECT sequence FROM read_parquet('{base}/trades/*/*.parquet') ORDER BY sequence").fetchall()]
     assert len(sequences) >= acknowledged, "acknowledged rows were lost"
