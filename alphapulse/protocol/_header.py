@@ -39,6 +39,8 @@ _HEADER = struct.Struct("<IBBHQQII")
 _MAGIC_READ = struct.Struct("<I")
 _HEADER_TAIL = struct.Struct("<BBHQQII")
 assert _HEADER.size == HEADER_SIZE
+SOURCE_AND_SEQUENCE = struct.Struct("<6xHQ")
+"""a header's source and sequence, read from its first byte (``unpack_from(frame)``)"""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,7 +32,6 @@ frames as they are (no filter, nothing queued) and the handler's breaker is clos
 from __future__ import annotations
 
 import os
-import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +41,7 @@ import numpy as np
 from alphapulse.protocol import HEADER_SIZE, FrameBlock
 from alphapulse.protocol._batch import few_frames, read_only
 from alphapulse.protocol._decoder import _bounds, uniform_bounds
+from alphapulse.protocol._header import SOURCE_AND_SEQUENCE
 from alphapulse.runtime._epoch import COUNTER_BITS, COUNTER_MASK
 from alphapulse.runtime._uring import send_all, shared_send_ring
 
@@ -50,8 +50,6 @@ from alphapulse.runtime._uring import send_all, shared_send_ring
 _recv = numba.types.ExternalFunction("recv", numba.types.intp(numba.types.intc, numba.types.uintp,
                                                                numba.types.uintp, numba.types.intc))
 _MSG_DONTWAIT = 0x40
-_SOURCE_AND_SEQUENCE = struct.Struct("<6xHQ")
-"""the first frame's source and sequence: a forwarded read is one source's run from there"""
 
 READ_FAILED, NOT_FORWARDED, FORWARDED = -1, 0, 1
 """``forward_read`` statuses: recv returned an error (Python reads again to learn which), the
@@ -185,7 +183,7 @@ class DirectForwarder:
         tracker.count_delivered(count)
         decoder.count_parsed(count, n)
         block = FrameBlock(self._view[:n], *bounds)
-        block.sequence_run = _SOURCE_AND_SEQUENCE.unpack_from(self.buffer)  # check_run passed: one source, in order
+        block.sequence_run = SOURCE_AND_SEQUENCE.unpack_from(self.buffer)  # check_run passed: one source, in order
         self.publisher.record_published(block, count)  # copied into the ring
         self._on_forwarded(count)
         return status, n, count

@@ -21,21 +21,19 @@ frame can be read in place.
 from __future__ import annotations
 
 import dataclasses
-import struct
 from collections import deque
 from typing import Any
 
 import numpy as np
 
 from alphapulse.protocol import FrameBlock
+from alphapulse.protocol._header import SOURCE_AND_SEQUENCE
 
 BYTES_PER_MESSAGE = 128
 """Byte store reserved per message of capacity up front (a Trade message is 72 bytes): growing
 the store later copies it whole and faults in fresh pages, a pause of milliseconds on live traffic."""
 MAX_BYTES = 1 << 28
 """Byte store limit: 256 MiB, beyond the default 64k messages of any realistic size."""
-_SOURCE_AND_SEQUENCE = struct.Struct("<6xHQ")
-"""a frame header's source and sequence"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +95,7 @@ class RetransmitBuffer:
         if run is not None:  # what the decoder knew: one source's consecutive sequences
             self._newest[run[0]] = run[1] + n - 1
         elif n == 1:  # a producer's own message: two header fields, no numpy call
-            source, sequence = _SOURCE_AND_SEQUENCE.unpack_from(block.data)
+            source, sequence = SOURCE_AND_SEQUENCE.unpack_from(block.data)
             self._newest[source] = sequence
         else:
             self._note_newest(block)

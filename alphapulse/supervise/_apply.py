@@ -120,13 +120,14 @@ def _reconcile(plan: dict[str, Any], base: RunBase, sup: Supervisor, report: App
     old = load_applied_plan(base, name)
     running = sup.group_processes(name)
     diff = topology.diff_plans(old, plan)
+    kept = (*diff.unchanged, *diff.reconfigure)
     # a node the old plan has but supervisord lost (or never started) is simply (re)added
-    restart = sorted(set(diff.restart) | {n for n in (*diff.unchanged, *diff.reconfigure) if n not in running})
+    restart = sorted(set(diff.restart) | {n for n in kept if n not in running})
     # one supervisord gave up on is started again: the file says it runs (its new parameters, if
     # any, are in the program file by then); one stopped by hand stays stopped, and is named
-    revive = sorted(n for n in (*diff.unchanged, *diff.reconfigure) if _state(running, n) == "FATAL")
+    revive = sorted(n for n in kept if _state(running, n) == "FATAL")
     reconfigure = [n for n in diff.reconfigure if n in running and n not in revive]
-    report.left_stopped = sorted(n for n in (*diff.unchanged, *diff.reconfigure) if _state(running, n) == "STOPPED")
+    report.left_stopped = sorted(n for n in kept if _state(running, n) == "STOPPED")
     report.notes.extend(f"{n} is STOPPED (stopped by hand?); apply leaves it so: "
                         f"`alphapulse ctl start {name}:{n}` starts it" for n in report.left_stopped)
 
