@@ -337,7 +337,8 @@ def test_a_topology_s_reload_section_has_supervisord_run_a_watcher_that_applies_
     topo.write_text(TOPOLOGY.replace("batch: 4", "batch: 2"))  # valid, and without the watcher
     wait_for(lambda: "_watch" not in pids(base), timeout=60, what="the watcher to be removed")
     assert pids(base) == nodes
-    assert "watcher      removed" in (base / "rt" / "logs" / "_watch.handover.log").read_text()
+    handover = base / "rt" / "logs" / "_watch.handover.log"  # written as that apply ends, after the removal
+    wait_for(lambda: "watcher      removed" in handover.read_text(), what="the handed-over apply to report")
     assert watch_line() == ""
 
 
