@@ -7,6 +7,7 @@ from alphapulse.supervise._apply import (
     compile_file,
     down,
     load_applied_plan,
+    secret_needs,
     wait_until_running,
     wait_until_serving,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "load_applied_plan",
     "node_reports",
     "read_outcome",
+    "secret_needs",
     "supervisorctl_argv",
     "topology_status",
     "wait_until_running",

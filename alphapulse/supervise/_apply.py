@@ -6,6 +6,11 @@ fingerprint, then act per node — stop what is removed or must restart, swap th
 process table (our supervisord plugin), start what is new or restarted, and push parameter-only
 changes to running nodes over their control sockets. Applying the same file twice does nothing
 the second time.
+
+Secrets are not in the plan, so no fingerprint sees them: ``apply`` hands the values of the
+secret variables it has in its environment to supervisord (our plugin holds them in memory,
+never in a file), and restarts the nodes whose secret changed. So setting or rotating a key and
+applying again reaches the nodes, as an edit of the file would.
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ import dataclasses
 import fcntl
 import json
 import logging
+import os
 import socket
 import time
 import xmlrpc.client
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +36,8 @@ from alphapulse.supervise._supervisor import RunBase, Supervisor, write_atomical
 from alphapulse.topology import METRICS_PROCESS, WATCH_PROCESS, state_file
 
 log = logging.getLogger("alphapulse.apply")
+UNKNOWN_METHOD = 1
+"""supervisord's fault code for a method it does not have (``supervisor.xmlrpc.Faults``)"""
 RECONFIGURE_TIMEOUT = 10.0
 STARTING_NODE_TIMEOUT = 180.0
 """how long a live update waits for a node that is alive but not yet answering (loading or, on a
@@ -102,31 +110,62 @@ def load_applied_plan(base: RunBase, name: str) -> dict[str, Any] | None:
         return None
 
 
-def apply_plan(plan: dict[str, Any], base: RunBase, give_up: Callable[[], bool] = lambda: False) -> ApplyReport:
+def apply_plan(plan: dict[str, Any], base: RunBase, give_up: Callable[[], bool] = lambda: False,
+               environ: Mapping[str, str] | None = os.environ) -> ApplyReport:
     """Make the running topology match ``plan`` (see the module's docstring). One apply of a
     topology at a time: this waits for another to finish, unless ``give_up()`` says to stop
-    waiting (ApplyError then; nothing was touched)."""
+    waiting (ApplyError then; nothing was touched). The secret variables set in ``environ``
+    are handed to supervisord; None hands none (the watcher: its environment is supervisord's,
+    older than what a person's apply handed over) and keeps those held."""
     name = plan["topology"]
     report = ApplyReport(name)
     sup = Supervisor(base)
     report.started_supervisord = sup.ensure_running()
     with applying(base.topology_dir(name), give_up):
-        _reconcile(plan, base, sup, report)
+        _reconcile(plan, base, sup, report, environ or {})
     return report
 
 
-def _reconcile(plan: dict[str, Any], base: RunBase, sup: Supervisor, report: ApplyReport) -> None:
+def secret_needs(plan: dict[str, Any]) -> dict[str, list[str]]:
+    """The secret variables each node reads (its ``secret_env``), for the nodes that read any."""
+    return {node: sorted(set(entry["secret_env"].values()))
+            for node, entry in plan["nodes"].items() if entry.get("secret_env")}
+
+
+def _hand_over_secrets(plan: dict[str, Any], sup: Supervisor, environ: Mapping[str, str],
+                       report: ApplyReport) -> set[str]:
+    """Give supervisord the secrets ``environ`` has for the plan's nodes; the nodes running on
+    other values (which must restart to read the new ones)."""
+    needs = secret_needs(plan)
+    values = {v: environ[v] for vs in needs.values() for v in vs if v in environ}
+    try:
+        changed = sup.plugin.putSecrets(plan["topology"], values, needs)
+    except xmlrpc.client.Fault as fault:
+        if fault.faultCode != UNKNOWN_METHOD:
+            raise
+        if values:
+            report.notes.append("supervisord was started by an older AlphaPulse and cannot take secrets: "
+                                "nodes read them from its environment (`alphapulse down` and apply again)")
+        return set()
+    report.notes.extend(f"{node} restarted: a new value of {', '.join(variables)}"
+                        for node, variables in sorted(changed.items()))
+    return set(changed)
+
+
+def _reconcile(plan: dict[str, Any], base: RunBase, sup: Supervisor, report: ApplyReport,
+               environ: Mapping[str, str]) -> None:
     name = plan["topology"]
     old = load_applied_plan(base, name)
     running = sup.group_processes(name)
     diff = topology.diff_plans(old, plan)
     kept = (*diff.unchanged, *diff.reconfigure)
+    rekeyed = _hand_over_secrets(plan, sup, environ, report) & set(kept)
     # a node the old plan has but supervisord lost (or never started) is simply (re)added
-    restart = sorted(set(diff.restart) | {n for n in kept if n not in running})
+    restart = sorted(set(diff.restart) | {n for n in kept if n not in running} | rekeyed)
     # one supervisord gave up on is started again: the file says it runs (its new parameters, if
     # any, are in the program file by then); one stopped by hand stays stopped, and is named
     revive = sorted(n for n in kept if _state(running, n) == "FATAL")
-    reconfigure = [n for n in diff.reconfigure if n in running and n not in revive]
+    reconfigure = [n for n in diff.reconfigure if n in running and n not in revive and n not in restart]
     report.left_stopped = sorted(n for n in kept if _state(running, n) == "STOPPED")
     report.notes.extend(f"{n} is STOPPED (stopped by hand?); apply leaves it so: "
                         f"`alphapulse ctl start {name}:{n}` starts it" for n in report.left_stopped)

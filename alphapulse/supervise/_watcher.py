@@ -26,7 +26,7 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
-from alphapulse.supervise._apply import ApplyError, apply_plan, compile_file, load_applied_plan
+from alphapulse.supervise._apply import ApplyError, apply_plan, compile_file, load_applied_plan, secret_needs
 from alphapulse.supervise._supervisor import RunBase, SupervisorError
 from alphapulse.supervise._watch import WatchOutcome, read_outcome, watch, write_outcome
 from alphapulse.topology import WATCH_PROCESS, format_diagnostics
@@ -109,11 +109,11 @@ class SupervisedWatcher:
                 f"{self.file} now declares topology {plan['topology']!r}; this watcher runs {self.topology!r}: "
                 f"apply the file by hand (and `alphapulse down` the old name)",))
         if hands_over(load_applied_plan(self.base, self.topology), plan):
-            log = self.hand_over()
+            log = self.hand_over(plan)
             return WatchOutcome(now, "handed over", (f"the edit changes this watcher: applied by a separate "
                                                      f"`alphapulse apply` (log: {log})",))
         try:
-            report = apply_plan(plan, self.base, give_up=lambda: self.stopping)
+            report = apply_plan(plan, self.base, give_up=lambda: self.stopping, environ=None)
         except ApplyError:
             return None  # told to stop while another apply ran
         except SupervisorError as exc:
@@ -126,16 +126,19 @@ class SupervisedWatcher:
             self._print(line)
         return WatchOutcome(now, "applied" if report.changed_anything else "unchanged", tuple(lines))
 
-    def hand_over(self) -> Path:
+    def hand_over(self, plan: dict) -> Path:
         """Start ``alphapulse apply FILE`` in its own session (it outlives this process, which it
-        stops); its output goes to a log beside the watcher's."""
+        stops); its output goes to a log beside the watcher's. It runs without the plan's secret
+        variables: this process has supervisord's environment, whose values may be older than
+        those a person's apply handed supervisord since (see ``_apply``)."""
+        secrets = {v for variables in secret_needs(plan).values() for v in variables}
         log = self.base.topology_dir(self.topology) / "logs" / f"{WATCH_PROCESS}.handover.log"
         log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with open(log, "a") as sink:
             subprocess.Popen(
                 [sys.executable, "-m", "alphapulse", "apply", str(self.file), "--run-dir", str(self.base.path)],
                 stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
-                cwd=os.getcwd(),
+                cwd=os.getcwd(), env={k: v for k, v in os.environ.items() if k not in secrets},
             )
         return log
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from alphapulse.supervise._apply import ApplyError, applying
+from alphapulse.supervise._apply import ApplyError, ApplyReport, applying
 from alphapulse.supervise._watch import WatchOutcome, read_outcome, write_outcome
 from alphapulse.supervise._watcher import adopt_environment, hands_over
 from alphapulse.topology import parse_topology
@@ -109,3 +109,28 @@ def test_the_watcher_records_an_apply_that_blew_up_and_keeps_watching(tmp_path, 
     assert outcome.lines == ("ConnectionRefusedError: [Errno 111] Connection refused",)
     assert "Traceback" in err.getvalue()
     assert read_outcome(tmp_path / "run" / "rt") == outcome
+
+
+def test_the_watcher_hands_supervisord_no_secrets_of_its_own(tmp_path, monkeypatch) -> None:
+    """The watcher's environment is supervisord's, older than the secrets a person's apply handed
+    over since: its applies hand none, and the apply it hands an edit of itself to runs without them."""
+    import io
+
+    from alphapulse.supervise import RunBase, _watcher
+    from alphapulse.supervise._watcher import SupervisedWatcher
+
+    topo = tmp_path / "rt.yaml"
+    topo.write_text("topology: rt\nnodes:\n  src: {kind: source.counter}\n"
+                    "  out: {kind: sink.websocket, inputs: [src], params: {token: '${RT_TOKEN}'}}\n")
+    monkeypatch.setenv("RT_TOKEN", "stale-value")
+    monkeypatch.setenv("RT_OTHER", "kept")
+    applied, spawned = [], []
+    monkeypatch.setattr(_watcher, "apply_plan", lambda *a, **kw: applied.append(kw) or ApplyReport("rt"))
+    monkeypatch.setattr(_watcher.subprocess, "Popen", lambda argv, **kw: spawned.append(kw))
+    watcher = SupervisedWatcher(topo, RunBase(tmp_path / "run"), "rt", out=io.StringIO(), err=io.StringIO())
+    watcher.apply_once()
+    assert applied and applied[0]["environ"] is None
+    plan, _ = _watcher.compile_file(topo, RunBase(tmp_path / "run"))
+    watcher.hand_over(plan)
+    (kw,) = spawned
+    assert "RT_TOKEN" not in kw["env"] and kw["env"]["RT_OTHER"] == "kept"
