@@ -129,3 +129,19 @@ def test_schema_print_and_check(capsys, tmp_path):
     assert main(["schema", "--write", "--dir", str(tmp_path)]) == 0
     assert not (tmp_path / "nodes" / "source.gone.schema.json").exists()
     assert main(["schema", "--check", "--dir", str(tmp_path)]) == 0
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly():
+    """``alphapulse kinds | head -1``: no BrokenPipeError traceback, the shell's SIGPIPE status."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone before the first write
+    try:
+        writer = subprocess.run([sys.executable, "-m", "alphapulse", "kinds"], stdout=write_end,
+                                stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert writer.stderr == "" and writer.returncode == 141
