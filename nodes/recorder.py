@@ -14,6 +14,9 @@ Recording format (version 1), read by ``source.replay`` and ``alphapulse replay`
   a live recording may read it, and must expect a partial frame at its end. After a crash the
   recorder, when it starts, cuts an ``.open`` file back to the end of its last whole valid frame
   and renames it to ``.frames``.
+* ``.positions.json``: the highest sequence of each source in the finished files, rewritten
+  (atomically) after each file is finished; a restarted recorder resumes every source from it,
+  however long ago it last spoke. Not part of the stream: readers skip names starting with a dot.
 * Playing a recording back = the ``.frames`` files in name order, concatenated, through
   ``protocol.FrameDecoder``: the frames come out bit for bit as recorded, headers included.
 
@@ -37,7 +40,13 @@ import trio
 
 from alphapulse import protocol
 from alphapulse.kinds import Node, node_kind, param
-from alphapulse.runtime import positions_in_frame_files
+from alphapulse.runtime import (
+    fsync_directory,
+    merge_positions,
+    positions_in_frame_files,
+    read_positions,
+    write_positions,
+)
 
 FINISHED = ".frames"
 OPEN = ".frames.open"
@@ -115,7 +124,7 @@ class _File:
         os.fsync(self.fd)
         os.close(self.fd)
         os.replace(self.path, self.final)
-        _fsync_directory(self.final.parent)
+        fsync_directory(self.final.parent)
         self.finished = True
 
 
@@ -142,16 +151,30 @@ class Recorder(Node):
         self._last_name = ""
         self.files_finished = 0
         self.recovered = 0
+        self._stored: dict[int, int] | None = None
+        """where the finished files leave off per source (``.positions.json``; see ``_resume``)"""
 
     # -- files ------------------------------------------------------------------------------------
     def resume_positions(self) -> dict[int, int]:
         """Where the recording left off, per source (the host starts the inputs from there): a
         restarted recorder asks upstream for what came while it was down instead of leaving a
-        silent hole in the recording. Reads the newest few files only."""
+        silent hole in the recording. The newest few files, and the checkpoint of every file
+        finished before them (a source that has been quiet for many files is still known)."""
+        self._stored = self._positions_on_disk()
+        return dict(self._stored)
+
+    def _positions_on_disk(self) -> dict[int, int]:
         if not self.directory.is_dir():
             return {}
         files = sorted(self.directory.glob("rec-*.frames*"), key=lambda p: p.name.removesuffix(".open"))
-        return positions_in_frame_files(files[-RESUME_SCAN_FILES:])
+        return merge_positions(read_positions(self.directory), positions_in_frame_files(files[-RESUME_SCAN_FILES:]))
+
+    def _checkpoint(self, finished: Path) -> None:
+        """After ``finished`` is durable: the checkpoint takes where it leaves off (a worker thread)."""
+        if self._stored is None:
+            self._stored = self._positions_on_disk()
+        merge_positions(self._stored, positions_in_frame_files([finished]))
+        write_positions(self.directory, self._stored)
 
     def open(self, ctx) -> None:
         """Finish what a crash left open, then start a file."""
@@ -170,7 +193,7 @@ class Recorder(Node):
             else:
                 path.unlink()
             self.recovered += 1
-        _fsync_directory(self.directory)
+        fsync_directory(self.directory)
         existing = sorted(p.name for p in self.directory.glob(f"rec-*{FINISHED}"))
         self._last_name = existing[-1] if existing else ""
         self._start(ctx)
@@ -246,6 +269,7 @@ class Recorder(Node):
             done = self._finishing[0]
             if not done.finished:  # a cancel can land before the thread starts: aclose retries
                 await trio.to_thread.run_sync(done.finish)
+            await trio.to_thread.run_sync(self._checkpoint, done.final)
             self._finishing.pop(0)
             self.files_finished += 1
             ctx.counters["files.finished"] += 1
@@ -284,10 +308,3 @@ class Recorder(Node):
             "files_recovered": self.recovered,
         }
 
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

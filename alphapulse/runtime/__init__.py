@@ -11,6 +11,7 @@ from alphapulse.runtime._breaker import (
 )
 from alphapulse.runtime._context import NodeContext
 from alphapulse.runtime._control import ControlError, request, request_async, serve_control
+from alphapulse.runtime._durable import fsync_directory, write_file_atomically
 from alphapulse.runtime._epoch import UpstreamEpochs, epoch_from_time, make_sequence, split_sequence
 from alphapulse.runtime._filter import Subscription, subscription
 from alphapulse.runtime._headers import relay_domains
@@ -18,7 +19,13 @@ from alphapulse.runtime._host import NodeConfigError, NodeHost, load_plan, run_n
 from alphapulse.runtime._input import Backoff, InputLink, InputSpec
 from alphapulse.runtime._publisher import Overflow, Publisher, open_publisher
 from alphapulse.runtime._report import report
-from alphapulse.runtime._resume import merge_positions, positions_in_frame_files, positions_of
+from alphapulse.runtime._resume import (
+    merge_positions,
+    positions_in_frame_files,
+    positions_of,
+    read_positions,
+    write_positions,
+)
 from alphapulse.runtime._retransmit import RetransmitBuffer
 from alphapulse.runtime._sequence import GAP_TRANSITIONS, SequenceTracker
 from alphapulse.runtime._upstream import UpstreamParams
@@ -48,12 +55,14 @@ __all__ = [
     "UpstreamRejected",
     "UpstreamStale",
     "epoch_from_time",
+    "fsync_directory",
     "load_plan",
     "make_sequence",
     "merge_positions",
     "open_publisher",
     "positions_in_frame_files",
     "positions_of",
+    "read_positions",
     "relay_domains",
     "report",
     "request",
@@ -63,4 +72,6 @@ __all__ = [
     "serve_control",
     "split_sequence",
     "subscription",
+    "write_file_atomically",
+    "write_positions",
 ]

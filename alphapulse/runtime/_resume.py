@@ -4,10 +4,19 @@ A consumer that keeps the stream (a recorder's files, a Parquet writer's write-a
 tables) knows, after a restart, exactly what it has; its ``resume_positions`` hook hands that to
 the host, which starts its input links there (``SequenceTracker.resume_from``), so what came
 while it was down is asked for upstream instead of silently skipped.
+
+Reading back the newest files finds where each source that spoke lately left off, but not a
+source whose last messages lie further back (a sparse signal source, a venue down for hours): it
+would join afresh at the relay's head, and what it sent while the consumer was down would be a
+silent hole. So such a consumer also keeps a checkpoint, ``.positions.json`` beside its data,
+rewritten whole each time data becomes durable (a finished file, a committed flush): every
+source it ever stored, however long ago. The two are merged; neither can lead what is stored.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import mmap
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -15,6 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from alphapulse import protocol
+from alphapulse.runtime._durable import write_file_atomically
+
+log = logging.getLogger("alphapulse.resume")
+POSITIONS_FILE = ".positions.json"
+"""the checkpoint's name in a consumer's data directory (a dot: readers of the data skip it)"""
 
 
 def merge_positions(into: dict[int, int], more: Mapping[int, int]) -> dict[int, int]:
@@ -51,3 +65,23 @@ def positions_in_frame_files(paths: Iterable[Path]) -> dict[int, int]:
                 merge_positions(found_positions, positions_of(sources, sequences))
             del buf, found  # the map cannot close while a view of it exists
     return found_positions
+
+
+def read_positions(directory: Path) -> dict[int, int]:
+    """The positions checkpointed in ``directory``; empty when there is none. One that cannot be
+    read is logged and ignored (the newest files still say where the recent sources left off)."""
+    path = directory / POSITIONS_FILE
+    try:
+        stored = json.loads(path.read_text())
+        return {int(source): int(sequence) for source, sequence in stored["positions"].items()}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("ignoring %s: %s: %s", path, type(exc).__name__, exc)
+        return {}
+
+
+def write_positions(directory: Path, positions: Mapping[int, int]) -> None:
+    """Replace the checkpoint in ``directory`` with ``positions`` (atomically, durably)."""
+    text = json.dumps({"version": 1, "positions": {str(s): q for s, q in sorted(positions.items())}})
+    write_file_atomically(directory / POSITIONS_FILE, text.encode())

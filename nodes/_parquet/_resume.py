@@ -4,8 +4,10 @@ What is stored is what the tables' newest partitions hold (every row keeps its m
 ``source`` and ``sequence``) plus what the write-ahead log holds that no flush committed yet (the
 writer replays it when it opens). The host starts the inputs after that (``resume_positions``),
 so a restart's stretch is asked for upstream rather than missing from the tables. Only the newest
-partition of each table is read: a source whose rows all lie further back joins afresh, as
-before. Positions can only lag what is stored, never lead it, so nothing is stored twice.
+partition of each table is read; a source whose rows all lie further back is found in the
+checkpoint each flush writes (``.positions.json``: every source ever stored, see
+``alphapulse.runtime._resume``). Positions can only lag what is stored (or what the WAL will
+store again), never lead it, so nothing is stored twice.
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from alphapulse.runtime import merge_positions, positions_in_frame_files, positions_of
+from alphapulse.runtime import merge_positions, positions_in_frame_files, positions_of, read_positions
 from nodes._parquet._store import DAY, FINAL, PART
 from nodes._parquet._wal import WAL_NAME
 
 
 def stored_positions(base: Path, tables: tuple[str, ...]) -> dict[int, int]:
-    positions: dict[int, int] = {}
+    positions = read_positions(base)
     for table in tables:
         for path in _newest_partition(base / table):
             columns = pq.read_table(path, columns=["source", "sequence"])

@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from nodes._parquet._wal import fsync_directory
+from alphapulse.runtime import fsync_directory
 
 PART = re.compile(r"^(?P<stem>[a-z_]+_\d{2,6})\.g(?P<generation>\d+)\.parquet$")
 FINAL = re.compile(r"^(?P<stem>[a-z_]+_\d{2,6})\.parquet$")

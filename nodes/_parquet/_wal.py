@@ -30,30 +30,13 @@ import re
 import time
 from pathlib import Path
 
+from alphapulse.runtime import fsync_directory, write_file_atomically
+
 WAL_NAME = re.compile(r"^wal\.(\d+)\.frames$")
 
 
 class WriterLocked(RuntimeError):
     """Another sink.parquet already writes to this base directory."""
-
-
-def fsync_directory(path: Path) -> None:
-    """Make renames and unlinks in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_file_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_directory(path.parent)
 
 
 class WriteAheadLog:

@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 
 from alphapulse import protocol
+from alphapulse.runtime import fsync_directory, merge_positions, positions_of, read_positions, write_positions
 from nodes._parquet._ingest import Ingestor, IngestReport, RowBatch
 from nodes._parquet._store import Bucket, Compaction, PartitionStore, RecoveryReport
 from nodes._parquet._tables import TABLE_NAMES, build_table
-from nodes._parquet._wal import WriteAheadLog, fsync_directory
+from nodes._parquet._wal import WriteAheadLog
 
 READ_CHUNK = 1 << 20
 
@@ -61,11 +62,14 @@ class FlushJob:
         self.started = False
 
     def run(self) -> FlushResult:
-        """Write one part per (table, bucket), make them durable, then commit the WAL."""
+        """Write one part per (table, bucket), make them durable, checkpoint where each source
+        now leaves off (``.positions.json``, see ``alphapulse.runtime._resume``), then commit the WAL."""
         self.started = True
         store = self.writer.store
         result = FlushResult(self.generation, Counter(), [], set())
+        positions = self.writer.positions
         for spec, rows, header in self.batch.tables():
+            merge_positions(positions, positions_of(header["source"], header["sequence"]))
             table = build_table(spec, rows, header, self.names)
             index = store.bucket_index(header["ts"])
             if (index[1:] < index[:-1]).any():
@@ -82,6 +86,7 @@ class FlushJob:
         directories = {p.parent for p in result.parts}
         for directory in sorted(directories | {d.parent for d in directories} | {store.base}):
             fsync_directory(directory)
+        write_positions(store.base, positions)  # before the commit: until then the WAL holds these rows
         self.writer.wal.commit(self.generation)
         return result
 
@@ -95,6 +100,8 @@ class ParquetWriter:
         self.batch = RowBatch()
         self.pending: set[Bucket] = set()
         """buckets that have parts, to compact once they are over"""
+        self.positions: dict[int, int] = read_positions(base)
+        """where the committed rows leave off per source, every source ever stored (flush threads only)"""
 
     def open(self) -> OpenReport:
         """Recover from whatever a crash left, replay the pending WAL files, start a new one."""

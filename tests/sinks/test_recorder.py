@@ -26,7 +26,8 @@ def _stream(**sizes) -> list[bytes]:
 
 
 def _files(directory: Path) -> list[Path]:
-    return sorted(directory.iterdir())
+    """The recording's files (a reader skips names that start with a dot: the checkpoint)."""
+    return sorted(p for p in directory.iterdir() if not p.name.startswith("."))
 
 
 def _whole_frames(data: bytes) -> bool:
@@ -223,3 +224,52 @@ async def test_a_restarted_recorder_asks_for_what_came_while_it_was_down(tmp_pat
     sources, sequences = protocol.header_columns(recording, found.offsets)[:2]
     assert set(sources.tolist()) == {3}
     assert sequences.tolist() == [make_sequence(5, k) for k in range(1, 161)]  # all of it, once, in order
+
+
+async def test_a_source_quiet_for_many_files_is_resumed_from_the_checkpoint(tmp_path: Path):
+    """A source whose last frames lie further back than the newest files read at a restart: the
+    checkpoint (``.positions.json``) still knows where it left off, so what it sent while the
+    recorder was down is asked for. Without it the source joined at the relay's head: a silent hole."""
+    from alphapulse.runtime import NodeHost, open_publisher, read_positions
+    from nodes.recorder import RESUME_SCAN_FILES
+
+    sockets = tempfile.mkdtemp(prefix="apr", dir="/tmp")
+    upstream = os.path.join(sockets, "up.sock")
+    directory = tmp_path / "rec"
+    entry = {"kind": "sink.recorder", "params": {"path": str(directory), "rotate_bytes": 4096},
+             "source_id": 12, "relay_domain": int(protocol.RelayDomain.MARKET_DATA),
+             "inputs": [{"node": "up", "socket": upstream}], "sockets": {"control": os.path.join(sockets, "c.sock")}}
+    quiet = protocol.MessageBuilder(protocol.RelayDomain.MARKET_DATA, 3, make_sequence(5, 1))
+    busy = protocol.MessageBuilder(protocol.RelayDomain.MARKET_DATA, 4, make_sequence(5, 1))
+    trade = protocol.Trade(instrument_id=BTC.id, price=1, quantity=1, exchange_ts_ns=0)
+
+    def publish(pub, builder, count: int) -> None:
+        pub.publish_nowait(protocol.FrameBlock.from_bytes(b"".join(builder.build(trade, 1) for _ in range(count))))
+
+    async def recorder_until(pub, sends, recorded: int) -> NodeHost:
+        async with trio.open_nursery() as nursery:
+            host = await nursery.start(NodeHost({"nodes": {"rec": entry}}, "rec").run)
+            with trio.fail_after(10):
+                while not any(s.ready for s in pub._subscribers):
+                    await trio.sleep(0.01)
+                for builder, count in sends:
+                    publish(pub, builder, count)
+                    await trio.sleep(0.05)
+                while host.ctx.counters["recorded.messages"] < recorded:
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+        return host
+
+    async with open_publisher(upstream, source_id=3, retransmit_capacity=4096) as pub:
+        await recorder_until(pub, [(quiet, 5), (busy, 600)], 605)  # ~70 frames a file: the quiet source is far back
+        assert len(_files(directory)) > RESUME_SCAN_FILES + 2
+        assert read_positions(directory) == {3: make_sequence(5, 5), 4: make_sequence(5, 600)}
+        publish(pub, quiet, 7)  # while nobody records: the retransmit buffer keeps them
+        second = await recorder_until(pub, [], 7)  # a new process: its own counters
+    link = second.links[0].statistics().sequence
+    assert (link["gaps_detected"], link["gaps_recovered"], link["messages_recovered"]) == (1, 1, 7)
+    recording = b"".join(path.read_bytes() for path in _files(directory))
+    found = protocol.scan_frames(np.frombuffer(recording, np.uint8), final=True)
+    sources, sequences = protocol.header_columns(recording, found.offsets)[:2]
+    assert sequences[sources == 3].tolist() == [make_sequence(5, k) for k in range(1, 13)]  # all of it, once
+    assert read_positions(directory)[3] == make_sequence(5, 12)
