@@ -39,6 +39,22 @@ class AlphaPulseNamespace:
         self.secret_needs: dict[str, dict[str, list[str]]] = {}  # group -> process -> variables
         self.started_with: dict[tuple[str, str], dict[str, str]] = {}  # the environment each process last got
         events.subscribe(events.ProcessStateStartingEvent, self._count_start)
+        self._inject_on_every_read(supervisord.options)
+
+    def _inject_on_every_read(self, options) -> None:
+        """Have every re-read of the configuration carry the held secrets: ours (``syncGroup``)
+        and supervisord's own (``supervisorctl reread/update``), which would otherwise find a
+        group holding secrets changed and restart all of it without them."""
+        read = options.process_config
+
+        def process_config(*args, **kwargs):
+            result = read(*args, **kwargs)
+            for group in options.process_group_configs:
+                for config in group.process_configs:
+                    self._inject(group.name, config)
+            return result
+
+        options.process_config = process_config
 
     def _count_start(self, event) -> None:
         process = event.process
@@ -102,9 +118,7 @@ class AlphaPulseNamespace:
             options.process_config(do_usage=False)
         except ValueError as exc:
             raise RPCError(Faults.CANT_REREAD, str(exc)) from None
-        new = next((g for g in options.process_group_configs if g.name == name), None)
-        for config in new.process_configs if new is not None else ():
-            self._inject(name, config)  # held secrets are part of a process's configuration
+        new = next((g for g in options.process_group_configs if g.name == name), None)  # secrets held put in
         running = self.supervisord.process_groups.get(name)
         if new is None and running is None:
             raise RPCError(Faults.BAD_NAME, name)

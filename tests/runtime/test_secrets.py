@@ -113,6 +113,10 @@ def test_a_secret_set_or_rotated_after_supervisord_started_reaches_only_its_node
     restarted = process(base, "feed")
     assert restarted["pid"] != rotated_pid and environment_of(restarted["pid"])["RS_KEY_ID"] == SECOND
 
+    # supervisord's own re-read (`supervisorctl update`) finds nothing changed: no restart, no loss
+    assert main(["ctl", "update"]) == 0
+    assert process(base, "feed")["pid"] == restarted["pid"] and process(base, "src")["pid"] == src_pid
+
     # held in memory only: no file of the run directory has a value (plan, program file, logs)
     assert load_applied_plan(RunBase(base), "rs")["nodes"]["feed"]["secret_env"] == {
         "key_id": "RS_KEY_ID", "secret_key": "RS_SECRET_KEY"}
