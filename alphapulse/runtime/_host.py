@@ -68,7 +68,8 @@ def resolve_params(node: Mapping[str, Any], environ: Mapping[str, str] = os.envi
             params[field] = interpolate(template if isinstance(template, str) else f"${{{variable}}}", environ)
         except UnsetVariable:
             raise NodeConfigError(
-                f"parameter {field!r} needs environment variable {variable} (it is not set)"
+                f"parameter {field!r} needs environment variable {variable} (it is not set; "
+                f"export it and run `alphapulse apply` again)"
             ) from None
     return params
 

@@ -76,7 +76,8 @@ def test_a_secret_set_or_rotated_after_supervisord_started_reaches_only_its_node
     # supervisord starts without RS_KEY_ID: the node cannot start, and says why
     assert main(["apply", str(topo), "--wait", "10"]) == 3
     err = capsys.readouterr().err
-    assert "parameter 'key_id' needs environment variable RS_KEY_ID (it is not set)" in err
+    assert ("parameter 'key_id' needs environment variable RS_KEY_ID (it is not set; export it and run "
+            "`alphapulse apply` again)") in err
     src_pid = process(base, "src")["pid"]
 
     # set now and applied: supervisord (started without it) gets it, and the node starts with it
