@@ -25,13 +25,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run as TOPOLOGY's watcher under supervisord (what `reload: {watch: true}` "
                              "starts as TOPOLOGY:_watch): apply now and on every saved edit, record each "
                              "outcome for `status`, end on SIGTERM")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="validate and say what applying would do and why (add, remove, restart, "
+                             "reconfigure, start), changing nothing")
     parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                         help="wait up to SECONDS for every node to serve (RUNNING, kernels loaded, "
                              "control socket answering)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from alphapulse.supervise import ApplyError, SupervisorError, apply_plan, compile_file, wait_until_serving, watch
+    from alphapulse.supervise import (
+        ApplyError,
+        SupervisorError,
+        apply_plan,
+        compile_file,
+        preview,
+        wait_until_serving,
+        watch,
+    )
 
     base = run_base(args)
     if args.supervised:
@@ -51,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: cannot read {args.file}: {exc}", file=sys.stderr)
             return ExitCode.USAGE
         print_diagnostics(warnings)
+        if args.dry_run:
+            for line in preview(plan, base):
+                print(line)
+            return ExitCode.OK
         try:
             report = apply_plan(plan, base)
         except SupervisorError as exc:

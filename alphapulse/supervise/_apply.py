@@ -132,14 +132,16 @@ def secret_needs(plan: dict[str, Any]) -> dict[str, list[str]]:
             for node, entry in plan["nodes"].items() if entry.get("secret_env")}
 
 
-def _hand_over_secrets(plan: dict[str, Any], sup: Supervisor, environ: Mapping[str, str],
-                       report: ApplyReport) -> set[str]:
-    """Give supervisord the secrets ``environ`` has for the plan's nodes; the nodes running on
-    other values (which must restart to read the new ones)."""
+def _secret_changes(plan: dict[str, Any], sup: Supervisor, environ: Mapping[str, str], report: ApplyReport,
+                    *, hand_over: bool = True) -> set[str]:
+    """Give supervisord the secrets ``environ`` has for the plan's nodes (``hand_over``; else only
+    ask what giving them would change); the nodes running on other values, which must restart to
+    read the new ones."""
     needs = secret_needs(plan)
     values = {v: environ[v] for vs in needs.values() for v in vs if v in environ}
     try:
-        changed = sup.plugin.putSecrets(plan["topology"], values, needs)
+        ask = sup.plugin.putSecrets if hand_over else sup.plugin.secretChanges
+        changed = ask(plan["topology"], values, needs)
     except xmlrpc.client.Fault as fault:
         if fault.faultCode != UNKNOWN_METHOD:
             raise
@@ -147,9 +149,91 @@ def _hand_over_secrets(plan: dict[str, Any], sup: Supervisor, environ: Mapping[s
             report.notes.append("supervisord was started by an older AlphaPulse and cannot take secrets: "
                                 "nodes read them from its environment (`alphapulse down` and apply again)")
         return set()
-    report.notes.extend(f"{node} restarted: a new value of {', '.join(variables)}"
+    verb = "restarted" if hand_over else "would restart"
+    report.notes.extend(f"{node} {verb}: a new value of {', '.join(variables)}"
                         for node, variables in sorted(changed.items()))
     return set(changed)
+
+
+@dataclasses.dataclass(frozen=True)
+class Changes:
+    """What an apply does to a running topology, decided before anything is touched."""
+
+    diff: topology.PlanDiff
+    restart: tuple[str, ...]
+    """stopped (if running) and started afresh: new wiring, a new secret, or lost by supervisord"""
+    revive: tuple[str, ...]
+    """kept nodes supervisord gave up on (FATAL): started again, as the file says they run"""
+    reconfigure: tuple[str, ...]
+    """running nodes that take their new live params (and cpu block) over the control socket"""
+    left_stopped: tuple[str, ...]
+    """kept nodes someone stopped by hand: left so"""
+    companions: dict[str, str]
+    """label (exporter, watcher) -> added, restarted, started or removed"""
+
+    @property
+    def unchanged(self) -> list[str]:
+        return sorted(n for n in self.diff.unchanged if n not in self.restart and n not in self.revive)
+
+
+def decide(old: dict[str, Any] | None, plan: dict[str, Any], running: dict[str, dict[str, Any]],
+           rekeyed: Collection[str] = ()) -> Changes:
+    """Sans-IO: the applied plan, the new one, supervisord's processes of the group and the nodes
+    whose secret changed -> what to do. ``apply`` does it; ``apply --dry-run`` prints it."""
+    diff = topology.diff_plans(old, plan)
+    kept = (*diff.unchanged, *diff.reconfigure)
+    # a node the old plan has but supervisord lost (or never started) is simply (re)added
+    restart = sorted(set(diff.restart) | {n for n in kept if n not in running} | (set(rekeyed) & set(kept)))
+    # one supervisord gave up on is started again: the file says it runs (its new parameters, if
+    # any, are in the program file by then); one stopped by hand stays stopped, and is named
+    revive = sorted(n for n in kept if _state(running, n) == "FATAL")
+    companions = {}
+    for key, process, label in COMPANIONS:
+        change = _companion_change((old or {}).get(key), plan.get(key), _state(running, process))
+        if change:
+            companions[label] = change
+    return Changes(
+        diff=diff,
+        restart=tuple(restart),
+        revive=tuple(revive),
+        reconfigure=tuple(n for n in diff.reconfigure if n in running and n not in revive and n not in restart),
+        left_stopped=tuple(sorted(n for n in kept if _state(running, n) == "STOPPED")),
+        companions=companions,
+    )
+
+
+def preview(plan: dict[str, Any], base: RunBase, environ: Mapping[str, str] | None = os.environ) -> list[str]:
+    """``apply --dry-run``: what applying ``plan`` would do, and why, touching nothing (not even
+    starting supervisord)."""
+    name = plan["topology"]
+    old = load_applied_plan(base, name)
+    sup = Supervisor(base)
+    report = ApplyReport(name)
+    running = sup.group_processes(name) if sup.is_running() else {}
+    rekeyed = _secret_changes(plan, sup, environ or {}, report, hand_over=False) if running else set()
+    changes = decide(old, plan, running, rekeyed)
+    before, after = (old or {}).get("nodes", {}), plan["nodes"]
+    lines = [f"dry run: nothing was changed; applying {name} would:"]
+    if not sup.is_running():
+        lines.append("  start supervisord")
+    for node in changes.diff.added:
+        lines.append(f"  add          {node}")
+    for node in changes.diff.removed:
+        lines.append(f"  remove       {node}")
+    for node in changes.restart:
+        why = (", ".join(topology.changed_fields(before[node], after[node])) if node in changes.diff.restart
+               else "a new secret value" if node in rekeyed else "not running under supervisord")
+        lines.append(f"  restart      {node}  ({why})")
+    for node in changes.reconfigure:
+        lines.append(f"  reconfigure  {node}  ({', '.join(topology.changed_fields(before[node], after[node]))}; live)")
+    for node in changes.revive:
+        lines.append(f"  start        {node}  (FATAL: supervisord gave up on it)")
+    lines.extend(f"  leave        {node}  (STOPPED by hand)" for node in changes.left_stopped)
+    lines.extend(f"  {label:<12} {change}" for label, change in changes.companions.items())
+    if changes.unchanged:
+        lines.append(f"  keep         {', '.join(changes.unchanged)}  (unchanged)")
+    lines.extend(f"warning: {note}" for note in report.notes)
+    return lines
 
 
 def _reconcile(plan: dict[str, Any], base: RunBase, sup: Supervisor, report: ApplyReport,
@@ -157,18 +241,12 @@ def _reconcile(plan: dict[str, Any], base: RunBase, sup: Supervisor, report: App
     name = plan["topology"]
     old = load_applied_plan(base, name)
     running = sup.group_processes(name)
-    diff = topology.diff_plans(old, plan)
-    kept = (*diff.unchanged, *diff.reconfigure)
-    rekeyed = _hand_over_secrets(plan, sup, environ, report) & set(kept)
-    # a node the old plan has but supervisord lost (or never started) is simply (re)added
-    restart = sorted(set(diff.restart) | {n for n in kept if n not in running} | rekeyed)
-    # one supervisord gave up on is started again: the file says it runs (its new parameters, if
-    # any, are in the program file by then); one stopped by hand stays stopped, and is named
-    revive = sorted(n for n in kept if _state(running, n) == "FATAL")
-    reconfigure = [n for n in diff.reconfigure if n in running and n not in revive and n not in restart]
-    report.left_stopped = sorted(n for n in kept if _state(running, n) == "STOPPED")
+    changes = decide(old, plan, running, _secret_changes(plan, sup, environ, report))
+    diff, restart, revive = changes.diff, changes.restart, changes.revive
+    report.left_stopped = list(changes.left_stopped)
     report.notes.extend(f"{n} is STOPPED (stopped by hand?); apply leaves it so: "
                         f"`alphapulse ctl start {name}:{n}` starts it" for n in report.left_stopped)
+    report.companions = dict(changes.companions)
 
     topo_dir = base.topology_dir(name)
     for sub in ("s", "c", "logs", "state"):
@@ -176,11 +254,8 @@ def _reconcile(plan: dict[str, Any], base: RunBase, sup: Supervisor, report: App
     for node in (*diff.removed, *restart):
         if node in running:
             sup.stop(name, node)
-    for key, process, label in COMPANIONS:
-        change = _companion_change((old or {}).get(key), plan.get(key), _state(running, process))
-        if change:
-            report.companions[label] = change
-        if change in ("restarted", "removed"):
+    for _, process, label in COMPANIONS:
+        if changes.companions.get(label) in ("restarted", "removed"):
             sup.stop(name, process)  # syncGroup swaps only stopped processes; autostart starts the new one
     write_atomically(base.plan_file(name), json.dumps(plan, indent=2, sort_keys=True) + "\n")
     write_atomically(base.programs_file(name), topology.render_program_config(topology.Plan(plan)))
@@ -196,8 +271,8 @@ def _reconcile(plan: dict[str, Any], base: RunBase, sup: Supervisor, report: App
     report.added = sorted(diff.added)
     report.removed = sorted(diff.removed)
     report.restarted = sorted(set(restart) - set(diff.added))
-    report.started = revive
-    for node in reconfigure:
+    report.started = list(revive)
+    for node in changes.reconfigure:
         control = plan["nodes"][node]["sockets"]["control"]
         try:
             _wait_until_answering(control, _same_process(sup, name, node), STARTING_NODE_TIMEOUT)
@@ -212,7 +287,7 @@ def _reconcile(plan: dict[str, Any], base: RunBase, sup: Supervisor, report: App
             sup.stop(name, node)
             sup.start(name, node)
             report.restarted.append(node)
-    report.unchanged = sorted(n for n in diff.unchanged if n not in restart and n not in revive)
+    report.unchanged = changes.unchanged
 
 
 COMPANIONS = (("metrics", METRICS_PROCESS, "exporter"), ("watch", WATCH_PROCESS, "watcher"))

@@ -85,18 +85,34 @@ class AlphaPulseNamespace:
         @return struct changed  process name -> variables whose value differs from those it runs
             with, for each process that runs (or retries) with the old ones
         """
-        held = self.secret_values.setdefault(name, {})
-        held.update({str(k): str(v) for k, v in values.items()})
+        changed = self.secretChanges(name, values, needs)
+        self.secret_values.setdefault(name, {}).update({str(k): str(v) for k, v in values.items()})
         self.secret_needs[name] = {str(p): [str(v) for v in vs] for p, vs in needs.items()}
+        group = self.supervisord.process_groups.get(name)
+        for process in (group.processes if group else {}).values():
+            self._inject(name, process.config)
+        return changed
+
+    def secretChanges(self, name: str, values: dict, needs: dict) -> dict:
+        """What :meth:`putSecrets` would answer, holding nothing (``apply --dry-run``).
+
+        @param string name  the process group (topology) name
+        @param struct values  variable name -> value
+        @param struct needs  process name -> list of the variable names it reads
+        @return struct changed  process name -> variables whose value would differ
+        """
+        held = {**self.secret_values.get(name, {}), **{str(k): str(v) for k, v in values.items()}}
         group = self.supervisord.process_groups.get(name)
         changed: dict[str, list[str]] = {}
         for process_name, process in (group.processes if group else {}).items():
-            variables = self.secret_needs[name].get(process_name, [])
-            self._inject(name, process.config)
+            variables = [str(v) for v in needs.get(process_name, [])]
+            if not variables or process.get_state() not in LIVE_STATES:
+                continue
+            configured = {**(process.config.environment or {}), **{v: held[v] for v in variables if v in held}}
             before = _effective(self.started_with.get((name, process_name)), variables)
-            after = _effective(process.config.environment, variables)
-            differ = sorted(v for v in after if after[v] != before.get(v))
-            if differ and process.get_state() in LIVE_STATES:
+            after = _effective(configured, variables)
+            differ = sorted(v for v in variables if after[v] != before[v])
+            if differ:
                 changed[process_name] = differ
         return changed
 

@@ -20,7 +20,7 @@ from alphapulse.topology._diagnostics import (
     has_errors,
     summary,
 )
-from alphapulse.topology._diff import PlanDiff, diff_plans
+from alphapulse.topology._diff import PlanDiff, changed_fields, diff_plans
 from alphapulse.topology._env import EnvSyntaxError, UnsetVariable, interpolate
 from alphapulse.topology._graph import render_dot, render_mermaid
 from alphapulse.topology._load import load_topology, parse_topology
@@ -64,6 +64,7 @@ __all__ = [
     "Topology",
     "UnsetVariable",
     "assign_source_ids",
+    "changed_fields",
     "compile_plan",
     "control_socket",
     "data_socket",

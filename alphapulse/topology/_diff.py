@@ -55,3 +55,18 @@ def diff_plans(old: Plan | Mapping[str, Any] | None, new: Plan | Mapping[str, An
                 unchanged.append(name)
     return PlanDiff(tuple(added), tuple(removed), tuple(restart), tuple(reconfigure),
                     tuple(unchanged))
+
+
+def changed_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What differs between two plan entries of one node, for a person: ``params.NAME`` per
+    parameter, else the entry's key (``inputs``, ``restart``, ``cpu``, ...)."""
+    changed = []
+    for key in sorted((set(old) | set(new)) - {"fingerprint"}):
+        was, now = old.get(key), new.get(key)
+        if was == now:
+            continue
+        if key == "params" and isinstance(was, Mapping) and isinstance(now, Mapping):
+            changed.extend(f"params.{name}" for name in sorted(set(was) | set(now)) if was.get(name) != now.get(name))
+        else:
+            changed.append(key)
+    return changed

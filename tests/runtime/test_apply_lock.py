@@ -134,3 +134,32 @@ def test_the_watcher_hands_supervisord_no_secrets_of_its_own(tmp_path, monkeypat
     watcher.hand_over(plan)
     (kw,) = spawned
     assert "RT_TOKEN" not in kw["env"] and kw["env"]["RT_OTHER"] == "kept"
+
+
+def test_apply_decides_from_the_plans_and_supervisord_s_states_alone() -> None:
+    """``decide`` is the whole of what apply (and ``--dry-run``) will do, as a pure function."""
+    from alphapulse.supervise import decide
+    from alphapulse.topology import changed_fields
+
+    def entry(restart: str, live: str = "l", **fields) -> dict:
+        return {"fingerprint": {"restart": restart, "live": live}, **fields}
+
+    old = {"nodes": {"a": entry("1"), "b": entry("1"), "c": entry("1"), "d": entry("1"), "e": entry("1"),
+                     "f": entry("1"), "gone": entry("1")}, "metrics": {"listen": "127.0.0.1:1"}}
+    new = {"nodes": {"a": entry("2"), "b": entry("1", "l2"), "c": entry("1"), "d": entry("1"), "e": entry("1"),
+                     "f": entry("1"), "new": entry("1")}, "metrics": {"listen": "127.0.0.1:2"}}
+    running = {n: {"statename": "RUNNING"} for n in ("a", "b", "c", "f", "gone", "_metrics")}
+    running["d"] = {"statename": "FATAL"}
+    running["e"] = {"statename": "STOPPED"}
+    changes = decide(old, new, running, rekeyed={"f"})
+    assert changes.diff.added == ("new",) and changes.diff.removed == ("gone",)
+    assert changes.restart == ("a", "f")  # rewired; a new secret value
+    assert changes.reconfigure == ("b",) and changes.revive == ("d",) and changes.left_stopped == ("e",)
+    assert changes.companions == {"exporter": "restarted"}
+    assert changes.unchanged == ["c", "e"]
+    del running["c"]  # supervisord lost it: started afresh
+    assert "c" in decide(old, new, running).restart
+
+    was = {"params": {"rate": 1, "batch": 2}, "inputs": [{"node": "x"}], "fingerprint": {}}
+    now = {"params": {"rate": 1, "batch": 3, "count": 5}, "inputs": [{"node": "y"}], "fingerprint": {"x": 1}}
+    assert changed_fields(was, now) == ["inputs", "params.batch", "params.count"]

@@ -203,6 +203,37 @@ def test_apply_edit_kill_and_down(deployment, capsys) -> None:
     assert not Supervisor(RunBase(base)).is_running()
 
 
+def test_a_dry_run_says_what_apply_would_do_and_why_and_changes_nothing(deployment, capsys) -> None:
+    base, topo = deployment
+    assert main(["apply", str(topo), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[:5] == ["dry run: nothing was changed; applying rt would:", "  start supervisord",
+                                    "  add          bus", "  add          sink", "  add          src"]
+    assert not Supervisor(RunBase(base)).is_running() and load_applied_plan(RunBase(base), "rt") is None
+
+    assert main(["apply", str(topo), "--wait", "30"]) == 0
+    capsys.readouterr()
+    before, plan_text = pids(base), RunBase(base).plan_file("rt").read_text()
+    topo.write_text(TOPOLOGY.replace("rate: 4000", "rate: 3000").replace("retransmit_buffer: 100000",
+                                                                          "retransmit_buffer: 50000"))
+    assert main(["apply", str(topo), "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "dry run: nothing was changed; applying rt would:",
+        "  restart      bus  (params.retransmit_buffer)",
+        "  reconfigure  src  (params.rate; live)",
+        "  keep         sink  (unchanged)",
+    ]
+    assert pids(base) == before and RunBase(base).plan_file("rt").read_text() == plan_text
+    Supervisor(RunBase(base)).stop("rt", "sink")
+    assert main(["apply", str(topo), "--dry-run"]) == 0
+    assert "  leave        sink  (STOPPED by hand)" in capsys.readouterr().out
+    Supervisor(RunBase(base)).start("rt", "sink")
+
+    topo.write_text("topology: rt\nnodes: [")  # a broken edit: refused as apply refuses it
+    assert main(["apply", str(topo), "--dry-run"]) == 1
+    assert "error" in capsys.readouterr().err
+
+
 def test_restarted_source_starts_a_new_epoch_without_a_false_gap(deployment) -> None:
     base, topo = deployment
     assert main(["apply", str(topo), "--wait", "30"]) == 0
