@@ -94,8 +94,14 @@ def test_a_secret_set_or_rotated_after_supervisord_started_reaches_only_its_node
     assert "up to date" in capsys.readouterr().out
     assert process(base, "feed")["pid"] == feed_pid
 
-    # rotated: that node restarts with the new value, named with the variable, never the value
+    # rotated: a dry run says so and holds nothing
     os.environ["RS_KEY_ID"] = SECOND
+    assert main(["apply", str(topo), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "  restart      feed  (a new secret value)" in out and "feed would restart: a new value of RS_KEY_ID" in out
+    assert SECOND not in out and process(base, "feed")["pid"] == feed_pid
+
+    # applied: that node restarts with the new value, named with the variable, never the value
     assert main(["apply", str(topo), "--wait", "60"]) == 0
     out = capsys.readouterr().out
     assert "restarted    feed" in out and "unchanged    src" in out
