@@ -119,11 +119,22 @@ def apply_plan(plan: dict[str, Any], base: RunBase, give_up: Callable[[], bool] 
     older than what a person's apply handed over) and keeps those held."""
     name = plan["topology"]
     report = ApplyReport(name)
+    report.notes.extend(renamed_notes(plan, base))
     sup = Supervisor(base)
     report.started_supervisord = sup.ensure_running()
     with applying(base.topology_dir(name), give_up):
         _reconcile(plan, base, sup, report, environ or {})
     return report
+
+
+def renamed_notes(plan: dict[str, Any], base: RunBase) -> list[str]:
+    """A warning for each other topology applied from the same file: the file was renamed since
+    (a new name is a new topology), and the old one still runs, on the same ports and paths."""
+    source = plan.get("source_file")
+    others = [n for n in base.applied_topologies()
+              if n != plan["topology"] and (load_applied_plan(base, n) or {}).get("source_file") == source]
+    return [f"{source} was applied before as topology {other!r}, which still runs beside {plan['topology']!r} "
+            f"(a renamed topology is a new one): `alphapulse down {other}` stops it" for other in others]
 
 
 def secret_needs(plan: dict[str, Any]) -> dict[str, list[str]]:
@@ -209,6 +220,7 @@ def preview(plan: dict[str, Any], base: RunBase, environ: Mapping[str, str] | No
     old = load_applied_plan(base, name)
     sup = Supervisor(base)
     report = ApplyReport(name)
+    report.notes.extend(renamed_notes(plan, base))
     running = sup.group_processes(name) if sup.is_running() else {}
     rekeyed = _secret_changes(plan, sup, environ or {}, report, hand_over=False) if running else set()
     changes = decide(old, plan, running, rekeyed)

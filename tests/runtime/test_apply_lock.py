@@ -163,3 +163,21 @@ def test_apply_decides_from_the_plans_and_supervisord_s_states_alone() -> None:
     was = {"params": {"rate": 1, "batch": 2}, "inputs": [{"node": "x"}], "fingerprint": {}}
     now = {"params": {"rate": 1, "batch": 3, "count": 5}, "inputs": [{"node": "y"}], "fingerprint": {"x": 1}}
     assert changed_fields(was, now) == ["inputs", "params.batch", "params.count"]
+
+
+def test_a_file_applied_under_another_name_before_is_named(tmp_path) -> None:
+    """Renaming the topology in a file makes a new topology; the old one keeps running (ports,
+    paths): apply warns, naming how to stop it."""
+    import json
+
+    from alphapulse.supervise import RunBase
+    from alphapulse.supervise._apply import renamed_notes
+
+    base = RunBase(tmp_path)
+    for name, source in (("demo", "/t/demo.yaml"), ("other", "/t/other.yaml")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "plan.json").write_text(json.dumps({"topology": name, "source_file": source}))
+    assert renamed_notes({"topology": "demo", "source_file": "/t/demo.yaml"}, base) == []
+    assert renamed_notes({"topology": "demo2", "source_file": "/t/demo.yaml"}, base) == [
+        "/t/demo.yaml was applied before as topology 'demo', which still runs beside 'demo2' "
+        "(a renamed topology is a new one): `alphapulse down demo` stops it"]
