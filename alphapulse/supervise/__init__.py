@@ -9,10 +9,10 @@ from alphapulse.supervise._apply import (
     down,
     load_applied_plan,
     preview,
-    secret_needs,
     wait_until_running,
     wait_until_serving,
 )
+from alphapulse.supervise._secrets import secret_needs
 from alphapulse.supervise._status import (
     CRASH_LOOP,
     NodeStatus,

@@ -7,10 +7,8 @@ process table (our supervisord plugin), start what is new or restarted, and push
 changes to running nodes over their control sockets. Applying the same file twice does nothing
 the second time.
 
-Secrets are not in the plan, so no fingerprint sees them: ``apply`` hands the values of the
-secret variables it has in its environment to supervisord (our plugin holds them in memory,
-never in a file), and restarts the nodes whose secret changed. So setting or rotating a key and
-applying again reaches the nodes, as an edit of the file would.
+Secrets are not in the plan, so no fingerprint sees them: ``apply`` hands them to supervisord
+and restarts the nodes whose secret changed (``_secrets``).
 """
 
 from __future__ import annotations
@@ -31,13 +29,12 @@ from typing import Any
 from alphapulse import topology
 from alphapulse.runtime import ControlError, request
 from alphapulse.runtime._crashloop import WAITING, RunRecord, forget, read_record
+from alphapulse.supervise._secrets import secret_changes
 from alphapulse.supervise._status import CRASH_LOOP
 from alphapulse.supervise._supervisor import RunBase, Supervisor, write_atomically
 from alphapulse.topology import METRICS_PROCESS, WATCH_PROCESS, state_file
 
 log = logging.getLogger("alphapulse.apply")
-UNKNOWN_METHOD = 1
-"""supervisord's fault code for a method it does not have (``supervisor.xmlrpc.Faults``)"""
 RECONFIGURE_TIMEOUT = 10.0
 STARTING_NODE_TIMEOUT = 180.0
 """how long a live update waits for a node that is alive but not yet answering (loading or, on a
@@ -137,35 +134,6 @@ def renamed_notes(plan: dict[str, Any], base: RunBase) -> list[str]:
             f"(a renamed topology is a new one): `alphapulse down {other}` stops it" for other in others]
 
 
-def secret_needs(plan: dict[str, Any]) -> dict[str, list[str]]:
-    """The secret variables each node reads (its ``secret_env``), for the nodes that read any."""
-    return {node: sorted(set(entry["secret_env"].values()))
-            for node, entry in plan["nodes"].items() if entry.get("secret_env")}
-
-
-def _secret_changes(plan: dict[str, Any], sup: Supervisor, environ: Mapping[str, str], report: ApplyReport,
-                    *, hand_over: bool = True) -> set[str]:
-    """Give supervisord the secrets ``environ`` has for the plan's nodes (``hand_over``; else only
-    ask what giving them would change); the nodes running on other values, which must restart to
-    read the new ones."""
-    needs = secret_needs(plan)
-    values = {v: environ[v] for vs in needs.values() for v in vs if v in environ}
-    try:
-        ask = sup.plugin.putSecrets if hand_over else sup.plugin.secretChanges
-        changed = ask(plan["topology"], values, needs)
-    except xmlrpc.client.Fault as fault:
-        if fault.faultCode != UNKNOWN_METHOD:
-            raise
-        if values:
-            report.notes.append("supervisord was started by an older AlphaPulse and cannot take secrets: "
-                                "nodes read them from its environment (`alphapulse down` and apply again)")
-        return set()
-    verb = "restarted" if hand_over else "would restart"
-    report.notes.extend(f"{node} {verb}: a new value of {', '.join(variables)}"
-                        for node, variables in sorted(changed.items()))
-    return set(changed)
-
-
 @dataclasses.dataclass(frozen=True)
 class Changes:
     """What an apply does to a running topology, decided before anything is touched."""
@@ -222,7 +190,7 @@ def preview(plan: dict[str, Any], base: RunBase, environ: Mapping[str, str] | No
     report = ApplyReport(name)
     report.notes.extend(renamed_notes(plan, base))
     running = sup.group_processes(name) if sup.is_running() else {}
-    rekeyed = _secret_changes(plan, sup, environ or {}, report, hand_over=False) if running else set()
+    rekeyed = secret_changes(plan, sup, environ or {}, report.notes, hand_over=False) if running else set()
     changes = decide(old, plan, running, rekeyed)
     before, after = (old or {}).get("nodes", {}), plan["nodes"]
     lines = [f"dry run: nothing was changed; applying {name} would:"]
@@ -253,7 +221,7 @@ def _reconcile(plan: dict[str, Any], base: RunBase, sup: Supervisor, report: App
     name = plan["topology"]
     old = load_applied_plan(base, name)
     running = sup.group_processes(name)
-    changes = decide(old, plan, running, _secret_changes(plan, sup, environ, report))
+    changes = decide(old, plan, running, secret_changes(plan, sup, environ, report.notes))
     diff, restart, revive = changes.diff, changes.restart, changes.revive
     report.left_stopped = list(changes.left_stopped)
     report.notes.extend(f"{n} is STOPPED (stopped by hand?); apply leaves it so: "

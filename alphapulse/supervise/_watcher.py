@@ -26,7 +26,8 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
-from alphapulse.supervise._apply import ApplyError, apply_plan, compile_file, load_applied_plan, secret_needs
+from alphapulse.supervise._apply import ApplyError, apply_plan, compile_file, load_applied_plan
+from alphapulse.supervise._secrets import secret_needs
 from alphapulse.supervise._supervisor import RunBase, SupervisorError
 from alphapulse.supervise._watch import WatchOutcome, read_outcome, watch, write_outcome
 from alphapulse.topology import WATCH_PROCESS, format_diagnostics
