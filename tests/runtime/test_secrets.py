@@ -4,8 +4,6 @@ kept when an apply's environment lacks them; never written to a file. Real super
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import pytest
 
 from alphapulse.cli import main
 from alphapulse.supervise import RunBase, Supervisor, load_applied_plan, secret_needs
+from tests.runtime._deployment import deployed
 
 pytestmark = pytest.mark.slow
 
@@ -35,18 +34,10 @@ FIRST, SECOND = "k3y-first-7c1d9e", "k3y-second-04b2fa"
 
 @pytest.fixture
 def deployment(monkeypatch):
-    base = Path(tempfile.mkdtemp(prefix="ap", dir="/tmp"))  # short: socket paths stay < 107 bytes
-    monkeypatch.setenv("ALPHAPULSE_RUN_DIR", str(base))
     monkeypatch.setenv("RS_SECRET_KEY", "s3cret-rs-55aa")
     monkeypatch.delenv("RS_KEY_ID", raising=False)
-    topo = base / "rs.yaml"
-    topo.write_text(TOPOLOGY)
-    yield base, topo
-    main(["down", str(topo)])
-    sup = Supervisor(RunBase(base))
-    if sup.is_running():
-        sup.shutdown()
-    shutil.rmtree(base, ignore_errors=True)
+    with deployed(monkeypatch, "rs", TOPOLOGY) as where:
+        yield where
 
 
 def process(base: Path, node: str) -> dict:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import pytest
 from alphapulse.cli import main
 from alphapulse.runtime import request
 from alphapulse.supervise import RunBase, Supervisor, load_applied_plan, wait_until_running, wait_until_serving
+from tests.runtime._deployment import deployed
 
 pytestmark = pytest.mark.slow
 
@@ -40,16 +39,8 @@ nodes:
 
 @pytest.fixture
 def deployment(monkeypatch):
-    base = Path(tempfile.mkdtemp(prefix="ap", dir="/tmp"))  # short: socket paths stay < 107 bytes
-    monkeypatch.setenv("ALPHAPULSE_RUN_DIR", str(base))
-    topo = base / "rt.yaml"
-    topo.write_text(TOPOLOGY)
-    yield base, topo
-    main(["down", str(topo)])
-    sup = Supervisor(RunBase(base))
-    if sup.is_running():
-        sup.shutdown()
-    shutil.rmtree(base, ignore_errors=True)
+    with deployed(monkeypatch, "rt", TOPOLOGY) as where:
+        yield where
 
 
 def pids(base: Path) -> dict[str, int]:
