@@ -32,3 +32,16 @@ def test_frame_files_ignore_a_torn_last_frame(tmp_path: Path) -> None:
     (tmp_path / "empty").write_bytes(b"")
     found = positions_in_frame_files([whole, torn, tmp_path / "empty"])
     assert found == {3: make_sequence(7, 5)}
+
+
+def test_the_positions_checkpoint_round_trips_and_a_bad_one_is_ignored(tmp_path, caplog) -> None:
+    from alphapulse.runtime import read_positions, write_positions
+
+    assert read_positions(tmp_path) == {}
+    write_positions(tmp_path, {7: 2**63 + 5, 3: 1})
+    assert read_positions(tmp_path) == {3: 1, 7: 2**63 + 5}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".positions.json"]  # the temporary file renamed away
+    for bad in ("{not json", '{"positions": [1, 2]}', '{"version": 1}', '{"positions": {"x": 1}}'):
+        (tmp_path / ".positions.json").write_text(bad)
+        assert read_positions(tmp_path) == {}
+    assert "ignoring" in caplog.text
