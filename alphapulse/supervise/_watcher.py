@@ -109,9 +109,14 @@ class SupervisedWatcher:
             return WatchOutcome(now, "refused", (
                 f"{self.file} now declares topology {plan['topology']!r}; this watcher runs {self.topology!r}: "
                 f"apply the file by hand (and `alphapulse down` the old name)",))
-        if hands_over(load_applied_plan(self.base, self.topology), plan):
+        applied = load_applied_plan(self.base, self.topology)
+        if hands_over(applied, plan):
             log = self.hand_over(plan)
-            return WatchOutcome(now, "handed over", (f"the edit changes this watcher: applied by a separate "
+            new = sorted(set((plan.get("watch") or {}).get("env", {})) - set(((applied or {}).get("watch") or {})
+                                                                             .get("env", {})))
+            why = (f" (new variables {', '.join(new)}, resolved from supervisord's environment, not your "
+                   f"shell's: `alphapulse apply FILE` resolves them from yours)") if new else ""
+            return WatchOutcome(now, "handed over", (f"the edit changes this watcher{why}: applied by a separate "
                                                      f"`alphapulse apply` (log: {log})",))
         try:
             report = apply_plan(plan, self.base, give_up=lambda: self.stopping, environ=None)

@@ -181,3 +181,28 @@ def test_a_file_applied_under_another_name_before_is_named(tmp_path) -> None:
     assert renamed_notes({"topology": "demo2", "source_file": "/t/demo.yaml"}, base) == [
         "/t/demo.yaml was applied before as topology 'demo', which still runs beside 'demo2' "
         "(a renamed topology is a new one): `alphapulse down demo` stops it"]
+
+
+def test_an_edit_with_a_new_variable_says_whose_environment_resolved_it(tmp_path, monkeypatch) -> None:
+    """The watcher resolves with supervisord's environment: a variable new in the file gets that
+    value, not the one in the shell of whoever edits; the outcome says so (and how to fix it)."""
+    import io
+    import json
+
+    from alphapulse.supervise import RunBase, compile_file
+    from alphapulse.supervise._watcher import SupervisedWatcher
+
+    base = RunBase(tmp_path / "run")
+    topo = tmp_path / "rt.yaml"
+    text = "topology: rt\nreload: {{watch: true}}\nnodes:\n  src:\n    kind: source.counter\n{params}" \
+           "  out: {{kind: sink.counter, inputs: [src]}}\n"
+    topo.write_text(text.format(params=""))
+    watcher = SupervisedWatcher(topo, base, "rt", out=io.StringIO(), err=io.StringIO())
+    plan, _ = compile_file(topo, base)
+    base.plan_file("rt").parent.mkdir(parents=True)
+    base.plan_file("rt").write_text(json.dumps(plan))  # as applied
+    topo.write_text(text.format(params="    params:\n      rate: ${RT_NEW_RATE:-100}\n"))
+    monkeypatch.setattr(watcher, "hand_over", lambda plan: tmp_path / "handover.log")
+    outcome = watcher.apply_once()
+    assert outcome.outcome == "handed over"
+    assert "new variables RT_NEW_RATE, resolved from supervisord's environment" in outcome.summary()
