@@ -62,8 +62,8 @@ class Deployment:
         return done.stdout
 
     def status(self) -> dict[str, dict]:
-        ((self.name, nodes),) = json.loads(self.cli("status", str(self.topology), "--json")).items()
-        return {node["node"]: node for node in nodes}
+        ((self.name, status),) = json.loads(self.cli("status", str(self.topology), "--json")).items()
+        return {node["node"]: node for node in status["nodes"]}
 
     def stats(self, node: str) -> dict | None:
         plan = load_applied_plan(RunBase(self.run_dir), self.name)

@@ -51,27 +51,28 @@ def run(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     from alphapulse.supervise import format_table, load_applied_plan, topology_status
-    from alphapulse.supervise._status import companion_lines
+    from alphapulse.supervise._status import companion_lines, program_status
 
     base = run_base(args)
     names = [topology_name(args.file)] if args.file else base.applied_topologies()
     if not names:
         print(f"no topology is applied in {base.path}")
         return ExitCode.OK
-    result, exporters = {}, {}
+    result, programs = {}, {}
     for name in names:
         plan = load_applied_plan(base, name)
         if plan is None:
             print(f"topology {name} is not applied in {base.path}")
             return ExitCode.RUNTIME
         result[name] = topology_status(plan, base)
-        exporters[name] = companion_lines(plan, base)
+        programs[name] = program_status(plan, base)
     if args.json:
-        print(json.dumps({n: [dataclasses.asdict(r) for r in rows] for n, rows in result.items()}, indent=2))
+        print(json.dumps({n: {"nodes": [dataclasses.asdict(r) for r in rows], "programs": programs[n]}
+                          for n, rows in result.items()}, indent=2))
     else:
         for name, rows in result.items():
             print(f"topology {name}  ({base.path / name})")
             print(format_table(rows))
-            for line in exporters[name]:
+            for line in companion_lines(programs[name]):
                 print(line)
     return ExitCode.OK

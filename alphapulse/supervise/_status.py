@@ -167,30 +167,49 @@ def why_not_running(info: dict[str, Any]) -> str:
     return logged or str(info.get("spawnerr") or "") or str(info.get("description") or "")
 
 
-def companion_lines(plan: dict[str, Any], base: RunBase) -> list[str]:
-    """The programs beside the nodes, how each runs and why not when it does not: the
-    Prometheus exporter (``metrics:``; a port already taken), where it serves; the file watcher
-    (``reload.watch``), what it watches and what became of the last edit. Empty without them."""
+def program_status(plan: dict[str, Any], base: RunBase) -> list[dict[str, Any]]:
+    """The programs beside the nodes, as data (``status --json``): the Prometheus exporter
+    (``metrics:``), where it serves; the file watcher (``reload.watch``), what it watches and its
+    last outcome; each with supervisord's state, pid, uptime and why it does not run (a port
+    already taken). Empty without them."""
     metrics, watch = plan.get("metrics"), plan.get("watch")
     if not metrics and not watch:
         return []
     sup = Supervisor(base)
     processes = sup.group_processes(plan["topology"]) if sup.is_running() else {}
-    lines = []
-    for what, process, info in (
-        (metrics and f"metrics  http://{metrics['listen']}/metrics", METRICS_PROCESS, processes.get(METRICS_PROCESS)),
-        (watch and f"watch    {watch['file']}", WATCH_PROCESS, processes.get(WATCH_PROCESS)),
+    programs = []
+    for program, process, where in (
+        ("exporter", METRICS_PROCESS, metrics and {"url": f"http://{metrics['listen']}/metrics"}),
+        ("watcher", WATCH_PROCESS, watch and {"file": watch["file"]}),
     ):
-        if not what:
+        if not where:
             continue
-        info = info or {}
-        line = f"{what}  {info.get('statename', 'ABSENT')}"
-        problem = why_not_running(info)
-        if problem:
-            lines += [f"{line}: {problem}", f"  log: {info.get('stderr_logfile', '')}"]
+        info = processes.get(process) or {}
+        entry = {"program": program, "process": f"{plan['topology']}:{process}", **where,
+                 "state": info.get("statename", "ABSENT"), "pid": info.get("pid") or None,
+                 "uptime": float(info["now"] - info["start"]) if info.get("pid") else 0.0,
+                 "problem": why_not_running(info), "log": info.get("stderr_logfile", "")}
+        if program == "watcher":
+            outcome = read_outcome(plan["run_dir"])
+            entry["last_edit"] = None if outcome is None else {
+                "at": outcome.at, "outcome": outcome.outcome, "summary": outcome.summary(),
+                "lines": list(outcome.lines), "succeeded_at": outcome.succeeded_at}
+        programs.append(entry)
+    return programs
+
+
+def companion_lines(programs: list[dict[str, Any]]) -> list[str]:
+    """:func:`program_status` as the lines below the table: ``metrics  URL  STATE``, ``watch
+    FILE  STATE  last edit ...``, or the state with why it does not run and its log."""
+    lines = []
+    for entry in programs:
+        what = (f"metrics  {entry['url']}" if entry["program"] == "exporter" else f"watch    {entry['file']}")
+        line = f"{what}  {entry['state']}"
+        if entry["problem"]:
+            lines += [f"{line}: {entry['problem']}", f"  log: {entry['log']}"]
             continue
-        outcome = read_outcome(plan["run_dir"]) if process == WATCH_PROCESS else None
-        lines.append(f"{line}  {outcome.summary()}" if outcome else line)
+        last = entry.get("last_edit")
+        lines.append(f"{line}  {last['summary']}" if last else line)
     return lines
 
 

@@ -173,7 +173,7 @@ def test_apply_edit_kill_and_down(deployment, capsys) -> None:
     status_out = capsys.readouterr().out
     assert '"restarts": 1' in status_out
     # and what each node costs, from the node's own samples: every node here works a little
-    rows = {row["node"]: row for row in json.loads(status_out)["rt"]}
+    rows = {row["node"]: row for row in json.loads(status_out)["rt"]["nodes"]}
     assert all(row["cpu_percent"] > 0 and row["private_bytes"] > 10 * 2**20 for row in rows.values()), rows
     assert all(row["rss_bytes"] > row["private_bytes"] for row in rows.values()), rows
     # --watch shows the table again until its count is reached (or Ctrl-C)
@@ -351,6 +351,11 @@ def test_a_topology_s_reload_section_has_supervisord_run_a_watcher_that_applies_
     line = wait_for(lambda: "refused" in (line := watch_line()) and line, what="the broken edit to be refused")
     assert f"refused: {topo}:9:6: error: YAML syntax error" in line  # where the parser noticed
     assert stats(base, "src")["params"]["batch"] == 2
+    assert main(["status", str(topo), "--json"]) == 0  # the same, for scripts
+    (watcher,) = json.loads(capsys.readouterr().out)["rt"]["programs"]
+    assert watcher["program"] == "watcher" and watcher["process"] == "rt:_watch" and watcher["state"] == "RUNNING"
+    assert watcher["file"] == str(topo) and watcher["pid"] == pids(base)["_watch"]
+    assert watcher["last_edit"]["outcome"] == "refused" and watcher["last_edit"]["summary"] in line
     assert main(["metrics", "--topology", "rt", "--once"]) == 0  # what an alert on reloads reads
     scraped = capsys.readouterr().out
     assert 'alphapulse_config_last_reload_successful{topology="rt"} 0.0' in scraped
@@ -444,7 +449,7 @@ def test_a_node_that_keeps_failing_is_named_with_its_reason(deployment, capsys) 
     assert reason.replace("rec: FATAL", "rec FATAL") in out
     assert "3/4 running" in out  # the others serve on
     assert main(["status", str(topo), "--json"]) == 0
-    (rec,) = [row for row in json.loads(capsys.readouterr().out)["rt"] if row["node"] == "rec"]
+    (rec,) = [row for row in json.loads(capsys.readouterr().out)["rt"]["nodes"] if row["node"] == "rec"]
     assert rec["state"] == "FATAL" and rec["problem"].startswith("node rec failed: NotADirectoryError")
 
     # the same file again: nothing to change but the node that gave up, which apply starts again
@@ -605,6 +610,10 @@ def test_a_topology_s_metrics_section_runs_its_exporter_under_supervisord(deploy
         assert f"_metrics: FATAL: {reason}" in captured.err
         assert main(["status", str(topo)]) == 0
         assert f"metrics  http://127.0.0.1:{busy}/metrics  FATAL: {reason}" in capsys.readouterr().out
+        assert main(["status", str(topo), "--json"]) == 0
+        (exporter,) = json.loads(capsys.readouterr().out)["rt"]["programs"]
+        assert exporter["program"] == "exporter" and exporter["url"] == f"http://127.0.0.1:{busy}/metrics"
+        assert exporter["state"] == "FATAL" and exporter["problem"] == reason and exporter["pid"] is None
     finally:
         taken.close()
     assert main(["apply", str(topo), "--wait", "60"]) == 0  # the port is free now: the same file starts it
