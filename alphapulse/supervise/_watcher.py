@@ -39,6 +39,11 @@ def hands_over(applied: dict[str, Any] | None, plan: dict[str, Any]) -> bool:
     return (applied or {}).get("watch") != plan.get("watch")
 
 
+def _recorded_variables(plan: dict[str, Any] | None) -> dict[str, str | None]:
+    """The variables a plan's watcher resolves the file with (its ``watch.env``)."""
+    return ((plan or {}).get("watch") or {}).get("env", {})
+
+
 def adopt_environment(env: dict[str, str | None], environ: Any = os.environ) -> None:
     """Set each variable to its value, and unset those that were unset (None)."""
     for var, value in env.items():
@@ -73,8 +78,7 @@ class SupervisedWatcher:
         are supervisord's, from whichever apply started it, and an edit resolved with those
         would undo what the last apply set (a port, a path). Secrets are not among them: nodes
         read those from their own environment."""
-        entry = (load_applied_plan(self.base, self.topology) or {}).get("watch") or {}
-        adopt_environment(entry.get("env") or {})
+        adopt_environment(_recorded_variables(load_applied_plan(self.base, self.topology)))
 
     def _stop(self, signum: int, frame: Any) -> None:
         self.stopping = True
@@ -112,8 +116,7 @@ class SupervisedWatcher:
         applied = load_applied_plan(self.base, self.topology)
         if hands_over(applied, plan):
             log = self.hand_over(plan)
-            new = sorted(set((plan.get("watch") or {}).get("env", {})) - set(((applied or {}).get("watch") or {})
-                                                                             .get("env", {})))
+            new = sorted(set(_recorded_variables(plan)) - set(_recorded_variables(applied)))
             why = (f" (new variables {', '.join(new)}, resolved from supervisord's environment, not your "
                    f"shell's: `alphapulse apply FILE` resolves them from yours)") if new else ""
             return WatchOutcome(now, "handed over", (f"the edit changes this watcher{why}: applied by a separate "
