@@ -67,8 +67,15 @@ class Bridge:
                    source, exc)
 
     def flush(self) -> None:
-        for event in self.market.flush_books():
+        for event in self.market.flush_books(self._watched):
             self.route(event)
+
+    def _watched(self, instrument_id: int) -> bool:
+        """Does a client watch this book (its levels or its best bid/offer)? One nobody watches
+        is not re-viewed after every message: with no dashboard open, most of the bridge's work."""
+        named = self.market.names.get(instrument_id)
+        return named is not None and any(c.wants("book", instrument_id, named.symbol)
+                                         or c.wants("bbo", instrument_id, named.symbol) for c in self.clients.values())
 
     def upstream_restarted(self, source: int) -> int:
         """``source`` restarted (``runtime.UpstreamEpochs``): its next deltas do not continue the
@@ -171,6 +178,7 @@ class Bridge:
         named = self.market.names.get(iid)
         if named is None or not client.wants(channel, iid, named.symbol):
             return None
+        self.market.catch_up(iid)  # its view may have waited for someone to watch it
         if channel == "bbo":
             return self._bbo_text(iid)
         book = self.market.books.get(iid)

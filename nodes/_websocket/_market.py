@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from alphapulse import protocol
@@ -197,10 +197,15 @@ class Market:
                 stale += 1
         return stale
 
-    def flush_books(self) -> Iterator[Event]:
-        """One ``book`` (and, when the top moved, ``bbo``) event per book whose view changed."""
+    def flush_books(self, watched: Callable[[int], bool] | None = None) -> Iterator[Event]:
+        """One ``book`` (and, when the top moved, ``bbo``) event per book whose view changed.
+        With ``watched``, a book it says nobody watches keeps its changes pending: its view is
+        recomputed once someone does (:meth:`catch_up`), not after every message."""
         dirty, self._dirty = self._dirty, {}
         for iid, timestamp_ns in dirty.items():
+            if watched is not None and not watched(iid):
+                self._dirty[iid] = timestamp_ns
+                continue
             book = self.books[iid]
             best_before = book.best()
             changes = book.refresh(self.depth)
@@ -292,7 +297,15 @@ class Market:
         yield Event("instrument", tlv.instrument_id)
 
     # -- state, for snapshots ---------------------------------------------------------------------
+    def catch_up(self, instrument_id: int) -> None:
+        """Bring the view of a book left pending by :meth:`flush_books` up to date (before it is
+        shown to someone who now watches it)."""
+        timestamp_ns = self._dirty.pop(instrument_id, None)
+        if timestamp_ns is not None and self.books[instrument_id].refresh(self.depth) is not None:
+            self.books[instrument_id].timestamp_ns = timestamp_ns
+
     def best(self, instrument_id: int) -> tuple[tuple[int, int] | None, tuple[int, int] | None] | None:
+        self.catch_up(instrument_id)
         book = self.books.get(instrument_id)
         if book is not None and book.synced and book.version:
             return book.best()

@@ -343,6 +343,7 @@ async def test_what_the_bridge_missed_before_it_started_is_asked_for_upstream() 
         bids, asks = ladder("100", "1", 3)
         await rig.feed.send(book(BTC_A, bids, asks), delta(BTC_A, [(px("100"), P, BID)]))
         await rig.wait_until(lambda: BTC_A.id in rig.node.bridge.market.books)
+        rig.node.bridge.market.catch_up(BTC_A.id)  # its view, as a client watching it would have it
         loaded = rig.node.bridge.market.books[BTC_A.id]
         assert loaded.version == 1 and loaded.bid_view[0] == (px("100"), P)
         assert rig.counters["dropped.unsynced_delta"] == 1
@@ -395,6 +396,7 @@ async def test_a_restarted_upstream_does_not_continue_the_books_kept_from_before
         bids, asks = ladder("100", "1", 3)
         await rig.feed.send(protocol.mapping_for(BTC_A), book(BTC_A, bids, asks))
         await rig.wait_until(lambda: BTC_A.id in rig.node.bridge.market.books)
+        rig.node.bridge.market.catch_up(BTC_A.id)  # its view, as a client watching it would have it
         loaded = rig.node.bridge.market.books[BTC_A.id]
         view = list(loaded.bid_view)
         rig.feed.builder = protocol.MessageBuilder(protocol.RelayDomain.MARKET_DATA, FEED_SOURCE, (5 << 40) | 30)

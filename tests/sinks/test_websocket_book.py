@@ -87,3 +87,33 @@ def test_subscription_patterns(text: str, instrument_id: int, symbol: str) -> No
     pattern = Pattern.parse(text)
     assert (pattern.instrument_id, pattern.symbol) == (instrument_id, symbol)
     assert pattern.matches(INST.id, "BTC-USD") == (text != "AAPL")
+
+
+def test_a_book_nobody_watches_is_viewed_only_once_someone_does() -> None:
+    """Without a client watching it, a book's changes wait (no view recomputed per message); the
+    view is brought up to date, once, when it is shown, and is the true top N then."""
+    market = Market(3)
+    list(market.apply([protocol.mapping_for(INST)], 1))
+    full = {BID: {100 - k: k for k in range(1, 8)}, ASK: {100 + k: k for k in range(1, 8)}}
+    list(market.apply([protocol.OrderBook(INST.id, 0, 0, tuple(sorted(full[BID].items(), reverse=True)),
+                                          tuple(sorted(full[ASK].items())))], 1))
+    nobody, everybody = (lambda iid: False), (lambda iid: True)
+    book = market.books[INST.id]
+    rng = random.Random(7)
+    for step in range(50):
+        side = rng.choice((BID, ASK))
+        price = 100 - rng.randint(1, 9) if side == BID else 100 + rng.randint(1, 9)
+        qty = rng.choice((0, rng.randint(1, 9)))
+        full[side][price] = qty
+        if not qty:
+            del full[side][price]
+        list(market.apply([protocol.OrderBookDelta(INST.id, 0, 0, 0, 0, ((price, qty, side),))], step))
+        assert list(market.flush_books(nobody)) == []
+    assert book.version == 0  # never viewed
+    assert market.best(INST.id) == (_top(full[BID], 1, True)[0], _top(full[ASK], 1, False)[0])  # caught up
+    assert book.version == 1
+    assert book.bid_view == _top(full[BID], 3, True) and book.ask_view == _top(full[ASK], 3, False)
+    market.catch_up(INST.id)
+    assert book.version == 1  # nothing pending: nothing recomputed
+    list(market.apply([protocol.OrderBookDelta(INST.id, 0, 0, 0, 0, ((99, 50, BID),))], 99))
+    assert [e.kind for e in market.flush_books(everybody)] == ["book", "bbo"]  # watched: as before
