@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gc
 import json
 import logging
 import os
@@ -36,7 +35,7 @@ from alphapulse.runtime._failure import FAILED
 from alphapulse.runtime._failure import describe as describe_failure
 from alphapulse.runtime._forward import DirectForwarder
 from alphapulse.runtime._forward import enabled as forwarding_enabled
-from alphapulse.runtime._heap import PauseMonitor, freeze_heap
+from alphapulse.runtime._heap import PauseMonitor, freeze_heap, freeze_more
 from alphapulse.runtime._input import SMALL_READ, Backoff, InputLink, InputSpec
 from alphapulse.runtime._orphan import end_with_supervisor
 from alphapulse.runtime._peers import NO_PEERS, introduction
@@ -319,7 +318,7 @@ class NodeHost:
             await trio.sleep(RATE_INTERVAL)
             if self.freeze_heap_once_running:  # the kind's own kernels, loaded on first use: freeze them too
                 self.freeze_heap_once_running = False
-                gc.freeze()  # no collection first: a pause now would land on live traffic
+                freeze_more()  # no collection, no count: a pause now would land on live traffic
             sent = self._sent()
             self.rates.per_second_in = (self.received - self.rates.last_in) / RATE_INTERVAL
             self.rates.per_second_out = (sent - self.rates.last_out) / RATE_INTERVAL

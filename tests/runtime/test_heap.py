@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gc
 
-from alphapulse.runtime._heap import PauseMonitor, freeze_heap
+import pytest
+
+from alphapulse.runtime._heap import PauseMonitor, freeze_heap, freeze_more
 
 
 def test_pause_monitor_times_collections_and_freeze_counts_objects() -> None:
@@ -19,3 +21,24 @@ def test_pause_monitor_times_collections_and_freeze_counts_objects() -> None:
         gc.unfreeze()
         monitor.uninstall()
     assert monitor not in gc.callbacks
+
+
+def test_stats_never_count_the_frozen_heap_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counting walks the whole permanent generation (milliseconds on a node's heap, on its event
+    loop): it is done once, by freeze_heap; statistics (every ``stats`` request) and a later
+    freeze_more only read what that count was."""
+    monitor = PauseMonitor()
+    try:
+        frozen = freeze_heap()
+
+        def walks(*args):
+            raise AssertionError("gc.get_freeze_count walked the permanent generation")
+
+        monkeypatch.setattr(gc, "get_freeze_count", walks)
+        assert monitor.statistics().frozen_objects == frozen
+        before = len(gc.get_objects())
+        freeze_more()
+        assert len(gc.get_objects()) < before  # moved to the permanent generation, uncounted
+        assert monitor.statistics().frozen_objects == frozen
+    finally:
+        gc.unfreeze()
