@@ -366,13 +366,9 @@ class Alpaca(Node):
             auth.allow(trio.current_time())  # an open auth breaker past its cool-down lets this probe through
             session.connection_made()
 
-        async def exchange(receive_ns: int) -> None:
-            outgoing, out = session.take()
+        async def send(outgoing: list[str]) -> None:
             for message in outgoing:
                 await state["ws"].send_message(message)
-            if out:
-                ctx.messages(out, timestamp_ns=receive_ns)
-                await ctx.flush()
 
         def on_message(frame, receive_ns: int):
             was_authenticated = session.state in ("subscribing", "streaming")
@@ -384,9 +380,10 @@ class Alpaca(Node):
                 raise
             if not was_authenticated and session.state == "subscribing":
                 auth.record_success(trio.current_time())
-            if session.outgoing or session.out:
-                return exchange(receive_ns)
-            return None
+            outgoing, out = session.take()
+            if out:
+                ctx.messages(out, timestamp_ns=receive_ns)  # the session loop flushes after the read
+            return send(outgoing) if outgoing else None
 
         url = p.endpoint or f"wss://stream.data.alpaca.markets/v2/{p.feed}"
         await run_websocket_session(ctx, url, on_connect=on_connect, on_message=on_message, policy=lambda: self.params)

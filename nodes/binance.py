@@ -775,9 +775,7 @@ class Binance(Node):
                 message(tlv, timestamp_ns=receive_ns)
             if feed.snapshot_requests:
                 self._queue_requests()
-            if tlvs:
-                return ctx.flush()
-            return None
+            return None  # the session loop flushes after the read
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._fetch_snapshots, ctx, receive)

@@ -123,17 +123,12 @@ class Coinbase(Node):
             for message in feed.subscribe_messages():
                 await ws.send_message(message)
 
-        async def publish(receive_ns: int) -> None:
-            if feed.out:
-                ctx.messages(feed.take(), timestamp_ns=receive_ns)
-                await ctx.flush()
-            if feed.resync_reason is not None:
-                await self._ws.aclose(code=1000, reason="resync")  # the session loop reconnects
-
         def on_message(frame, receive_ns: int):
             feed.receive(frame, receive_ns)
-            if feed.out or feed.resync_reason is not None:
-                return publish(receive_ns)
+            if feed.out:
+                ctx.messages(feed.take(), timestamp_ns=receive_ns)  # the session loop flushes after the read
+            if feed.resync_reason is not None:
+                return self._ws.aclose(code=1000, reason="resync")  # the session loop reconnects
             return None
 
         await run_websocket_session(ctx, p.endpoint or ENDPOINTS[p.feed], on_connect=on_connect,

@@ -526,7 +526,7 @@ class EvmLogs(Node):
         message = self._decode(frame)
         if message is not None:
             self._dispatch(message)
-        return self.ctx.flush() if self.ctx.pending else None
+        return None  # the session loop flushes after the read
 
     def _dispatch(self, message: Any) -> None:
         """One JSON-RPC message that is not the answer being waited for."""

@@ -1227,9 +1227,9 @@ class Kraken(Node):
             tlvs = feed.receive(frame, receive_ns)
             for tlv in tlvs:
                 message(tlv, timestamp_ns=receive_ns)
-            if feed.outgoing or tlvs:
+            if feed.outgoing:
                 return self._after_frame(ctx)
-            return None
+            return None  # the session loop flushes after the read
 
         await run_websocket_session(
             ctx,

@@ -102,6 +102,9 @@ class PublisherStatistics:
     """PeerIntroductions sent (a ``peer`` relay answers each Subscribe with one)"""
     heads_sent: int = 0
     """SequenceHead records sent (each Subscribe is answered with the newest sequence per source)"""
+    published_blocks: int = 0
+    """blocks published: ``published_messages / published_blocks`` is how many frames each
+    hop downstream receives per wakeup (a WebSocket source publishes one block per socket read)"""
 
 
 class _Subscriber:
@@ -322,7 +325,7 @@ class Publisher:
         self._gone: list[SubscriberStatistics] = []
         self._space = trio.Event()
         self._subscribed = trio.Event()
-        self._published_messages = self._published_bytes = 0
+        self._published_messages = self._published_bytes = self._published_blocks = 0
         self._disconnected_for_overflow = 0
         self._resend_requests = 0
         self._resends_passed_upstream = 0
@@ -360,6 +363,7 @@ class Publisher:
         copy and the counters (also called by a relay's direct path, which sent it itself)."""
         self.retransmit.append(block, n)
         self._published_messages += n
+        self._published_blocks += 1
         self._published_bytes += len(block.data)
 
     async def publish(self, block: Any) -> None:
@@ -491,6 +495,7 @@ class Publisher:
     def statistics(self) -> PublisherStatistics:
         return PublisherStatistics(
             published_messages=self._published_messages,
+            published_blocks=self._published_blocks,
             published_bytes=self._published_bytes,
             subscribers=tuple(s.statistics() for s in self._subscribers) + tuple(self._gone),
             disconnected_for_overflow=self._disconnected_for_overflow,

@@ -5,6 +5,8 @@
   speed, with fault injection by frame index (:class:`ReplayFaults`: drop, duplicate, corrupt,
   garbage, cut the connection and continue or restart) and a :class:`ReplayResponder` hook to
   answer resubscribes.
+* :func:`serve_bursts` — the same frames written many to a TCP write (``per_write``), as a live
+  venue's bursts arrive, so an adapter's read path meets several frames per read.
 * :func:`serve_http` — canned REST bodies by path and query (:func:`routes_from_capture` reads
   them from a capture's ``URL -> TS: BODY`` lines), every request recorded.
 * :func:`run_node` — run a node kind in-process under the real NodeHost, its output read through
@@ -19,11 +21,13 @@ Both follow trio's ``nursery.start`` protocol and return an object with the boun
         ...  # point the adapter's endpoint params at ws.url and http.url
 """
 
+from alphapulse.testing._bursts import BurstServer, serve_bursts
 from alphapulse.testing._http import CannedResponse, HttpServer, routes_from_capture, serve_http
 from alphapulse.testing._node import NodeRun, Published, run_node
 from alphapulse.testing._replay import CaptureServer, ReplayFaults, ReplayResponder, load_frames, serve_capture
 
 __all__ = [
+    "BurstServer",
     "CannedResponse",
     "CaptureServer",
     "HttpServer",
@@ -34,6 +38,7 @@ __all__ = [
     "load_frames",
     "routes_from_capture",
     "run_node",
+    "serve_bursts",
     "serve_capture",
     "serve_http",
 ]

@@ -8,7 +8,7 @@ import functools
 import trio
 
 from alphapulse.protocol import OrderBook, Quote, Trade, spot
-from alphapulse.testing import ReplayFaults, run_node, serve_capture
+from alphapulse.testing import ReplayFaults, run_node, serve_bursts, serve_capture
 from nodes._coinbase._book import ASK, BID
 
 from .test_coinbase_feed import ADVANCED_PRODUCTS, EXCHANGE_PRODUCTS, Consumer, model_advanced, model_exchange
@@ -139,4 +139,27 @@ async def test_exchange_feed_replay_through_the_node(shared_data, exchange_frame
             assert run.stats()["counters"]["errors"] == 0
             sent = server.received[0][0]
             assert '"level2_batch"' in sent and '"matches"' in sent and '"heartbeat"' in sent
+        nursery.cancel_scope.cancel()
+
+
+async def test_frames_that_arrive_together_go_out_as_one_block(shared_data, exchange_frames) -> None:
+    """A venue's burst (here 40 frames to a TCP write) is read at once and published as one
+    block, so every hop downstream wakes once for it; what the node publishes is unchanged."""
+    path = shared_data / "coinbase" / "COINBASE.ws.28.0"
+    books, counts = model_exchange(exchange_frames)
+    params = {"feed": "exchange", "products": list(EXCHANGE_PRODUCTS), "depth": 20, **FAST_RECONNECT}
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(functools.partial(serve_bursts, path, per_write=40, wait_for_messages=1))
+        async with run_node("source.coinbase", {**params, "endpoint": server.url}) as run:
+            await run.wait_for(lambda r: r.ctx.counters["upstream.frames"] == len(exchange_frames), timeout=60)
+            await run.wait_for(lambda r: len(r.records(Quote)) == counts["ticker"], timeout=60)
+            assert len(run.records(Trade)) == counts["match"] + counts["last_match"]
+            await drained(run)
+            assert_books_match(run, books, 20)
+            stats = run.stats()
+            reads, blocks = stats["counters"]["upstream.reads"], stats["publisher"]["published_blocks"]
+            assert reads <= server.writes + 1  # (the upgrade's answer may come in a read of its own)
+            assert blocks <= reads + 1  # + the instrument mappings, published before the first read
+            assert stats["publisher"]["published_messages"] > 10 * blocks
+            assert stats["counters"]["errors"] == 0
         nursery.cancel_scope.cancel()
