@@ -12,14 +12,17 @@ the other, each against a fresh server process:
   ``sink.counter`` node process over its Unix socket;
 * **reference**: a trio-websocket client process that only takes each frame with
   ``get_message()`` and parses it with ``orjson``: what an adapter built on trio-websocket's
-  per-message API spends before it does any work of its own.
+  per-message API spends before it does any work of its own;
+* **our client alone**: the same, on the session loop's client (``runtime/_wsclient.py``,
+  ``receive_batch``): the transport's share of the difference, at the same pace in the same run.
 
-CPU of every process comes from ``/proc/<pid>/task/*/schedstat``, sampled when the server starts
-streaming and once everything has arrived (start-up, imports and kernel loading are outside).
-Figures: CPU µs per upstream frame of the adapter and of the reference (``ratio_...``: ours over
-the reference, both at the same pace in the same run), the adapter's frames per socket read and
-messages per published block (each block is one wakeup of every node downstream), and the sink's
-CPU per frame. The last line is one JSON object of all figures.
+The three run one after the other, each against a fresh feed process. CPU of every process
+comes from ``/proc/<pid>/task/*/schedstat``, sampled when the server starts streaming and once
+everything has arrived (start-up, imports and kernel loading are outside). Figures: CPU µs per
+upstream frame of the adapter, the reference and our client (``ratio_...``: over the reference,
+at the same pace in the same run), the adapter's frames per socket read and messages per
+published block (each block is one wakeup of every node downstream), and the sink's CPU per
+frame. The last line is one JSON object of all figures.
 """
 
 from __future__ import annotations
@@ -105,6 +108,27 @@ def reference_client(cfg: dict) -> None:
     trio.run(main)
 
 
+def our_client(cfg: dict) -> None:
+    """The session loop's client, read by read, and a JSON parse per frame, nothing else."""
+    import orjson
+    import trio
+
+    from alphapulse.runtime._wsclient import open_websocket
+
+    async def main() -> None:
+        async with open_websocket(cfg["url"]) as ws:
+            await ws.send_message('{"type": "subscribe"}')
+            got = 0
+            while got < cfg["frames"]:
+                for frame in await ws.receive_batch():
+                    orjson.loads(frame)
+                    got += 1
+        with open(os.path.join(cfg["dir"], "reference.done"), "w", encoding="utf-8"):
+            pass
+
+    trio.run(main)
+
+
 # -- the runs -------------------------------------------------------------------------------------
 def start_feed(ps: ProcessSet, capture: pathlib.Path, speed: float) -> str:
     ps.start("feed", [PY, __file__, "--child", "serve", json.dumps(
@@ -173,11 +197,11 @@ def run_ours(capture: pathlib.Path, frames: int, speed: float, timeout: float) -
         ps.close()
 
 
-def run_reference(capture: pathlib.Path, frames: int, speed: float, timeout: float) -> dict:
-    ps = ProcessSet("reference", budget=timeout + 120)
+def run_client(role: str, capture: pathlib.Path, frames: int, speed: float, timeout: float) -> dict:
+    ps = ProcessSet(role, budget=timeout + 120)
     try:
         url = start_feed(ps, capture, speed)
-        ps.start("client", [PY, __file__, "--child", "reference", json.dumps(
+        ps.start("client", [PY, __file__, "--child", role, json.dumps(
             {"dir": ps.dir, "url": url, "frames": frames})])
         cpu = measure(ps, ["client"], lambda: os.path.exists(ps.path("reference.done")), timeout)
         return {"cpu": cpu}
@@ -193,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     if args.child:
         role, cfg = args.child
-        {"serve": serve, "reference": reference_client}[role](json.loads(cfg))
+        {"serve": serve, "reference": reference_client, "ours": our_client}[role](json.loads(cfg))
         return {}
     from alphapulse.captures import received_frames
 
@@ -204,9 +228,11 @@ def main(argv: list[str] | None = None) -> dict:
     speed = args.speed if args.speed is not None else (4.0 if args.quick else 1.0)
     timeout = 31 / speed + 60
     ours = run_ours(capture, frames, speed, timeout)
-    reference = run_reference(capture, frames, speed, timeout)
+    reference = run_client("reference", capture, frames, speed, timeout)
+    client = run_client("ours", capture, frames, speed, timeout)
     venue_us = ours["cpu"]["venue"] / frames * 1e6
     reference_us = reference["cpu"]["client"] / frames * 1e6
+    client_us = client["cpu"]["client"] / frames * 1e6
     figures: dict[str, float | int | str] = {
         "capture_frames": frames,
         "speed": speed,
@@ -214,6 +240,8 @@ def main(argv: list[str] | None = None) -> dict:
         "adapter_cpu_us_per_frame": round(venue_us, 1),
         "reference_trio_websocket_cpu_us_per_frame": round(reference_us, 1),
         "ratio_adapter_vs_reference_cpu": round(venue_us / reference_us, 3),
+        "our_client_cpu_us_per_frame": round(client_us, 1),
+        "ratio_our_client_vs_reference_cpu": round(client_us / reference_us, 3),
         "adapter_frames_per_read": round(ours["frames"] / ours["reads"], 2),
         "adapter_messages_published": ours["messages"],
         "adapter_blocks_published": ours["blocks"],
