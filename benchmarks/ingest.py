@@ -39,7 +39,7 @@ if not __package__:  # run as a script: make the repo root importable
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import report
-from benchmarks.relay import PY, ProcessSet, task_cpu_seconds
+from benchmarks.relay import PY, ProcessSet, task_cpu_seconds, write_plan
 
 CAPTURE = pathlib.Path("coinbase") / "COINBASE.ws.28.0"
 PRODUCTS = ["SKL-USD", "BAND-GBP", "BAND-BTC", "DASH-BTC", "CRV-EUR"]
@@ -153,21 +153,11 @@ def measure(ps: ProcessSet, names: list[str], done, timeout: float) -> dict[str,
 
 def run_ours(capture: pathlib.Path, frames: int, speed: float, timeout: float) -> dict:
     from alphapulse.runtime._control import request
-    from alphapulse.topology import compile_plan, has_errors, load_topology
 
     ps = ProcessSet("ours", budget=timeout + 120)
     try:
         url = start_feed(ps, capture, speed)
-        topo_file = ps.path("ingest.yaml")
-        with open(topo_file, "w", encoding="utf-8") as f:
-            f.write(TOPOLOGY.format(url=url, products=json.dumps(PRODUCTS)))
-        topology, diagnostics = load_topology(topo_file, run_dir=ps.dir)
-        if topology is None or has_errors(diagnostics):
-            raise RuntimeError(f"benchmark topology invalid: {diagnostics}")
-        plan = compile_plan(topology, run_dir=os.path.join(ps.dir, "run"), python=PY)
-        os.makedirs(plan.run_dir, exist_ok=True)
-        with open(plan.plan_file, "w", encoding="utf-8") as f:
-            f.write(plan.to_json())
+        plan = write_plan(ps, "ingest.yaml", TOPOLOGY.format(url=url, products=json.dumps(PRODUCTS)))
         env = {**os.environ, "ALPHAPULSE_LOG_LEVEL": "WARNING"}
         for name in ("sink", "venue"):
             ps.start(name, plan.nodes[name]["argv"], env=env)

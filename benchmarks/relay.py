@@ -75,6 +75,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 if not __package__:  # run as a script: make the repo root importable
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
@@ -208,14 +209,14 @@ class ProcessSet:
 
 
 # -- layouts --------------------------------------------------------------------------------------
-def start_alphapulse(ps: ProcessSet, n_sinks: int, rounds: list[dict], queue: int, delivery: str = "relay"
-                     ) -> list[str]:
+def write_plan(ps: ProcessSet, file_name: str, topology_text: str) -> Any:
+    """Compile ``topology_text`` (written to the set's directory) and write its plan where the
+    nodes' ``argv`` expect it; returns the plan."""
     from alphapulse.topology import compile_plan, has_errors, load_topology
 
-    topo_file = ps.path("rb.yaml")
+    topo_file = ps.path(file_name)
     with open(topo_file, "w", encoding="utf-8") as f:
-        f.write(TOPOLOGY.format(queue=queue, delivery=delivery,
-                                sinks="".join(SINK.format(i=i) for i in range(n_sinks))))
+        f.write(topology_text)
     topology, diagnostics = load_topology(topo_file, run_dir=ps.dir)
     if topology is None or has_errors(diagnostics):
         raise RuntimeError(f"benchmark topology invalid: {diagnostics}")
@@ -223,6 +224,13 @@ def start_alphapulse(ps: ProcessSet, n_sinks: int, rounds: list[dict], queue: in
     os.makedirs(plan.run_dir, exist_ok=True)
     with open(plan.plan_file, "w", encoding="utf-8") as f:
         f.write(plan.to_json())
+    return plan
+
+
+def start_alphapulse(ps: ProcessSet, n_sinks: int, rounds: list[dict], queue: int, delivery: str = "relay"
+                     ) -> list[str]:
+    plan = write_plan(ps, "rb.yaml", TOPOLOGY.format(queue=queue, delivery=delivery,
+                                                     sinks="".join(SINK.format(i=i) for i in range(n_sinks))))
     nodes = plan.nodes
     sinks = [f"sink{i}" for i in range(n_sinks)]
     src = nodes["src"]

@@ -104,10 +104,10 @@ class WebSocketClient:
         try:
             data = await self._stream.receive_some(READ_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            await self._abort(1006, f"read failed: {exc}")
+            await self._finish(1006, f"read failed: {exc}")
             return
         if not data:
-            await self._abort(1006, "the server closed the connection without a close frame")
+            await self._finish(1006, "the server closed the connection without a close frame")
             return
         self._protocol.receive_data(data)
         await self._handle_events()
@@ -163,7 +163,7 @@ class WebSocketClient:
             async with self._send_lock:
                 await self._stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            await self._abort(1006, f"send failed: {exc}")
+            await self._finish(1006, f"send failed: {exc}")
             raise self._closed from None  # type: ignore[misc]
 
     # -- closing --------------------------------------------------------------------------------
@@ -187,9 +187,6 @@ class WebSocketClient:
         if self._closed is None:
             self._closed = ConnectionClosed(code, reason)
         await trio.aclose_forcefully(self._stream)
-
-    async def _abort(self, code: int, reason: str) -> None:
-        await self._finish(code, reason)
 
 
 class _TooBig(Exception):
