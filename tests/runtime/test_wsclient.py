@@ -9,8 +9,11 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
+import trio.testing
 import trio_websocket
 import trustme
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
@@ -22,7 +25,7 @@ from wsproto.events import (
     TextMessage,
 )
 
-from alphapulse.runtime._wsclient import ConnectionClosed, HandshakeFailed, open_websocket
+from alphapulse.runtime._wsclient import ConnectionClosed, HandshakeFailed, WebSocketClient, open_websocket
 
 RawScript = Callable[[trio.SocketStream, WSConnection], Awaitable[None]]
 
@@ -253,3 +256,49 @@ def test_only_websocket_urls():
 
     with pytest.raises(ValueError, match="not a WebSocket URL"):
         trio.run(main)
+
+
+_payloads = st.one_of(st.text(max_size=300), st.binary(max_size=300))
+
+
+@settings(max_examples=150, deadline=None)
+@given(messages=st.lists(st.tuples(_payloads, st.integers(1, 4)), min_size=1, max_size=12),
+       cuts=st.lists(st.integers(1, 97), max_size=30))
+def test_messages_come_out_whole_and_in_order_however_the_bytes_are_cut(messages, cuts):
+    """Each message, text or binary, sent in up to 4 fragments; the byte stream cut into reads at
+    arbitrary points (trio's lockstep stream: each write is one read, wherever it cuts a frame).
+    Whatever the cuts, the batches hold exactly the messages, whole, in order."""
+
+    async def main() -> list:
+        server_stream, client_stream = trio.testing.lockstep_stream_pair()
+        client, server = WSConnection(ConnectionType.CLIENT), WSConnection(ConnectionType.SERVER)
+        server.receive_data(client.send(Request(host="venue", target="/")))
+        assert any(isinstance(event, Request) for event in server.events())
+        client.receive_data(server.send(AcceptConnection()))
+        assert any(isinstance(event, AcceptConnection) for event in client.events())
+        ws = WebSocketClient(client_stream, client, max_message_size=1 << 20)
+        wire = b""
+        for payload, pieces in messages:
+            kind = TextMessage if isinstance(payload, str) else BytesMessage
+            step = max(1, -(-len(payload) // pieces))
+            parts = [payload[i:i + step] for i in range(0, len(payload), step)] or [payload]
+            for k, part in enumerate(parts):
+                wire += server.send(kind(data=part, message_finished=k == len(parts) - 1))
+
+        async def write() -> None:
+            at = 0
+            for cut in cuts:
+                if at < len(wire):
+                    await server_stream.send_all(wire[at:at + cut])
+                    at += cut
+            if at < len(wire):
+                await server_stream.send_all(wire[at:])
+
+        got: list = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write)
+            while len(got) < len(messages):
+                got += await ws.receive_batch()
+        return got
+
+    assert trio.run(main) == [payload for payload, _ in messages]
