@@ -84,21 +84,21 @@ class WebSocketClient:
     async def receive_batch(self) -> list[str | bytes]:
         """Every message received and not yet taken: at least one, waiting for a read if none is
         buffered. Raises :class:`ConnectionClosed` once the connection ended and all are taken."""
-        while not self._messages:
-            if self._closed is not None:
-                raise self._closed
-            await self._read()
+        await self._wait_for_messages()
         batch = list(self._messages)
         self._messages.clear()
         return batch
 
     async def get_message(self) -> str | bytes:
         """The next message (trio-websocket's call, for request/answer exchanges)."""
+        await self._wait_for_messages()
+        return self._messages.popleft()
+
+    async def _wait_for_messages(self) -> None:
         while not self._messages:
             if self._closed is not None:
                 raise self._closed
             await self._read()
-        return self._messages.popleft()
 
     async def _read(self) -> None:
         try:
@@ -181,6 +181,7 @@ class WebSocketClient:
             with trio.move_on_after(timeout):
                 while self._closed is None:
                     await self._read()
+            self._messages.clear()  # what came in while the server answered our close
         await self._finish(code, reason)
 
     async def _finish(self, code: int, reason: str | None) -> None:
