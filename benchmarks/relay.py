@@ -62,6 +62,13 @@ the sinks read through trio's idle lane (``alphapulse/runtime/_fastlane.py``) un
 The relay's direct path sends each read to all its subscribers in one ``io_uring_enter``
 (``alphapulse/runtime/_uring.py``) unless ``ALPHAPULSE_URING=0`` or the machine has no io_uring;
 ``fanout_uring`` says which.
+
+``--cpus 0`` runs every process of every layout (theirs and the references') on the listed CPUs
+only; ``cpus`` in the JSON says which were used. On a VM, a process woken on an idle virtual CPU
+costs the waker an interrupt to another vCPU (tens of µs inside its ``send``) and the woken one a
+cold start; processes that share one CPU hand over with a "sync" wakeup instead. Which happens
+unpinned depends on what else is runnable on the waker's CPU at that instant, so it also shows
+what the scheduler's placement, not the code, adds to each layout.
 """
 
 from __future__ import annotations
@@ -411,7 +418,11 @@ def print_set(label: str, by_tag: dict[str, list[dict]], seconds: float) -> None
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="short smoke run (small counts, one repeat)")
+    ap.add_argument("--cpus", default="", help="run every process of every layout on these CPUs only "
+                    "(comma-separated, e.g. 0): where the processes of one pipeline share a core")
     args = ap.parse_args(argv)
+    if args.cpus:  # inherited by every process started below
+        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
     q = args.quick
     n_bulk = 600_000 if q else 4_000_000
     n_single = 100_000 if q else 300_000
@@ -485,7 +496,8 @@ def main(argv: list[str] | None = None) -> dict:
                             "tick_read_input_link_cpu_us": tick_read["link"],
                             **{f"handoff_{where}_{k}": v for where, h in handoff.items()
                                for k, v in h.items() if k in ("p50_us", "p99_us")},
-                            "idle_lane": idle_lane_setting(), "fanout_uring": fanout_uring_setting()}
+                            "idle_lane": idle_lane_setting(), "fanout_uring": fanout_uring_setting(),
+                            "cpus": ",".join(map(str, sorted(os.sched_getaffinity(0))))}
     for key in ("ap4", "zmq4", "ap1", "zmq1"):
         r = results[key]
         b, s = best(r["bulk"]), best(r["single"])
