@@ -422,7 +422,10 @@ def main(argv: list[str] | None = None) -> dict:
                     "(comma-separated, e.g. 0): where the processes of one pipeline share a core")
     args = ap.parse_args(argv)
     if args.cpus:  # inherited by every process started below
-        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
+        try:
+            os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
+        except (ValueError, OSError) as exc:
+            ap.error(f"--cpus {args.cpus}: not CPUs this process may use ({exc})")
     q = args.quick
     n_bulk = 600_000 if q else 4_000_000
     n_single = 100_000 if q else 300_000
