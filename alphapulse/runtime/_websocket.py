@@ -14,7 +14,9 @@ to do with each received text frame — and this loop supplies the rest, the sam
 * one block per read: every frame a socket read completed is handed to ``on_message`` (which
   adds its messages to the node's pending ones), and the loop flushes once after the last. A
   burst of exchange frames (41% of the Coinbase capture's frames follow the one before within
-  100 µs) is then one block on every hop downstream, not one per frame.
+  100 µs) is then one block on every hop downstream, not one per frame;
+* frames of a read that the session ended before handling (the adapter closed it to resync, its
+  awaited I/O failed) are counted in ``dropped.session_closed``, never dropped silently.
 
 Errors retried are named: OSError (refused, reset, DNS), the client's handshake and closed
 connection errors, the staleness timeout, and ``UpstreamRejected`` (the venue refused us: wait
@@ -129,14 +131,18 @@ async def run_websocket_session(
                     receive_ns = time.time_ns()
                     counters["upstream.frames"] += len(frames)
                     counters["upstream.reads"] += 1
+                    handled = 0
                     try:
                         for frame in frames:
+                            handled += 1
                             result = on_message(frame, receive_ns)
                             if result is not None:
                                 await result
                                 if ws.closed is not None:
                                     break  # the adapter ended the session (a resync): the rest is dropped
                     finally:
+                        if handled < len(frames):
+                            _count_unhandled(ctx, shown, len(frames) - handled)
                         ctx.flush_nowait()  # what the read's frames made goes out, even if one of them failed
                     if ws.closed is not None:
                         raise ws.closed
@@ -156,3 +162,12 @@ async def run_websocket_session(
         ctx.counters["upstream.reconnects"] += 1
         await trio.sleep(max(wait_at_least, settings.backoff.delay(attempt, rng)))
         attempt += 1
+
+
+def _count_unhandled(ctx: Any, shown: str, count: int) -> None:
+    """The session ended (a resync's close, a failed send, a rejection, shutdown) before every
+    frame of its last read reached the adapter: those frames are dropped, and counted so.
+    They are superseded by the next session's snapshot, but a drop is never silent."""
+    ctx.counters["dropped.session_closed"] += count
+    ctx.log.warning("upstream %s: the session ended with %d received frame(s) not handled (dropped.session_closed)",
+                    shown, count)
