@@ -44,14 +44,12 @@ from alphapulse.protocol._decoder import _bounds, uniform_bounds
 from alphapulse.protocol._header import SOURCE_AND_SEQUENCE
 from alphapulse.runtime._epoch import COUNTER_BITS, COUNTER_MASK
 from alphapulse.runtime._fastlane import native_poll
-from alphapulse.runtime._publisher import YIELD_MAX_FRAMES
 from alphapulse.runtime._uring import send_all, shared_send_ring
 
 # libc's recv, bound by symbol name (so the compiled kernel caches); the buffer argument is
 # passed as the address it is at the ABI level
 _recv = numba.types.ExternalFunction("recv", numba.types.intp(numba.types.intc, numba.types.uintp,
                                                                numba.types.uintp, numba.types.intc))
-_sched_yield = numba.types.ExternalFunction("sched_yield", numba.types.intc())
 _MSG_DONTWAIT = 0x40
 
 READ_FAILED, NOT_FORWARDED, FORWARDED, NOT_READ = -1, 0, 1, 2
@@ -79,13 +77,11 @@ def check_run(buf, n, domain, max_payload, verify, epochs, expected, flags, size
 
 @numba.njit(cache=True, nogil=True)
 def forward_read(fd, buf, domain, max_payload, verify, epochs, expected, flags, sizes,  # pragma: no cover - jit
-                 out_fds, sent, ring_fd, ring, sqes, layout, yield_frames):
+                 out_fds, sent, ring_fd, ring, sqes, layout):
     """recv ``fd`` into ``buf``; when the read passes :func:`check_run`, send it to every fd of
     ``out_fds`` (bytes each took into ``sent``, -1 on an error), all in one system call through
-    the io_uring ``ring_fd`` when there is one (see ``_uring``), then, for a read of at most
-    ``yield_frames`` frames, yield the CPU (as ``Publisher.publish_nowait`` does after a small
-    send: a subscriber woken on this CPU reads before the relay's bookkeeping). Returns (status,
-    bytes read, frames, every send took it all, the frames' one size or 0 when sizes differ):
+    the io_uring ``ring_fd`` when there is one (see ``_uring``). Returns (status, bytes read,
+    frames, every send took it all, the frames' one size or 0 when sizes differ):
     ``READ_FAILED`` with the recv result when it was not positive."""
     n = _recv(fd, buf.ctypes.data, buf.shape[0], _MSG_DONTWAIT)
     if n <= 0:
@@ -96,8 +92,6 @@ def forward_read(fd, buf, domain, max_payload, verify, epochs, expected, flags, 
     if count == 0:
         return NOT_FORWARDED, n, 0, False, 0
     send_all(ring_fd, ring, sqes, layout, buf.ctypes.data, n, out_fds, sent)
-    if count <= yield_frames:
-        _sched_yield()
     all_sent = True
     for i in range(out_fds.shape[0]):
         all_sent = all_sent and sent[i] == n
@@ -111,7 +105,7 @@ def forward_read(fd, buf, domain, max_payload, verify, epochs, expected, flags, 
 
 @numba.njit(cache=True, nogil=True)
 def poll_then_forward(pollfds, timeout_ms, index, fd, buf, domain, max_payload, verify,  # pragma: no cover - jit
-                      epochs, expected, flags, sizes, out_fds, sent, ring_fd, ring, sqes, layout, yield_frames):
+                      epochs, expected, flags, sizes, out_fds, sent, ring_fd, ring, sqes, layout):
     """``poll`` the ``struct pollfd`` array ``pollfds`` (int32 pairs: fd, then events in the low
     half and revents in the high half) for up to ``timeout_ms``; when entry ``index`` (``fd``)
     came back with any event, :func:`forward_read` it at once and clear its revents. Returns
@@ -122,7 +116,7 @@ def poll_then_forward(pollfds, timeout_ms, index, fd, buf, domain, max_payload, 
         return ready, NOT_READ, 0, 0, False, 0
     pollfds[2 * index + 1] &= 0xFFFF
     status, n, count, all_sent, size = forward_read(fd, buf, domain, max_payload, verify, epochs, expected, flags,
-                                                    sizes, out_fds, sent, ring_fd, ring, sqes, layout, yield_frames)
+                                                    sizes, out_fds, sent, ring_fd, ring, sqes, layout)
     return ready, status, n, count, all_sent, size
 
 
@@ -183,10 +177,8 @@ class DirectForwarder:
         if subscribers != self._fds_of:  # subscribers compare by identity
             self._fds_of = subscribers
             self._fds = np.array([sub.fileno for sub in subscribers], np.int32)
-        yield_frames = YIELD_MAX_FRAMES if self.publisher.yield_after_send else 0
         return (fd, self.buffer, self.relay_domain, decoder.max_payload_size, decoder.verify_checksums, epochs,
-                expected, flags, self._sizes, self._fds, self._sent, ring.fd, ring.ring, ring.sqes, ring.layout,
-                yield_frames)
+                expected, flags, self._sizes, self._fds, self._sent, ring.fd, ring.ring, ring.sqes, ring.layout)
 
     def read(self, fd: int, decoder: Any, tracker: Any, subscribers: tuple[Any, ...]) -> tuple[int, int, int]:
         """One read: (status, bytes read, frames). FORWARDED: done, the publisher's, tracker's and

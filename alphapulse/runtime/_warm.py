@@ -165,7 +165,7 @@ def _load_direct_path() -> None:
         epochs, expected, flags = SequenceTracker().run_state()
         arguments = (b.fileno(), np.empty(64, np.uint8), 1, 1 << 16, True, epochs, expected, flags,
                      np.empty(16, np.int64), np.array([a.fileno()], np.int32), np.zeros(1, np.int64),
-                     NoRing.fd, NoRing.ring, NoRing.sqes, NoRing.layout, 16)  # a ring's arrays have the same types
+                     NoRing.fd, NoRing.ring, NoRing.sqes, NoRing.layout)  # a ring's arrays have the same types
         forward_read(*arguments)
         pollfds = np.array([b.fileno(), select.POLLIN], np.int32)
         poll_then_forward(pollfds, 0, 0, *arguments)  # the idle lane's native waits

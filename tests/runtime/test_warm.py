@@ -165,8 +165,7 @@ with a, b, c, d:
     read, ring = np.empty(1 << 16, np.uint8), _uring.NoRing
     status, n, count, _, _ = _forward.forward_read(
         b.fileno(), read, 1, protocol.MAX_PAYLOAD_SIZE, True, *relay.run_state(), np.empty(2048, np.int64),
-        np.array([c.fileno()], np.int32), np.zeros(1, np.int64), ring.fd, ring.ring, ring.sqes, ring.layout,
-        16)
+        np.array([c.fileno()], np.int32), np.zeros(1, np.int64), ring.fd, ring.ring, ring.sqes, ring.layout)
     assert (status, n, count) == (_forward.FORWARDED, 648, 9), (status, n, count)
     held.append(protocol.FrameBlock(memoryview(read)[:n], *uniform_bounds(count, 72)))
 held.lookup(5, 2, 3)
