@@ -37,7 +37,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numba
 import numpy as np
 import trio
 
@@ -56,32 +55,6 @@ unregister; None when its socket was not read), or None when it cannot now (the 
 VERIFIED_TRIO = ("0.35.",)
 """trio releases the lane was checked against (it reads two private attributes of the run loop
 and relies on the run queue being one deque for the whole run). Others: off unless forced."""
-
-native_poll = numba.types.ExternalFunction("poll", numba.types.intc(numba.types.uintp, numba.types.uintp,
-                                                                   numba.types.intc))
-"""libc's ``poll``, for kernels that wait on the lane's ``struct pollfd`` array (see :data:`NativeWait`)."""
-_recv = numba.types.ExternalFunction("recv", numba.types.intp(numba.types.intc, numba.types.uintp,
-                                                               numba.types.uintp, numba.types.intc))
-_MSG_DONTWAIT = 0x40
-
-
-@numba.njit(cache=True, nogil=True)
-def poll_then_recv(pollfds, timeout_ms, index, fd, buf):  # pragma: no cover - jit
-    """A :data:`NativeWait`'s work in one native call: ``poll`` the lane's array and, when entry
-    ``index`` (``fd``) came back with any event, clear it and ``recv`` into ``buf`` at once.
-    Returns (poll's result, whether ``fd`` was read, recv's result)."""
-    ready = native_poll(pollfds.ctypes.data, pollfds.shape[0] >> 1, timeout_ms)
-    if ready <= 0 or (pollfds[2 * index + 1] >> 16) == 0:
-        return ready, False, 0
-    pollfds[2 * index + 1] &= 0xFFFF
-    return ready, True, _recv(fd, buf.ctypes.data, buf.shape[0], _MSG_DONTWAIT)
-
-
-def native_wait_enabled() -> bool:
-    """``ALPHAPULSE_NATIVE_WAIT=0`` in a node's environment: links' sockets are polled by the
-    lane in Python, and read by their callbacks."""
-    return os.environ.get("ALPHAPULSE_NATIVE_WAIT", "1") != "0"
-
 
 _LANE: trio.lowlevel.RunVar[IdleLane | None] = trio.lowlevel.RunVar("alphapulse_idle_lane")
 

@@ -43,7 +43,6 @@ from alphapulse.protocol._batch import few_frames, read_only
 from alphapulse.protocol._decoder import _bounds, uniform_bounds
 from alphapulse.protocol._header import SOURCE_AND_SEQUENCE
 from alphapulse.runtime._epoch import COUNTER_BITS, COUNTER_MASK
-from alphapulse.runtime._fastlane import native_poll
 from alphapulse.runtime._uring import send_all, shared_send_ring
 
 # libc's recv, bound by symbol name (so the compiled kernel caches); the buffer argument is
@@ -56,6 +55,9 @@ READ_FAILED, NOT_FORWARDED, FORWARDED, NOT_READ = -1, 0, 1, 2
 """``forward_read`` statuses: recv returned an error (Python reads again to learn which), the
 bytes read are for the ordinary path, the bytes were checked and sent; and
 :func:`poll_then_forward`'s: the socket was not readable, nothing was read."""
+
+_poll = numba.types.ExternalFunction("poll", numba.types.intc(numba.types.uintp, numba.types.uintp,
+                                                              numba.types.intc))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -111,7 +113,7 @@ def poll_then_forward(pollfds, timeout_ms, index, fd, buf, domain, max_payload, 
     came back with any event, :func:`forward_read` it at once and clear its revents. Returns
     (poll's result, then forward_read's five, with ``NOT_READ`` when it was not called): the
     time from the wakeup to the ``recv`` is native code, not the lane's Python."""
-    ready = native_poll(pollfds.ctypes.data, pollfds.shape[0] >> 1, timeout_ms)
+    ready = _poll(pollfds.ctypes.data, pollfds.shape[0] >> 1, timeout_ms)
     if ready <= 0 or (pollfds[2 * index + 1] >> 16) == 0:
         return ready, NOT_READ, 0, 0, False, 0
     pollfds[2 * index + 1] &= 0xFFFF
@@ -123,6 +125,9 @@ def poll_then_forward(pollfds, timeout_ms, index, fd, buf, domain, max_payload, 
 def enabled() -> bool:
     return os.environ.get("ALPHAPULSE_DIRECT_FORWARD", "1") != "0"
 
+
+def native_wait_enabled() -> bool:
+    return os.environ.get("ALPHAPULSE_NATIVE_WAIT", "1") != "0"
 
 
 class DirectForwarder:

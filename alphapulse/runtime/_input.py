@@ -24,13 +24,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import numpy as np
 import trio
 
 from alphapulse import protocol
 from alphapulse.runtime._chain import ResendChain
-from alphapulse.runtime._fastlane import IdleLane, idle_lane, native_wait_enabled, poll_then_recv
-from alphapulse.runtime._forward import FORWARDED, NOT_FORWARDED, NOT_READ, DirectForwarder
+from alphapulse.runtime._fastlane import IdleLane, idle_lane
+from alphapulse.runtime._forward import FORWARDED, NOT_FORWARDED, NOT_READ, DirectForwarder, native_wait_enabled
 from alphapulse.runtime._headers import count_control
 from alphapulse.runtime._peers import PeerLinks, foreign_sockets, peer_specs
 from alphapulse.runtime._publisher import OVERFLOW_CODES, SOCKET_BUFFER_BYTES, Overflow
@@ -212,9 +211,6 @@ class InputLink:
         self._on_control: Callable[[Any], None] | None = None
         self.lane_reads = 0
         """reads handled from trio's idle lane (the rest went through the link's task)"""
-        self.native_waits = 0
-        """ordinary-path reads made inside the lane's own native poll call (``_fastlane``)"""
-        self._lane_buffer = np.empty(SMALL_READ, np.uint8)
         self.peers: PeerLinks | None = None
         """the links to publishers a ``peer`` relay introduced (None until ``run``)"""
         self.retired = False
@@ -577,27 +573,21 @@ class InputLink:
                     return after_direct_read(status, n, count)
             return read(None)
 
-        lane_buffer = self._lane_buffer
-
-        def wait_natively(pollfds: Any, timeout_ms: int, index: int) -> tuple[int, bool | None]:
-            """The lane's poll and this socket's read in one native call: the relay's direct
-            path when it can take the read, else a plain ``recv`` for the ordinary path."""
-            if forwarder is not None and decoder.idle and forwarder.allowed():
-                subscribers = forwarder.subscribers()
-                if subscribers is not None:
-                    try:
-                        ready, status, n, count = forwarder.poll_and_read(pollfds, timeout_ms, index, fd, decoder,
-                                                                          tracker, subscribers)
-                    except BaseException as exc:
-                        return 1, handback.give(error=exc)
-                    if status == NOT_READ:
-                        return ready, None
-                    return ready, after_direct_read(status, n, count)
-            ready, was_read, n = poll_then_recv(pollfds, timeout_ms, index, fd, lane_buffer)
-            if not was_read:
+        def wait_natively(pollfds: Any, timeout_ms: int, index: int) -> tuple[int, bool | None] | None:
+            """The lane's poll and this socket's read in one native call (the direct path's)."""
+            if not (decoder.idle and forwarder.allowed()):
+                return None
+            subscribers = forwarder.subscribers()
+            if subscribers is None:
+                return None
+            try:
+                ready, status, n, count = forwarder.poll_and_read(pollfds, timeout_ms, index, fd, decoder, tracker,
+                                                                  subscribers)
+            except BaseException as exc:
+                return 1, handback.give(error=exc)
+            if status == NOT_READ:
                 return ready, None
-            self.native_waits += 1
-            return ready, read(lane_buffer[:n].tobytes() if n > 0 else b"" if n == 0 else None)
+            return ready, after_direct_read(status, n, count)
 
         def after_direct_read(status: int, n: int, count: int) -> bool:
             if status == FORWARDED:
@@ -638,7 +628,7 @@ class InputLink:
             handback.must_wait = not ready
             return handback.give()
 
-        lane.register(fd, on_readable, wait_natively if native_wait_enabled() else None)
+        lane.register(fd, on_readable, wait_natively if forwarder is not None and native_wait_enabled() else None)
         try:
             await handback.event.wait()
         finally:

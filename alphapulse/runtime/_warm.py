@@ -31,7 +31,6 @@ import numba
 import numpy as np
 
 from alphapulse import protocol
-from alphapulse.runtime._fastlane import poll_then_recv
 from alphapulse.runtime._filter import subscription
 from alphapulse.runtime._forward import forward_read, poll_then_forward
 from alphapulse.runtime._headers import count_control, relay_domains
@@ -168,5 +167,4 @@ def _load_direct_path() -> None:
                      NoRing.fd, NoRing.ring, NoRing.sqes, NoRing.layout)  # a ring's arrays have the same types
         forward_read(*arguments)
         pollfds = np.array([b.fileno(), select.POLLIN], np.int32)
-        poll_then_forward(pollfds, 0, 0, *arguments)  # the idle lane's native waits
-        poll_then_recv(pollfds, 0, 0, b.fileno(), np.empty(64, np.uint8))
+        poll_then_forward(pollfds, 0, 0, *arguments)  # the idle lane's native wait
