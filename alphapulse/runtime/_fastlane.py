@@ -30,27 +30,18 @@ retransmit-buffer blocks and, later, the retransmit ring growing mid-stream (see
 from __future__ import annotations
 
 import logging
-import math
 import os
 import select
 import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import trio
 
 log = logging.getLogger("alphapulse.lane")
 
 Callback = Callable[[], bool]
 """Called when its socket is readable; returns False to unregister (the socket is handed back)."""
-
-NativeWait = Callable[[np.ndarray, int, int], "tuple[int, bool | None] | None"]
-"""``waiter(pollfds, timeout_ms, index)``: poll the lane's ``struct pollfd`` array (int32 pairs:
-fd, then events | revents << 16) for up to ``timeout_ms`` and, when entry ``index`` (its own
-socket) is readable, read it without returning to Python between the wakeup and the read, and
-clear its revents. Returns (poll's result, what the socket's callback would have: False to
-unregister; None when its socket was not read), or None when it cannot now (the lane polls)."""
 
 VERIFIED_TRIO = ("0.35.",)
 """trio releases the lane was checked against (it reads two private attributes of the run loop
@@ -73,40 +64,14 @@ class IdleLane(trio.abc.Instrument):
         self._runq = runq
         self._token = trio.lowlevel.current_trio_token()
         self._callbacks: dict[int, Callback] = {}
-        self._waiters: dict[int, NativeWait] = {}
-        self._native: tuple[int, int, NativeWait] | None = None
-        """(entry index, fd, waiter) of the socket whose waiter polls, when one has a waiter"""
-        self._pollfds = np.zeros(0, np.int32)
-        self._order: list[int] = []
 
-    def register(self, fd: int, callback: Callback, waiter: NativeWait | None = None) -> None:
-        """Run ``callback`` whenever ``fd`` is readable. With a ``waiter``, the lane lets it do
-        the poll itself (see :data:`NativeWait`) whenever it can."""
+    def register(self, fd: int, callback: Callback) -> None:
         self._callbacks[fd] = callback
         self._poll.register(fd, select.POLLIN)
-        if waiter is not None:
-            self._waiters[fd] = waiter
-        self._rebuild()
 
     def unregister(self, fd: int) -> None:
         if self._callbacks.pop(fd, None) is not None:
             self._poll.unregister(fd)
-            self._waiters.pop(fd, None)
-            self._rebuild()
-
-    def _rebuild(self) -> None:
-        """The ``struct pollfd`` array a waiter polls: trio's epoll descriptor, then every socket."""
-        self._order = [self._epoll_fd, *self._callbacks]
-        pollfds = np.zeros(2 * len(self._order), np.int32)
-        pollfds[0::2] = self._order
-        pollfds[1::2] = select.POLLIN
-        self._pollfds = pollfds
-        self._native = next(((self._order.index(fd), fd, w) for fd, w in self._waiters.items()), None)
-
-    def _revents(self) -> list[tuple[int, int]]:
-        """(fd, revents) of each entry a waiter's poll found ready (the waiter's own cleared)."""
-        revents = self._pollfds[1::2] >> 16
-        return [(self._order[i], int(revents[i])) for i in np.flatnonzero(revents).tolist()]
 
     def before_io_wait(self, timeout: float) -> None:
         if timeout <= 0 or not self._callbacks:
@@ -117,20 +82,9 @@ class IdleLane(trio.abc.Instrument):
             left = end - time.monotonic()
             if left <= 0:
                 break
-            native, answer = self._native, None
-            if native is not None:
-                answer = native[2](self._pollfds, math.ceil(left * 1000.0), native[0])
-            if answer is None:
-                events = poll.poll(left * 1000.0)
-                if not events:
-                    break
-            else:
-                ready, keep = answer
-                if ready <= 0:
-                    break  # the timeout (or an interrupted poll: trio looks again)
-                events = self._revents() if ready > (keep is not None) else []
-                if keep is False:
-                    self.unregister(native[1])
+            events = poll.poll(left * 1000.0)
+            if not events:
+                break
             trio_ready = False
             for fd, _ in events:
                 if fd == epoll_fd:

@@ -51,13 +51,9 @@ _recv = numba.types.ExternalFunction("recv", numba.types.intp(numba.types.intc, 
                                                                numba.types.uintp, numba.types.intc))
 _MSG_DONTWAIT = 0x40
 
-READ_FAILED, NOT_FORWARDED, FORWARDED, NOT_READ = -1, 0, 1, 2
+READ_FAILED, NOT_FORWARDED, FORWARDED = -1, 0, 1
 """``forward_read`` statuses: recv returned an error (Python reads again to learn which), the
-bytes read are for the ordinary path, the bytes were checked and sent; and
-:func:`poll_then_forward`'s: the socket was not readable, nothing was read."""
-
-_poll = numba.types.ExternalFunction("poll", numba.types.intc(numba.types.uintp, numba.types.uintp,
-                                                              numba.types.intc))
+bytes read are for the ordinary path, the bytes were checked and sent."""
 
 
 @numba.njit(cache=True, nogil=True)
@@ -105,29 +101,8 @@ def forward_read(fd, buf, domain, max_payload, verify, epochs, expected, flags, 
     return FORWARDED, n, count, all_sent, size
 
 
-@numba.njit(cache=True, nogil=True)
-def poll_then_forward(pollfds, timeout_ms, index, fd, buf, domain, max_payload, verify,  # pragma: no cover - jit
-                      epochs, expected, flags, sizes, out_fds, sent, ring_fd, ring, sqes, layout):
-    """``poll`` the ``struct pollfd`` array ``pollfds`` (int32 pairs: fd, then events in the low
-    half and revents in the high half) for up to ``timeout_ms``; when entry ``index`` (``fd``)
-    came back with any event, :func:`forward_read` it at once and clear its revents. Returns
-    (poll's result, then forward_read's five, with ``NOT_READ`` when it was not called): the
-    time from the wakeup to the ``recv`` is native code, not the lane's Python."""
-    ready = _poll(pollfds.ctypes.data, pollfds.shape[0] >> 1, timeout_ms)
-    if ready <= 0 or (pollfds[2 * index + 1] >> 16) == 0:
-        return ready, NOT_READ, 0, 0, False, 0
-    pollfds[2 * index + 1] &= 0xFFFF
-    status, n, count, all_sent, size = forward_read(fd, buf, domain, max_payload, verify, epochs, expected, flags,
-                                                    sizes, out_fds, sent, ring_fd, ring, sqes, layout)
-    return ready, status, n, count, all_sent, size
-
-
 def enabled() -> bool:
     return os.environ.get("ALPHAPULSE_DIRECT_FORWARD", "1") != "0"
-
-
-def native_wait_enabled() -> bool:
-    return os.environ.get("ALPHAPULSE_NATIVE_WAIT", "1") != "0"
 
 
 class DirectForwarder:
@@ -148,8 +123,6 @@ class DirectForwarder:
         self.allowed = allowed
         """False while the node's own handler must see every block (its breaker is not closed)."""
         self.forwarded_reads = 0
-        self.native_waits = 0
-        """reads made inside the idle lane's poll (:meth:`poll_and_read`), of ``forwarded_reads`` or not"""
 
     @property
     def fanout(self) -> str:
@@ -175,38 +148,18 @@ class DirectForwarder:
             out.append(sub)
         return tuple(out) if len(out) <= len(self._sent) else None
 
-    def arguments(self, fd: int, decoder: Any, tracker: Any, subscribers: tuple[Any, ...]) -> tuple[Any, ...]:
-        """What :func:`forward_read` takes for one read of ``fd`` to ``subscribers``, in order."""
+    def read(self, fd: int, decoder: Any, tracker: Any, subscribers: tuple[Any, ...]) -> tuple[int, int, int]:
+        """One read: (status, bytes read, frames). FORWARDED: done, the publisher's, tracker's and
+        decoder's bookkeeping included. NOT_FORWARDED: ``self.buffer[:n]`` holds the bytes for the
+        ordinary path. READ_FAILED: ``n`` is recv's result (0: EOF; -1: read again to see why)."""
         epochs, expected, flags = tracker.run_state()
         ring = self._ring
         if subscribers != self._fds_of:  # subscribers compare by identity
             self._fds_of = subscribers
             self._fds = np.array([sub.fileno for sub in subscribers], np.int32)
-        return (fd, self.buffer, self.relay_domain, decoder.max_payload_size, decoder.verify_checksums, epochs,
-                expected, flags, self._sizes, self._fds, self._sent, ring.fd, ring.ring, ring.sqes, ring.layout)
-
-    def read(self, fd: int, decoder: Any, tracker: Any, subscribers: tuple[Any, ...]) -> tuple[int, int, int]:
-        """One read: (status, bytes read, frames). FORWARDED: done, the publisher's, tracker's and
-        decoder's bookkeeping included. NOT_FORWARDED: ``self.buffer[:n]`` holds the bytes for the
-        ordinary path. READ_FAILED: ``n`` is recv's result (0: EOF; -1: read again to see why)."""
-        result = forward_read(*self.arguments(fd, decoder, tracker, subscribers))
-        return self.account(*result, decoder, tracker, subscribers)
-
-    def poll_and_read(self, pollfds: np.ndarray, timeout_ms: int, index: int, fd: int, decoder: Any, tracker: Any,
-                      subscribers: tuple[Any, ...]) -> tuple[int, int, int, int]:
-        """The idle lane's poll with :meth:`read` of ``fd`` (entry ``index``) in the same native
-        call (:func:`poll_then_forward`): (poll's result, then :meth:`read`'s answer, with
-        ``NOT_READ`` when ``fd`` was not readable)."""
-        ready, *result = poll_then_forward(pollfds, timeout_ms, index,
-                                           *self.arguments(fd, decoder, tracker, subscribers))
-        if result[0] == NOT_READ:
-            return ready, NOT_READ, 0, 0
-        self.native_waits += 1
-        return (ready, *self.account(*result, decoder, tracker, subscribers))
-
-    def account(self, status: int, n: int, count: int, all_sent: bool, size: int, decoder: Any, tracker: Any,
-                subscribers: tuple[Any, ...]) -> tuple[int, int, int]:
-        """The bookkeeping after :func:`forward_read` returned these five; answers as :meth:`read`."""
+        status, n, count, all_sent, size = forward_read(
+            fd, self.buffer, self.relay_domain, decoder.max_payload_size, decoder.verify_checksums, epochs,
+            expected, flags, self._sizes, self._fds, self._sent, ring.fd, ring.ring, ring.sqes, ring.layout)
         if status != FORWARDED:
             return status, n, 0
         self.forwarded_reads += 1

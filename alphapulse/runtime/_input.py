@@ -29,7 +29,7 @@ import trio
 from alphapulse import protocol
 from alphapulse.runtime._chain import ResendChain
 from alphapulse.runtime._fastlane import IdleLane, idle_lane
-from alphapulse.runtime._forward import FORWARDED, NOT_FORWARDED, NOT_READ, DirectForwarder, native_wait_enabled
+from alphapulse.runtime._forward import FORWARDED, NOT_FORWARDED, DirectForwarder
 from alphapulse.runtime._headers import count_control
 from alphapulse.runtime._peers import PeerLinks, foreign_sockets, peer_specs
 from alphapulse.runtime._publisher import OVERFLOW_CODES, SOCKET_BUFFER_BYTES, Overflow
@@ -563,6 +563,7 @@ class InputLink:
         fd = sock.fileno()
 
         def on_readable() -> bool:
+            data = None
             if forwarder is not None and decoder.idle and forwarder.allowed():
                 subscribers = forwarder.subscribers()
                 if subscribers is not None:
@@ -570,41 +571,19 @@ class InputLink:
                         status, n, count = forwarder.read(fd, decoder, tracker, subscribers)
                     except BaseException as exc:
                         return handback.give(error=exc)
-                    return after_direct_read(status, n, count)
-            return read(None)
-
-        def wait_natively(pollfds: Any, timeout_ms: int, index: int) -> tuple[int, bool | None] | None:
-            """The lane's poll and this socket's read in one native call (the direct path's)."""
-            if not (decoder.idle and forwarder.allowed()):
-                return None
-            subscribers = forwarder.subscribers()
-            if subscribers is None:
-                return None
-            try:
-                ready, status, n, count = forwarder.poll_and_read(pollfds, timeout_ms, index, fd, decoder, tracker,
-                                                                  subscribers)
-            except BaseException as exc:
-                return 1, handback.give(error=exc)
-            if status == NOT_READ:
-                return ready, None
-            return ready, after_direct_read(status, n, count)
-
-        def after_direct_read(status: int, n: int, count: int) -> bool:
-            if status == FORWARDED:
-                self.lane_reads += 1
-                self._received += count
-                self._received_bytes += n
-                ready = forwarder.ready()
-                if ready and tracker.next_deadline() is None:
-                    return True
-                handback.must_wait = not ready
-                return handback.give()
-            if status == NOT_FORWARDED:
-                return read(forwarder.buffer[:n].tobytes())
-            return read(b"" if n == 0 else None)
-
-        def read(data: bytes | None) -> bool:
-            """The ordinary path: ``data`` read already, or None to read the socket now."""
+                    if status == FORWARDED:
+                        self.lane_reads += 1
+                        self._received += count
+                        self._received_bytes += n
+                        ready = forwarder.ready()
+                        if ready and tracker.next_deadline() is None:
+                            return True
+                        handback.must_wait = not ready
+                        return handback.give()
+                    if status == NOT_FORWARDED:
+                        data = forwarder.buffer[:n].tobytes()
+                    elif n == 0:
+                        data = b""
             if data is None:
                 try:
                     data = sock.recv(SMALL_READ)
@@ -628,7 +607,7 @@ class InputLink:
             handback.must_wait = not ready
             return handback.give()
 
-        lane.register(fd, on_readable, wait_natively if forwarder is not None and native_wait_enabled() else None)
+        lane.register(fd, on_readable)
         try:
             await handback.event.wait()
         finally:

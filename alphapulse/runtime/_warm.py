@@ -21,7 +21,6 @@ import fcntl
 import hashlib
 import os
 import pathlib
-import select
 import socket
 import sys
 import tempfile
@@ -32,7 +31,7 @@ import numpy as np
 
 from alphapulse import protocol
 from alphapulse.runtime._filter import subscription
-from alphapulse.runtime._forward import forward_read, poll_then_forward
+from alphapulse.runtime._forward import forward_read
 from alphapulse.runtime._headers import count_control, relay_domains
 from alphapulse.runtime._retransmit import RetransmitBuffer
 from alphapulse.runtime._sequence import SequenceTracker
@@ -162,9 +161,6 @@ def _load_direct_path() -> None:
     with a, b:
         b.setblocking(False)
         epochs, expected, flags = SequenceTracker().run_state()
-        arguments = (b.fileno(), np.empty(64, np.uint8), 1, 1 << 16, True, epochs, expected, flags,
+        forward_read(b.fileno(), np.empty(64, np.uint8), 1, 1 << 16, True, epochs, expected, flags,
                      np.empty(16, np.int64), np.array([a.fileno()], np.int32), np.zeros(1, np.int64),
                      NoRing.fd, NoRing.ring, NoRing.sqes, NoRing.layout)  # a ring's arrays have the same types
-        forward_read(*arguments)
-        pollfds = np.array([b.fileno(), select.POLLIN], np.int32)
-        poll_then_forward(pollfds, 0, 0, *arguments)  # the idle lane's native wait

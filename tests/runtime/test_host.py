@@ -260,16 +260,11 @@ async def test_a_sink_joining_a_relay_mid_stream_gets_the_producers_snapshot() -
     assert host.ctx.counters["snapshots.forwarded"] == 1
 
 
-@pytest.mark.parametrize("native_wait", ["1", "0"], ids=["lane_polls_natively", "lane_polls_in_python"])
-async def test_relay_direct_path_forwards_small_reads_and_leaves_the_rest_to_the_ordinary_path(
-        caplog, monkeypatch, native_wait) -> None:
+async def test_relay_direct_path_forwards_small_reads_and_leaves_the_rest_to_the_ordinary_path(caplog) -> None:
     """In-order reads (one frame, three, two of different sizes, a backlog of forty) are checked and
     sent by the relay's native direct path, and held for resends byte for byte; a read with a
     bad CRC, a gap or another domain is not sent by it, and the ordinary path does what it always
-    did (counts the bad frame, recovers the gap, drops the wrong domain). Counters agree either way,
-    whether the idle lane's poll and the read are one native call or the lane polls in Python."""
-    monkeypatch.setenv("ALPHAPULSE_IDLE_LANE", "1")
-    monkeypatch.setenv("ALPHAPULSE_NATIVE_WAIT", native_wait)
+    did (counts the bad frame, recovers the gap, drops the wrong domain). Counters agree either way."""
     import os
 
     from alphapulse.runtime import InputLink, InputSpec, make_sequence, open_publisher
@@ -315,8 +310,6 @@ async def test_relay_direct_path_forwards_small_reads_and_leaves_the_rest_to_the
             await one_read(frames(1) + frames(1, [trade, trade]), len(got) + 2)  # two frame sizes in one read
             await one_read(frames(40), len(got) + 40)  # a relay that fell behind reads many
             assert forwarder.forwarded_reads == 7
-            # every one was read in the lane's own native poll call, or (switched off) none
-            assert forwarder.native_waits == (7 if native_wait == "1" else 0)
             # the retransmit ring holds exactly those bytes: copied out of the reused read buffer
             held = host.ctx._publisher.retransmit.lookup(3, make_sequence(1, 2), make_sequence(1, 1 + len(direct)))
             assert held.complete and b"".join(bytes(b.data) for b in held.blocks) == b"".join(direct)
