@@ -48,20 +48,21 @@ one stretch of this machine's drift. Their goals are reported as ``batch_paced_*
 to the default rounds as ``ratio_ap4b_*``. The pyzmq reference keeps the default policy.
 
 CPU seconds of every process come from ``/proc/<pid>/task/*/schedstat`` sampled by this script at
-each round's start and end; a probe measures what one trio wakeup, one blocking ``recv`` wakeup
-and one single-frame read through the runtime's ``InputLink`` cost on the machine right now, what
-one read of a ``tick`` round (10 messages a millisecond) costs blocking Python and the
-``InputLink`` (``tick_read_*``: a process that sleeps longer wakes colder), and
-a handoff probe what one hop costs in time at its least (``handoff_*``: two blocking processes, 8
-bytes a millisecond, the receiver on the sender's CPU or on the other, idle one). The
-AlphaPulse sink drivers read only the first and last headers of each block (the runtime's
-tracker has checked every sequence number). The last line is
-one JSON object of all figures and goal flags; ``--quick`` is a short smoke run. The relay and
-the sinks read through trio's idle lane (``alphapulse/runtime/_fastlane.py``) unless
-``ALPHAPULSE_IDLE_LANE=0`` is in the environment; ``idle_lane`` in the JSON says which was measured.
-The relay's direct path sends each read to all its subscribers in one ``io_uring_enter``
-(``alphapulse/runtime/_uring.py``) unless ``ALPHAPULSE_URING=0`` or the machine has no io_uring;
-``fanout_uring`` says which.
+each round's start and end, and so does how often each ran (``*_relay_runs_per_ms``,
+``*_sink_runs_per_ms``: switches onto a CPU a millisecond, about 10 at ``tick`` for a process woken
+once per message, fewer when a read takes what piled up). A probe measures what one trio wakeup, one
+blocking ``recv`` wakeup and one single-frame read through the runtime's ``InputLink`` cost on the
+machine right now, what one read of a ``tick`` round (10 messages a millisecond) costs blocking
+Python and the ``InputLink`` (``tick_read_*``: a process that sleeps longer wakes colder), and a
+handoff probe what one hop costs in time at its least (``handoff_*``: two blocking processes, 8
+bytes a millisecond, the receiver on the sender's CPU or on the other, idle one). The AlphaPulse
+sink drivers read only the first and last headers of each block (the runtime's tracker has checked
+every sequence number). The last line is one JSON object of all figures and goal flags; ``--quick``
+is a short smoke run. The relay and the sinks read through trio's idle lane
+(``alphapulse/runtime/_fastlane.py``) unless ``ALPHAPULSE_IDLE_LANE=0`` is in the environment;
+``idle_lane`` in the JSON says which was measured. The relay's direct path sends each read to all
+its subscribers in one ``io_uring_enter`` (``alphapulse/runtime/_uring.py``) unless
+``ALPHAPULSE_URING=0`` or the machine has no io_uring; ``fanout_uring`` says which.
 
 ``--cpus 0`` runs every process of every layout (theirs and the references') on the listed CPUs
 only; ``cpus`` in the JSON says which were used. On a VM, a process woken on an idle virtual CPU
@@ -118,19 +119,29 @@ SINK = """\
 
 
 # -- processes ------------------------------------------------------------------------------------
-def task_cpu_seconds(pid: int) -> float:
-    """CPU time of every thread of ``pid`` (ns resolution), 0 if it is gone."""
-    total = 0
+def task_schedstat(pid: int) -> tuple[float, int]:
+    """(CPU seconds, times run on a CPU) of every thread of ``pid``, (0, 0) if it is gone: the
+    first and third fields of ``/proc/<pid>/task/*/schedstat``. The second counts each switch
+    in, so over a round it is how often the process woke (plus any preemptions): what a
+    layout's CPU follows more than the cost of any one read."""
+    cpu = runs = 0
     try:
         for tid in os.listdir(f"/proc/{pid}/task"):
             try:
                 with open(f"/proc/{pid}/task/{tid}/schedstat", encoding="ascii") as f:
-                    total += int(f.read().split()[0])
+                    fields = f.read().split()
+                cpu += int(fields[0])
+                runs += int(fields[2])
             except (OSError, ValueError, IndexError):
                 pass
     except OSError:
-        return 0.0
-    return total / 1e9
+        return 0.0, 0
+    return cpu / 1e9, runs
+
+
+def task_cpu_seconds(pid: int) -> float:
+    """CPU time of every thread of ``pid`` (ns resolution), 0 if it is gone."""
+    return task_schedstat(pid)[0]
 
 
 def cpu_ticks() -> tuple[int, int]:
@@ -177,8 +188,9 @@ class ProcessSet:
         cfg = {**cfg, "dir": self.dir, "deadline": self.deadline}
         self.start(name, [PY, PROCS, role, json.dumps(cfg)])
 
-    def cpu(self) -> dict[str, float]:
-        return {name: task_cpu_seconds(p.pid) for name, p in self.procs.items()}
+    def cpu(self) -> dict[str, tuple[float, int]]:
+        """(CPU seconds, times run) of each process so far (see :func:`task_schedstat`)."""
+        return {name: task_schedstat(p.pid) for name, p in self.procs.items()}
 
     def check(self) -> None:
         for name, p in self.procs.items():
@@ -316,7 +328,8 @@ def round_figures(ps: ProcessSet, k: int, rnd: dict, sinks: list[str], cpu0: dic
     n, t_go = int(rnd["n"]), src["t_go_ns"]
     rates = [s["received"] / max(1e-9, (s["t_last_ns"] - t_go) / 1e9) for s in subs]
     span = max(1e-9, (max(s["t_last_ns"] for s in subs) - t_go) / 1e9)
-    cpu = {name: round(cpu1[name] - cpu0.get(name, 0.0), 4) for name in cpu1}
+    cpu = {name: round(cpu1[name][0] - cpu0.get(name, (0.0, 0))[0], 4) for name in cpu1}
+    runs = {name: cpu1[name][1] - cpu0.get(name, (0.0, 0))[1] for name in cpu1}
     lossless = all(s["received"] == n for s in subs)
     for s in subs:  # AlphaPulse sinks also report their own sequence accounting
         seq = s.get("sequence")
@@ -332,6 +345,7 @@ def round_figures(ps: ProcessSet, k: int, rnd: dict, sinks: list[str], cpu0: dic
         "wall_s": wall,
         "cpu_s": cpu,
         "cores": {name: c / span for name, c in cpu.items()},
+        "runs_per_ms": {name: r / (span * 1000) for name, r in runs.items()},
     }
     lats = [s["latency"] for s in subs if s.get("latency")]
     if lats:
@@ -408,7 +422,8 @@ def print_set(label: str, by_tag: dict[str, list[dict]], seconds: float) -> None
         for fig in figs:
             line = (f"  {tag:>14}: per-sub {fig['per_sub_msgs_per_s']:>11,.0f} msgs/s  offered "
                     f"{fig['offered_msgs_per_s']:>11,.0f}  lossless={fig['lossless']}  cores "
-                    + " ".join(f"{k}={v:.2f}" for k, v in fig["cores"].items()) + f"  steal {fig['steal_pct']}%")
+                    + " ".join(f"{k}={v:.2f}" for k, v in fig["cores"].items()) + "  runs/ms "
+                    + " ".join(f"{k}={v:.1f}" for k, v in fig["runs_per_ms"].items()) + f"  steal {fig['steal_pct']}%")
             if "latency" in fig:
                 lat = fig["latency"]
                 line += f"  latency p50 {lat['p50_us']} p99 {lat['p99_us']} p99.9 {lat['p999_us']} µs"
@@ -527,6 +542,10 @@ def main(argv: list[str] | None = None) -> dict:
                 F[f"{key}_{pacing}_relay_cores"] = round(p["cores"].get("relay", 0.0), 3)
                 F[f"{key}_{pacing}_sinks_cores"] = round(sinks_cores(p), 3)
                 F[f"{key}_{pacing}_relay_plus_sinks_cores"] = round(p["cores"].get("relay", 0.0) + sinks_cores(p), 3)
+                runs = p["runs_per_ms"]
+                sink_runs = [v for name, v in runs.items() if name.startswith("sink")]
+                F[f"{key}_{pacing}_relay_runs_per_ms"] = round(runs.get("relay", 0.0), 2)
+                F[f"{key}_{pacing}_sink_runs_per_ms"] = round(sum(sink_runs) / max(1, len(sink_runs)), 2)
                 F[f"{key}_{pacing}_lossless"] = all(x["lossless"] for x in rounds)
 
     # one-message-per-send producers: does the relay keep up with what is offered?
