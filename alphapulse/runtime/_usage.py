@@ -1,8 +1,14 @@
-"""What a node process costs the machine: CPU time and resident memory, for ``stats``.
+"""What a node process costs the machine: CPU time, wakeups and resident memory, for ``stats``.
 
 supervisord knows a process's pid and state, not what it uses; ``ps`` knows, but not which
 node a pid is. Each node samples itself with the rate sampler, so ``alphapulse status`` can show
 CPU and memory beside the message rates they pay for (Vector's ``top`` shows the same pairing).
+
+Wakeups are the process's voluntary context switches (each time it blocked and was woken
+again). On a small VM most of a node's CPU follows how often it wakes, not what one read costs
+(``benchmarks/relay.py`` prints the same as ``runs/ms``): a node taking 10,000 wakeups a second
+for 10,000 messages is woken per message, and a link's ``linger_ms`` or a source publishing a
+block per flush is what lowers it.
 """
 
 from __future__ import annotations
@@ -32,22 +38,32 @@ def memory() -> tuple[int, int]:
         return peak, peak
 
 
+def wakeups() -> int:
+    """Voluntary context switches of this process so far, every thread (``getrusage``): how
+    many times it blocked, so how many times it was woken."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
+
+
 @dataclasses.dataclass
 class UsageSampler:
-    """CPU cores used between two samples (all threads: user + system), and memory."""
+    """CPU cores used and wakeups a second between two samples (all threads: user + system),
+    and memory."""
 
     cpu_cores: float = 0.0
+    wakeups_per_s: float = 0.0
     rss_bytes: int = 0
     private_bytes: int = 0
     _last_cpu: float = dataclasses.field(default_factory=time.process_time)
+    _last_wakeups: int = dataclasses.field(default_factory=wakeups)
     _last_at: float = dataclasses.field(default_factory=time.monotonic)
 
     def sample(self) -> None:
-        cpu, now = time.process_time(), time.monotonic()
+        cpu, woken, now = time.process_time(), wakeups(), time.monotonic()
         elapsed = now - self._last_at
         if elapsed > 0:
             self.cpu_cores = max(0.0, cpu - self._last_cpu) / elapsed
-        self._last_cpu, self._last_at = cpu, now
+            self.wakeups_per_s = max(0, woken - self._last_wakeups) / elapsed
+        self._last_cpu, self._last_wakeups, self._last_at = cpu, woken, now
         self.rss_bytes, self.private_bytes = memory()
 
     def report(self) -> dict[str, float | int]:
@@ -56,6 +72,8 @@ class UsageSampler:
         return {
             "cpu_cores": round(self.cpu_cores, 4),
             "cpu_seconds": round(time.process_time(), 3),
+            "wakeups_per_s": round(self.wakeups_per_s, 1),
+            "wakeups": wakeups(),
             "rss_bytes": self.rss_bytes,
             "private_bytes": self.private_bytes,
         }

@@ -57,6 +57,8 @@ def families(reports: Iterable[NodeReport]) -> list[Metric]:
     queued = gauge("subscriber_queued_messages", "Messages waiting in a subscriber's queue", "subscriber")
     breaker = gauge("breaker_state", "Circuit breaker state: 0 closed, 1 half open, 2 open", "breaker")
     cpu = counter("cpu_seconds", "CPU time the node's process used (user + system)")
+    woken = counter("wakeups", "Times the node's process was woken (voluntary context switches): most of its CPU "
+                    "follows how often it wakes")
     resident = gauge("resident_memory_bytes", "The node's resident memory")
     private = gauge("private_memory_bytes", "Resident memory less shared library pages (adds up across nodes)")
 
@@ -94,10 +96,11 @@ def families(reports: Iterable[NodeReport]) -> list[Metric]:
         usage = stats.get("usage", {})
         if usage:
             cpu.add_metric(node, usage.get("cpu_seconds", 0.0))
+            woken.add_metric(node, usage.get("wakeups", 0))
             resident.add_metric(node, usage.get("rss_bytes", 0))
             private.add_metric(node, usage.get("private_bytes", 0))
     return [up, state, restarts, crash_streak, started, received, sent, dropped, errors, gaps, lost, decode, reconnects,
-            overflow, queued, breaker, cpu, resident, private]
+            overflow, queued, breaker, cpu, woken, resident, private]
 
 
 def reload_families(outcomes: Mapping[str, WatchOutcome]) -> list[Metric]:

@@ -39,6 +39,9 @@ class NodeStatus:
     cpu_percent: float | None = None
     """CPU the node used over its last second, in percent of one core (as ``top``); None when
     it did not answer"""
+    wakeups_per_s: float | None = None
+    """how often the node was woken over its last second (voluntary context switches): most of
+    a node's CPU follows this, not what one read costs"""
     rss_bytes: int | None = None
     """its resident memory"""
     private_bytes: int | None = None
@@ -143,6 +146,7 @@ def _status_row(report: NodeReport) -> NodeStatus:
         health=stats.get("status", "unknown" if state == "RUNNING" else "-"),
         scheduling=_scheduling(stats.get("cpu")),
         cpu_percent=round(100 * usage["cpu_cores"], 1) if "cpu_cores" in usage else None,
+        wakeups_per_s=usage.get("wakeups_per_s"),
         rss_bytes=usage.get("rss_bytes"),
         private_bytes=usage.get("private_bytes"),
         problem=crash_wait or why_not_running(info),
@@ -226,14 +230,15 @@ def format_problems(rows: list[NodeStatus]) -> list[str]:
 
 def format_table(rows: list[NodeStatus]) -> str:
     headers = ("NODE", "KIND", "STATE", "PID", "UPTIME", "RESTARTS", "IN/S", "OUT/S", "DROPS", "ERRORS",
-               "GAPS d/r/l", "BREAKER", "CPU%", "RSS", "SCHED")
+               "GAPS d/r/l", "BREAKER", "CPU%", "WAKE/S", "RSS", "SCHED")
     table = [headers]
     for r in rows:
         table.append((
             r.node, r.kind, r.state, str(r.pid or "-"), _duration(r.uptime), str(r.restarts),
             f"{r.rate_in:,.0f}", f"{r.rate_out:,.0f}", str(r.dropped), str(r.errors),
             f"{r.gaps_detected}/{r.gaps_recovered}/{r.gaps_lost}", r.breaker,
-            "-" if r.cpu_percent is None else f"{r.cpu_percent:.1f}", _mebibytes(r.rss_bytes), r.scheduling,
+            "-" if r.cpu_percent is None else f"{r.cpu_percent:.1f}",
+            "-" if r.wakeups_per_s is None else f"{r.wakeups_per_s:,.0f}", _mebibytes(r.rss_bytes), r.scheduling,
         ))
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table]

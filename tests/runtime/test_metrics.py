@@ -38,7 +38,7 @@ RELAY_STATS = {
                 "peers": [{"upstream": "other", "reconnects": 0, "decode_errors": {}, "peers": []}]}],
     "publisher": {"subscribers": [{"name": "sink", "dropped_overflow": 11, "queued_messages": 5}]},
     "breakers": {"node.handler": "open"},
-    "usage": {"cpu_seconds": 1.25, "rss_bytes": 170 * 2**20, "private_bytes": 80 * 2**20},
+    "usage": {"cpu_seconds": 1.25, "wakeups": 48_000, "rss_bytes": 170 * 2**20, "private_bytes": 80 * 2**20},
 }
 
 
@@ -64,6 +64,7 @@ def test_a_running_node_and_a_crashed_one() -> None:
     assert got["alphapulse_subscriber_queued_messages", labels("bus", "relay", subscriber="sink")] == 5
     assert got["alphapulse_breaker_state", labels("bus", "relay", breaker="node.handler")] == 2
     assert got["alphapulse_cpu_seconds_total", bus] == 1.25
+    assert got["alphapulse_wakeups_total", bus] == 48_000
     assert got["alphapulse_private_memory_bytes", bus] == 80 * 2**20
     # a node that did not answer has no counters, rather than zeros that would read as a reset
     assert ("alphapulse_received_messages_total", rec) not in got

@@ -14,15 +14,17 @@ def _row(node: str, **overrides) -> NodeStatus:
 
 def test_table_shows_usage_scheduling_and_totals() -> None:
     rows = [
-        _row("bus", cpu_percent=12.5, rss_bytes=170 * 2**20, private_bytes=80 * 2**20, scheduling="batch nice=4"),
-        _row("sink", kind="sink.counter", cpu_percent=3.0, rss_bytes=160 * 2**20, private_bytes=70 * 2**20),
+        _row("bus", cpu_percent=12.5, wakeups_per_s=10234.4, rss_bytes=170 * 2**20, private_bytes=80 * 2**20,
+             scheduling="batch nice=4"),
+        _row("sink", kind="sink.counter", cpu_percent=3.0, wakeups_per_s=10.0, rss_bytes=160 * 2**20,
+             private_bytes=70 * 2**20),
         _row("old", kind="sink.counter", state="STOPPED", pid=0, uptime=0.0),  # did not answer: no figures
     ]
     header, bus, sink, old, totals = format_table(rows).splitlines()
-    assert header.split()[-3:] == ["CPU%", "RSS", "SCHED"]
-    assert bus.split()[-5:] == ["closed", "12.5", "170M", "batch", "nice=4"]
-    assert sink.split()[-4:] == ["closed", "3.0", "160M", "-"]
-    assert old.split()[-4:] == ["closed", "-", "-", "-"] and old.split()[3:5] == ["-", "-"]
+    assert header.split()[-4:] == ["CPU%", "WAKE/S", "RSS", "SCHED"]
+    assert bus.split()[-6:] == ["closed", "12.5", "10,234", "170M", "batch", "nice=4"]
+    assert sink.split()[-5:] == ["closed", "3.0", "10", "160M", "-"]
+    assert old.split()[-5:] == ["closed", "-", "-", "-", "-"] and old.split()[3:5] == ["-", "-"]
     assert totals == "2/3 running, CPU 15.5% of a core, private memory 150M"
 
 

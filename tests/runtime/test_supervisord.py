@@ -175,6 +175,7 @@ def test_apply_edit_kill_and_down(deployment, capsys) -> None:
     # and what each node costs, from the node's own samples: every node here works a little
     rows = {row["node"]: row for row in json.loads(status_out)["rt"]["nodes"]}
     assert all(row["cpu_percent"] > 0 and row["private_bytes"] > 10 * 2**20 for row in rows.values()), rows
+    assert all(row["wakeups_per_s"] > 0 for row in rows.values()), rows  # each is woken to work
     assert all(row["rss_bytes"] > row["private_bytes"] for row in rows.values()), rows
     # --watch shows the table again until its count is reached (or Ctrl-C)
     assert main(["status", str(topo), "--watch", "0.2", "--count", "2"]) == 0

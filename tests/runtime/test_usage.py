@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from alphapulse.runtime._usage import UsageSampler, memory
+from alphapulse.runtime._usage import UsageSampler, memory, wakeups
 
 
 def test_cpu_cores_follow_work_and_idle() -> None:
@@ -23,6 +23,27 @@ def test_cpu_cores_follow_work_and_idle() -> None:
     assert sampler.cpu_cores < 0.2, sampler.cpu_cores
     report = sampler.report()
     assert report["cpu_cores"] == round(sampler.cpu_cores, 4) and report["cpu_seconds"] >= 0.3 * 0.5
+
+
+def test_wakeups_count_each_time_the_process_blocked() -> None:
+    """200 sleeps of a millisecond are 200 wakeups at least; a busy loop adds none."""
+    sampler = UsageSampler()
+    before = wakeups()
+    start = time.monotonic()
+    for _ in range(200):
+        time.sleep(0.001)
+    sampler.sample()
+    slept = time.monotonic() - start
+    assert wakeups() - before >= 200
+    assert sampler.wakeups_per_s >= 200 / slept * 0.99
+    sampler.sample()
+    end = time.monotonic() + 0.2
+    while time.monotonic() < end:
+        pass
+    sampler.sample()
+    assert sampler.wakeups_per_s < 100, sampler.wakeups_per_s  # the few the scheduler's tick may cost
+    report = sampler.report()
+    assert report["wakeups_per_s"] == round(sampler.wakeups_per_s, 1) and report["wakeups"] >= before + 200
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="private memory is read from /proc/self/statm")
