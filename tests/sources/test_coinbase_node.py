@@ -4,6 +4,7 @@ real NodeHost, output read back over its Unix socket; faults injected into the r
 from __future__ import annotations
 
 import functools
+import re
 
 import pytest
 import trio
@@ -152,4 +153,24 @@ async def test_exchange_feed_replay_through_the_node(shared_data, exchange_frame
                 assert reads <= server.writes + 1  # (the upgrade's answer may come in a read of its own)
                 assert blocks <= reads + 1  # + the instrument mappings, published before the first read
                 assert stats["publisher"]["published_messages"] > 10 * blocks
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_resync_mid_burst_counts_the_frames_it_left_unread(shared_data, exchange_frames) -> None:
+    """A book update that cannot be applied, fifth of a 40-frame burst: the node resyncs (closes
+    the session and reconnects), and the frames that came in the same read after it are counted
+    as ``dropped.session_closed`` (in the node's drops), not lost without a trace."""
+    frames = list(exchange_frames)
+    corrupt_at = next(i for i in range(200, len(frames)) if i % 40 == 5 and frames[i].startswith('{"type":"l2update"'))
+    frames[corrupt_at] = re.sub(r'"changes":\[\["(buy|sell)","', r'"changes":[["\1","x', frames[corrupt_at], count=1)
+    assert '","x' in frames[corrupt_at]  # its first change's price is not a number now
+    params = {"feed": "exchange", "products": list(EXCHANGE_PRODUCTS), "depth": 20, **FAST_RECONNECT}
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(functools.partial(serve_bursts, frames, per_write=40, wait_for_messages=1))
+        async with run_node("source.coinbase", {**params, "endpoint": server.url}) as run:
+            await run.wait_for(lambda r: r.ctx.counters["upstream.connects"] >= 2, timeout=60)
+            counters = run.ctx.counters
+            assert counters["resyncs"] >= 1 and counters["errors.bad_number"] >= 1
+            assert counters["dropped.session_closed"] >= 1
+            assert run.stats()["counters"]["dropped"] >= counters["dropped.session_closed"]
         nursery.cancel_scope.cancel()
