@@ -340,15 +340,15 @@ class Publisher:
     def publish_nowait(self, block: Any) -> None:
         """Offer a block of complete frames to every subscriber; never waits.
 
-        After a small block's send the publisher yields its CPU (``sched_yield``): a subscriber
-        the send woke on this CPU then runs now, instead of waiting until this process has done
-        its bookkeeping, gone back through trio and slept (Linux seldom preempts the waker for
-        it: a scheduler trace on the reference VM saw it in 132 of 985 ten-message sends, as
-        the ``sendto`` returned). With nothing else runnable the call returns at once. Measured on the reference
-        VM in ``benchmarks/relay.py``'s layouts (four interleaved pairs), one sink: ten
+        After a small block's send the publisher yields its CPU (``sched_yield``): a subscriber the
+        send woke on this CPU then runs now, instead of waiting until this process has done its
+        bookkeeping, gone back through trio and slept (Linux seldom preempts the waker for it: a
+        scheduler trace on the reference VM saw it in 132 of 985 ten-message sends, as the
+        ``sendto`` returned). With nothing else runnable the call returns at once. Measured on the
+        reference VM in ``benchmarks/relay.py``'s layouts (four interleaved pairs), one sink: ten
         one-message sends a millisecond (``tick``) p50 72-86 → 44-47 µs, one 10-message send a
-        millisecond 87-132 → 70-98 µs; four sinks at ``tick``: relay and sinks 0.20-0.32 →
-        0.33-0.42 cores (each send is now read on its own rather than with the next ones).
+        millisecond 87-132 → 70-98 µs; four sinks at ``tick``: relay and sinks 0.20-0.32 → 0.33-0.42
+        cores (each send is now read on its own rather than with the next ones).
         ``ALPHAPULSE_YIELD_AFTER_SEND=0`` turns it off."""
         n = block.count
         if not n:
