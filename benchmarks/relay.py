@@ -404,6 +404,22 @@ def fanout_uring_setting() -> bool:
     return isinstance(shared_send_ring(), SendRing)
 
 
+def cpuidle_setting() -> str:
+    """How this (virtual) machine's idle CPUs wait: the cpuidle governor and, under the
+    ``haltpoll`` governor of a KVM guest, how long an idle vCPU polls before it halts. A halted
+    vCPU costs a woken process tens of µs more than a polling one, in every hop; see
+    docs/topology.md. ``-`` where Linux does not say."""
+    def read(path: str) -> str:
+        try:
+            return pathlib.Path(path).read_text(encoding="ascii").strip()
+        except OSError:
+            return ""
+
+    governor = read("/sys/devices/system/cpu/cpuidle/current_governor") or "-"
+    poll_ns = read("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+    return f"{governor} guest_halt_poll_ns={poll_ns}" if poll_ns else governor
+
+
 def wake_probe(mode: str, n: int, frames: int = 1, interval_us: int = 100) -> float:
     cfg = {"mode": mode, "n": n, "frames": frames, "interval_us": interval_us}
     out = subprocess.run([PY, PROCS, "wake", json.dumps(cfg)], capture_output=True, text=True, timeout=60, check=True)
@@ -496,6 +512,7 @@ def main(argv: list[str] | None = None) -> dict:
     seen = ", ".join(f"{where.replace('_', ' ')} p50 {h['p50_us']} p99 {h['p99_us']} µs"
                      for where, h in handoff.items())
     print(f"# one handoff, latency now (8 bytes a millisecond, blocking recv): {seen}; every hop below pays one")
+    print(f"# idle CPUs: {cpuidle_setting()}")
     results: dict[str, dict[str, list[dict]]] = {}
     for label, key, system, n_sinks, rounds in plans:
         t0 = time.monotonic()
@@ -515,7 +532,8 @@ def main(argv: list[str] | None = None) -> dict:
                             **{f"handoff_{where}_{k}": v for where, h in handoff.items()
                                for k, v in h.items() if k in ("p50_us", "p99_us")},
                             "idle_lane": idle_lane_setting(), "fanout_uring": fanout_uring_setting(),
-                            "cpus": ",".join(map(str, sorted(os.sched_getaffinity(0))))}
+                            "cpus": ",".join(map(str, sorted(os.sched_getaffinity(0)))),
+                            "cpuidle": cpuidle_setting()}
     for key in ("ap4", "zmq4", "ap1", "zmq1"):
         r = results[key]
         b, s = best(r["bulk"]), best(r["single"])
