@@ -13,6 +13,11 @@ the variables the file refers to), since applying it means stopping the process 
 applying. It hands that edit to a detached ``apply`` (its own session, so supervisord stopping
 the watcher's process group does not take it along), which stops or replaces the watcher like any
 other program.
+
+Like the nodes (``runtime/_orphan.py``), it ends with the supervisord that started it. Before
+it did, a watcher outlived a ``kill -9`` of supervisord: unsupervised, beside the one the next
+``apply`` started, and still there after ``alphapulse down``, until the next edit of the file,
+whose first line of output to the dead supervisord's pipe ended it (``BrokenPipeError``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
+from alphapulse.runtime._orphan import end_with_supervisor
 from alphapulse.supervise._apply import ApplyError, apply_plan, compile_file, load_applied_plan
 from alphapulse.supervise._secrets import secret_needs
 from alphapulse.supervise._supervisor import RunBase, SupervisorError
@@ -68,6 +74,9 @@ class SupervisedWatcher:
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._stop)
+        end_with_supervisor()  # a killed supervisord takes its watcher with it, as it does its nodes
+        if self.stopping:
+            return  # supervisord was gone before we asked: applying now would start another
         self.adopt_environment()
         self.apply_once()  # the file may have changed while no watcher ran: the file is the truth
         self._print(f"watching {self.file} for topology {self.topology} (supervised)")

@@ -239,22 +239,29 @@ def test_restarted_source_starts_a_new_epoch_without_a_false_gap(deployment) -> 
 
 
 def test_nodes_end_with_a_killed_supervisord_and_apply_starts_them_again(deployment, capsys) -> None:
-    """``kill -9`` of supervisord (the OOM killer, a crash) must not leave its nodes running
-    unsupervised beside the set the next ``apply`` starts (``runtime/_orphan.py``)."""
+    """``kill -9`` of supervisord (the OOM killer, a crash) must not leave its programs running
+    unsupervised beside the set the next ``apply`` starts (``runtime/_orphan.py``): not its
+    nodes, nor the file's watcher and metrics exporter."""
     base, topo = deployment
-    assert main(["apply", str(topo), "--wait", "30"]) == 0
+    topo.write_text(TOPOLOGY.replace("topology: rt\n", f"topology: rt\nreload: {{watch: true}}\n"
+                                                         f"metrics: {{listen: 127.0.0.1:{free_port()}}}\n"))
+    assert main(["apply", str(topo), "--wait", "60"]) == 0
     first = pids(base)
+    assert {"_watch", "_metrics"} <= set(first)
     os.kill(int(RunBase(base).pidfile.read_text()), signal.SIGKILL)
     wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in first.values()),
-             what="the orphaned nodes to end")
+             what="the orphaned programs to end")
     capsys.readouterr()
-    assert main(["apply", str(topo), "--wait", "30"]) == 0  # the stale socket is no obstacle
+    assert main(["apply", str(topo), "--wait", "60"]) == 0  # the stale socket is no obstacle
     assert "started supervisord" in capsys.readouterr().out
     again = pids(base)
     assert set(again.values()).isdisjoint(first.values())
     plan = str(RunBase(base).plan_file("rt"))
     nodes = [p for p in os.listdir("/proc") if p.isdigit() and plan in _cmdline(int(p))]
-    assert sorted(int(p) for p in nodes) == sorted(again.values())  # one process per node, no more
+    ours = {n: p for n, p in again.items() if not n.startswith("_")}
+    assert sorted(int(p) for p in nodes) == sorted(ours.values())  # one process per node, no more
+    watchers = [p for p in os.listdir("/proc") if p.isdigit() and f"{topo} --supervised rt" in _cmdline(int(p))]
+    assert [int(p) for p in watchers] == [again["_watch"]]  # one watcher, no more
     wait_for(lambda: received(base) > 100, what="messages to flow again")
 
 
