@@ -24,6 +24,8 @@ from alphapulse.topology import run_dir_base
 
 BASE_CONFIG = Path(__file__).with_name("supervisord.conf")
 START_TIMEOUT = 15.0
+REPOSITORY_ONLY = "; -- repository root only"
+"""The base config's last part (``_ctlplugin``): from this line on, the run directory's copy leaves it out."""
 
 
 class SupervisorError(RuntimeError):
@@ -71,8 +73,15 @@ class RunBase:
         """Create the run directory (mode 0700) and its supervisord config copy."""
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.path, 0o700)
-        if not self.config.exists() or self.config.read_bytes() != BASE_CONFIG.read_bytes():
-            write_atomically(self.config, BASE_CONFIG.read_text())
+        text = run_dir_config(BASE_CONFIG.read_text())
+        if not self.config.exists() or self.config.read_text() != text:
+            write_atomically(self.config, text)
+
+
+def run_dir_config(base_config: str) -> str:
+    """The base config as the run directory keeps it: without its repository-root part."""
+    head, _, _ = base_config.partition(REPOSITORY_ONLY)
+    return head.rstrip("\n") + "\n"
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -86,6 +86,14 @@ def test_apply_edit_kill_and_down(deployment, capsys) -> None:
     ctl = subprocess.run([sys.executable, "-m", "alphapulse", "ctl", "status"], capture_output=True, text=True,
                          env={**os.environ, "ALPHAPULSE_RUN_DIR": str(base)})
     assert "rt:bus" in ctl.stdout and "rt:sink" in ctl.stdout and "rt:src" in ctl.stdout
+    # supervisorctl itself, on the base config at the repository root and on the run directory's copy
+    repository = Path(__file__).resolve().parents[2]
+    for config in ("supervisord.conf", str(base / "supervisord.conf")):
+        ctl = subprocess.run([sys.executable, "-m", "supervisor.supervisorctl", "-c", config, "status"],
+                             capture_output=True, text=True, cwd=repository,
+                             env={**os.environ, "ALPHAPULSE_RUN_DIR": str(base)})
+        states = dict(line.split()[:2] for line in ctl.stdout.splitlines())
+        assert states == {"rt:bus": "RUNNING", "rt:sink": "RUNNING", "rt:src": "RUNNING"}, (config, ctl)
 
     # the same file again: nothing to do
     assert main(["apply", str(topo)]) == 0
