@@ -259,11 +259,17 @@ class Market:
         self._l2update(state, changes, now_ns)
 
     def _cancel(self, state: SymbolState, now_ns: int) -> None:
+        """Cancel one resting order: the best level's when it is priced through the fair price
+        (stale: a market maker pulls it), else any level's. With random levels only, the book
+        lagged the fair price by hundreds of ticks and buy (sell) orders, pinned just inside the
+        spread, piled up at one level: thousands of orders, megabytes of a long-running node."""
         side = "buy" if self.rng.random() < 0.5 else "sell"
         levels = state.levels(side)
         if len(levels) <= self.depth // 2:  # a thin side is replenished instead: the book stays deep
             return self._limit_order(state, now_ns)
-        ticks = self.rng.choice(tuple(levels))
+        best = max(levels) if side == "buy" else min(levels)
+        stale = best > state.fair if side == "buy" else best < state.fair
+        ticks = best if stale else self.rng.choice(tuple(levels))
         order = self.rng.choice(levels[ticks])
         state.reduce(order, order.size)
         self._l2update(state, [(side, ticks)], now_ns)
