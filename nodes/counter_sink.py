@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import time
 
 import numpy as np
 import trio
@@ -19,6 +21,11 @@ class CounterSinkParams:
         0.0, doc="Artificial delay per received block, to make a deliberately slow consumer.",
         live=True, minimum=0,
     )
+    stall_file: str = param(
+        "", doc="Test hook for the watchdog: when this file exists the sink deletes it and then blocks "
+        "its event loop for stall_seconds (a hung node). Empty: never.", live=True,
+    )
+    stall_seconds: float = param(30.0, doc="How long a stall (stall_file) blocks.", live=True, minimum=0)
 
 
 class _EpochTally:
@@ -89,6 +96,11 @@ class CounterSink(Node):
             self._account(block)
             if self.params.delay_ms:
                 await trio.sleep(self.params.delay_ms / 1000)
+            if self.params.stall_file and os.path.exists(self.params.stall_file):
+                os.remove(self.params.stall_file)  # once: the process the watchdog restarts runs on
+                ctx.log.warning("stalling the event loop for %.1f s (%s)", self.params.stall_seconds,
+                                self.params.stall_file)
+                time.sleep(self.params.stall_seconds)  # blocking on purpose: a hung node
             if trio.current_time() >= next_report:
                 next_report = trio.current_time() + self.params.report_interval
                 ctx.log.info("received %d messages from %d source epochs",

@@ -44,6 +44,7 @@ from alphapulse.runtime._trouble import TroubleLog, trouble_counters
 from alphapulse.runtime._trouble import describe as describe_trouble
 from alphapulse.runtime._usage import UsageSampler
 from alphapulse.runtime._warm import load_hot_kernels, load_kind_kernels
+from alphapulse.runtime._watchdog import DEFAULT_SECONDS, Watchdog
 from alphapulse.topology import UnsetVariable, interpolate, state_file
 
 RATE_INTERVAL = 1.0
@@ -141,6 +142,8 @@ class NodeHost:
         self._attached: dict[str, tuple[trio.CancelScope, InputLink]] = {}
         self.gc_pauses = PauseMonitor()
         self.freeze_heap_once_running = False
+        self.watchdog: Watchdog | None = None
+        """set by a node process (``_run_node``), never by a test's in-process host: the timer is process-wide"""
         """set by the process entry point: a node process freezes its heap again a second in"""
         self.cpu = CpuPlacement()
         """this process's scheduling (the plan's ``cpu`` block): applied by the process entry
@@ -198,6 +201,8 @@ class NodeHost:
                 await self.instance.run(self.ctx)
                 self.log.info("node %s: run() finished", self.name)
             finally:
+                if self.watchdog is not None:
+                    self.watchdog.disarm()  # a drain is bounded by stopwaitsecs, not by the watchdog
                 with trio.CancelScope(shield=True), trio.move_on_after(self._close_budget()):
                     await self._close()
             nursery.cancel_scope.cancel()
@@ -315,6 +320,8 @@ class NodeHost:
 
     async def _sample_rates(self) -> None:
         while True:
+            if self.watchdog is not None:
+                self.watchdog.kick()  # the loop came round: push the deadline on (``_watchdog``)
             await trio.sleep(RATE_INTERVAL)
             if self.freeze_heap_once_running:  # the kind's own kernels, loaded on first use: freeze them too
                 self.freeze_heap_once_running = False
@@ -586,6 +593,7 @@ def _run_node(plan: dict[str, Any], name: str, crash_loop: CrashLoop) -> int:
     freeze_heap()  # imports, kernels and the kind's set-up are done: later full collections skip all of it
     host.gc_pauses.install()
     host.freeze_heap_once_running = True
+    host.watchdog = Watchdog(float(host.node.get("restart", {}).get("watchdog_seconds", DEFAULT_SECONDS)))
     try:
         trio.run(host.run)
     except Exception as exc:  # the node's last words: the traceback once, then the reason on one line
@@ -595,5 +603,6 @@ def _run_node(plan: dict[str, Any], name: str, crash_loop: CrashLoop) -> int:
         crash_loop.failed(reason)
         return 1
     finally:
+        host.watchdog.disarm()
         host.gc_pauses.uninstall()
     return 0

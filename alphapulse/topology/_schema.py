@@ -42,6 +42,7 @@ RESTART_DEFAULTS: dict[str, Any] = {
     "crash_delay_seconds": 1.0,
     "crash_delay_max_seconds": 60.0,
     "crash_reset_seconds": 60.0,
+    "watchdog_seconds": 60.0,
 }
 BREAKER_DEFAULTS: dict[str, Any] = {
     "failure_threshold": 5,
@@ -104,6 +105,12 @@ def _restart_schema() -> dict[str, Any]:
             "crash_reset_seconds": {
                 "type": "number", "minimum": 0, "default": RESTART_DEFAULTS["crash_reset_seconds"],
                 "description": "A run that lasted this long was healthy: its failure starts a new streak.",
+            },
+            "watchdog_seconds": {
+                "type": "number", "minimum": 0, "default": RESTART_DEFAULTS["watchdog_seconds"],
+                "description": "A running node whose event loop has not come round for this long is "
+                "hung: it writes every thread's stack to its log and exits, and supervisord restarts "
+                "it. 0 turns the watchdog off.",
             },
         },
     )

@@ -273,6 +273,42 @@ def test_nodes_end_with_a_killed_supervisord_and_apply_starts_them_again(deploym
     wait_for(lambda: received(base) > 100, what="messages to flow again")
 
 
+def test_a_hung_node_is_ended_by_its_watchdog_and_restarted(deployment, capsys) -> None:
+    """A node whose event loop blocks (``runtime/_watchdog.py``) stays RUNNING to supervisord;
+    its watchdog ends it after ``watchdog_seconds``, its stack in the log, and supervisord starts
+    it again, long before the stall would have ended. The other nodes keep their pids."""
+    base, topo = deployment
+    stall = base / "stall-now"
+    topo.write_text(TOPOLOGY.replace("    inputs: [bus]\n", "    inputs: [bus]\n"
+                                     f"    params: {{stall_file: {stall}, stall_seconds: 120}}\n"
+                                     "    restart: {watchdog_seconds: 2}\n"))
+    assert main(["apply", str(topo), "--wait", "30"]) == 0
+    wait_for(lambda: received(base) > 1000, what="messages to flow")
+    first = pids(base)
+    log = Path(Supervisor(RunBase(base)).group_processes("rt")["sink"]["stderr_logfile"])
+    stall.touch()
+    started = time.monotonic()
+    wait_for(lambda: pids(base).get("sink") not in (None, 0, first["sink"]), timeout=60,
+             what="the watchdog to end the hung sink and supervisord to start it again")
+    assert time.monotonic() - started < 30  # the stall alone would have lasted 120 s
+    assert not stall.exists()
+    text = log.read_text()
+    assert "stalling the event loop for 120.0 s" in text
+    assert "Timeout (0:00:02)!" in text and "counter_sink.py" in text  # where it hung, in its log
+    after = pids(base)
+    assert {n: p for n, p in after.items() if n != "sink"} == {n: p for n, p in first.items() if n != "sink"}
+    wait_for(lambda: received(base) > 100, what="messages to reach the restarted sink")
+
+    def sink_row() -> dict:
+        capsys.readouterr()
+        assert main(["status", str(topo), "--json"]) == 0
+        (row,) = [r for r in json.loads(capsys.readouterr().out)["rt"]["nodes"] if r["node"] == "sink"]
+        return row
+
+    row = wait_for(lambda: (r := sink_row())["state"] == "RUNNING" and r, what="status to show the sink running")
+    assert row["restarts"] == 1
+
+
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()

@@ -82,7 +82,8 @@ def test_plan_format(load):
     assert out["params"]["port"] == 8765  # kind defaults are filled in
     assert out["restart"] == {"autorestart": True, "startretries": 3, "startsecs": 1,
                               "stopwaitsecs": 30, "backoff_seconds": 0.1, "crash_delay_seconds": 1.0,
-                              "crash_delay_max_seconds": 60.0, "crash_reset_seconds": 60.0}
+                              "crash_delay_max_seconds": 60.0, "crash_reset_seconds": 60.0,
+                              "watchdog_seconds": 60.0}
     assert out["breaker"] == {"failure_threshold": 5, "window": 10.0, "cooldown": 5.0, "success_threshold": 1}
     assert out["module"] == "nodes.websocket"
     assert data["nodes"]["market"]["relay_domain"] == int(RelayDomain.MARKET_DATA)
