@@ -36,7 +36,7 @@ from typing import Any
 log = logging.getLogger("alphapulse.node")
 
 WAITING, RUNNING, FAILED, STOPPED = "waiting", "running", "failed", "stopped"
-KILLED = "its process ended without a clean stop (killed, or out of memory)"
+KILLED = "its process ended without a clean stop (killed, out of memory, or hung and ended by its watchdog)"
 """the reason given for a run that left ``running`` behind"""
 
 
