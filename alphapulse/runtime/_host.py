@@ -142,9 +142,9 @@ class NodeHost:
         self._attached: dict[str, tuple[trio.CancelScope, InputLink]] = {}
         self.gc_pauses = PauseMonitor()
         self.freeze_heap_once_running = False
+        """set by the process entry point: a node process freezes its heap again a second in"""
         self.watchdog: Watchdog | None = None
         """set by a node process (``_run_node``), never by a test's in-process host: the timer is process-wide"""
-        """set by the process entry point: a node process freezes its heap again a second in"""
         self.cpu = CpuPlacement()
         """this process's scheduling (the plan's ``cpu`` block): applied by the process entry
         point and by a live ``reconfigure``, never by a host built inside another process"""
