@@ -267,7 +267,7 @@ class Market:
         levels = state.levels(side)
         if len(levels) <= self.depth // 2:  # a thin side is replenished instead: the book stays deep
             return self._limit_order(state, now_ns)
-        best = max(levels) if side == "buy" else min(levels)
+        best = state.best_bid() if side == "buy" else state.best_ask()
         stale = best > state.fair if side == "buy" else best < state.fair
         ticks = best if stale else self.rng.choice(tuple(levels))
         order = self.rng.choice(levels[ticks])
