@@ -149,9 +149,15 @@ def _status_row(report: NodeReport) -> NodeStatus:
         wakeups_per_s=usage.get("wakeups_per_s"),
         rss_bytes=usage.get("rss_bytes"),
         private_bytes=usage.get("private_bytes"),
-        problem=crash_wait or why_not_running(info),
+        problem=crash_wait or why_not_running(info) or (NOT_ANSWERING if state == "RUNNING" and not stats else ""),
         log=str(info.get("stderr_logfile", "")),
     )
+
+
+NOT_ANSWERING = ("its control socket does not answer: still starting, or hung (its watchdog ends a hung node "
+                 "after restart.watchdog_seconds)")
+"""``status``'s problem for a node supervisord runs that did not answer ``stats``: supervisord
+sees a process, not whether its event loop turns (``runtime/_watchdog.py``)"""
 
 
 CRASH_LOOP = "CRASHLOOP"
@@ -250,9 +256,11 @@ def _totals(rows: list[NodeStatus]) -> str:
     every node maps the same libraries, and adding resident sets would count those pages once
     per node."""
     running = sum(r.state == "RUNNING" for r in rows)
+    silent = sum(r.state == "RUNNING" and r.problem == NOT_ANSWERING for r in rows)
     cpu = sum(r.cpu_percent or 0.0 for r in rows)
     private = sum(r.private_bytes or 0 for r in rows)
-    return f"{running}/{len(rows)} running, CPU {cpu:.1f}% of a core, private memory {_mebibytes(private)}"
+    return (f"{running}/{len(rows)} running{f' ({silent} not answering)' if silent else ''}, "
+            f"CPU {cpu:.1f}% of a core, private memory {_mebibytes(private)}")
 
 
 def _scheduling(report: dict[str, Any] | None) -> str:

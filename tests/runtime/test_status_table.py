@@ -51,3 +51,17 @@ def test_why_not_running_prefers_the_logged_reason(tmp_path) -> None:
         == "Exited too quickly (process log may have details)"
     assert why_not_running({"statename": "RUNNING", "stderr_logfile": str(log)}) == ""
     assert why_not_running({"statename": "STOPPED", "stderr_logfile": str(log)}) == ""  # someone stopped it
+
+
+def test_a_running_node_that_does_not_answer_is_named_below_the_table() -> None:
+    """supervisord says RUNNING for a hung process too: ``status`` says which did not answer."""
+    from alphapulse.supervise._status import NOT_ANSWERING, NodeReport, _status_row
+
+    info = {"statename": "RUNNING", "pid": 7, "now": 100, "start": 40, "stderr_logfile": "/run/rt/logs/bus.err.log"}
+    silent = _status_row(NodeReport("rt", "bus", "relay", info, {}, restarts=0))
+    answered = _status_row(NodeReport("rt", "sink", "sink.counter", {**info, "pid": 8}, {"status": "healthy"},
+                                      restarts=0))
+    assert (silent.problem, silent.health, answered.problem) == (NOT_ANSWERING, "unknown", "")
+    lines = format_table([silent, answered]).splitlines()
+    assert lines[-3].startswith("2/2 running (1 not answering), CPU")
+    assert lines[-2:] == [f"bus RUNNING: {NOT_ANSWERING}", "  log: /run/rt/logs/bus.err.log"]
