@@ -121,9 +121,9 @@ SINK = """\
 # -- processes ------------------------------------------------------------------------------------
 def task_schedstat(pid: int) -> tuple[float, int]:
     """(CPU seconds, times run on a CPU) of every thread of ``pid``, (0, 0) if it is gone: the
-    first and third fields of ``/proc/<pid>/task/*/schedstat``. The second counts each switch
-    in, so over a round it is how often the process woke (plus any preemptions): what a
-    layout's CPU follows more than the cost of any one read."""
+    first and third fields of ``/proc/<pid>/task/*/schedstat``. The run count (the third field)
+    counts each switch in, so over a round it is how often the process woke (plus any
+    preemptions): what a layout's CPU follows more than the cost of any one read."""
     cpu = runs = 0
     try:
         for tid in os.listdir(f"/proc/{pid}/task"):

@@ -256,7 +256,7 @@ def _totals(rows: list[NodeStatus]) -> str:
     every node maps the same libraries, and adding resident sets would count those pages once
     per node."""
     running = sum(r.state == "RUNNING" for r in rows)
-    silent = sum(r.state == "RUNNING" and r.problem == NOT_ANSWERING for r in rows)
+    silent = sum(r.problem == NOT_ANSWERING for r in rows)  # only a RUNNING row gets that problem
     cpu = sum(r.cpu_percent or 0.0 for r in rows)
     private = sum(r.private_bytes or 0 for r in rows)
     return (f"{running}/{len(rows)} running{f' ({silent} not answering)' if silent else ''}, "
