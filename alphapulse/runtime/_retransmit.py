@@ -1,32 +1,37 @@
 """A bounded buffer of recently published frames, for answering resend requests.
 
 Sans-IO. Each published block's bytes are copied into one byte ring (one ``memcpy``, whatever its
-frame count), and where each of its frames starts and how long it is go into two int64 arrays of
-``capacity`` slots (the held frames are always the newest ones written). So no Python object per
-held message is left for the collector to walk, and no receive buffer stays pinned by a frame
-that came in it: holding the last 64k single-message blocks themselves cost a full-collection
-pause of tens of milliseconds. An append of a one-frame block is plain Python, one ``memcpy`` and
-two array stores — no numpy call, which costs a node woken once per message 5-20 µs each on the
-reference VM (cold caches). A lookup is the rare path: it reads the held frames' headers (two
-slices of the slots), masks one source's sequence range and copies the answer out, so an answer
-never aliases bytes the ring will overwrite.
+frame count), and where the block starts, how many frames and how many bytes it holds go into
+three ``array('q')`` rings of ``capacity`` slots (a block holds at least one frame, so the held
+blocks always fit). An append is plain Python: one ``memcpy`` and three element stores, whatever
+the block's frame count. No numpy call (a node woken once per send pays 5-25 µs for each, its
+caches cold: a ten-frame append went from 19 to 9 µs that way) and no Python object per held
+block or message, for the collector to walk or the allocator to hold (holding the last 64k
+single-message blocks themselves cost a full-collection pause of tens of milliseconds).
+
+A lookup is the rare path: it finds the held frames' boundaries by walking their headers in
+the ring (one kernel call per contiguous stretch of the ring, usually one or two), masks one
+source's sequence range and copies the answer out, so an answer never aliases bytes the ring will
+overwrite.
 
 The buffer holds the newest ``capacity`` messages. Its byte store is reserved (and its pages
 touched) up front, ``BYTES_PER_MESSAGE`` per message of capacity; should bigger frames need more,
-it doubles (up to ``max_bytes``) and past that the oldest blocks are forgotten to make room.
+it grows (up to ``max_bytes``) and past that the oldest blocks are forgotten to make room.
 A block is stored contiguously (the ring skips its tail end rather than wrap a block), so each
-frame can be read in place.
+frame can be read in place; growing moves the held bytes to the start of the new store, so that
+stays true whatever the new size.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections import deque
+from array import array
 from typing import Any
 
 import numpy as np
 
 from alphapulse.protocol import FrameBlock
+from alphapulse.protocol._batch import frame_bounds
 from alphapulse.protocol._header import SOURCE_AND_SEQUENCE
 
 BYTES_PER_MESSAGE = 128
@@ -50,9 +55,14 @@ class RetransmitBuffer:
     def __init__(self, capacity: int, *, initial_bytes: int | None = None, max_bytes: int = MAX_BYTES) -> None:
         self.capacity = max(0, int(capacity))
         self.max_bytes = max(1, int(max_bytes))
-        self._blocks: deque[tuple[int, int]] = deque()
-        """(stream position, frame count) of each held block, oldest first (where each frame
-        starts is in the frame slots below)"""
+        slots = self._slots = max(1, self.capacity)
+        # the held blocks: ``_blocks`` of them, oldest first from slot ``_oldest_slot`` round the
+        # slots; Python ints in and out, and a numpy view for the rare path
+        self._block_at = array("q", bytes(8 * slots))
+        """stream position of each block's first byte (ring index = position % store size)"""
+        self._block_frames = array("q", bytes(8 * slots))
+        self._block_span = array("q", bytes(8 * slots))
+        self._oldest_slot = self._next_slot = self._blocks = 0
         self._skip = 0  # frames of the oldest block already forgotten (the capacity fell inside it)
         self._held = 0
         if initial_bytes is None:
@@ -60,14 +70,7 @@ class RetransmitBuffer:
         self._ring = np.ones(max(1, min(int(initial_bytes), self.max_bytes)), np.uint8)  # ones: pages touched now
         self._ring_view = memoryview(self._ring)
         self._size = int(self._ring.shape[0])
-        self._write = 0  # stream position of the next byte written (grows forever; ring index = % size)
-        slots = max(1, self.capacity)
-        self._frame_at = np.zeros(slots, np.int64)
-        """stream position of each held frame's first byte, in a ring of ``capacity`` slots: the
-        held frames are always the newest ``len(self)`` written, so a lookup reads them with two
-        slices instead of walking every held block (65,536 one-frame blocks took ~90 ms)"""
-        self._frame_size = np.zeros(slots, np.int64)
-        self._frames_written = 0
+        self._write = 0  # stream position of the next byte written (grows; rebased when the store grows)
         self._newest: dict[int, int] = {}
         """the newest sequence published of each source, held or not: what :meth:`heads` tells
         a new subscriber (a dict: storing into it costs a third of a numpy element store)"""
@@ -116,14 +119,12 @@ class RetransmitBuffer:
         pos = self._place(span)
         index = pos % self._size
         self._ring_view[index : index + span] = data
-        self._blocks.append((pos, n))
-        slot = self._frames_written % self.capacity
-        if n == 1:  # the usual block: two stores, no array built
-            self._frame_at[slot] = pos
-            self._frame_size[slot] = span
-        else:
-            self._note_frames(slot, pos + np.asarray(block.offsets[:n], np.int64), block.sizes[:n])
-        self._frames_written += n
+        slot = self._next_slot
+        self._block_at[slot] = pos
+        self._block_frames[slot] = n
+        self._block_span[slot] = span
+        self._next_slot = slot + 1 if slot + 1 < self._slots else 0
+        self._blocks += 1
         self._held += n
         self._write = pos + span
 
@@ -136,15 +137,6 @@ class RetransmitBuffer:
         unique, last = np.unique(sources, return_index=True)
         self._newest.update(zip(unique.tolist(), sequences[last].tolist(), strict=True))
 
-    def _note_frames(self, slot: int, starts: np.ndarray, sizes: Any) -> None:
-        first = min(len(starts), self.capacity - slot)
-        self._frame_at[slot : slot + first] = starts[:first]
-        self._frame_size[slot : slot + first] = sizes[:first]
-        rest = len(starts) - first
-        if rest:
-            self._frame_at[:rest] = starts[first:]
-            self._frame_size[:rest] = sizes[first:]
-
     def _place(self, span: int) -> int:
         """Stream position where ``span`` contiguous bytes go, making room as needed."""
         while True:
@@ -152,30 +144,35 @@ class RetransmitBuffer:
             pos = self._write
             if pos % size + span > size:
                 pos += size - pos % size  # never wrap a block: skip to the ring's start
-            oldest = self._blocks[0][0] if self._blocks else pos
+            oldest = self._block_at[self._oldest_slot] if self._blocks else pos
             if pos + span - oldest <= size:
                 return pos
             if size < self.max_bytes:
                 self._grow(min(self.max_bytes, max(size * 2, 1 << (span - 1).bit_length())))
             else:  # at max_bytes, and span <= max_bytes: forgetting enough always makes room
-                while self._blocks and self._blocks[0][0] < pos + span - size:
-                    self.evicted_for_space += self._blocks[0][1] - self._skip
+                while self._blocks and self._block_at[self._oldest_slot] < pos + span - size:
+                    self.evicted_for_space += self._block_frames[self._oldest_slot] - self._skip
                     self._forget_block()
 
     def _grow(self, size: int) -> None:
+        """A bigger store, the held bytes copied to its start and every position rebased to
+        match: a block then never straddles the new store's end, whatever its size (kept at
+        stream positions, a block could, when the new size is not a multiple of the old)."""
         old, new = self._ring, np.empty(size, np.uint8)
-        position = self._blocks[0][0] if self._blocks else self._write
-        while position < self._write:  # the live stream range, in pieces contiguous in both rings
-            at_old, at_new = position % self._size, position % size
-            k = min(self._write - position, self._size - at_old, size - at_new)
-            new[at_new : at_new + k] = old[at_old : at_old + k]
-            position += k
+        base = self._block_at[self._oldest_slot] if self._blocks else self._write
+        length = self._write - base  # at most the old size: the held stream range
+        at = base % self._size
+        first = min(length, self._size - at)
+        new[:first] = old[at : at + first]
+        new[first:length] = old[: length - first]
+        np.frombuffer(self._block_at, np.int64)[:] -= base  # every slot: those not held are not read
+        self._write -= base
         self._ring, self._ring_view, self._size = new, memoryview(new), size
 
     def _forget(self, k: int) -> None:
         """Forget the oldest ``k`` held frames."""
         while k > 0 and self._blocks:
-            left = self._blocks[0][1] - self._skip
+            left = self._block_frames[self._oldest_slot] - self._skip
             if left > k:
                 self._skip += k
                 self._held -= k
@@ -184,25 +181,42 @@ class RetransmitBuffer:
             self._forget_block()
 
     def _forget_block(self) -> None:
-        _, n = self._blocks.popleft()
-        self._held -= n - self._skip
+        slot = self._oldest_slot
+        self._held -= self._block_frames[slot] - self._skip
+        self._oldest_slot = slot + 1 if slot + 1 < self._slots else 0
+        self._blocks -= 1
         self._skip = 0
 
     def _forget_all(self) -> None:
-        self._blocks.clear()
-        self._held = self._skip = 0
+        self._oldest_slot = self._next_slot
+        self._held = self._skip = self._blocks = 0
 
     # -- rare path ---------------------------------------------------------------------------------
+    def _held_blocks(self) -> tuple[np.ndarray, np.ndarray]:
+        """Stream positions and byte counts of the held blocks, oldest first."""
+        slots, count, begin = self._slots, self._blocks, self._oldest_slot
+        at, span = np.frombuffer(self._block_at, np.int64), np.frombuffer(self._block_span, np.int64)
+        if begin + count <= slots:
+            return at[begin : begin + count].copy(), span[begin : begin + count].copy()
+        rest = begin + count - slots  # wraps: the newer part at the start of the slots
+        return np.concatenate((at[begin:], at[:rest])), np.concatenate((span[begin:], span[:rest]))
+
     def _held_frames(self) -> tuple[np.ndarray, np.ndarray]:
-        """Ring indexes and sizes of the held frames, oldest first."""
-        end = self._frames_written % self.capacity
-        begin = end - self._held
-        if begin >= 0:
-            starts, sizes = self._frame_at[begin:end], self._frame_size[begin:end]
-        else:  # wraps: the older part at the end of the slots
-            starts = np.concatenate((self._frame_at[begin:], self._frame_at[:end]))
-            sizes = np.concatenate((self._frame_size[begin:], self._frame_size[:end]))
-        return starts % self._size, sizes.copy()
+        """Ring indexes and sizes of the held frames, oldest first: the frames of each stretch of
+        blocks that lie back to back in the ring, found from their headers."""
+        at, span = self._held_blocks()
+        size = self._size
+        end = at + span
+        breaks = np.flatnonzero((at[1:] != end[:-1]) | (at[1:] % size == 0)) + 1
+        firsts, lasts = [0, *breaks.tolist()], [*breaks.tolist(), len(at)]
+        ring = self._ring_view.toreadonly()  # the kernel is compiled for read-only bytes
+        starts, sizes = [], []
+        for first, last in zip(firsts, lasts, strict=True):
+            index = int(at[first]) % size
+            offsets, frame_sizes = frame_bounds(ring[index : index + int(end[last - 1] - at[first])])
+            starts.append(offsets + index)
+            sizes.append(frame_sizes)
+        return np.concatenate(starts)[self._skip :], np.concatenate(sizes)[self._skip :]
 
     def heads(self) -> dict[int, int]:
         """Sequence of the newest frame published of each source (newest by when it was

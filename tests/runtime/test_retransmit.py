@@ -84,17 +84,19 @@ def test_byte_limit_forgets_oldest_and_counts_them() -> None:
 @settings(max_examples=60, deadline=None)
 @given(
     capacity=st.integers(1, 40),
-    max_bytes=st.sampled_from([512, 2048, 1 << 20]),
+    initial_bytes=st.sampled_from([64, 100, 1000]),
+    max_bytes=st.sampled_from([512, 2048, 3000, 1 << 20]),
     blocks=st.lists(
-        st.lists(st.tuples(st.sampled_from([1, 2]), st.integers(1, 4)), min_size=1, max_size=12),
+        st.lists(st.tuples(st.sampled_from([1, 2]), st.sampled_from([1, 2, 3, 4, 60])), min_size=1, max_size=12),
         min_size=1, max_size=30,
     ),
     ask=st.tuples(st.integers(1, 200), st.integers(0, 40)),
 )
-def test_matches_a_list_of_every_frame(capacity, max_bytes, blocks, ask) -> None:
+def test_matches_a_list_of_every_frame(capacity, initial_bytes, max_bytes, blocks, ask) -> None:
     """Whatever is appended, the ring holds a suffix of everything appended (the newest
-    ``capacity`` unless bytes ran out), and a lookup returns exactly the held frames asked for."""
-    buf = RetransmitBuffer(capacity, initial_bytes=64, max_bytes=max_bytes)
+    ``capacity`` unless bytes ran out), and a lookup returns exactly the held frames asked for;
+    also after the store grew to a size that is not a multiple of the one before."""
+    buf = RetransmitBuffer(capacity, initial_bytes=initial_bytes, max_bytes=max_bytes)
     appended: list[tuple[int, int, bytes]] = []  # (source, counter, bytes)
     counters = {1: 0, 2: 0}
     for spec in blocks:
@@ -152,6 +154,21 @@ def test_large_block_slices_to_capacity() -> None:
     answer = buf.lookup(1, make_sequence(EPOCH, 1), make_sequence(EPOCH, 100))
     assert sequences(answer.blocks) == [make_sequence(EPOCH, c) for c in range(91, 101)]
     assert np.all(answer.blocks[0].source == 1)
+
+
+def test_frames_held_across_a_growth_to_an_unrelated_size_are_answered_whole() -> None:
+    """A 1000-byte store round its fourth lap holds a frame at stream bytes 4072-4143. A block
+    over twice the store's size grows it to 4096 bytes: kept at its stream position that frame
+    would straddle the new store's end, and a resend would answer it with another frame's bytes."""
+    buf = RetransmitBuffer(10, initial_bytes=1000)
+    for c in range(1, 55):
+        buf.append(protocol.FrameBlock.from_bytes(frame(1, c)))
+    buf.append(protocol.FrameBlock.from_bytes(frame(1, 55, trades=60)))
+    assert buf.bytes_reserved == 4096 and len(buf) == 10
+    answer = buf.lookup(1, make_sequence(EPOCH, 1), make_sequence(EPOCH, 55))
+    assert b"".join(bytes(b.data) for b in answer.blocks) == b"".join(
+        [*(frame(1, c) for c in range(46, 55)), frame(1, 55, trades=60)]
+    )
 
 
 
