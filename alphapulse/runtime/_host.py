@@ -27,6 +27,7 @@ import trio
 from alphapulse.kinds import Role, build_params, get_kind, live_fields, params_to_plain
 from alphapulse.protocol import HEADER_SIZE, FrameBlock
 from alphapulse.runtime._breaker import BreakerSettings, BreakerState
+from alphapulse.runtime._code import LoadedCode, display_path, package_root
 from alphapulse.runtime._context import NodeContext
 from alphapulse.runtime._control import serve_control
 from alphapulse.runtime._cpu import CpuPlacement, CpuSettings
@@ -144,6 +145,10 @@ class NodeHost:
         self.freeze_heap_once_running = False
         """set by the process entry point: a node process freezes its heap again a second in"""
         self.watchdog: Watchdog | None = None
+        self.loaded_code: LoadedCode | None = None
+        """the module files this process loaded (set by a node process once its imports are
+        done; a host run inside another program answers ``code`` with ``tracked: false``)"""
+        self._code_check = trio.CapacityLimiter(1)
         """set by a node process (``_run_node``), never by a test's in-process host: the timer is process-wide"""
         self.cpu = CpuPlacement()
         """this process's scheduling (the plan's ``cpu`` block): applied by the process entry
@@ -408,9 +413,19 @@ class NodeHost:
             "reconfigure": self._reconfigure,
             "snapshot": self._trigger_snapshot,
             "shutdown": self._shutdown,
+            "code": self._code,
             "attach_input": self._attach_input,
             "detach_input": self._detach_input,
         }
+
+    async def _code(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Which files of the code this process loaded changed on disk since (``runtime/_code``):
+        a worker thread stats them, so the event loop does not wait for the file system."""
+        loaded = self.loaded_code
+        if loaded is None:
+            return {"tracked": False, "files": 0, "changed": []}
+        changed = await trio.to_thread.run_sync(loaded.changed, limiter=self._code_check)
+        return {"tracked": True, "files": len(loaded), "changed": [display_path(path) for path in changed]}
 
     def health(self) -> dict[str, Any]:
         breakers = {b.name: b.state.value for b in self.ctx.breakers.values()}
@@ -590,6 +605,8 @@ def _run_node(plan: dict[str, Any], name: str, crash_loop: CrashLoop) -> int:
     # kernels' (compiled by whichever node took that lock first), not after it
     load_kind_kernels(host.instance, host.spec.name, host.spec.path)
     load_hot_kernels()
+    roots = [package_root(__name__), package_root(host.spec.module)]
+    host.loaded_code = LoadedCode(root for root in roots if root)  # after the start-up imports
     freeze_heap()  # imports, kernels and the kind's set-up are done: later full collections skip all of it
     host.gc_pauses.install()
     host.freeze_heap_once_running = True

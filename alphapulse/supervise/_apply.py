@@ -8,7 +8,8 @@ changes to running nodes over their control sockets. Applying the same file twic
 the second time.
 
 Secrets are not in the plan, so no fingerprint sees them: ``apply`` hands them to supervisord
-and restarts the nodes whose secret changed (``_secrets``).
+and restarts the nodes whose secret changed (``_secrets``). Nor is the code: ``apply`` restarts
+the nodes that say the module files they loaded changed since they started (``_codechanges``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 from alphapulse import topology
 from alphapulse.runtime import ControlError, request
 from alphapulse.runtime._crashloop import WAITING, RunRecord, forget, read_record
+from alphapulse.supervise._codechanges import code_changes
 from alphapulse.supervise._secrets import secret_changes
 from alphapulse.supervise._status import CRASH_LOOP
 from alphapulse.supervise._supervisor import RunBase, Supervisor, write_atomically
@@ -140,7 +142,8 @@ class Changes:
 
     diff: topology.PlanDiff
     restart: tuple[str, ...]
-    """stopped (if running) and started afresh: new wiring, a new secret, or lost by supervisord"""
+    """stopped (if running) and started afresh: new wiring, a new secret, changed code, or lost
+    by supervisord"""
     revive: tuple[str, ...]
     """kept nodes supervisord gave up on (FATAL): started again, as the file says they run"""
     reconfigure: tuple[str, ...]
@@ -156,13 +159,15 @@ class Changes:
 
 
 def decide(old: dict[str, Any] | None, plan: dict[str, Any], running: dict[str, dict[str, Any]],
-           rekeyed: Collection[str] = ()) -> Changes:
-    """Sans-IO: the applied plan, the new one, supervisord's processes of the group and the nodes
-    whose secret changed -> what to do. ``apply`` does it; ``apply --dry-run`` prints it."""
+           rekeyed: Collection[str] = (), recoded: Collection[str] = ()) -> Changes:
+    """Sans-IO: the applied plan, the new one, supervisord's processes of the group, the nodes
+    whose secret changed and those whose code changed -> what to do. ``apply`` does it; ``apply
+    --dry-run`` prints it."""
     diff = topology.diff_plans(old, plan)
     kept = (*diff.unchanged, *diff.reconfigure)
     # a node the old plan has but supervisord lost (or never started) is simply (re)added
-    restart = sorted(set(diff.restart) | {n for n in kept if n not in running} | (set(rekeyed) & set(kept)))
+    restart = sorted(set(diff.restart) | {n for n in kept if n not in running}
+                     | ((set(rekeyed) | set(recoded)) & set(kept)))
     # one supervisord gave up on is started again: the file says it runs (its new parameters, if
     # any, are in the program file by then); one stopped by hand stays stopped, and is named
     revive = sorted(n for n in kept if _state(running, n) == "FATAL")
@@ -191,7 +196,8 @@ def preview(plan: dict[str, Any], base: RunBase, environ: Mapping[str, str] | No
     report.notes.extend(renamed_notes(plan, base))
     running = sup.group_processes(name) if sup.is_running() else {}
     rekeyed = secret_changes(plan, sup, environ or {}, report.notes, hand_over=False) if running else set()
-    changes = decide(old, plan, running, rekeyed)
+    recoded = code_changes(plan, _kept_running(old, plan, running), report.notes, verb="would restart")
+    changes = decide(old, plan, running, rekeyed, recoded)
     before, after = (old or {}).get("nodes", {}), plan["nodes"]
     lines = [f"dry run: nothing was changed; applying {name} would:"]
     if not sup.is_running():
@@ -202,7 +208,8 @@ def preview(plan: dict[str, Any], base: RunBase, environ: Mapping[str, str] | No
         lines.append(f"  remove       {node}")
     for node in changes.restart:
         why = (", ".join(topology.changed_fields(before[node], after[node])) if node in changes.diff.restart
-               else "a new secret value" if node in rekeyed else "not running under supervisord")
+               else "a new secret value" if node in rekeyed
+               else "its code changed since it started" if node in recoded else "not running under supervisord")
         lines.append(f"  restart      {node}  ({why})")
     for node in changes.reconfigure:
         lines.append(f"  reconfigure  {node}  ({', '.join(topology.changed_fields(before[node], after[node]))}; live)")
@@ -221,7 +228,8 @@ def _reconcile(plan: dict[str, Any], base: RunBase, sup: Supervisor, report: App
     name = plan["topology"]
     old = load_applied_plan(base, name)
     running = sup.group_processes(name)
-    changes = decide(old, plan, running, secret_changes(plan, sup, environ, report.notes))
+    rekeyed = secret_changes(plan, sup, environ, report.notes)
+    changes = decide(old, plan, running, rekeyed, code_changes(plan, _kept_running(old, plan, running), report.notes))
     diff, restart, revive = changes.diff, changes.restart, changes.revive
     report.left_stopped = list(changes.left_stopped)
     report.notes.extend(f"{n} is STOPPED (stopped by hand?); apply leaves it so: "
@@ -268,6 +276,13 @@ def _reconcile(plan: dict[str, Any], base: RunBase, sup: Supervisor, report: App
             sup.start(name, node)
             report.restarted.append(node)
     report.unchanged = changes.unchanged
+
+
+def _kept_running(old: dict[str, Any] | None, plan: dict[str, Any], running: dict[str, dict[str, Any]]) -> list[str]:
+    """The RUNNING nodes an apply would keep as they run (the fingerprints see no restart):
+    the ones worth asking whether their code changed."""
+    diff = topology.diff_plans(old, plan)
+    return [n for n in (*diff.unchanged, *diff.reconfigure) if _state(running, n) == "RUNNING"]
 
 
 COMPANIONS = (("metrics", METRICS_PROCESS, "exporter"), ("watch", WATCH_PROCESS, "watcher"))

@@ -10,6 +10,7 @@ from typing import Any
 from alphapulse.runtime import ControlError, request
 from alphapulse.runtime._crashloop import WAITING, CrashPolicy, RunRecord, StartDecision, describe_wait, read_record
 from alphapulse.runtime._failure import last_error
+from alphapulse.supervise._codechanges import changed_code, describe_files
 from alphapulse.supervise._supervisor import RunBase, Supervisor
 from alphapulse.supervise._watch import read_outcome
 from alphapulse.topology import METRICS_PROCESS, WATCH_PROCESS, state_file
@@ -46,9 +47,12 @@ class NodeStatus:
     """its resident memory"""
     private_bytes: int | None = None
     """resident less the shared libraries' pages: what adds up across nodes"""
+    code_changed: list[str] = dataclasses.field(default_factory=list)
+    """module files the node loaded that changed on disk since it started (``apply`` restarts it)"""
     problem: str = ""
     """why a node that should run does not (crashing, given up): its last logged error, else
-    supervisord's own reason; empty for a running or deliberately stopped node"""
+    supervisord's own reason; for a running node, that it does not answer or runs changed code;
+    empty for a node that runs as it should or was stopped deliberately"""
     log: str = ""
     """its stderr log, where the whole story is"""
 
@@ -69,6 +73,8 @@ class NodeReport:
     record: RunRecord | None = None
     """what the node wrote about its last start (``runtime/_crashloop.py``), when it did"""
     policy: CrashPolicy = dataclasses.field(default_factory=CrashPolicy)
+    code_changed: list[str] | None = None
+    """the module files it loaded that changed since it started, when asked and it could say"""
 
     @property
     def state(self) -> str:
@@ -91,8 +97,9 @@ class NodeReport:
         return f"{wait}; last: {record.reason}" if record.reason else wait
 
 
-def node_reports(plan: dict[str, Any], base: RunBase) -> list[NodeReport]:
-    """Ask supervisord for its process table and each running node for its ``stats``."""
+def node_reports(plan: dict[str, Any], base: RunBase, *, ask_code: bool = False) -> list[NodeReport]:
+    """Ask supervisord for its process table and each running node for its ``stats`` (and,
+    with ``ask_code``, whether its code changed since it started: a few ms of file stats each)."""
     name = plan["topology"]
     sup = Supervisor(base)
     processes = sup.group_processes(name) if sup.is_running() else {}
@@ -101,20 +108,23 @@ def node_reports(plan: dict[str, Any], base: RunBase) -> list[NodeReport]:
     for node, entry in sorted(plan["nodes"].items()):
         info = processes.get(node, {})
         stats: dict[str, Any] = {}
+        code: list[str] | None = None
         if info.get("statename") == "RUNNING":
             try:
                 stats = request(entry["sockets"]["control"], "stats", timeout=1.0)
             except ControlError:
                 stats = {}
+            if stats and ask_code:
+                code = changed_code(entry["sockets"]["control"], timeout=1.0)
         record = read_record(state_file(plan["run_dir"], node)) if plan.get("run_dir") else None
         reports.append(NodeReport(name, node, entry["kind"], info, stats,
                                   restarts=max(0, starts.get(f"{name}:{node}", 0) - 1), record=record,
-                                  policy=CrashPolicy.from_restart(entry.get("restart", {}))))
+                                  policy=CrashPolicy.from_restart(entry.get("restart", {})), code_changed=code))
     return reports
 
 
 def topology_status(plan: dict[str, Any], base: RunBase) -> list[NodeStatus]:
-    return [_status_row(report) for report in node_reports(plan, base)]
+    return [_status_row(report) for report in node_reports(plan, base, ask_code=True)]
 
 
 def _status_row(report: NodeReport) -> NodeStatus:
@@ -149,7 +159,9 @@ def _status_row(report: NodeReport) -> NodeStatus:
         wakeups_per_s=usage.get("wakeups_per_s"),
         rss_bytes=usage.get("rss_bytes"),
         private_bytes=usage.get("private_bytes"),
-        problem=crash_wait or why_not_running(info) or (NOT_ANSWERING if state == "RUNNING" and not stats else ""),
+        code_changed=list(report.code_changed or []),
+        problem=(crash_wait or why_not_running(info) or (NOT_ANSWERING if state == "RUNNING" and not stats else "")
+                 or (code_changed_problem(report.code_changed) if report.code_changed else "")),
         log=str(info.get("stderr_logfile", "")),
     )
 
@@ -158,6 +170,12 @@ NOT_ANSWERING = ("its control socket does not answer: still starting, or hung (i
                  "after restart.watchdog_seconds)")
 """``status``'s problem for a node supervisord runs that did not answer ``stats``: supervisord
 sees a process, not whether its event loop turns (``runtime/_watchdog.py``)"""
+
+
+def code_changed_problem(files: list[str]) -> str:
+    """``status``'s problem for a node running code that changed on disk since it started."""
+    return (f"runs code that changed on disk since it started ({describe_files(files)}); "
+            "`alphapulse apply` restarts it")
 
 
 CRASH_LOOP = "CRASHLOOP"
