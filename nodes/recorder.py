@@ -38,9 +38,9 @@ from pathlib import Path
 import numpy as np
 import trio
 
-from alphapulse import protocol
 from alphapulse.kinds import Node, node_kind, param
 from alphapulse.runtime import (
+    frames_in_chunks,
     fsync_directory,
     merge_positions,
     positions_in_frame_files,
@@ -87,11 +87,14 @@ def last_frame_end(path: Path) -> int:
     size = path.stat().st_size
     if not size:
         return 0
+    end = 0
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
         buf = np.frombuffer(view, np.uint8)
-        found = protocol.scan_frames(buf, final=True)
-        del buf  # the map cannot close while a view of it exists
-    return int(found.offsets[-1] + found.sizes[-1]) if len(found.offsets) else 0
+        for at, piece, found in frames_in_chunks(buf):  # in bounded memory, however large the file
+            if len(found.offsets):
+                end = at + int(found.offsets[-1] + found.sizes[-1])
+        del buf, piece  # the map cannot close while a view of it exists
+    return end
 
 
 class _File:

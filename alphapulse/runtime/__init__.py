@@ -20,6 +20,7 @@ from alphapulse.runtime._input import Backoff, InputLink, InputSpec
 from alphapulse.runtime._publisher import Overflow, Publisher, open_publisher
 from alphapulse.runtime._report import report
 from alphapulse.runtime._resume import (
+    frames_in_chunks,
     merge_positions,
     positions_in_frame_files,
     positions_of,
@@ -55,6 +56,7 @@ __all__ = [
     "UpstreamRejected",
     "UpstreamStale",
     "epoch_from_time",
+    "frames_in_chunks",
     "fsync_directory",
     "load_plan",
     "make_sequence",

@@ -18,8 +18,9 @@ from __future__ import annotations
 import json
 import logging
 import mmap
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,6 +51,31 @@ def positions_of(sources: np.ndarray, sequences: np.ndarray) -> dict[int, int]:
     return dict(zip(sources[last].tolist(), sequences[last].tolist(), strict=True))
 
 
+SCAN_BYTES = 4 << 20
+"""how much of a file one scan takes: the scan's arrays (offsets, sizes, header columns) cost
+~100 bytes per 72-byte frame, so a whole 68 MB recording at once took ~50 MB more of the
+recorder's heap at each rotation, kept by the allocator afterwards"""
+
+
+def frames_in_chunks(buf: np.ndarray, chunk: int = SCAN_BYTES) -> Iterator[tuple[int, np.ndarray, Any]]:
+    """Scan ``buf`` (a whole file, mapped) a ``chunk`` at a time: ``(where the piece starts, the
+    piece, what scan_frames found in it)`` for each piece, each frame found in exactly one piece
+    (a frame cut by a piece's end is found at the start of the next). A torn frame at the very
+    end is not found, as with ``final=True`` over the whole buffer."""
+    at, size, window = 0, len(buf), chunk
+    while at < size:
+        stop = min(size, at + window)
+        piece = buf[at:stop]
+        found = protocol.scan_frames(piece, final=stop == size)
+        yield at, piece, found
+        if stop == size:
+            return
+        if found.end == 0:  # a frame longer than the window: take in more
+            window = max(2 * window, found.need)
+            continue
+        at, window = at + found.end, chunk
+
+
 def positions_in_frame_files(paths: Iterable[Path]) -> dict[int, int]:
     """source -> highest sequence of the whole valid frames in these files (a torn frame at the
     end of a file being written when the process died does not count)."""
@@ -59,11 +85,11 @@ def positions_in_frame_files(paths: Iterable[Path]) -> dict[int, int]:
             continue
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
             buf = np.frombuffer(view, np.uint8)
-            found = protocol.scan_frames(buf, final=True)
-            if len(found.offsets):
-                sources, sequences = protocol.header_columns(buf, found.offsets)[:2]
-                merge_positions(found_positions, positions_of(sources, sequences))
-            del buf, found  # the map cannot close while a view of it exists
+            for _, piece, found in frames_in_chunks(buf):
+                if len(found.offsets):
+                    sources, sequences = protocol.header_columns(piece, found.offsets)[:2]
+                    merge_positions(found_positions, positions_of(sources, sequences))
+            del buf, piece, found  # the map cannot close while a view of it exists
     return found_positions
 
 
