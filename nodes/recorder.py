@@ -90,10 +90,10 @@ def last_frame_end(path: Path) -> int:
     end = 0
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
         buf = np.frombuffer(view, np.uint8)
-        for at, piece, found in frames_in_chunks(buf):  # in bounded memory, however large the file
+        for at, _piece, found in frames_in_chunks(buf):  # in bounded memory, however large the file
             if len(found.offsets):
                 end = at + int(found.offsets[-1] + found.sizes[-1])
-        del buf, piece  # the map cannot close while a view of it exists
+        del buf, _piece  # the map cannot close while a view of it exists
     return end
 
 
