@@ -14,6 +14,10 @@ applying. It hands that edit to a detached ``apply`` (its own session, so superv
 the watcher's process group does not take it along), which stops or replaces the watcher like any
 other program.
 
+Nor does it apply an edit with code older than what is installed: it notes the module files it
+loaded (``runtime/_code.py``), and when an edit comes after they changed on disk (an upgrade), it
+ends instead, and supervisord starts it afresh, on the new code, which applies the file.
+
 Like the nodes (``runtime/_orphan.py``), it ends with the supervisord that started it. Before
 it did, a watcher outlived a ``kill -9`` of supervisord: unsupervised, beside the one the next
 ``apply`` started, and still there after ``alphapulse down``, until the next edit of the file,
@@ -31,8 +35,10 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
+from alphapulse.runtime._code import LoadedCode, display_path, package_root
 from alphapulse.runtime._orphan import end_with_supervisor
 from alphapulse.supervise._apply import ApplyError, apply_plan, compile_file, load_applied_plan
+from alphapulse.supervise._codechanges import describe_files
 from alphapulse.supervise._secrets import secret_needs
 from alphapulse.supervise._supervisor import RunBase, SupervisorError
 from alphapulse.supervise._watch import WatchOutcome, read_outcome, watch, write_outcome
@@ -71,6 +77,8 @@ class SupervisedWatcher:
         self.out, self.err = out, err
         self.stopping = False
         """set by SIGTERM: finish an apply under way, then end (supervisord's stop)"""
+        self.loaded_code: LoadedCode | None = None
+        """the module files this process loaded, noted after its first apply imported the kinds"""
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._stop)
@@ -79,6 +87,8 @@ class SupervisedWatcher:
             return  # supervisord was gone before we asked: applying now would start another
         self.adopt_environment()
         self.apply_once()  # the file may have changed while no watcher ran: the file is the truth
+        root = package_root(__name__)
+        self.loaded_code = LoadedCode([root] if root else [])
         self._print(f"watching {self.file} for topology {self.topology} (supervised)")
         watch(self.file, self._edited, stop=lambda: self.stopping)
 
@@ -94,6 +104,13 @@ class SupervisedWatcher:
 
     def _edited(self) -> None:
         self._print(f"-- {self.file} changed")
+        changed = self.loaded_code.changed() if self.loaded_code is not None else []
+        if changed:  # applying with the old code could write a plan the new nodes do not expect
+            files = describe_files([display_path(path) for path in changed])
+            self._print(f"this watcher's code changed since it started ({files}): ending, so that "
+                        f"supervisord starts it afresh and the new code applies the edit")
+            self.stopping = True
+            return
         self.apply_once()
 
     def apply_once(self) -> WatchOutcome | None:

@@ -6,6 +6,7 @@ The end-to-end test also runs a node kind from a package of its own, found by it
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -132,6 +133,7 @@ class Tally(Node):
 
 TOPOLOGY = """\
 topology: plug
+reload: {watch: true}
 nodes:
   src:
     kind: source.counter
@@ -177,6 +179,9 @@ def test_apply_restarts_only_the_node_whose_code_changed_a_plugin_kind() -> None
         out = alphapulse("status", str(topo), "--json")
         return {row["node"]: row for row in json.loads(out.stdout)["plug"]["nodes"]}
 
+    def watcher_pid() -> int:
+        return Supervisor(RunBase(base)).group_processes("plug").get("_watch", {}).get("pid", 0)
+
     def kind_stats(node: str) -> dict:
         plan = load_applied_plan(RunBase(base), "plug")
         return request(plan["nodes"][node]["sockets"]["control"], "stats")["kind_stats"]
@@ -219,6 +224,24 @@ def test_apply_restarts_only_the_node_whose_code_changed_a_plugin_kind() -> None
         assert after["tally"]["code_changed"] == [] and after["tally"]["problem"] == ""
         assert kind_stats("tally")["version"] == 2
         assert "up to date" in alphapulse("apply", str(topo)).stdout
+
+        # the supervised watcher: an edit after its own code changed restarts it first, and the new
+        # watcher restarts the node whose code changed rather than reconfigure it live
+        watcher = watcher_pid()
+        module.write_text(PLUGIN.format(version=3))
+        topo.write_text(TOPOLOGY.replace("kind: sink.plugin_tally", "kind: sink.plugin_tally\n    params: {label: b}"))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                if kind_stats("tally")["version"] == 3:
+                    break
+            time.sleep(0.3)
+        assert kind_stats("tally")["version"] == 3
+        assert watcher_pid() not in (watcher, 0)
+        log = (base / "plug" / "logs" / "_watch.out.log").read_text()
+        assert "this watcher's code changed since it started (ap_tally_plugin/tally.py)" in log, log
+        final = nodes()
+        assert {n: final[n]["pid"] for n in ("src", "other")} == {n: before[n]["pid"] for n in ("src", "other")}
     finally:
         alphapulse("down", str(topo))
         sup = Supervisor(RunBase(base))
