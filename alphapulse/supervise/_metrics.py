@@ -61,6 +61,8 @@ def families(reports: Iterable[NodeReport]) -> list[Metric]:
                     "follows how often it wakes")
     resident = gauge("resident_memory_bytes", "The node's resident memory")
     private = gauge("private_memory_bytes", "Resident memory less shared library pages (adds up across nodes)")
+    stale = gauge("node_code_changed", "1 when module files the node loaded changed on disk since it started "
+                  "(`alphapulse apply` restarts it), 0 when none did")
 
     for report in reports:
         node = [report.topology, report.node, report.kind]
@@ -71,6 +73,8 @@ def families(reports: Iterable[NodeReport]) -> list[Metric]:
         crash_streak.add_metric(node, report.crash_streak)
         if report.state == "RUNNING" and info.get("start"):
             started.add_metric(node, float(info["start"]))
+        if report.code_changed is not None:
+            stale.add_metric(node, 1 if report.code_changed else 0)
         if not stats:
             continue
         counters = stats.get("counters", {})
@@ -100,7 +104,7 @@ def families(reports: Iterable[NodeReport]) -> list[Metric]:
             resident.add_metric(node, usage.get("rss_bytes", 0))
             private.add_metric(node, usage.get("private_bytes", 0))
     return [up, state, restarts, crash_streak, started, received, sent, dropped, errors, gaps, lost, decode, reconnects,
-            overflow, queued, breaker, cpu, woken, resident, private]
+            overflow, queued, breaker, cpu, woken, resident, private, stale]
 
 
 def reload_families(outcomes: Mapping[str, WatchOutcome]) -> list[Metric]:
@@ -140,7 +144,7 @@ class TopologyCollector(Collector):
         for name in self.names or self.base.applied_topologies():
             plan = load_applied_plan(self.base, name)
             if plan is not None:
-                reports.extend(node_reports(plan, self.base))
+                reports.extend(node_reports(plan, self.base, ask_code=True))
                 outcome = read_outcome(plan["run_dir"]) if plan.get("watch") else None
                 if outcome is not None:
                     outcomes[name] = outcome

@@ -44,7 +44,7 @@ RELAY_STATS = {
 
 def test_a_running_node_and_a_crashed_one() -> None:
     running = NodeReport("rt", "bus", "relay", {"statename": "RUNNING", "start": 1_700_000_000}, RELAY_STATS,
-                         restarts=2)
+                         restarts=2, code_changed=["nodes/relay.py"])
     crashed = NodeReport("rt", "rec", "sink.recorder", {"statename": "BACKOFF"}, {}, restarts=5)
     got = scrape([running, crashed])
     bus, rec = labels("bus", "relay"), labels("rec", "sink.recorder")
@@ -66,6 +66,8 @@ def test_a_running_node_and_a_crashed_one() -> None:
     assert got["alphapulse_cpu_seconds_total", bus] == 1.25
     assert got["alphapulse_wakeups_total", bus] == 48_000
     assert got["alphapulse_private_memory_bytes", bus] == 80 * 2**20
+    assert got["alphapulse_node_code_changed", bus] == 1
+    assert ("alphapulse_node_code_changed", rec) not in got  # it could not say
     # a node that did not answer has no counters, rather than zeros that would read as a reset
     assert ("alphapulse_received_messages_total", rec) not in got
     assert ("alphapulse_node_start_time_seconds", rec) not in got
