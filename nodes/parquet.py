@@ -109,16 +109,19 @@ class Parquet(Node):
             self._early.append(block)
             return
         wal = self.writer.wal
-        logged = wal.bytes_written
+        logged, unsynced = wal.bytes_written, wal.unsynced
         report = self.writer.add(block)
         ctx.counters["wal.bytes"] += wal.bytes_written - logged
         self._count(report, ctx)
         if self.params.wal_fsync_seconds == 0:
             wal.sync()
             ctx.counters["wal.fsyncs"] += 1
+        elif wal.unsynced and not unsynced:
+            self._wake.set()  # the loop may be asleep with no fsync due: it must set one now
         rows = self.writer.batch.rows
         if rows and self._first_row_at is None:
             self._first_row_at = trio.current_time()
+            self._wake.set()  # likewise the flush deadline, flush_seconds from this first row
         if rows >= self.params.row_group_rows:
             self._wake.set()
 

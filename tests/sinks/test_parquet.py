@@ -152,6 +152,32 @@ async def test_files_are_complete_while_the_node_runs(tmp_path: Path):
 
 
 
+async def test_rows_after_a_quiet_spell_are_flushed_and_acknowledged_on_time(tmp_path: Path):
+    """Rows that reach an idle writer (nothing buffered, nothing waiting for fsync) start the
+    flush_seconds and wal_fsync_seconds clocks at once. The loop used to sleep on until its next
+    compaction check (10 s), so such rows waited that long to be queryable and acknowledged."""
+    base = tmp_path / "pq"
+    frames = build([protocol.Trade(BTC.id, 10**8 + k, 1, START) for k in range(20)], ts=START)
+    async with run_sink("sink.parquet", {"path": str(base), "retention_days": 0, "flush_seconds": 0.2,
+                                         "wal_fsync_seconds": 0.2}) as run:
+        counters = run.ctx.counters
+        await trio.sleep(0.5)  # idle: the start-up maintenance is done, the loop waits for its next check
+        assert counters["flushes"] == counters["wal.fsyncs"] == 0
+        await run.send(frames[:10], per_block=10)
+        await run.wait_received(10)
+        with trio.fail_after(5):  # flush_seconds and wal_fsync_seconds are 0.2; the bug took ~10 s
+            while not counters["flushes"] or not counters["wal.fsyncs"]:
+                await trio.sleep(0.02)
+        await trio.sleep(0.5)  # idle again, then more rows: the same once more
+        flushes = counters["flushes"]
+        await run.send(frames[10:], per_block=10)
+        await run.wait_received(20)
+        with trio.fail_after(5):
+            while counters["flushes"] == flushes:
+                await trio.sleep(0.02)
+        assert counters["written.trades"] == 20
+
+
 def test_block_path_matches_the_per_message_path():
     """Deltas and books, standard and extended TLVs, read for a whole block at once, give the rows
     the one-message reader gives; a value whose count disagrees with its size is malformed."""
