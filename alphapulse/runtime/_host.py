@@ -145,11 +145,11 @@ class NodeHost:
         self.freeze_heap_once_running = False
         """set by the process entry point: a node process freezes its heap again a second in"""
         self.watchdog: Watchdog | None = None
+        """set by a node process (``_run_node``), never by a test's in-process host: the timer is process-wide"""
         self.loaded_code: LoadedCode | None = None
         """the module files this process loaded (set by a node process once its imports are
         done; a host run inside another program answers ``code`` with ``tracked: false``)"""
         self._code_check = trio.CapacityLimiter(1)
-        """set by a node process (``_run_node``), never by a test's in-process host: the timer is process-wide"""
         self.cpu = CpuPlacement()
         """this process's scheduling (the plan's ``cpu`` block): applied by the process entry
         point and by a live ``reconfigure``, never by a host built inside another process"""
