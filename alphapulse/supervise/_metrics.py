@@ -61,6 +61,9 @@ def families(reports: Iterable[NodeReport]) -> list[Metric]:
                     "follows how often it wakes")
     resident = gauge("resident_memory_bytes", "The node's resident memory")
     private = gauge("private_memory_bytes", "Resident memory less shared library pages (adds up across nodes)")
+    heap_used = gauge("heap_in_use_bytes", "The C allocator's heap in use (glibc mallinfo2, sampled once a minute)")
+    heap_free = gauge("heap_free_bytes", "Free memory the C allocator keeps in its arenas: grows with fragmentation, "
+                      "where heap_in_use_bytes grows with what the node holds")
     stale = gauge("node_code_changed", "1 when module files the node loaded changed on disk since it started "
                   "(`alphapulse apply` restarts it), 0 when none did")
 
@@ -103,8 +106,11 @@ def families(reports: Iterable[NodeReport]) -> list[Metric]:
             woken.add_metric(node, usage.get("wakeups", 0))
             resident.add_metric(node, usage.get("rss_bytes", 0))
             private.add_metric(node, usage.get("private_bytes", 0))
+            if "heap_in_use_bytes" in usage:
+                heap_used.add_metric(node, usage["heap_in_use_bytes"])
+                heap_free.add_metric(node, usage["heap_free_bytes"])
     return [up, state, restarts, crash_streak, started, received, sent, dropped, errors, gaps, lost, decode, reconnects,
-            overflow, queued, breaker, cpu, woken, resident, private, stale]
+            overflow, queued, breaker, cpu, woken, resident, private, heap_used, heap_free, stale]
 
 
 def reload_families(outcomes: Mapping[str, WatchOutcome]) -> list[Metric]:

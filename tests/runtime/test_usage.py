@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
 import sys
 import time
 
 import pytest
 
-from alphapulse.runtime._usage import UsageSampler, memory, wakeups
+from alphapulse.runtime._usage import UsageSampler, heap, memory, wakeups
 
 
 def test_cpu_cores_follow_work_and_idle() -> None:
@@ -56,3 +57,26 @@ def test_private_memory_grows_with_what_the_process_touches() -> None:
     assert private_after - private > 48 * 2**20
     assert resident_after - resident > 48 * 2**20
     del block
+
+
+@pytest.mark.skipif(heap() is None, reason="the C library has no mallinfo2 (glibc 2.33 and later do)")
+def test_the_heap_figures_tell_memory_held_from_memory_the_allocator_keeps() -> None:
+    """Chunks allocated show as in use; freed below a chunk still held (so nothing can be given
+    back from the heap's top), they stay in the allocator as free: what fragmentation looks like."""
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    before = heap()
+    chunks = [libc.malloc(64 * 1024) for _ in range(160)]  # 10 MiB, each under the mmap threshold
+    fence = libc.malloc(64 * 1024)
+    held = heap()
+    for chunk in chunks:
+        libc.free(chunk)
+    freed = heap()
+    libc.free(fence)
+    assert held["heap_in_use_bytes"] - before["heap_in_use_bytes"] >= 10 * 2**20
+    assert held["heap_in_use_bytes"] - freed["heap_in_use_bytes"] >= 10 * 2**20
+    assert freed["heap_free_bytes"] - held["heap_free_bytes"] >= 10 * 2**20
+    sampler = UsageSampler()
+    sampler.sample()
+    assert {"heap_in_use_bytes", "heap_free_bytes"} <= set(sampler.report())
