@@ -30,7 +30,9 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -206,31 +208,27 @@ def _absorbed(path: Path) -> set[str]:
 
 def _merge_atomically(path: Path, sources: list[Path], metadata: dict[bytes, bytes], compression: str,
                       row_group_size: int) -> int:
-    """Write the rows of ``sources``, in order, as ``path`` (atomically, like ``_write_atomically``)
-    in row groups of ``row_group_size`` rows; returns the row count. Streamed a batch at a time: it
+    """Write the rows of ``sources``, in order, as ``path`` (atomically: ``_atomic_file``) in row
+    groups of ``row_group_size`` rows; returns the row count. Streamed a batch at a time: it
     holds about two row groups, never the bucket (an hour of book deltas is millions of rows: read
     at once, they made every hourly compaction allocate hundreds of MB, much of it kept by the allocator)."""
-    tmp = path.with_name(f".{path.name}.tmp")
     rows = 0
     try:
         schema = pa.unify_schemas([pq.read_schema(p).remove_metadata() for p in sources], promote_options="default")
-        with open(tmp, "wb") as f:
-            with pq.ParquetWriter(f, schema.with_metadata(metadata), compression=compression) as writer:
-                held: list[pa.RecordBatch] = []
-                for source in sources:  # one open at a time: an open reader keeps the pages it last read
-                    with pq.ParquetFile(source) as reader:
-                        for batch in reader.iter_batches(batch_size=row_group_size, use_threads=False):
-                            held.append(_conform(batch, schema))
-                            rows += batch.num_rows
-                            if sum(b.num_rows for b in held) >= row_group_size:
-                                held = _write_row_groups(writer, held, schema, row_group_size)
-                if held or not rows:  # an empty bucket still gets its (empty) row group, as before
-                    writer.write_table(pa.Table.from_batches(held, schema), row_group_size=row_group_size)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with _atomic_file(path) as f, \
+                pq.ParquetWriter(f, schema.with_metadata(metadata), compression=compression) as writer:
+            held: list[pa.RecordBatch] = []
+            for source in sources:  # one open at a time: an open reader keeps the pages it last read
+                with pq.ParquetFile(source) as reader:
+                    for batch in reader.iter_batches(batch_size=row_group_size, use_threads=False):
+                        held.append(_conform(batch, schema))
+                        rows += batch.num_rows
+                        if sum(b.num_rows for b in held) >= row_group_size:
+                            held = _write_row_groups(writer, held, schema, row_group_size)
+            if held or not rows:  # an empty bucket still gets its (empty) row group, as before
+                writer.write_table(pa.Table.from_batches(held, schema), row_group_size=row_group_size)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _temporary(path).unlink(missing_ok=True)  # a compaction that failed leaves the parts as they were
         raise
     return rows
 
@@ -257,9 +255,21 @@ def _write_row_groups(writer: pq.ParquetWriter, held: list[pa.RecordBatch], sche
 
 
 def _write_atomically(path: Path, table: pa.Table, compression: str, row_group_size: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    with _atomic_file(path) as f:
         pq.write_table(table, f, compression=compression, row_group_size=row_group_size)
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
+
+
+@contextlib.contextmanager
+def _atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """``path`` written whole or not at all: into a hidden temporary file, fsynced when the block
+    ends, then renamed over ``path``. A failure leaves the temporary file (recovery removes it)."""
+    tmp = _temporary(path)
+    with open(tmp, "wb") as f:
+        yield f
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
