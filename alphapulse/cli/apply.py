@@ -119,6 +119,10 @@ def _print_not_serving(base: RunBase, topology: str, not_serving: dict[str, str]
         print(f"  {node}: {state}{': ' + reason if reason else ''}", file=sys.stderr)
         if reason and info.get("stderr_logfile"):
             print(f"    log: {info['stderr_logfile']}", file=sys.stderr)
+    looping = sorted(node for node, state in not_serving.items() if state == CRASH_LOOP)
+    if looping:
+        print(f"  supervisord keeps starting {'it' if len(looping) == 1 else 'them'} after each wait; once the cause "
+              f"is gone, `alphapulse ctl restart {topology}:{looping[0]}` starts it at once", file=sys.stderr)
 
 
 def _print_endpoints(plan: dict) -> None:

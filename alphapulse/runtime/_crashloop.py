@@ -80,6 +80,10 @@ class RunRecord:
     """wall-clock time a ``waiting`` node starts"""
     reason: str = ""
     """the last failure's, for a person"""
+    repeats: int = 0
+    """how many failures in a row, ending with the last, gave that same ``reason``: two alike from
+    the node itself say its start fails deterministically (a taken port, a missing directory),
+    which ``apply --wait`` reports at once rather than waiting out the backoff"""
 
     def to_json(self) -> str:
         return json.dumps({k: v for k, v in dataclasses.asdict(self).items() if v not in (None, "")}, sort_keys=True)
@@ -95,6 +99,7 @@ class RunRecord:
                 state=raw["state"], streak=max(0, int(raw.get("streak", 0))), pid=int(raw.get("pid", 0)),
                 started=_time(raw.get("started")), ended=_time(raw.get("ended")),
                 resume_at=_time(raw.get("resume_at")), reason=str(raw.get("reason", "")),
+                repeats=max(0, int(raw.get("repeats", 0))),
             )
         except (ValueError, TypeError):
             return None
@@ -112,6 +117,8 @@ class StartDecision:
     """seconds to wait before starting"""
     reason: str
     """the last failure's reason ("" when there was none)"""
+    repeats: int = 0
+    """how many of the ``streak`` failures, the last ones, gave ``reason``"""
 
 
 def decide_start(previous: RunRecord | None, policy: CrashPolicy, now: float) -> StartDecision:
@@ -120,11 +127,16 @@ def decide_start(previous: RunRecord | None, policy: CrashPolicy, now: float) ->
         return StartDecision(0, 0.0, "")
     if previous.state == WAITING:  # stopped or killed while it waited: the rest of the wait, no new failure
         left = (previous.resume_at if previous.resume_at is not None else now) - now
-        return StartDecision(previous.streak, max(0.0, min(policy.max_delay, left)), previous.reason)
+        return StartDecision(previous.streak, max(0.0, min(policy.max_delay, left)), previous.reason,
+                             previous.repeats)
     ended = previous.ended if previous.state == FAILED and previous.ended is not None else now
     lasted = ended - (previous.started if previous.started is not None else ended)
     streak = previous.streak + 1 if lasted < policy.reset_after else 1
-    return StartDecision(streak, policy.delay(streak), previous.reason if previous.state == FAILED else KILLED)
+    if previous.state == FAILED:  # its own failure, counted when it wrote it
+        reason, repeats = previous.reason, max(1, previous.repeats)
+    else:  # a run that left ``running`` behind: the failure is this one
+        reason, repeats = KILLED, previous.repeats + 1 if previous.reason == KILLED else 1
+    return StartDecision(streak, policy.delay(streak), reason, min(repeats, streak))
 
 
 def read_record(path: str | os.PathLike[str]) -> RunRecord | None:
@@ -151,10 +163,18 @@ def forget(path: str | os.PathLike[str]) -> None:
 
 
 def describe_wait(decision: StartDecision, policy: CrashPolicy) -> str:
-    """``failed 3 times in a row, each within 60 s of starting; starting again in 4 s``"""
+    """``failed 3 times in a row, each within 60 s of starting; starting again in 4 s``, and
+    ``(the last 2 the same way)`` when they were"""
     delay = f"{decision.delay:.1f}" if decision.delay < 10 else f"{decision.delay:.0f}"
-    return (f"failed {decision.streak} times in a row, each within {policy.reset_after:g} s of starting; "
+    alike = f" (the last {decision.repeats} the same way)" if decision.repeats >= 2 else ""
+    return (f"failed {decision.streak} times in a row, each within {policy.reset_after:g} s of starting{alike}; "
             f"starting again in {delay} s")
+
+
+def fails_alike(record: RunRecord) -> bool:
+    """Did the node's last two failures or more in a row give the same reason of its own (not a
+    kill from outside)? Then its next start will most likely fail the same way."""
+    return record.repeats >= 2 and record.reason != KILLED
 
 
 class _Stop(Exception):
@@ -205,18 +225,20 @@ class CrashLoop:
         self.decision = decision
         self._streak = decision.streak
         if decision.delay > 0:
-            self._write(WAITING, resume_at=self._clock() + decision.delay, reason=decision.reason)
+            self._write(WAITING, resume_at=self._clock() + decision.delay, reason=decision.reason,
+                        repeats=decision.repeats)
             log.warning("node %s: %s (last: %s)", self.name, describe_wait(decision, self.policy), decision.reason)
             if not self._sleep(decision.delay):
                 log.info("node %s: stopped while it waited; its next start is a first one", self.name)
                 self.stopped()
                 return False
         self._started = self._clock()
-        self._write(RUNNING, started=self._started, reason=decision.reason)
+        self._write(RUNNING, started=self._started, reason=decision.reason, repeats=decision.repeats)
         return True
 
     def failed(self, reason: str) -> None:
-        self._write(FAILED, started=self._started, ended=self._clock(), reason=reason)
+        alike = self.decision.repeats + 1 if self.decision.streak and reason == self.decision.reason else 1
+        self._write(FAILED, started=self._started, ended=self._clock(), reason=reason, repeats=alike)
 
     def stopped(self) -> None:
         self._write(STOPPED)

@@ -29,7 +29,7 @@ from typing import Any
 
 from alphapulse import topology
 from alphapulse.runtime import ControlError, request
-from alphapulse.runtime._crashloop import WAITING, RunRecord, forget, read_record
+from alphapulse.runtime._crashloop import WAITING, RunRecord, fails_alike, forget, read_record
 from alphapulse.supervise._codechanges import code_changes
 from alphapulse.supervise._secrets import secret_changes
 from alphapulse.supervise._status import CRASH_LOOP
@@ -438,9 +438,10 @@ def wait_until_serving(base: RunBase, name: str, timeout: float = 30.0,
     socket: its kernels are loaded and its sockets open, so it serves (what ``apply --wait``
     promises; on a fresh install that includes numba compiling them), and still does, the same
     processes, :data:`SETTLE_SECONDS` later. Returns the states seen last: supervisord's,
-    :data:`STARTING` for a running node not answering yet, or :data:`CRASH_LOOP` for one whose
-    crash-loop backoff lasts past the wait (which ends it, as FATAL does: it will not serve in
-    time; a shorter backoff is waited out, and the node may serve after it)."""
+    :data:`STARTING` for a running node not answering yet, or :data:`CRASH_LOOP` for one in its
+    crash-loop backoff that will not serve in time, which ends the wait as FATAL does: its backoff
+    lasts past the wait, or its last failures in a row were alike (see :func:`waits_in_vain`). A
+    shorter backoff after kills or differing failures is waited out: the node may serve after it."""
     deadline = time.monotonic() + timeout
     wall_deadline = time.time() + timeout
     plan = load_applied_plan(base, name) or {"nodes": {}}
@@ -476,13 +477,16 @@ def _crash_looping(base: RunBase, plan: dict[str, Any], name: str, states: dict[
     pids = {n: i.get("pid") for n, i in Supervisor(base).group_processes(name).items()}
     found = {}
     for node in candidates:
-        if waits_past(read_record(state_file(run_dir, node)), pids.get(node), after):
+        if waits_in_vain(read_record(state_file(run_dir, node)), pids.get(node), after):
             found[node] = CRASH_LOOP
     return found
 
 
-def waits_past(record: RunRecord | None, pid: int | None, after: float) -> bool:
-    """Does process ``pid`` wait out a crash-loop backoff that ends after ``after``? (A record
-    another process left, or a wait that ends in time, says no.)"""
+def waits_in_vain(record: RunRecord | None, pid: int | None, after: float) -> bool:
+    """Does process ``pid`` wait out a crash-loop backoff that will not end in a node serving by
+    ``after`` (wall-clock time)? Yes when the wait ends after it, and when its last two failures or
+    more were alike (:func:`fails_alike`: a taken port fails every start the same way, and waiting
+    on would only find out after many starts and minutes). A record another process left says no,
+    as does a short wait after kills (a chaos soak sets those off) or after differing failures."""
     return (record is not None and record.state == WAITING and record.pid == pid
-            and (record.resume_at or 0.0) > after)
+            and ((record.resume_at or 0.0) > after or fails_alike(record)))

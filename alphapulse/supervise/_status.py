@@ -93,7 +93,7 @@ class NodeReport:
                 or self.state not in ("STARTING", "RUNNING")):
             return ""
         left = max(0.0, (record.resume_at or 0.0) - (time.time() if now is None else now))
-        wait = describe_wait(StartDecision(record.streak, left, record.reason), self.policy)
+        wait = describe_wait(StartDecision(record.streak, left, record.reason, record.repeats), self.policy)
         return f"{wait}; last: {record.reason}" if record.reason else wait
 
 

@@ -122,7 +122,12 @@ def test_a_node_failing_every_few_seconds_waits_longer_each_time_until_it_stops_
     for outcome in ("fail", "fail", "kill", "fail", "fail", "fail", "fail"):
         one_run(outcome)
     assert fake.slept == [1.0, 2.0, 4.0, 8.0, 8.0]
-    assert "node n: failed 6 times in a row, each within 60 s of starting; starting again in 8.0 s" in caplog.text
+    assert [r.repeats for r in (read_record(path),)] == [4]  # the kill broke the run of alike failures
+    assert "node n: failed 2 times in a row, each within 60 s of starting (the last 2 the same way); " \
+           "starting again in 1.0 s" in caplog.text
+    assert "node n: failed 3 times in a row, each within 60 s of starting; starting again in 2.0 s" in caplog.text
+    assert "node n: failed 6 times in a row, each within 60 s of starting (the last 3 the same way); " \
+           "starting again in 8.0 s" in caplog.text
     assert "(last: node n failed: OSError: disk full)" in caplog.text
     assert f"(last: {KILLED})" in caplog.text  # after the run that was killed outright
     one_run("stop")
@@ -176,15 +181,49 @@ def test_a_stop_while_waiting_ends_the_streak_so_a_restart_by_hand_starts_at_onc
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
 
 
-def test_apply_waits_out_a_backoff_that_ends_in_time_and_not_one_that_does_not() -> None:
+def test_failures_alike_are_counted_and_a_kill_or_another_reason_starts_the_count_again() -> None:
+    """``repeats``: how many of the last failures in a row gave the same reason. The node counts
+    its own as it writes them; a kill (no last words) is counted at the next start."""
+    first = decide_start(RunRecord(FAILED, streak=0, started=100.0, ended=101.0, reason="taken", repeats=1),
+                         POLICY, 102.0)
+    assert (first.streak, first.reason, first.repeats) == (1, "taken", 1)
+    killed = decide_start(RunRecord(RUNNING, streak=3, started=100.0, reason="taken", repeats=3), POLICY, 101.0)
+    assert (killed.reason, killed.repeats) == (KILLED, 1)
+    killed_again = decide_start(RunRecord(RUNNING, streak=4, started=100.0, reason=KILLED, repeats=1), POLICY, 101.0)
+    assert (killed_again.reason, killed_again.repeats) == (KILLED, 2)
+    healthy = decide_start(RunRecord(FAILED, streak=5, started=100.0, ended=200.0, reason="taken", repeats=6),
+                           POLICY, 201.0)
+    assert (healthy.streak, healthy.repeats) == (1, 1)  # never more alike than in the streak
+    assert RunRecord.from_json('{"state": "failed", "streak": 2}').repeats == 0  # a record from before the field
+
+
+def test_the_node_counts_its_failures_alike_as_it_writes_them(tmp_path) -> None:
+    fake = FakeTime()
+    path = tmp_path / "n.json"
+    seen = []
+    for reason in ("OSError: taken", "OSError: taken", "OSError: taken", "ValueError: x", "ValueError: x"):
+        loop = CrashLoop(path, POLICY, name="n", clock=fake.clock, sleep=fake.sleep)
+        loop.wait_before_start()
+        fake.now += 2.0
+        loop.failed(reason)
+        seen.append(read_record(path).repeats)
+    assert seen == [1, 2, 3, 1, 2]
+
+
+def test_apply_waits_out_a_backoff_that_may_end_in_a_node_serving_and_no_other() -> None:
     """``apply --wait S``: a node that starts again within the wait may still serve in it (a chaos
     soak kills nodes often enough to set off short backoffs); one whose backoff outlasts the wait
-    will not, and ends it at once."""
-    from alphapulse.supervise._apply import waits_past
+    will not, nor one whose last failures were alike (a taken port): either ends the wait at once."""
+    from alphapulse.supervise._apply import waits_in_vain
 
-    waiting = RunRecord(WAITING, streak=4, pid=42, resume_at=1010.0)
-    assert waits_past(waiting, 42, after=1005.0)
-    assert not waits_past(waiting, 42, after=1020.0)  # it starts before the wait is up
-    assert not waits_past(waiting, 43, after=1005.0)  # another process's record
-    assert not waits_past(RunRecord(RUNNING, streak=4, pid=42, started=1000.0), 42, after=1005.0)
-    assert not waits_past(None, 42, after=1005.0)
+    waiting = RunRecord(WAITING, streak=4, pid=42, resume_at=1010.0, reason="boom", repeats=1)
+    assert waits_in_vain(waiting, 42, after=1005.0)
+    assert not waits_in_vain(waiting, 42, after=1020.0)  # it starts before the wait is up
+    assert not waits_in_vain(waiting, 43, after=1005.0)  # another process's record
+    assert not waits_in_vain(RunRecord(RUNNING, streak=4, pid=42, started=1000.0), 42, after=1005.0)
+    assert not waits_in_vain(None, 42, after=1005.0)
+    alike = RunRecord(WAITING, streak=2, pid=42, resume_at=1010.0, reason="OSError: taken", repeats=2)
+    assert waits_in_vain(alike, 42, after=1020.0)  # starts in time, but will fail the same way
+    assert not waits_in_vain(alike, 43, after=1020.0)
+    kills = RunRecord(WAITING, streak=3, pid=42, resume_at=1010.0, reason=KILLED, repeats=3)
+    assert not waits_in_vain(kills, 42, after=1020.0)  # killed from outside: it may well serve

@@ -587,7 +587,8 @@ def test_a_node_failing_soon_after_each_start_backs_off_and_a_fixed_edit_starts_
     assert time.monotonic() - started < 14
     err = capsys.readouterr().err
     assert "error: not serving (crash loop): rec" in err
-    assert "rec: CRASHLOOP: failed 2 times in a row, each within 60 s of starting; starting again in" in err
+    assert "rec: CRASHLOOP: failed 2 times in a row, each within 60 s of starting (the last 2 the same way); " \
+           "starting again in" in err
     assert f"last: node rec failed: NotADirectoryError: [Errno 20] Not a directory: '{blocker}/rec'" in err
 
     assert main(["status", str(topo)]) == 0
@@ -612,6 +613,41 @@ def test_a_node_failing_soon_after_each_start_backs_off_and_a_fixed_edit_starts_
     assert "restarted    rec" in capsys.readouterr().out
     record = json.loads(state_file.read_text())
     assert record["state"] == "running" and record["streak"] == 0 and record["pid"] == pids(base)["rec"]
+
+
+def test_apply_wait_reports_a_node_whose_starts_fail_alike_without_waiting_out_its_backoff(deployment, capsys) -> None:
+    """A taken port fails every start of the node the same way. ``apply --wait`` says so once two
+    starts in a row have (seconds), instead of after the backoff outgrows the wait (the README's
+    ``--wait 300`` on a machine whose dashboard port was taken: 4.5 minutes). supervisord keeps
+    restarting the node, and it serves once the port is free."""
+    import socket
+
+    base, topo = deployment
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    bridge = f"""\
+  ws:
+    kind: sink.websocket
+    inputs: [bus]
+    params: {{port: {port}, dashboard: false}}
+    restart: {{crash_delay_seconds: 1, crash_delay_max_seconds: 1}}
+"""
+    topo.write_text(TOPOLOGY + bridge)
+    try:
+        started = time.monotonic()
+        assert main(["apply", str(topo), "--wait", "120"]) == 3  # the 1 s backoff alone would let it wait 120 s
+        assert time.monotonic() - started < 60
+        err = capsys.readouterr().err
+        assert "error: not serving (crash loop): ws" in err
+        assert "ws: CRASHLOOP: failed 2 times in a row, each within 60 s of starting (the last 2 the same way)" in err
+        assert "Address already in use" in err
+        assert set(pids(base)) == {"src", "bus", "sink", "ws"}  # the others were not touched
+    finally:
+        taken.close()
+    wait_for(lambda: main(["apply", str(topo), "--wait", "60"]) == 0, 90, "the node to serve on the freed port")
+    capsys.readouterr()
 
 
 def free_port() -> int:
