@@ -17,6 +17,7 @@ disconnects a client that cannot keep up (as the real feed does) instead of buff
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import random
@@ -39,6 +40,7 @@ from alphapulse.protocol import (
     parse_fixed,
     spot,
 )
+from alphapulse.runtime import start_listening
 
 log = logging.getLogger("alphapulse.simulated")
 
@@ -499,6 +501,7 @@ async def serve(exchange: SimExchange, host: str, port: int, *, task_status=trio
     from trio_websocket import serve_websocket
 
     async with trio.open_nursery() as nursery:
-        listener = await nursery.start(serve_websocket, exchange.handle, host, port, None)
+        listener = await start_listening(nursery, functools.partial(serve_websocket, exchange.handle, host, port, None),
+                                         host, port, "simulated exchange")
         nursery.start_soon(exchange.run_market)
         task_status.started(listener.port)

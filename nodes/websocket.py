@@ -19,7 +19,7 @@ from trio_websocket import serve_websocket
 
 from alphapulse.kinds import Node, node_kind, param
 from alphapulse.protocol import TLVType
-from alphapulse.runtime import UpstreamEpochs
+from alphapulse.runtime import UpstreamEpochs, start_listening
 from nodes._websocket import Bridge, ClientServer, dashboard_app, poll_health, serve_dashboard
 
 MAX_CLIENT_MESSAGE = 64 * 1024
@@ -114,10 +114,10 @@ class WebSocket(Node):
         params = self.params
         clients = ClientServer(bridge, lambda: self.params, params.token, ctx.log)
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(functools.partial(
+            server = await start_listening(nursery, functools.partial(
                 serve_websocket, clients.handle, params.host, params.port, None,
                 max_message_size=MAX_CLIENT_MESSAGE, message_queue_size=16,
-            ))
+            ), params.host, params.port, "WebSocket bridge")
             self.ws_port = server.port
             ctx.log.info("WebSocket bridge listening on ws://%s:%d/%s", params.host, self.ws_port,
                          " (bearer token required)" if params.token else "")
@@ -126,7 +126,9 @@ class WebSocket(Node):
                 if http_port is None:
                     http_port = params.port + 1 if params.port else 0
                 app = dashboard_app(self._page_config)
-                self.http_port = await nursery.start(serve_dashboard, app, params.host, http_port, ctx.log)
+                self.http_port = await start_listening(
+                    nursery, functools.partial(serve_dashboard, app, params.host, http_port, ctx.log),
+                    params.host, http_port, "dashboard")
                 ctx.log.info("dashboard http://%s:%d/", params.host, self.http_port)
             nursery.start_soon(poll_health, bridge, ctx.plan, lambda: self.params.health_interval)
             self.serving.set()

@@ -115,7 +115,10 @@ def _print_not_serving(base: RunBase, topology: str, not_serving: dict[str, str]
     for node, state in sorted(not_serving.items()):
         report = reports.get(node)
         info = report.info if report is not None else processes.get(node, {})
-        reason = (report.crash_wait() if report is not None else "") or why_not_running(info)
+        reason = ""
+        if report is not None:  # a wait seen earlier may have ended since: then the record's story
+            reason = report.crash_wait() or (report.crash_history() if state == CRASH_LOOP else "")
+        reason = reason or why_not_running(info)
         print(f"  {node}: {state}{': ' + reason if reason else ''}", file=sys.stderr)
         if reason and info.get("stderr_logfile"):
             print(f"    log: {info['stderr_logfile']}", file=sys.stderr)

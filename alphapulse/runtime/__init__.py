@@ -17,6 +17,7 @@ from alphapulse.runtime._filter import Subscription, subscription
 from alphapulse.runtime._headers import relay_domains
 from alphapulse.runtime._host import NodeConfigError, NodeHost, load_plan, run_node_process
 from alphapulse.runtime._input import Backoff, InputLink, InputSpec
+from alphapulse.runtime._listen import start_listening
 from alphapulse.runtime._publisher import Overflow, Publisher, open_publisher
 from alphapulse.runtime._report import report
 from alphapulse.runtime._resume import (
@@ -73,6 +74,7 @@ __all__ = [
     "run_websocket_session",
     "serve_control",
     "split_sequence",
+    "start_listening",
     "subscription",
     "write_file_atomically",
     "write_positions",

@@ -166,9 +166,13 @@ def describe_wait(decision: StartDecision, policy: CrashPolicy) -> str:
     """``failed 3 times in a row, each within 60 s of starting; starting again in 4 s``, and
     ``(the last 2 the same way)`` when they were"""
     delay = f"{decision.delay:.1f}" if decision.delay < 10 else f"{decision.delay:.0f}"
-    alike = f" (the last {decision.repeats} the same way)" if decision.repeats >= 2 else ""
-    return (f"failed {decision.streak} times in a row, each within {policy.reset_after:g} s of starting{alike}; "
-            f"starting again in {delay} s")
+    return f"{describe_failures(decision.streak, decision.repeats, policy)}; starting again in {delay} s"
+
+
+def describe_failures(failures: int, repeats: int, policy: CrashPolicy) -> str:
+    """``failed 3 times in a row, each within 60 s of starting (the last 2 the same way)``"""
+    alike = f" (the last {repeats} the same way)" if repeats >= 2 else ""
+    return f"failed {failures} times in a row, each within {policy.reset_after:g} s of starting{alike}"
 
 
 def fails_alike(record: RunRecord) -> bool:

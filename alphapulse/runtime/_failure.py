@@ -48,15 +48,20 @@ def describe(exc: BaseException) -> str:
 
 
 def _our_frame(exc: BaseException) -> str | None:
+    """The innermost frame of our code, skipping helpers that raise on their caller's behalf
+    (``__tracebackhide__ = True`` in the function, pytest's convention): a port that is taken
+    is the node's, not ``start_listening``'s."""
     ours = None
-    for frame in traceback.extract_tb(exc.__traceback__):
-        path = os.path.realpath(frame.filename)
-        if frame.filename.startswith("<") or path.startswith(_LIBRARIES):
+    for frame, lineno in traceback.walk_tb(exc.__traceback__):
+        filename = frame.f_code.co_filename
+        if (filename.startswith("<") or os.path.realpath(filename).startswith(_LIBRARIES)
+                or frame.f_locals.get("__tracebackhide__")):
             continue
-        ours = frame
+        ours = (filename, lineno, frame.f_code.co_name)
     if ours is None:
         return None
-    path = os.path.realpath(ours.filename)
+    filename, lineno, function = ours
+    path = os.path.realpath(filename)
     try:
         shown = os.path.relpath(path)
     except ValueError:  # another drive (Windows)
@@ -64,7 +69,7 @@ def _our_frame(exc: BaseException) -> str | None:
     if shown.startswith(".."):
         parts = Path(path).parts
         shown = os.path.join(*parts[-2:])
-    return f"{shown}:{ours.lineno} in {ours.name}"
+    return f"{shown}:{lineno} in {function}"
 
 
 def last_error(log_path: str | os.PathLike[str], *, tail_bytes: int = 256 * 1024) -> str | None:

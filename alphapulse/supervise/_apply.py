@@ -439,30 +439,38 @@ def wait_until_serving(base: RunBase, name: str, timeout: float = 30.0,
     promises; on a fresh install that includes numba compiling them), and still does, the same
     processes, :data:`SETTLE_SECONDS` later. Returns the states seen last: supervisord's,
     :data:`STARTING` for a running node not answering yet, or :data:`CRASH_LOOP` for one in its
-    crash-loop backoff that will not serve in time, which ends the wait as FATAL does: its backoff
-    lasts past the wait, or its last failures in a row were alike (see :func:`waits_in_vain`). A
-    shorter backoff after kills or differing failures is waited out: the node may serve after it."""
+    crash-loop backoff that will not serve in time (see :func:`waits_in_vain`). A node that will
+    not serve (that, or FATAL: supervisord gave up) is set aside, and the others are waited for:
+    the report then says which serve, not just that one does not. A shorter backoff after kills or
+    differing failures is waited out: the node may serve after it."""
     deadline = time.monotonic() + timeout
     wall_deadline = time.time() + timeout
     plan = load_applied_plan(base, name) or {"nodes": {}}
+    given_up: dict[str, str] = {}  # nodes that will not serve in the wait: FATAL, or CRASH_LOOP
     serving_pids: dict[str, int] | None = None  # the processes seen serving, to be seen again
     while True:
-        states = wait_until_running(base, name, max(0.0, deadline - time.monotonic()), ignore)
+        if given_up and set(Supervisor(base).group_processes(name)) <= {*ignore, *given_up}:
+            return given_up
+        states = wait_until_running(base, name, max(0.0, deadline - time.monotonic()), {*ignore, *given_up})
         if states and all(s == "RUNNING" for s in states.values()):
             controls = {n: plan["nodes"].get(n, {}).get("sockets", {}).get("control") for n in states}
             starting = {n: STARTING for n, path in controls.items() if path and _refused(path) is not None}
             if not starting:
                 pids = {n: info["pid"] for n, info in Supervisor(base).group_processes(name).items() if n in states}
                 if pids == serving_pids or time.monotonic() >= deadline:
-                    return states
+                    return {**states, **given_up}
                 serving_pids = pids  # a node answers once its sockets are open, before its kind runs,
                 time.sleep(SETTLE_SECONDS)  # which may fail at once: look again before saying so
                 continue
             states = {**states, **starting}
         serving_pids = None
         states = {**states, **_crash_looping(base, plan, name, states, wall_deadline)}
-        if time.monotonic() >= deadline or "FATAL" in states.values() or CRASH_LOOP in states.values():
-            return states
+        lost = {n: s for n, s in states.items() if s in ("FATAL", CRASH_LOOP)}
+        if time.monotonic() >= deadline:
+            return {**states, **given_up}
+        if lost:
+            given_up.update(lost)
+            continue
         time.sleep(0.1)
 
 

@@ -8,7 +8,16 @@ import time
 from typing import Any
 
 from alphapulse.runtime import ControlError, request
-from alphapulse.runtime._crashloop import WAITING, CrashPolicy, RunRecord, StartDecision, describe_wait, read_record
+from alphapulse.runtime._crashloop import (
+    FAILED,
+    WAITING,
+    CrashPolicy,
+    RunRecord,
+    StartDecision,
+    describe_failures,
+    describe_wait,
+    read_record,
+)
 from alphapulse.runtime._failure import last_error
 from alphapulse.supervise._codechanges import changed_code, describe_files
 from alphapulse.supervise._supervisor import RunBase, Supervisor
@@ -95,6 +104,19 @@ class NodeReport:
         left = max(0.0, (record.resume_at or 0.0) - (time.time() if now is None else now))
         wait = describe_wait(StartDecision(record.streak, left, record.reason, record.repeats), self.policy)
         return f"{wait}; last: {record.reason}" if record.reason else wait
+
+    def crash_history(self) -> str:
+        """The failures in a row the node's record tells of, whatever it does now (``apply
+        --wait`` saw it wait, and its wait may have ended since): ``failed 3 times in a row, ...;
+        last: ...``; empty when it tells of none."""
+        record = self.record
+        if record is None:
+            return ""
+        failures = record.streak + (1 if record.state == FAILED else 0)  # a failed record's own is not in it
+        if failures == 0:
+            return ""
+        history = describe_failures(failures, record.repeats, self.policy)
+        return f"{history}; last: {record.reason}" if record.reason else history
 
 
 def node_reports(plan: dict[str, Any], base: RunBase, *, ask_code: bool = False) -> list[NodeReport]:

@@ -65,3 +65,26 @@ def test_a_running_node_that_does_not_answer_is_named_below_the_table() -> None:
     lines = format_table([silent, answered]).splitlines()
     assert lines[-3].startswith("2/2 running (1 not answering), CPU")
     assert lines[-2:] == [f"bus RUNNING: {NOT_ANSWERING}", "  log: /run/rt/logs/bus.err.log"]
+
+
+def test_a_crash_loop_seen_in_its_wait_is_still_told_once_the_wait_is_over() -> None:
+    """``apply --wait`` sets a crash-looping node aside and waits for the others; by the time it
+    reports, the node may be loading again or have failed again. Its record still tells the story."""
+    from alphapulse.runtime._crashloop import FAILED, RUNNING, WAITING, RunRecord
+    from alphapulse.supervise._status import NodeReport
+
+    info = {"statename": "RUNNING", "pid": 7}
+    taken = "node ws failed: OSError: [Errno 98] cannot listen on 127.0.0.1:8766 (dashboard): Address already in use"
+    failed_again = NodeReport("rt", "ws", "sink.websocket", info, {}, restarts=3,
+                              record=RunRecord(FAILED, streak=2, pid=7, reason=taken, repeats=3))
+    assert failed_again.crash_wait() == ""
+    assert failed_again.crash_history() == \
+        f"failed 3 times in a row, each within 60 s of starting (the last 3 the same way); last: {taken}"
+    loading = NodeReport("rt", "ws", "sink.websocket", info, {}, restarts=3,
+                         record=RunRecord(RUNNING, streak=2, pid=7, started=1.0, reason=taken, repeats=2))
+    assert loading.crash_history().startswith("failed 2 times in a row, each within 60 s of starting (the last 2")
+    waiting = NodeReport("rt", "ws", "sink.websocket", info, {}, restarts=3,
+                         record=RunRecord(WAITING, streak=2, pid=7, resume_at=1e12, reason=taken, repeats=2))
+    assert waiting.crash_wait().startswith("failed 2 times in a row") and "starting again in" in waiting.crash_wait()
+    healthy = NodeReport("rt", "ws", "sink.websocket", info, {}, restarts=0, record=RunRecord(RUNNING, pid=7))
+    assert healthy.crash_history() == ""

@@ -642,7 +642,7 @@ def test_apply_wait_reports_a_node_whose_starts_fail_alike_without_waiting_out_i
         err = capsys.readouterr().err
         assert "error: not serving (crash loop): ws" in err
         assert "ws: CRASHLOOP: failed 2 times in a row, each within 60 s of starting (the last 2 the same way)" in err
-        assert "Address already in use" in err
+        assert f"cannot listen on 127.0.0.1:{port} (WebSocket bridge): Address already in use" in err
         assert set(pids(base)) == {"src", "bus", "sink", "ws"}  # the others were not touched
     finally:
         taken.close()
