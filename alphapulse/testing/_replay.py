@@ -7,6 +7,7 @@ the live exchange (trio-websocket client, session loop, frame handler) — only 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
@@ -15,6 +16,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
 from alphapulse.captures import read_capture
+from alphapulse.runtime import start_listening
 
 __all__ = ["CaptureServer", "ReplayFaults", "ReplayResponder", "load_frames", "serve_capture"]
 
@@ -165,7 +167,8 @@ async def serve_capture(
             pass  # the client went away (also mid-stream, from inside the nursery: a group)
 
     async with trio.open_nursery() as nursery:
-        listener = await nursery.start(serve_websocket, handler, "127.0.0.1", port, None)
+        listener = await start_listening(nursery, functools.partial(serve_websocket, handler, "127.0.0.1", port, None),
+                                         "127.0.0.1", port, "capture replay")
         server.port = listener.port
         task_status.started(server)
 
