@@ -9,10 +9,12 @@ caches cold: a ten-frame append went from 19 to 9 µs that way) and no Python ob
 block or message, for the collector to walk or the allocator to hold (holding the last 64k
 single-message blocks themselves cost a full-collection pause of tens of milliseconds).
 
-A lookup is the rare path: it finds the held frames' boundaries by walking their headers in
-the ring (one kernel call per contiguous stretch of the ring, usually one or two), masks one
-source's sequence range and copies the answer out, so an answer never aliases bytes the ring will
-overwrite.
+A lookup is the rare path: it keeps an index of the held frames (stream position, size, source,
+sequence; numpy columns, built on the first lookup) and brings it up to date by walking only the
+headers of blocks appended since the last lookup (one kernel call per contiguous stretch of the
+ring) and dropping what was forgotten. It then masks one source's sequence range and copies the
+answer out, so an answer never aliases bytes the ring will overwrite. A burst of resend requests
+(subscribers catching up after a restart) costs one walk of the ring, not one per request.
 
 The buffer holds the newest ``capacity`` messages. Its byte store is reserved (and its pages
 touched) up front, ``BYTES_PER_MESSAGE`` per message of capacity; should bigger frames need more,
@@ -31,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from alphapulse.protocol import FrameBlock
-from alphapulse.protocol._batch import frame_bounds
+from alphapulse.protocol._batch import frame_bounds, header_columns
 from alphapulse.protocol._header import SOURCE_AND_SEQUENCE
 
 BYTES_PER_MESSAGE = 128
@@ -39,6 +41,7 @@ BYTES_PER_MESSAGE = 128
 the store later copies it whole and faults in fresh pages, a pause of milliseconds on live traffic."""
 MAX_BYTES = 1 << 28
 """Byte store limit: 256 MiB, beyond the default 64k messages of any realistic size."""
+_EMPTY_INDEX = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint16), np.zeros(0, np.uint64))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +77,10 @@ class RetransmitBuffer:
         self._newest: dict[int, int] = {}
         """the newest sequence published of each source, held or not: what :meth:`heads` tells
         a new subscriber (a dict: storing into it costs a third of a numpy element store)"""
+        # the lookup index (rare path): every frame of the blocks that began before ``_indexed_to``
+        # and still held when it was last brought up to date, oldest first; stream positions
+        self._index: tuple[np.ndarray, ...] = _EMPTY_INDEX
+        self._indexed_to = 0
         self.lookups = 0
         self.misses = 0
         self.evicted_for_space = 0
@@ -167,6 +174,7 @@ class RetransmitBuffer:
         new[first:length] = old[: length - first]
         np.frombuffer(self._block_at, np.int64)[:] -= base  # every slot: those not held are not read
         self._write -= base
+        self._index, self._indexed_to = _EMPTY_INDEX, 0  # positions rebased: the next lookup indexes afresh
         self._ring, self._ring_view, self._size = new, memoryview(new), size
 
     def _forget(self, k: int) -> None:
@@ -201,22 +209,39 @@ class RetransmitBuffer:
         rest = begin + count - slots  # wraps: the newer part at the start of the slots
         return np.concatenate((at[begin:], at[:rest])), np.concatenate((span[begin:], span[:rest]))
 
-    def _held_frames(self) -> tuple[np.ndarray, np.ndarray]:
-        """Ring indexes and sizes of the held frames, oldest first: the frames of each stretch of
-        blocks that lie back to back in the ring, found from their headers."""
+    def _held_index(self) -> tuple[np.ndarray, ...]:
+        """Ring indexes, sizes, sources and sequences of the held frames, oldest first. The index
+        kept since the last lookup loses the blocks forgotten since, and gains the blocks appended
+        since, found from their headers: the frames of each stretch of new blocks that lie back to
+        back in the ring, one kernel call a stretch."""
         at, span = self._held_blocks()
+        position, size, source, sequence = self._index
+        keep = int(np.searchsorted(position, at[0]))  # blocks forgotten: their frames lie before
+        new = int(np.searchsorted(at, self._indexed_to))  # the first block not indexed yet
+        parts = [(position[keep:], size[keep:], source[keep:], sequence[keep:])]
+        if new < len(at):
+            parts.append(self._frames_of(at[new:], span[new:]))
+        self._index = tuple(np.concatenate(column) for column in zip(*parts, strict=True))
+        self._indexed_to = self._write
+        position, size, source, sequence = (column[self._skip :] for column in self._index)
+        return position % self._size, size, source, sequence
+
+    def _frames_of(self, at: np.ndarray, span: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Stream positions, sizes, sources and sequences of the frames of held blocks ``at``
+        (stream positions, oldest first) of ``span`` bytes each, read from their headers."""
         size = self._size
         end = at + span
         breaks = np.flatnonzero((at[1:] != end[:-1]) | (at[1:] % size == 0)) + 1
         firsts, lasts = [0, *breaks.tolist()], [*breaks.tolist(), len(at)]
-        ring = self._ring_view.toreadonly()  # the kernel is compiled for read-only bytes
-        starts, sizes = [], []
+        ring = self._ring_view.toreadonly()  # the kernels are compiled for read-only bytes
+        columns = []
         for first, last in zip(firsts, lasts, strict=True):
             index = int(at[first]) % size
             offsets, frame_sizes = frame_bounds(ring[index : index + int(end[last - 1] - at[first])])
-            starts.append(offsets + index)
-            sizes.append(frame_sizes)
-        return np.concatenate(starts)[self._skip :], np.concatenate(sizes)[self._skip :]
+            offsets = offsets + index
+            source, sequence = header_columns(ring, offsets)[:2]
+            columns.append((offsets - index + at[first], frame_sizes, source, sequence))
+        return tuple(np.concatenate(column) for column in zip(*columns, strict=True))
 
     def heads(self) -> dict[int, int]:
         """Sequence of the newest frame published of each source (newest by when it was
@@ -233,16 +258,15 @@ class RetransmitBuffer:
         oldest = 0
         count = 0
         if self._held:
-            starts, sizes = self._held_frames()
-            # read-only, as every other block's bytes: the header and gather kernels are compiled for that type
-            held = FrameBlock(self._ring_view.toreadonly(), starts, sizes)
-            of_source = held.source == source
+            starts, sizes, sources, sequences = self._held_index()
+            of_source = sources == source
             if of_source.any():
-                sequences = held.sequence
                 oldest = int(sequences[of_source].min())
                 wanted = of_source & (sequences >= first) & (sequences <= last)
                 count = int(np.count_nonzero(wanted))
                 if count:
+                    # read-only, as every other block's bytes: the gather kernel is compiled for that type
+                    held = FrameBlock(self._ring_view.toreadonly(), starts, sizes)
                     found.append(held.select(wanted))  # copied out: the ring moves on
         complete = count == last - first + 1
         if not complete:

@@ -81,7 +81,7 @@ def test_byte_limit_forgets_oldest_and_counts_them() -> None:
     assert len(buf) == 0 and buf.evicted_for_space == 101
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(
     capacity=st.integers(1, 40),
     initial_bytes=st.sampled_from([64, 100, 1000]),
@@ -91,15 +91,31 @@ def test_byte_limit_forgets_oldest_and_counts_them() -> None:
         min_size=1, max_size=30,
     ),
     ask=st.tuples(st.integers(1, 200), st.integers(0, 40)),
+    asked_after=st.lists(st.booleans(), min_size=30, max_size=30),
 )
-def test_matches_a_list_of_every_frame(capacity, initial_bytes, max_bytes, blocks, ask) -> None:
+def test_matches_a_list_of_every_frame(capacity, initial_bytes, max_bytes, blocks, ask, asked_after) -> None:
     """Whatever is appended, the ring holds a suffix of everything appended (the newest
     ``capacity`` unless bytes ran out), and a lookup returns exactly the held frames asked for;
-    also after the store grew to a size that is not a multiple of the one before."""
+    also after the store grew to a size that is not a multiple of the one before, and with
+    lookups between appends (each brings the lookup index up to date from where the last left it)."""
     buf = RetransmitBuffer(capacity, initial_bytes=initial_bytes, max_bytes=max_bytes)
     appended: list[tuple[int, int, bytes]] = []  # (source, counter, bytes)
     counters = {1: 0, 2: 0}
-    for spec in blocks:
+
+    def check_lookups() -> None:
+        held_frames = appended[len(appended) - len(buf):]
+        first, width = ask
+        for source in (1, 2):
+            lo, hi = make_sequence(EPOCH, first), make_sequence(EPOCH, first + width)
+            answer = buf.lookup(source, lo, hi)
+            want = [raw for s, c, raw in held_frames if s == source and first <= c <= first + width]
+            got = b"".join(bytes(b.data) for b in answer.blocks)
+            assert got == b"".join(want)
+            assert answer.complete == (len(want) == width + 1)
+            mine = [c for s, c, _ in held_frames if s == source]
+            assert answer.oldest_available == (make_sequence(EPOCH, min(mine)) if mine else 0)
+
+    for spec, ask_now in zip(blocks, asked_after, strict=False):
         parts = []
         for source, trades in spec:
             counters[source] += 1
@@ -110,17 +126,9 @@ def test_matches_a_list_of_every_frame(capacity, initial_bytes, max_bytes, block
         held = len(buf)
         assert held <= capacity
         assert held == capacity or buf.evicted_for_space > 0 or held == len(appended)
-    held_frames = appended[len(appended) - len(buf):]
-    first, width = ask
-    for source in (1, 2):
-        lo, hi = make_sequence(EPOCH, first), make_sequence(EPOCH, first + width)
-        answer = buf.lookup(source, lo, hi)
-        want = [raw for s, c, raw in held_frames if s == source and first <= c <= first + width]
-        got = b"".join(bytes(b.data) for b in answer.blocks)
-        assert got == b"".join(want)
-        assert answer.complete == (len(want) == width + 1)
-        mine = [c for s, c, _ in held_frames if s == source]
-        assert answer.oldest_available == (make_sequence(EPOCH, min(mine)) if mine else 0)
+        if ask_now:
+            check_lookups()
+    check_lookups()
     newest = {s: make_sequence(EPOCH, c) for s, c, _ in appended}  # held or not; later frames overwrite earlier
     assert buf.heads() == newest
 
