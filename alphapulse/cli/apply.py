@@ -124,8 +124,10 @@ def _print_not_serving(base: RunBase, topology: str, not_serving: dict[str, str]
             print(f"    log: {info['stderr_logfile']}", file=sys.stderr)
     looping = sorted(node for node, state in not_serving.items() if state == CRASH_LOOP)
     if looping:
-        print(f"  supervisord keeps starting {'it' if len(looping) == 1 else 'them'} after each wait; once the cause "
-              f"is gone, `alphapulse ctl restart {topology}:{looping[0]}` starts it at once", file=sys.stderr)
+        them = "it" if len(looping) == 1 else "them"
+        names = " ".join(f"{topology}:{node}" for node in looping)
+        print(f"  supervisord keeps starting {them} after each wait; once the cause is gone, "
+              f"`alphapulse ctl restart {names}` starts {them} at once", file=sys.stderr)
 
 
 def _print_endpoints(plan: dict) -> None:
