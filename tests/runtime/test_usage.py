@@ -80,3 +80,34 @@ def test_the_heap_figures_tell_memory_held_from_memory_the_allocator_keeps() -> 
     sampler = UsageSampler()
     sampler.sample()
     assert {"heap_in_use_bytes", "heap_free_bytes"} <= set(sampler.report())
+
+
+@pytest.mark.skipif(heap() is None, reason="the C library has no mallinfo2 (glibc 2.33 and later do)")
+def test_free_heap_that_grew_is_handed_back_to_the_system() -> None:
+    """10 MiB written and freed below a fence stay resident (the allocator keeps them); the
+    sampler's next look at the heap sees its free bytes grown past the step and trims: resident
+    memory falls, the trim is counted, and a look with nothing new to give back trims no more."""
+    from alphapulse.runtime._usage import HEAP_SAMPLE_SECONDS, TRIM_STEP_BYTES
+
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    sampler = UsageSampler()
+    sampler.sample()  # the first look: where the free bytes start
+    chunks = [libc.malloc(64 * 1024) for _ in range(160)]
+    fence = libc.malloc(64 * 1024)
+    for chunk in chunks:
+        ctypes.memset(chunk, 1, 64 * 1024)  # resident
+    for chunk in chunks:
+        libc.free(chunk)
+    _, private_kept = memory()
+    assert heap()["heap_free_bytes"] - sampler._free_after_trim >= TRIM_STEP_BYTES
+    sampler._heap_at -= HEAP_SAMPLE_SECONDS  # a minute later
+    sampler.sample()
+    _, private_trimmed = memory()
+    libc.free(fence)
+    assert sampler.heap_trims == 1 and sampler.report()["heap_trims"] == 1
+    assert private_kept - private_trimmed >= 8 * 2**20
+    sampler._heap_at -= HEAP_SAMPLE_SECONDS
+    sampler.sample()
+    assert sampler.heap_trims == 1
