@@ -64,6 +64,8 @@ def families(reports: Iterable[NodeReport]) -> list[Metric]:
     heap_used = gauge("heap_in_use_bytes", "The C allocator's heap in use (glibc mallinfo2, sampled once a minute)")
     heap_free = gauge("heap_free_bytes", "Free memory the C allocator keeps in its arenas: grows with fragmentation, "
                       "where heap_in_use_bytes grows with what the node holds")
+    trims = counter("heap_trims", "Times the node handed free heap pages back to the system (malloc_trim, once its "
+                    "free heap grew 2 MiB)")
     stale = gauge("node_code_changed", "1 when module files the node loaded changed on disk since it started "
                   "(`alphapulse apply` restarts it), 0 when none did")
 
@@ -109,8 +111,9 @@ def families(reports: Iterable[NodeReport]) -> list[Metric]:
             if "heap_in_use_bytes" in usage:
                 heap_used.add_metric(node, usage["heap_in_use_bytes"])
                 heap_free.add_metric(node, usage["heap_free_bytes"])
+                trims.add_metric(node, usage.get("heap_trims", 0))
     return [up, state, restarts, crash_streak, started, received, sent, dropped, errors, gaps, lost, decode, reconnects,
-            overflow, queued, breaker, cpu, woken, resident, private, heap_used, heap_free, stale]
+            overflow, queued, breaker, cpu, woken, resident, private, heap_used, heap_free, trims, stale]
 
 
 def reload_families(outcomes: Mapping[str, WatchOutcome]) -> list[Metric]:

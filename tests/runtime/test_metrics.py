@@ -39,7 +39,7 @@ RELAY_STATS = {
     "publisher": {"subscribers": [{"name": "sink", "dropped_overflow": 11, "queued_messages": 5}]},
     "breakers": {"node.handler": "open"},
     "usage": {"cpu_seconds": 1.25, "wakeups": 48_000, "rss_bytes": 170 * 2**20, "private_bytes": 80 * 2**20,
-              "heap_in_use_bytes": 30 * 2**20, "heap_free_bytes": 3 * 2**20},
+              "heap_in_use_bytes": 30 * 2**20, "heap_free_bytes": 3 * 2**20, "heap_trims": 2},
 }
 
 
@@ -70,6 +70,7 @@ def test_a_running_node_and_a_crashed_one() -> None:
     assert got["alphapulse_node_code_changed", bus] == 1
     assert got["alphapulse_heap_in_use_bytes", bus] == 30 * 2**20
     assert got["alphapulse_heap_free_bytes", bus] == 3 * 2**20
+    assert got["alphapulse_heap_trims_total", bus] == 2
     assert ("alphapulse_node_code_changed", rec) not in got  # it could not say
     # a node that did not answer has no counters, rather than zeros that would read as a reset
     assert ("alphapulse_received_messages_total", rec) not in got
