@@ -92,12 +92,12 @@ def test_free_heap_that_grew_is_handed_back_to_the_system() -> None:
     libc = ctypes.CDLL(None)
     libc.malloc.restype = ctypes.c_void_p
     libc.free.argtypes = [ctypes.c_void_p]
-    sampler = UsageSampler()
-    sampler.sample()  # the first look: where the free bytes start
-    chunks = [libc.malloc(64 * 1024) for _ in range(160)]
+    chunks = [libc.malloc(64 * 1024) for _ in range(160)]  # may come out of free space the heap had
     fence = libc.malloc(64 * 1024)
     for chunk in chunks:
         ctypes.memset(chunk, 1, 64 * 1024)  # resident
+    sampler = UsageSampler()
+    sampler.sample()  # the first look, with the chunks held: where the free bytes start
     for chunk in chunks:
         libc.free(chunk)
     _, private_kept = memory()
