@@ -238,9 +238,8 @@ class RetransmitBuffer:
         for first, last in zip(firsts, lasts, strict=True):
             index = int(at[first]) % size
             offsets, frame_sizes = frame_bounds(ring[index : index + int(end[last - 1] - at[first])])
-            offsets = offsets + index
-            source, sequence = header_columns(ring, offsets)[:2]
-            columns.append((offsets - index + at[first], frame_sizes, source, sequence))
+            source, sequence = header_columns(ring, offsets + index)[:2]
+            columns.append((offsets + at[first], frame_sizes, source, sequence))
         return tuple(np.concatenate(column) for column in zip(*columns, strict=True))
 
     def heads(self) -> dict[int, int]:

@@ -16,7 +16,7 @@ memory creeps up with ``heap_in_use_bytes`` holds more and more; one whose ``hea
 grows instead is fragmented. ``mallinfo2`` walks the arenas' free lists (~1 ms with 10,000 free
 chunks), hence once a minute. Python objects (pymalloc) and Arrow's pool live outside it.
 
-When the free bytes have grown by :data:`TRIM_STEP_BYTES` since the last look, the sampler hands
+When the free bytes have grown by :data:`TRIM_STEP_BYTES` since its last trim (or its first look), the sampler hands
 the free pages back to the system (glibc ``malloc_trim``: every arena, pages inside free chunks
 too, ~0.1 ms). A long run needs it: the recorder's checkpoint scan and the Parquet writer's
 compaction run in worker threads, whose arenas glibc keeps apart from the main heap, and each
