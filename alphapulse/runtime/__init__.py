@@ -17,7 +17,7 @@ from alphapulse.runtime._filter import Subscription, subscription
 from alphapulse.runtime._headers import relay_domains
 from alphapulse.runtime._host import NodeConfigError, NodeHost, load_plan, run_node_process
 from alphapulse.runtime._input import Backoff, InputLink, InputSpec
-from alphapulse.runtime._listen import start_listening
+from alphapulse.runtime._listen import address, start_listening
 from alphapulse.runtime._publisher import Overflow, Publisher, open_publisher
 from alphapulse.runtime._report import report
 from alphapulse.runtime._resume import (
@@ -56,6 +56,7 @@ __all__ = [
     "UpstreamParams",
     "UpstreamRejected",
     "UpstreamStale",
+    "address",
     "epoch_from_time",
     "frames_in_chunks",
     "fsync_directory",

@@ -26,7 +26,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
-from alphapulse.runtime import ControlError, request_async
+from alphapulse.runtime import ControlError, address, request_async
 from nodes._websocket._bridge import Bridge
 from nodes._websocket._clients import Client
 
@@ -184,7 +184,7 @@ async def serve_dashboard(app: Starlette, host: str, port: int, log: logging.Log
                           task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve ``app`` over HTTP with hypercorn's trio worker; reports the bound port once listening."""
     config = HypercornConfig()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.bind = [address(host, port)]
     config.accesslog = None
     config.errorlog = log
     config.graceful_timeout = CLOSE_TIMEOUT

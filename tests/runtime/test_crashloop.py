@@ -122,7 +122,7 @@ def test_a_node_failing_every_few_seconds_waits_longer_each_time_until_it_stops_
     for outcome in ("fail", "fail", "kill", "fail", "fail", "fail", "fail"):
         one_run(outcome)
     assert fake.slept == [1.0, 2.0, 4.0, 8.0, 8.0]
-    assert [r.repeats for r in (read_record(path),)] == [4]  # the kill broke the run of alike failures
+    assert read_record(path).repeats == 4  # the kill broke the run of alike failures
     assert "node n: failed 2 times in a row, each within 60 s of starting (the last 2 the same way); " \
            "starting again in 1.0 s" in caplog.text
     assert "node n: failed 3 times in a row, each within 60 s of starting; starting again in 2.0 s" in caplog.text
