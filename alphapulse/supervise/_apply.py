@@ -34,6 +34,7 @@ from alphapulse.supervise._codechanges import code_changes
 from alphapulse.supervise._secrets import secret_changes
 from alphapulse.supervise._status import CRASH_LOOP
 from alphapulse.supervise._supervisor import RunBase, Supervisor, write_atomically
+from alphapulse.supervise._watch import outcome_file
 from alphapulse.topology import METRICS_PROCESS, WATCH_PROCESS, state_file
 
 log = logging.getLogger("alphapulse.apply")
@@ -245,6 +246,8 @@ def _reconcile(plan: dict[str, Any], base: RunBase, sup: Supervisor, report: App
     for _, process, label in COMPANIONS:
         if changes.companions.get(label) in ("restarted", "removed"):
             sup.stop(name, process)  # syncGroup swaps only stopped processes; autostart starts the new one
+    if changes.companions.get("watcher") == "removed":
+        outcome_file(topo_dir).unlink(missing_ok=True)  # its last edit is no news to a watcher added later
     write_atomically(base.plan_file(name), json.dumps(plan, indent=2, sort_keys=True) + "\n")
     write_atomically(base.programs_file(name), topology.render_program_config(topology.Plan(plan)))
     sup.plugin.syncGroup(name)
@@ -390,20 +393,22 @@ def down(name: str, base: RunBase) -> list[str]:
 
 def _take_down(name: str, base: RunBase) -> list[str]:
     sup = Supervisor(base)
+    # the watcher's last edit belongs to this deployment, not to the next one of the name
+    leftovers = (base.programs_file(name), base.plan_file(name), outcome_file(base.topology_dir(name)))
     stopped: list[str] = []
     if sup.is_running():
         processes = sup.group_processes(name)
         if processes:
             sup.api.stopProcessGroup(name, True)
             stopped = sorted(processes)
-        for path in (base.programs_file(name), base.plan_file(name)):
+        for path in leftovers:
             path.unlink(missing_ok=True)
         if processes:
             sup.plugin.syncGroup(name)
         if not base.applied_topologies():
             sup.shutdown()
     else:
-        for path in (base.programs_file(name), base.plan_file(name)):
+        for path in leftovers:
             path.unlink(missing_ok=True)
     return stopped
 

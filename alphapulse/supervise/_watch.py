@@ -63,6 +63,9 @@ class WatchOutcome:
     """what ``apply`` printed: the changes, or the diagnostics of a refused edit"""
     succeeded_at: float | None = None
     """when the file last took (this outcome's time if it did, else the one before's)"""
+    cause: str = "edit"
+    """``edit`` (a saved change) or ``start`` (the watcher applying the file as it found it when it
+    started: an edit made while no watcher ran, or none)"""
 
     @property
     def succeeded(self) -> bool:
@@ -76,13 +79,21 @@ class WatchOutcome:
 
     def summary(self) -> str:
         """One line for ``status``: when, what, and what changed (or the first line of why not)."""
-        when = time.strftime("%H:%M:%S", time.localtime(self.at))
+        today = time.strftime("%Y-%m-%d") == time.strftime("%Y-%m-%d", time.localtime(self.at))
+        when = time.strftime("%H:%M:%S" if today else "%Y-%m-%d %H:%M:%S", time.localtime(self.at))
         lines = [" ".join(line.split()) for line in self.lines if line.strip()]
         if self.outcome in ("applied", "unchanged"):
             detail = "; ".join(line for line in lines if not line.startswith(("unchanged ", "topology ")))
         else:
             detail = lines[0] if lines else ""
-        return f"last edit {when} {self.outcome}" + (f": {detail}" if detail else "")
+        label = "last edit" if self.cause == "edit" else "at start"
+        return f"{label} {when} {self.outcome}" + (f": {detail}" if detail else "")
+
+    def replaces(self, previous: WatchOutcome | None) -> bool:
+        """Does this outcome take the place of ``previous`` in the record? A start that found the
+        file as it was last applied says nothing new about an edit: that edit's outcome stands."""
+        quiet_start = self.cause == "start" and self.outcome == "unchanged"
+        return previous is None or previous.cause == "start" or not quiet_start
 
 
 def outcome_file(run_dir: str | Path) -> Path:
@@ -95,7 +106,7 @@ def read_outcome(run_dir: str | Path) -> WatchOutcome | None:
         data = json.loads(outcome_file(run_dir).read_text())
         succeeded_at = data.get("succeeded_at")
         return WatchOutcome(float(data["at"]), str(data["outcome"]), tuple(str(x) for x in data["lines"]),
-                            None if succeeded_at is None else float(succeeded_at))
+                            None if succeeded_at is None else float(succeeded_at), str(data.get("cause", "edit")))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -26,6 +26,7 @@ whose first line of output to the dead supervisord's pipe ended it (``BrokenPipe
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -86,7 +87,7 @@ class SupervisedWatcher:
         if self.stopping:
             return  # supervisord was gone before we asked: applying now would start another
         self.adopt_environment()
-        self.apply_once()  # the file may have changed while no watcher ran: the file is the truth
+        self.apply_once(cause="start")  # the file may have changed while no watcher ran: the file is the truth
         root = package_root(__name__)
         self.loaded_code = LoadedCode([root] if root else [])
         self._print(f"watching {self.file} for topology {self.topology} (supervised)")
@@ -113,14 +114,17 @@ class SupervisedWatcher:
             return
         self.apply_once()
 
-    def apply_once(self) -> WatchOutcome | None:
+    def apply_once(self, *, cause: str = "edit") -> WatchOutcome | None:
         """Apply the file as it is now; record and return the outcome (None when told to stop
-        while waiting for another apply: nothing was done)."""
+        while waiting for another apply: nothing was done). A start that changed nothing keeps
+        the last edit's record, so ``status`` does not call the watcher's start an edit."""
         outcome = self._apply()
         if outcome is not None:
             run_dir = self.base.topology_dir(self.topology)
-            outcome = outcome.after(read_outcome(run_dir))
-            write_outcome(run_dir, outcome)
+            previous = read_outcome(run_dir)
+            outcome = dataclasses.replace(outcome, cause=cause).after(previous)
+            if outcome.replaces(previous):
+                write_outcome(run_dir, outcome)
             self._print(outcome.outcome, err=outcome.outcome in ("refused", "failed"))
         return outcome
 

@@ -45,7 +45,8 @@ def test_the_watcher_hands_over_only_edits_of_itself() -> None:
 
 def test_the_watcher_s_outcome_round_trips_and_reads_as_one_line(tmp_path) -> None:
     assert read_outcome(tmp_path) is None
-    at = time.mktime((2026, 11, 22, 11, 2, 3, 0, 0, -1))
+    today = time.localtime()
+    at = time.mktime((today.tm_year, today.tm_mon, today.tm_mday, 11, 2, 3, 0, 0, -1))
     outcome = WatchOutcome(at, "refused", ("", "rt.yaml:6:5: error: bad", "error: rt.yaml: 1 error(s)"))
     write_outcome(tmp_path, outcome)
     assert read_outcome(tmp_path) == outcome
@@ -54,8 +55,27 @@ def test_the_watcher_s_outcome_round_trips_and_reads_as_one_line(tmp_path) -> No
                         ).summary() == "last edit 11:02:03 unchanged"
     assert WatchOutcome(at, "applied", ("reconfigured src", "unchanged    bus", "watcher      restarted")
                         ).summary() == "last edit 11:02:03 applied: reconfigured src; watcher restarted"
+    started = WatchOutcome(at, "unchanged", (), cause="start")
+    write_outcome(tmp_path, started)
+    assert read_outcome(tmp_path) == started and started.summary() == "at start 11:02:03 unchanged"
+    last_year = time.mktime((today.tm_year - 1, 3, 4, 11, 2, 3, 0, 0, -1))  # not today: the date too
+    assert (WatchOutcome(last_year, "unchanged", ()).summary()
+            == f"last edit {today.tm_year - 1}-03-04 11:02:03 unchanged")
+    (tmp_path / "state" / "_watch.json").write_text('{"at": 1.0, "outcome": "applied", "lines": []}')
+    assert read_outcome(tmp_path).cause == "edit"  # a record written before starts were told apart
     (tmp_path / "state" / "_watch.json").write_text("{not json")
     assert read_outcome(tmp_path) is None
+
+
+def test_a_start_that_finds_the_file_as_applied_keeps_the_last_edit_s_outcome() -> None:
+    edit = WatchOutcome(100.0, "applied", ("reconfigured src",))
+    quiet_start = WatchOutcome(200.0, "unchanged", (), cause="start")
+    assert quiet_start.replaces(None)  # the first start: there is nothing else to show
+    assert not quiet_start.replaces(edit)  # status goes on naming the edit, not the watcher's restart
+    assert quiet_start.replaces(WatchOutcome(150.0, "unchanged", (), cause="start"))
+    assert WatchOutcome(200.0, "applied", ("reconfigured src",), cause="start").replaces(edit)  # edited while none ran
+    assert WatchOutcome(200.0, "refused", ("rt.yaml:6:5: error: bad",), cause="start").replaces(edit)
+    assert WatchOutcome(200.0, "unchanged", ()).replaces(edit)  # an edit that changed nothing is still an edit
 
 
 def test_the_watcher_resolves_the_file_with_the_variables_it_was_applied_with(tmp_path) -> None:

@@ -391,13 +391,22 @@ def test_a_topology_s_reload_section_has_supervisord_run_a_watcher_that_applies_
     # the new watcher's first look at the file (it may have changed while none ran) finds nothing to do
     first = wait_for(lambda: (o := read_outcome(base / "rt")) and o.at > before and o, what="the watcher's first look")
     assert first.outcome == "unchanged" and stats(base, "src")["params"]["rate"] == 3500
-    wait_for(lambda: f"watch    {topo}  RUNNING  last edit " in watch_line(), what="status to show the watcher")
+    wait_for(lambda: f"watch    {topo}  RUNNING  at start " in watch_line(), what="status to show the watcher")
 
     topo.write_text(watched.replace("batch: 4", "batch: 2"))
     wait_for(lambda: stats(base, "src")["params"]["batch"] == 2, what="the watcher to apply the edit")
-    assert "applied: reconfigured src" in wait_for(lambda: "applied" in (line := watch_line()) and line,
-                                                  what="status to show the edit applied")
+    edited = wait_for(lambda: "applied" in (line := watch_line()) and line, what="status to show the edit applied")
+    assert f"watch    {topo}  RUNNING  last edit " in edited and "applied: reconfigured src" in edited
     assert stats(base, "src")["params"]["rate"] == 3500
+
+    # a restarted watcher finds the file as applied: status still names the last edit, not the restart
+    watcher_pid = pids(base)["_watch"]
+    assert main(["ctl", "restart", "rt:_watch"]) == 0
+    log = base / "rt" / "logs" / "_watch.out.log"
+    looked = "for topology rt (supervised)"  # printed after its first look: the third watcher's
+    wait_for(lambda: pids(base)["_watch"] not in (0, watcher_pid) and log.read_text().count(looked) == 3,
+             what="the restarted watcher's first look")
+    assert watch_line() == edited
 
     topo.write_text(watched.replace("batch: 4", "batch: [oops"))
     line = wait_for(lambda: "refused" in (line := watch_line()) and line, what="the broken edit to be refused")
@@ -419,6 +428,7 @@ def test_a_topology_s_reload_section_has_supervisord_run_a_watcher_that_applies_
     handover = base / "rt" / "logs" / "_watch.handover.log"  # written as that apply ends, after the removal
     wait_for(lambda: "watcher      removed" in handover.read_text(), what="the handed-over apply to report")
     assert watch_line() == ""
+    assert read_outcome(base / "rt") is None  # a watcher added later does not show this one's last edit
 
 
 def test_adding_and_removing_a_node_leaves_the_others_running(deployment, capsys) -> None:
