@@ -23,6 +23,13 @@ Recording format (version 1), read by ``source.replay`` and ``alphapulse replay`
 A file is finished after ``rotate_bytes`` (split at a frame boundary, so a file exceeds it only
 when one frame does) or ``rotate_seconds``; finishing fsyncs it, renames it and fsyncs the
 directory. The open file is fsynced every ``fsync_seconds`` (0: after every block).
+
+A write that fails (a full disk, a quota) is cut back off the file, so the file still ends on
+a frame boundary. The frames it did not write, and every block after them, wait in memory in
+order (up to ``backlog_bytes``) and are written once the disk takes them again, tried every
+``WRITE_RETRY_SECONDS``: a disk that fills and is freed within that bound leaves no hole. Beyond
+it, frames are dropped and counted (``dropped.backlog_full``); the recording then shows that
+stretch as a gap in each source's sequence.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import datetime as dt
 import mmap
 import os
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +78,15 @@ class RecorderParams:
         0, doc="Delete the oldest finished files beyond this many; 0 keeps everything.", live=True,
         minimum=0,
     )
+    backlog_bytes: int = param(
+        64 * 1024 * 1024, doc="While writes fail (a full disk), hold up to this many bytes of frames in "
+        "memory, in order, and write them once the disk takes them again; beyond it frames are dropped "
+        "and counted (dropped.backlog_full). 0 holds none.", live=True, minimum=0,
+    )
+
+
+WRITE_RETRY_SECONDS = 1.0
+"""How soon a recorder whose write failed tries its backlog again."""
 
 
 def file_name(unix_ns: int) -> str:
@@ -97,6 +114,35 @@ def last_frame_end(path: Path) -> int:
     return end
 
 
+@dataclasses.dataclass(frozen=True)
+class _Frames:
+    """Whole frames back to back in ``data``, with where each starts and ends."""
+
+    data: memoryview | bytes
+    offsets: np.ndarray
+    ends: np.ndarray
+
+    @property
+    def count(self) -> int:
+        return len(self.offsets)
+
+    def tail(self, first: int) -> _Frames:
+        """The frames from ``first`` on, positions counted from the first of them."""
+        start = int(self.offsets[first])
+        return _Frames(self.data[start:int(self.ends[-1])], self.offsets[first:] - start, self.ends[first:] - start)
+
+    def copy(self) -> _Frames:
+        return _Frames(bytes(self.data), self.offsets.copy(), self.ends.copy())
+
+
+class _Unwritten(Exception):
+    """A write failed: the frames from ``first`` on are not in the file."""
+
+    def __init__(self, first: int, cause: OSError) -> None:
+        super().__init__(first, cause)
+        self.first, self.cause = first, cause
+
+
 class _File:
     """One recording file being written."""
 
@@ -109,13 +155,29 @@ class _File:
         self.messages = 0
         self.synced_bytes = 0
         self.finished = False
+        self.torn = False
+        """a failed write may have left part of a frame past ``bytes``"""
 
     def write(self, data: memoryview, messages: int) -> None:
+        """Append whole frames, or nothing: a write that fails part way (a full disk) is cut
+        back off, so the file never holds a torn frame that later frames would follow."""
+        if self.torn:
+            self._cut_back()
         view = data
-        while view:
-            view = view[os.write(self.fd, view) :]
+        try:
+            while view:
+                view = view[os.write(self.fd, view) :]
+        except OSError:
+            self.torn = True
+            with contextlib.suppress(OSError):  # still torn: the next write cuts it first
+                self._cut_back()
+            raise
         self.bytes += len(data)
         self.messages += messages
+
+    def _cut_back(self) -> None:
+        os.ftruncate(self.fd, self.bytes)
+        self.torn = False
 
     def sync(self) -> None:
         """Safe in a worker thread while the node keeps writing: covers what was written before."""
@@ -156,6 +218,11 @@ class Recorder(Node):
         self.recovered = 0
         self._stored: dict[int, int] | None = None
         """where the finished files leave off per source (``.positions.json``; see ``_resume``)"""
+        self._backlog: deque[_Frames] = deque()
+        """frames a failed write left unwritten, and every block after them, in order"""
+        self._backlog_bytes = self._backlog_messages = 0
+        self._failing_since: float | None = None
+        self._retry_at = float("inf")
 
     # -- files ------------------------------------------------------------------------------------
     def resume_positions(self) -> dict[int, int]:
@@ -213,9 +280,11 @@ class Recorder(Node):
         ctx.counters["files.opened"] += 1
 
     def _rotate(self, ctx) -> None:
-        """Switch to a new file now; the run loop finishes the old one (fsync, rename)."""
-        self._finishing.append(self.current)
+        """Switch to a new file now; the run loop finishes the old one (fsync, rename). When the
+        new file cannot be made (a full disk), the old one stays the one written to."""
+        old = self.current
         self._start(ctx)
+        self._finishing.append(old)
         self._wake.set()
 
     # -- the push path -----------------------------------------------------------------------------
@@ -223,25 +292,95 @@ class Recorder(Node):
         if self.current is None:  # inputs can deliver before run() has opened the directory
             self._early.append(block)
             return
-        data = memoryview(block.data)
-        ends = (block.offsets + block.sizes).astype(np.int64)
-        limit = self.params.rotate_bytes
-        first, n = 0, len(block)
-        while first < n:
-            start = int(block.offsets[first])
-            fit = int(np.searchsorted(ends[first:] - start, limit - self.current.bytes, side="right"))
-            if fit == 0 and self.current.bytes:
-                self._rotate(ctx)
-                continue
-            fit = max(fit, 1)  # a frame larger than a whole file goes alone into a fresh one
-            end = int(ends[first + fit - 1])
-            self.current.write(data[start:end], fit)
-            ctx.counters["recorded.messages"] += fit
-            ctx.counters["recorded.bytes"] += end - start
-            first += fit
+        frames = _Frames(memoryview(block.data), block.offsets.astype(np.int64),
+                         (block.offsets + block.sizes).astype(np.int64))
+        if self._backlog:  # nothing overtakes the frames waiting for the disk
+            self._hold(frames, ctx)
+            return
+        try:
+            self._write(frames, ctx)
+        except _Unwritten as failed:
+            self._write_failed(failed, ctx)
+            self._hold(frames.tail(failed.first), ctx)
+            return
+        if self._failing_since is not None:  # nothing was held (backlog_bytes 0): written again
+            self._writes_again(ctx)
         if self.params.fsync_seconds == 0:
             self.current.sync()
             ctx.counters["fsyncs"] += 1
+
+    def _write(self, frames: _Frames, ctx) -> None:
+        """Write the frames, rotating at ``rotate_bytes``; ``_Unwritten`` says from which frame on
+        they are not in the file (the file holds whole frames either way)."""
+        limit = self.params.rotate_bytes
+        first, n = 0, frames.count
+        try:
+            while first < n:
+                start = int(frames.offsets[first])
+                fit = int(np.searchsorted(frames.ends[first:] - start, limit - self.current.bytes, side="right"))
+                if fit == 0 and self.current.bytes:
+                    self._rotate(ctx)
+                    continue
+                fit = max(fit, 1)  # a frame larger than a whole file goes alone into a fresh one
+                end = int(frames.ends[first + fit - 1])
+                self.current.write(frames.data[start:end], fit)
+                ctx.counters["recorded.messages"] += fit
+                ctx.counters["recorded.bytes"] += end - start
+                first += fit
+        except OSError as exc:
+            raise _Unwritten(first, exc) from exc
+
+    def _write_failed(self, failed: _Unwritten, ctx) -> None:
+        ctx.counters["errors.write"] += 1
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            ctx.log.error("recorder cannot write to %s (%s); holding what arrives, in order, up to %.1f MiB, "
+                          "and trying again every %g s", self.directory, failed.cause,
+                          self.params.backlog_bytes / 2**20, WRITE_RETRY_SECONDS)
+        self._retry_at = trio.current_time() + WRITE_RETRY_SECONDS
+        self._wake.set()
+
+    def _hold(self, frames: _Frames, ctx) -> None:
+        """Keep a copy (the block's buffer is the link's to reuse), or drop and count it."""
+        if not frames.count:
+            return
+        frames = frames.tail(0)
+        size = len(frames.data)
+        if self._backlog_bytes + size > self.params.backlog_bytes:
+            if not ctx.counters["dropped.backlog_full"]:
+                ctx.log.error("recorder backlog is full (%.1f MiB): dropping what arrives until the disk takes "
+                              "it; the recording will show a gap", self.params.backlog_bytes / 2**20)
+            ctx.counters["dropped.backlog_full"] += frames.count
+            return
+        self._backlog.append(frames.copy())
+        self._backlog_bytes += size
+        self._backlog_messages += frames.count
+
+    def _write_backlog(self, ctx) -> None:
+        """Write what waits, oldest first, until it is all written or a write fails again."""
+        while self._backlog:
+            held = self._backlog[0]
+            try:
+                self._write(held, ctx)
+            except _Unwritten as failed:
+                rest = held.tail(failed.first)
+                self._backlog[0] = rest
+                self._backlog_bytes -= len(held.data) - len(rest.data)
+                self._backlog_messages -= failed.first
+                self._write_failed(failed, ctx)
+                return
+            self._backlog.popleft()
+            self._backlog_bytes -= len(held.data)
+            self._backlog_messages -= held.count
+        self._writes_again(ctx)
+        if self.params.fsync_seconds == 0:
+            self.current.sync()
+            ctx.counters["fsyncs"] += 1
+
+    def _writes_again(self, ctx) -> None:
+        ctx.log.warning("recorder writes again after %.1f s; what it held meanwhile is written, in order",
+                        time.monotonic() - (self._failing_since or time.monotonic()))
+        self._failing_since, self._retry_at = None, float("inf")
 
     # -- the loop: time rotation, fsync, finishing -----------------------------------------------------
     async def run(self, ctx):
@@ -251,11 +390,14 @@ class Recorder(Node):
             rotate_at = self.current.opened_at + self.params.rotate_seconds
             sync_at = next_sync if self.params.fsync_seconds and self.current.synced_bytes < self.current.bytes \
                 else float("inf")
-            with trio.move_on_at(min(rotate_at, sync_at)):
+            retry_at = self._retry_at if self._backlog else float("inf")
+            with trio.move_on_at(min(rotate_at, sync_at, retry_at)):
                 await self._wake.wait()
             self._wake = trio.Event()
             now = trio.current_time()
-            if now >= rotate_at and self.current.bytes:
+            if self._backlog and now >= self._retry_at:
+                self._write_backlog(ctx)
+            if now >= rotate_at and self.current.bytes and not self._backlog:
                 self._rotate(ctx)
             elif now >= rotate_at:
                 self.current.opened_at = now  # nothing recorded: keep the empty file open
@@ -290,6 +432,12 @@ class Recorder(Node):
         """Finish every file, the current one included (an empty one is removed)."""
         if self.current is None:
             return
+        if self._backlog:
+            self._write_backlog(ctx)
+        if self._backlog:  # a restart asks upstream for them: the recording resumes from the files
+            ctx.counters["dropped.backlog_at_stop"] += self._backlog_messages
+            ctx.log.error("recorder stops with %d messages it could not write; its next start asks "
+                          "upstream for them", self._backlog_messages)
         current, self.current = self.current, None
         if current.bytes:
             self._finishing.append(current)
@@ -309,5 +457,8 @@ class Recorder(Node):
             "unsynced_bytes": current.bytes - current.synced_bytes if current else 0,
             "files_finished": self.files_finished,
             "files_recovered": self.recovered,
+            "backlog_bytes": self._backlog_bytes,
+            "backlog_messages": self._backlog_messages,
+            "write_failing_seconds": 0.0 if self._failing_since is None else time.monotonic() - self._failing_since,
         }
 

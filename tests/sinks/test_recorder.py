@@ -3,13 +3,18 @@ crash, and play back to the same messages."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
+import signal
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import trio
 
+import nodes.recorder
 from alphapulse import protocol
 from alphapulse.kinds import build_params
 from alphapulse.runtime import make_sequence
@@ -273,3 +278,103 @@ async def test_a_source_quiet_for_many_files_is_resumed_from_the_checkpoint(tmp_
     sources, sequences = protocol.header_columns(recording, found.offsets)[:2]
     assert sequences[sources == 3].tolist() == [make_sequence(5, k) for k in range(1, 13)]  # all of it, once
     assert read_positions(directory)[3] == make_sequence(5, 12)
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int) -> Iterator[None]:
+    """Writes past ``limit`` bytes into any file fail (``EFBIG``) as on a full disk (``ENOSPC``),
+    part way through a write that crosses it: the kernel's own short write, then the error."""
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+def _recorded(directory: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(directory.glob("rec-*")))
+
+
+async def test_a_full_disk_tears_no_frame_and_loses_nothing_the_backlog_holds(tmp_path: Path, monkeypatch):
+    """The node as the host runs it: a write that fails part way is cut back off the file, what
+    arrives meanwhile waits in order, and once the disk takes writes again the retry writes it
+    all: the recording is every frame, whole, in order."""
+    monkeypatch.setattr(nodes.recorder, "WRITE_RETRY_SECONDS", 0.05)
+    frames = _stream(trades=900)
+    first, stuck, after = frames[:400], frames[400:700], frames[700:]
+    directory = tmp_path / "rec"
+    async with run_sink("sink.recorder", {"path": str(directory), "fsync_seconds": 0}) as run:
+        await run.send(first, per_block=100)
+        await run.wait_received(len(first))
+        (open_file,) = directory.glob("rec-*")
+        with file_size_limit(len(b"".join(first)) + 50):  # room for part of the next frame only
+            await run.send(stuck, per_block=100)
+            await run.wait_received(len(first) + len(stuck))
+            with trio.fail_after(10):
+                while run.ctx.counters["errors.write"] < 3:  # the retries fail too
+                    await trio.sleep(0.02)
+            assert open_file.read_bytes() == b"".join(first)  # no torn frame, however many tries
+            stats = run.node.statistics()
+            assert stats["backlog_messages"] == len(stuck) and stats["backlog_bytes"] == len(b"".join(stuck))
+            assert stats["write_failing_seconds"] > 0
+        await run.send(after, per_block=100)  # behind what waits: written after it, not before
+        await run.wait_received(len(frames))
+        with trio.fail_after(10):
+            while run.node.statistics()["backlog_messages"]:
+                await trio.sleep(0.02)
+        counters = run.ctx.counters
+    assert _recorded(directory) == b"".join(frames) and _whole_frames(_recorded(directory))
+    assert counters["recorded.messages"] == len(frames) and not counters["dropped.backlog_full"]
+    assert not counters["errors.handler"]  # the breaker saw no failure: nothing was skipped
+
+
+async def test_beyond_the_backlog_frames_are_dropped_and_counted(tmp_path: Path):
+    frames = _stream(trades=600)
+    node = Recorder(build_params(RecorderParams, {"path": str(tmp_path / "rec"), "fsync_seconds": 0,
+                                                  "backlog_bytes": len(b"".join(frames[100:300]))}))
+    ctx = make_ctx("sink.recorder")
+    node.open(ctx)
+    node.handle_block(block_of(frames[:100]), ctx)
+    with file_size_limit(len(b"".join(frames[:100]))):  # full: not one byte more
+        node.handle_block(block_of(frames[100:200]), ctx)
+        node.handle_block(block_of(frames[200:300]), ctx)
+        node.handle_block(block_of(frames[300:400]), ctx)  # over the bound: dropped
+        node._write_backlog(ctx)  # a retry while still full changes nothing
+    assert ctx.counters["dropped.backlog_full"] == 100 and node.statistics()["backlog_messages"] == 200
+    node._write_backlog(ctx)  # the disk takes writes again
+    node.handle_block(block_of(frames[400:]), ctx)
+    await node.aclose(ctx)
+    assert _recorded(tmp_path / "rec") == b"".join(frames[:300] + frames[400:])  # one hole, counted
+    assert ctx.counters["recorded.messages"] == len(frames) - 100
+
+
+async def test_a_rotation_the_disk_refuses_keeps_writing_the_current_file(tmp_path: Path, monkeypatch):
+    """A new file that cannot be made (no inode, no space) must not leave the recorder writing
+    to the one it is finishing."""
+    frames = _stream(trades=300)
+    node = Recorder(build_params(RecorderParams, {"path": str(tmp_path / "rec"), "rotate_bytes": 4096,
+                                                  "fsync_seconds": 0}))
+    ctx = make_ctx("sink.recorder")
+    node.open(ctx)
+    refuse = [True]
+    real_open = os.open
+
+    def no_new_files(path, flags, *args):
+        if refuse[0] and flags & os.O_CREAT:
+            raise OSError(28, "No space left on device")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(nodes.recorder.os, "open", no_new_files)
+    node.handle_block(block_of(frames[:150]), ctx)  # fills the first file, cannot start the next
+    assert ctx.counters["errors.write"] == 1 and node.statistics()["backlog_messages"] > 0
+    assert not node._finishing  # the current file is not handed over to be finished
+    refuse[0] = False
+    node._write_backlog(ctx)
+    node.handle_block(block_of(frames[150:]), ctx)
+    await node.aclose(ctx)
+    files = _files(tmp_path / "rec")
+    assert len(files) > 2 and all(_whole_frames(p.read_bytes()) for p in files)
+    assert _recorded(tmp_path / "rec") == b"".join(frames)
