@@ -11,6 +11,12 @@ columns are described in ``nodes/_parquet/_tables.py``. Files::
 Query everything with ``read_parquet('<path>/trades/*/*.parquet')``: every file a reader can
 see is complete (written to a hidden temporary name, fsynced, renamed).
 
+A full disk ends nothing: a WAL append that fails is cut back off the file, and the rows stay
+in the batch while their frames (and every later block's) wait in memory, in order, up to
+``backlog_bytes``; a flush that cannot write its parts keeps its rows and runs again. Both are
+tried every ``WRITE_RETRY_SECONDS``, and no flush starts while frames wait, so a commit never
+covers a row the WAL could not bring back. Beyond the bound, blocks are dropped and counted.
+
 Durability: each block's frames are appended to the WAL as they arrive, and the WAL is fsynced
 every ``wal_fsync_seconds``; a frame is *acknowledged* once fsynced (``acknowledged_messages``
 in ``statistics()``). Every ``flush_seconds`` or ``row_group_rows`` rows a flush writes the
@@ -37,6 +43,8 @@ from nodes._parquet._resume import stored_positions
 
 COMPACTION_CHECK_SECONDS = 10.0
 RETENTION_CHECK_SECONDS = 3600.0
+WRITE_RETRY_SECONDS = 1.0
+"""How soon a writer whose WAL append or flush failed (a full disk) tries again."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +78,11 @@ class ParquetParams:
         30, doc="Delete day partitions older than this many days (checked hourly); 0 keeps everything.",
         live=True, minimum=0,
     )
+    backlog_bytes: int = param(
+        64 * 1024 * 1024, doc="While the write-ahead log refuses appends (a full disk), keep the rows and "
+        "hold up to this many bytes of their frames in memory, in order, until it takes them again; beyond "
+        "it blocks are dropped and counted (dropped.backlog_full). 0 holds none.", live=True, minimum=0,
+    )
 
 
 @node_kind(
@@ -97,6 +110,9 @@ class Parquet(Node):
         self._job: FlushJob | None = None
         self._last_flush_unix = 0.0
         self._error_blocks = 0
+        self._failing_since: float | None = None
+        """when a WAL append or a flush first failed (a full disk); None while writes succeed"""
+        self._retry_at = math.inf
 
     def resume_positions(self) -> dict[int, int]:
         """Where the stored data leaves off per source (``_parquet/_resume.py``): the host starts
@@ -108,12 +124,21 @@ class Parquet(Node):
         if self.writer is None:  # inputs can deliver before run() has recovered the directory
             self._early.append(block)
             return
-        wal = self.writer.wal
+        writer = self.writer
+        if writer.unlogged and writer.unlogged_bytes + len(block.data) > self.params.backlog_bytes:
+            if not ctx.counters["dropped.backlog_full"]:
+                ctx.log.error("write-ahead backlog is full (%.1f MiB): dropping blocks until the disk takes "
+                              "writes again; the tables will miss them", self.params.backlog_bytes / 2**20)
+            ctx.counters["dropped.backlog_full"] += len(block)
+            return
+        wal, held = writer.wal, bool(writer.unlogged)
         logged, unsynced = wal.bytes_written, wal.unsynced
-        report = self.writer.add(block)
+        report = writer.add(block)
         ctx.counters["wal.bytes"] += wal.bytes_written - logged
         self._count(report, ctx)
-        if self.params.wal_fsync_seconds == 0:
+        if writer.unlogged and not held:
+            self._write_failed(f"the write-ahead log refused an append ({writer.log_error})", ctx)
+        if self.params.wal_fsync_seconds == 0 and not writer.unlogged:
             wal.sync()
             ctx.counters["wal.fsyncs"] += 1
         elif wal.unsynced and not unsynced:
@@ -124,6 +149,21 @@ class Parquet(Node):
             self._wake.set()  # likewise the flush deadline, flush_seconds from this first row
         if rows >= self.params.row_group_rows:
             self._wake.set()
+
+    def _write_failed(self, what: str, ctx) -> None:
+        """Count a failed write, say so once per spell, and have the loop try again soon."""
+        ctx.counters["errors.write"] += 1
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            ctx.log.error("%s; keeping the rows and holding their frames, in order, up to %.1f MiB, and "
+                          "trying again every %g s", what, self.params.backlog_bytes / 2**20, WRITE_RETRY_SECONDS)
+        self._retry_at = trio.current_time() + WRITE_RETRY_SECONDS
+        self._wake.set()
+
+    def _writes_again(self, ctx) -> None:
+        if self._failing_since is not None:
+            ctx.log.warning("writes again after %.1f s; nothing held was lost", time.monotonic() - self._failing_since)
+        self._failing_since, self._retry_at = None, math.inf
 
     def _count(self, report, ctx) -> None:
         for table, n in report.rows.items():
@@ -176,16 +216,23 @@ class Parquet(Node):
         next_compaction = now
         next_retention = now
         while True:
-            flush_at = math.inf if self._first_row_at is None else self._first_row_at + self.params.flush_seconds
+            # while writes fail (a full disk), a flush waits for the retry: its deadline has passed
+            # and the rows keep coming, so either would have the loop try it again at once
+            failing = self._failing_since is not None
+            flush_at = (math.inf if self._first_row_at is None or failing
+                        else self._first_row_at + self.params.flush_seconds)
             sync_at = next_sync if self.params.wal_fsync_seconds and self.writer.wal.unsynced else math.inf
-            with trio.move_on_at(min(flush_at, sync_at, next_compaction, next_retention)):
+            with trio.move_on_at(min(flush_at, sync_at, next_compaction, next_retention, self._retry_at)):
                 await self._wake.wait()
             self._wake = trio.Event()
             now = trio.current_time()
+            retry = now >= self._retry_at
+            if retry and self.writer.unlogged:
+                self._log_unlogged(ctx)
             if now >= sync_at:
                 await self.sync(ctx)
                 next_sync = now + self.params.wal_fsync_seconds
-            if self.writer.batch.rows >= self.params.row_group_rows or now >= flush_at:
+            if retry or (not failing and (self.writer.batch.rows >= self.params.row_group_rows or now >= flush_at)):
                 await self.flush(ctx)
             if now >= next_compaction:
                 retention = now >= next_retention
@@ -194,6 +241,15 @@ class Parquet(Node):
                 if retention:
                     next_retention = now + RETENTION_CHECK_SECONDS
 
+    def _log_unlogged(self, ctx) -> None:
+        if not self.writer.log_unlogged():
+            self._write_failed(f"the write-ahead log refused an append ({self.writer.log_error})", ctx)
+        elif self._job is None:
+            self._writes_again(ctx)  # else the held flush's retry says so
+            if self.params.wal_fsync_seconds == 0:
+                self.writer.wal.sync()
+                ctx.counters["wal.fsyncs"] += 1
+
     async def sync(self, ctx) -> None:
         await trio.to_thread.run_sync(self.writer.wal.sync)
         ctx.counters["wal.fsyncs"] += 1
@@ -201,18 +257,31 @@ class Parquet(Node):
     async def flush(self, ctx) -> None:
         """Write the buffered rows as parts and commit the WAL (in a worker thread)."""
         if self._job is None:
-            self._job = self.writer.begin_flush(self.params.compression)
-            self._first_row_at = None
+            try:
+                self._job = self.writer.begin_flush(self.params.compression)
+            except OSError as exc:  # no new WAL file (a full disk): the batch stays; try again
+                self._write_failed(f"cannot start a write-ahead log file for a flush ({exc})", ctx)
+                return
+            if self._job is not None:
+                self._first_row_at = None
         job = self._job
         if job is None:
+            if not self.writer.unlogged:
+                self._writes_again(ctx)  # a retry that found nothing to write: nothing is failing
             return
         try:
             result = await trio.to_thread.run_sync(job.run)
+        except OSError as exc:  # a full disk: the rows stay in the job and the WAL; the same job runs again
+            self._write_failed(f"cannot write a flush's parts ({exc})", ctx)
+            ctx.counters["errors.flush"] += 1
+            return
         except BaseException:
             if job.started:  # failed part-way: the rows are safe in the WAL; the restarted node replays them
                 self._broken = True
             raise  # not started (a cancel landed first): aclose runs it
         self._job = None
+        if not self.writer.unlogged:
+            self._writes_again(ctx)
         self.writer.finish_flush(result)
         self._last_flush_unix = time.time()
         ctx.counters["flushes"] += 1
@@ -249,9 +318,16 @@ class Parquet(Node):
             return
         try:
             if not self._broken:
+                if self.writer.unlogged:
+                    self._log_unlogged(ctx)
                 if self._job is not None:
-                    await self.flush(ctx)  # the one a cancel interrupted before it started
-                await self.flush(ctx)
+                    await self.flush(ctx)  # the one a cancel interrupted before it started, or a failed one
+                if self._job is None:
+                    await self.flush(ctx)
+                if self.writer.unlogged:  # a restart asks upstream for them: resume starts from what is stored
+                    ctx.counters["dropped.backlog_at_stop"] += self.writer.unlogged_messages
+                    ctx.log.error("stopping with %d messages the write-ahead log did not take; the next start "
+                                  "asks upstream for them", self.writer.unlogged_messages)
         finally:
             self.writer.close()
 
@@ -270,4 +346,8 @@ class Parquet(Node):
             "instruments_known": len(writer.ingestor.names),
             "buckets_to_compact": len(writer.pending),
             "last_flush_unix": self._last_flush_unix,
+            "backlog_bytes": writer.unlogged_bytes,
+            "backlog_messages": writer.unlogged_messages,
+            "flush_waiting": self._job is not None,
+            "write_failing_seconds": 0.0 if self._failing_since is None else time.monotonic() - self._failing_since,
         }

@@ -387,7 +387,8 @@ class Recorder(Node):
         self.open(ctx)
         next_sync = trio.current_time() + self.params.fsync_seconds
         while True:
-            rotate_at = self.current.opened_at + self.params.rotate_seconds
+            # while writes fail, only the retry is due: a rotation waits for the backlog to be written
+            rotate_at = self.current.opened_at + self.params.rotate_seconds if not self._backlog else float("inf")
             sync_at = next_sync if self.params.fsync_seconds and self.current.synced_bytes < self.current.bytes \
                 else float("inf")
             retry_at = self._retry_at if self._backlog else float("inf")
@@ -397,7 +398,7 @@ class Recorder(Node):
             now = trio.current_time()
             if self._backlog and now >= self._retry_at:
                 self._write_backlog(ctx)
-            if now >= rotate_at and self.current.bytes and not self._backlog:
+            if now >= rotate_at and self.current.bytes:
                 self._rotate(ctx)
             elif now >= rotate_at:
                 self.current.opened_at = now  # nothing recorded: keep the empty file open

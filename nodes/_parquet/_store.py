@@ -266,10 +266,16 @@ def _temporary(path: Path) -> Path:
 @contextlib.contextmanager
 def _atomic_file(path: Path) -> Iterator[BinaryIO]:
     """``path`` written whole or not at all: into a hidden temporary file, fsynced when the block
-    ends, then renamed over ``path``. A failure leaves the temporary file (recovery removes it)."""
+    ends, then renamed over ``path``. A failure removes the temporary file (on a full disk it
+    holds the space a retry needs); one a crash leaves, recovery removes."""
     tmp = _temporary(path)
-    with open(tmp, "wb") as f:
-        yield f
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise

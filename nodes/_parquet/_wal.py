@@ -99,6 +99,8 @@ class WriteAheadLog:
             os.replace(tmp, path)
         except BaseException:
             os.close(fd)
+            with contextlib.suppress(OSError):  # a full disk must not fill up with failed starts
+                tmp.unlink()
             raise
         fsync_directory(self.directory)
         if self._fd is not None:
@@ -110,7 +112,14 @@ class WriteAheadLog:
 
     # -- the hot path --------------------------------------------------------------------------
     def append(self, data: bytes | memoryview, messages: int) -> None:
-        _write_all(self._fd, data)
+        """Append whole frames, or nothing: a write that fails part way (a full disk) is cut back
+        off, so no torn frame sits in the middle of the file once later appends follow it."""
+        try:
+            _write_all(self._fd, data)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self.current_bytes)
+            raise
         self._files[self.generation][0] += messages
         self.bytes_written += len(data)
         self.current_bytes += len(data)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,11 @@ class ParquetWriter:
         """buckets that have parts, to compact once they are over"""
         self.positions: dict[int, int] = read_positions(base)
         """where the committed rows leave off per source, every source ever stored (flush threads only)"""
+        self.unlogged: deque[tuple[bytes, int]] = deque()
+        """frames of rows in the batch that the WAL has not taken yet (a full disk), in order"""
+        self.unlogged_bytes = self.unlogged_messages = 0
+        self.log_error: OSError | None = None
+        """why the WAL last refused an append (None while it takes them)"""
 
     def open(self) -> OpenReport:
         """Recover from whatever a crash left, replay the pending WAL files, start a new one."""
@@ -137,22 +142,55 @@ class ParquetWriter:
         return messages
 
     def add(self, block: Any) -> IngestReport:
-        """Rows of one block into the batch, its useful frames into the WAL (not yet fsynced)."""
+        """Rows of one block into the batch, its useful frames into the WAL (not yet fsynced).
+        Frames the WAL did not take (a full disk; ``log_error`` says why) wait in ``unlogged``,
+        in order, with every later block's, until ``log_unlogged`` appends them: the rows are in
+        the batch already, and no flush starts while their frames are not in the WAL, so a
+        commit never covers a row a replay could not bring back."""
         report = self.ingestor.ingest(block, self.batch)
         keep = report.keep
         if keep.all():
-            self.wal.append(block.data, len(block))
+            self._log(block.data, len(block))
         elif keep.any():
             kept = block.select(keep)
-            self.wal.append(kept.data, len(kept))
+            self._log(kept.data, len(kept))
         return report
 
+    def _log(self, data: Any, messages: int) -> None:
+        if not self.unlogged:
+            try:
+                self.wal.append(data, messages)
+                return
+            except OSError as exc:
+                self.log_error = exc
+        self.unlogged.append((bytes(data), messages))  # the link reuses the block's buffer
+        self.unlogged_bytes += len(data)
+        self.unlogged_messages += messages
+
+    def log_unlogged(self) -> bool:
+        """Append what waits, oldest first; True once none is left (``log_error`` when not)."""
+        while self.unlogged:
+            data, messages = self.unlogged[0]
+            try:
+                self.wal.append(data, messages)
+            except OSError as exc:
+                self.log_error = exc
+                return False
+            self.unlogged.popleft()
+            self.unlogged_bytes -= len(data)
+            self.unlogged_messages -= messages
+        self.log_error = None
+        return True
+
     def begin_flush(self, compression: str) -> FlushJob | None:
-        if not self.batch.rows:
+        """Swap the batch out for a flush and start a new WAL file; None when there is nothing to
+        flush or the batch's frames are not all in the WAL yet. The new file comes first: when it
+        cannot be made (a full disk), the batch stays where it was."""
+        if not self.batch.rows or self.unlogged:
             return None
-        batch, self.batch = self.batch, RowBatch()
         preamble, count = self.ingestor.mapping_preamble()
         generation = self.wal.rotate(preamble, count)
+        batch, self.batch = self.batch, RowBatch()
         return FlushJob(self, batch, dict(self.ingestor.names), generation, compression)
 
     def finish_flush(self, result: FlushResult) -> None:

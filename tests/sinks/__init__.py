@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
+import signal
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 
 import trio
@@ -135,3 +137,17 @@ def malformed_trade_frame(ts: int, sequence: int) -> bytes:
     """A frame with a good CRC whose Trade TLV is one byte short: counted, never stored."""
     builder = protocol.MessageBuilder(protocol.RelayDomain.MARKET_DATA, 3, sequence)
     return builder.build(bytes([int(protocol.TLVType.TRADE), 37]) + bytes(37), ts)
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int) -> Iterator[None]:
+    """Writes past ``limit`` bytes into any file fail (``EFBIG``) as on a full disk (``ENOSPC``),
+    part way through a write that crosses it: the kernel's own short write, then the error."""
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)

@@ -17,11 +17,12 @@ import duckdb
 import pytest
 import trio
 
+import nodes.parquet
 from alphapulse import protocol
 from alphapulse.kinds import build_params
 from nodes._parquet import WriterLocked
 from nodes.parquet import Parquet, ParquetParams
-from tests.sinks import BTC, HOUR_NS, block_of, build, make_ctx
+from tests.sinks import BTC, HOUR_NS, block_of, build, file_size_limit, make_ctx, run_sink
 
 
 class Crash(Exception):
@@ -191,3 +192,102 @@ async def test_a_stop_that_cancels_a_flush_before_it_starts_loses_nothing(tmp_pa
     await node.aclose(ctx)
     assert _rows(base) == [(s, None) for s in range(1, 21)]
     assert ctx.counters["flushes"] == 2
+
+
+def _replay_errors(ctx) -> dict:
+    return {k: v for k, v in ctx.counters.items() if k.startswith("replayed.") and k not in
+            ("replayed.messages", "replayed.files") and v}
+
+
+async def test_a_full_disk_keeps_the_rows_and_holds_their_frames_until_the_wal_takes_them(tmp_path: Path):
+    """A WAL append that fails part way is cut back off the file; its frames and every later
+    block's wait, in order, and no flush starts meanwhile. Once the WAL takes them, the WAL
+    alone brings every row back after a crash: no torn frame, no hole, nothing twice."""
+    base = tmp_path / "pq"
+    node, ctx = _open(base)
+    node.handle_block(_trades(1, 100, TS, mapping=True), ctx)
+    wal = _wal_file(base)
+    size = wal.stat().st_size
+    with file_size_limit(size + 50):  # room for part of the next frame only
+        node.handle_block(_trades(102, 100, TS), ctx)
+        node.handle_block(_trades(202, 100, TS), ctx)  # behind the first: held too
+        assert wal.stat().st_size == size  # the part of a frame that was written is cut back off
+        stats = node.statistics()
+        assert stats["backlog_messages"] == 200 and stats["write_failing_seconds"] > 0
+        assert ctx.counters["errors.write"] == 1 and node.writer.batch.rows == 300  # the rows are kept
+        await node.flush(ctx)
+        assert not list(base.rglob("*.parquet")) and not node.statistics()["flush_waiting"]  # no flush yet
+        node._log_unlogged(ctx)  # a retry while still full
+        assert ctx.counters["errors.write"] == 2 and wal.stat().st_size == size
+    node._log_unlogged(ctx)  # the disk takes writes again
+    assert node.statistics()["backlog_messages"] == 0 and node.statistics()["write_failing_seconds"] == 0
+    await node.sync(ctx)
+    _crash(node)
+    node, ctx = _open(base)
+    assert ctx.counters["replayed.messages"] == 301 and not _replay_errors(ctx)
+    await node.aclose(ctx)
+    assert _rows(base) == [(s, "BTC-USD") for s in range(2, 302)]
+
+
+async def test_beyond_the_backlog_blocks_are_dropped_and_counted(tmp_path: Path):
+    base = tmp_path / "pq"
+    node, ctx = _open(base, backlog_bytes=len(_trades(1, 100, TS).data) + 1)
+    node.handle_block(_trades(1, 100, TS), ctx)
+    with file_size_limit(_wal_file(base).stat().st_size):
+        node.handle_block(_trades(101, 100, TS), ctx)  # held
+        node.handle_block(_trades(201, 100, TS), ctx)  # over the bound: dropped, rows and all
+    assert ctx.counters["dropped.backlog_full"] == 100 and node.statistics()["backlog_messages"] == 100
+    node._log_unlogged(ctx)
+    node.handle_block(_trades(301, 100, TS), ctx)
+    await node.aclose(ctx)
+    assert _rows(base) == [(s, None) for s in [*range(1, 201), *range(301, 401)]]
+
+
+async def test_a_flush_that_cannot_write_its_parts_keeps_its_rows_and_runs_again(tmp_path: Path):
+    base = tmp_path / "pq"
+    node, ctx = _open(base)
+    node.handle_block(_trades(1, 50, TS), ctx)
+    with file_size_limit(200):  # a Parquet part is larger than that (its footer alone)
+        await node.flush(ctx)
+        assert node.statistics()["flush_waiting"] and ctx.counters["errors.flush"] == 1
+        assert not list(base.rglob("*.parquet*"))  # no part, and no temporary file holding the space
+        await node.flush(ctx)  # tried again, still full
+    assert ctx.counters["errors.flush"] == 2
+    node.handle_block(_trades(51, 50, TS), ctx)  # meanwhile, rows go to the next batch
+    await node.flush(ctx)  # the same job, now written
+    assert not node.statistics()["flush_waiting"] and node.statistics()["write_failing_seconds"] == 0
+    await node.aclose(ctx)
+    assert _rows(base) == [(s, None) for s in range(1, 101)] and ctx.counters["flushes"] == 2
+
+
+async def test_the_running_node_writes_what_it_held_once_the_disk_takes_it(tmp_path: Path, monkeypatch):
+    """The node as the host runs it, its loop doing the retries."""
+    monkeypatch.setattr(nodes.parquet, "WRITE_RETRY_SECONDS", 0.05)
+    base = tmp_path / "pq"
+    frames = [build([protocol.mapping_for(BTC)], ts=TS)[0]]
+    frames += build([protocol.Trade(BTC.id, 10**8 + k, 1, TS) for k in range(600)], ts=TS, first_sequence=2)
+    async with run_sink("sink.parquet", {"path": str(base), "flush_seconds": 0.2, "retention_days": 0}) as run:
+        await run.send(frames[:201], per_block=50)
+        await run.wait_received(201)
+        with trio.fail_after(10):
+            while run.ctx.counters["flushes"] < 1:
+                await trio.sleep(0.02)
+        with file_size_limit(_wal_file(base).stat().st_size + 50):
+            await run.send(frames[201:401], per_block=50)
+            await run.wait_received(401)
+            with trio.fail_after(10):
+                while run.ctx.counters["errors.write"] < 3:  # the loop's retries fail too
+                    await trio.sleep(0.02)
+            assert run.node.statistics()["backlog_messages"] == 200
+            tries, cpu = run.ctx.counters["errors.write"], time.process_time()
+            await trio.sleep(0.5)  # past the flush deadline: the loop retries on its timer, it does not spin
+            assert run.ctx.counters["errors.write"] - tries <= 0.5 / nodes.parquet.WRITE_RETRY_SECONDS + 3
+            assert time.process_time() - cpu < 0.25  # a loop turning on a deadline long past uses the whole 0.5 s
+        await run.send(frames[401:], per_block=50)
+        await run.wait_received(len(frames))
+        with trio.fail_after(10):
+            while run.node.statistics()["backlog_messages"] or run.node.statistics()["write_failing_seconds"]:
+                await trio.sleep(0.02)
+        counters = run.ctx.counters
+    assert _rows(base) == [(s, "BTC-USD") for s in range(2, 602)]
+    assert not counters["dropped.backlog_full"] and not counters["errors.handler"]

@@ -3,12 +3,8 @@ crash, and play back to the same messages."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import resource
-import signal
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +16,7 @@ from alphapulse.kinds import build_params
 from alphapulse.runtime import make_sequence
 from alphapulse.testing import run_node
 from nodes.recorder import Recorder, RecorderParams, file_name
-from tests.sinks import BTC, ETH, block_of, build, make_ctx, market_records, run_sink
+from tests.sinks import BTC, ETH, block_of, build, file_size_limit, make_ctx, market_records, run_sink
 
 START = 1_714_557_600 * 10**9
 
@@ -280,20 +276,6 @@ async def test_a_source_quiet_for_many_files_is_resumed_from_the_checkpoint(tmp_
     assert read_positions(directory)[3] == make_sequence(5, 12)
 
 
-@contextlib.contextmanager
-def file_size_limit(limit: int) -> Iterator[None]:
-    """Writes past ``limit`` bytes into any file fail (``EFBIG``) as on a full disk (``ENOSPC``),
-    part way through a write that crosses it: the kernel's own short write, then the error."""
-    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, previous)
-
-
 def _recorded(directory: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(directory.glob("rec-*")))
 
@@ -306,17 +288,19 @@ async def test_a_full_disk_tears_no_frame_and_loses_nothing_the_backlog_holds(tm
     frames = _stream(trades=900)
     first, stuck, after = frames[:400], frames[400:700], frames[700:]
     directory = tmp_path / "rec"
-    async with run_sink("sink.recorder", {"path": str(directory), "fsync_seconds": 0}) as run:
+    async with run_sink("sink.recorder", {"path": str(directory), "fsync_seconds": 0, "rotate_seconds": 1}) as run:
         await run.send(first, per_block=100)
         await run.wait_received(len(first))
-        (open_file,) = directory.glob("rec-*")
         with file_size_limit(len(b"".join(first)) + 50):  # room for part of the next frame only
             await run.send(stuck, per_block=100)
             await run.wait_received(len(first) + len(stuck))
             with trio.fail_after(10):
                 while run.ctx.counters["errors.write"] < 3:  # the retries fail too
                     await trio.sleep(0.02)
-            assert open_file.read_bytes() == b"".join(first)  # no torn frame, however many tries
+            assert _recorded(directory) == b"".join(first)  # no torn frame, however many tries
+            tries = run.ctx.counters["errors.write"]
+            await trio.sleep(1.2)  # past the rotation: the loop retries on its timer, it does not spin
+            assert run.ctx.counters["errors.write"] - tries <= 1.2 / nodes.recorder.WRITE_RETRY_SECONDS + 3
             stats = run.node.statistics()
             assert stats["backlog_messages"] == len(stuck) and stats["backlog_bytes"] == len(b"".join(stuck))
             assert stats["write_failing_seconds"] > 0
