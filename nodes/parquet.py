@@ -112,6 +112,7 @@ class Parquet(Node):
         self._error_blocks = 0
         self._failing_since: float | None = None
         """when a WAL append or a flush first failed (a full disk); None while writes succeed"""
+        self._last_error = ""
         self._retry_at = math.inf
 
     def resume_positions(self) -> dict[int, int]:
@@ -153,6 +154,7 @@ class Parquet(Node):
     def _write_failed(self, what: str, ctx) -> None:
         """Count a failed write, say so once per spell, and have the loop try again soon."""
         ctx.counters["errors.write"] += 1
+        self._last_error = what
         if self._failing_since is None:
             self._failing_since = time.monotonic()
             ctx.log.error("%s; keeping the rows and holding their frames, in order, up to %.1f MiB, and "
@@ -330,6 +332,14 @@ class Parquet(Node):
                                   "asks upstream for them", self.writer.unlogged_messages)
         finally:
             self.writer.close()
+
+    def trouble(self) -> str:
+        if self._failing_since is None or self.writer is None:
+            return ""
+        return (f"writes to {self.params.path} failing for {time.monotonic() - self._failing_since:.0f} s "
+                f"(last: {self._last_error}); holding {self.writer.unlogged_messages:,} messages' frames "
+                f"({self.writer.unlogged_bytes / 2**20:.1f} of {self.params.backlog_bytes / 2**20:.0f} MiB)"
+                + (" and a flush" if self._job is not None else ""))
 
     def statistics(self) -> dict:
         writer = self.writer

@@ -222,6 +222,7 @@ class Recorder(Node):
         """frames a failed write left unwritten, and every block after them, in order"""
         self._backlog_bytes = self._backlog_messages = 0
         self._failing_since: float | None = None
+        self._last_error: OSError | None = None
         self._retry_at = float("inf")
 
     # -- files ------------------------------------------------------------------------------------
@@ -332,6 +333,7 @@ class Recorder(Node):
 
     def _write_failed(self, failed: _Unwritten, ctx) -> None:
         ctx.counters["errors.write"] += 1
+        self._last_error = failed.cause
         if self._failing_since is None:
             self._failing_since = time.monotonic()
             ctx.log.error("recorder cannot write to %s (%s); holding what arrives, in order, up to %.1f MiB, "
@@ -447,6 +449,13 @@ class Recorder(Node):
             with contextlib.suppress(FileNotFoundError):
                 current.path.unlink()
         await self._finish_pending(ctx)
+
+    def trouble(self) -> str:
+        if self._failing_since is None:
+            return ""
+        return (f"writes to {self.directory} failing for {time.monotonic() - self._failing_since:.0f} s "
+                f"(last: {self._last_error}); holding {self._backlog_messages:,} messages "
+                f"({self._backlog_bytes / 2**20:.1f} of {self.params.backlog_bytes / 2**20:.0f} MiB)")
 
     def statistics(self) -> dict:
         current = self.current

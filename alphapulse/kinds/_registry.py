@@ -72,6 +72,12 @@ class Node:
     def reconfigure(self, params: Any) -> None:
         self.params = params
 
+    def trouble(self) -> str:
+        """What is wrong right now that the node copes with but an operator should see (a full
+        disk it is holding data through), in one line; "" when nothing is. The node reports
+        itself ``degraded`` meanwhile, and ``status`` shows the line below its table."""
+        return ""
+
     async def run(self, ctx: Any) -> None:  # pragma: no cover - contract placeholder
         raise NotImplementedError
 

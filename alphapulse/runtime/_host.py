@@ -429,7 +429,8 @@ class NodeHost:
 
     def health(self) -> dict[str, Any]:
         breakers = {b.name: b.state.value for b in self.ctx.breakers.values()}
-        healthy = all(state == "closed" for state in breakers.values())
+        trouble = self.instance.trouble()
+        healthy = all(state == "closed" for state in breakers.values()) and not trouble
         return {
             "node": self.name,
             "kind": self.spec.name,
@@ -439,6 +440,7 @@ class NodeHost:
             "source_id": self.ctx.source_id,
             "epoch": self.ctx.epoch,
             "status": "healthy" if healthy else "degraded",
+            "trouble": trouble,
             "breakers": breakers,
             "params": params_to_plain(self.instance.params),
         }

@@ -183,6 +183,7 @@ def _status_row(report: NodeReport) -> NodeStatus:
         private_bytes=usage.get("private_bytes"),
         code_changed=list(report.code_changed or []),
         problem=(crash_wait or why_not_running(info) or (NOT_ANSWERING if state == "RUNNING" and not stats else "")
+                 or str(stats.get("trouble") or "")
                  or (code_changed_problem(report.code_changed) if report.code_changed else "")),
         log=str(info.get("stderr_logfile", "")),
     )

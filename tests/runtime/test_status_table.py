@@ -67,6 +67,22 @@ def test_a_running_node_that_does_not_answer_is_named_below_the_table() -> None:
     assert lines[-2:] == [f"bus RUNNING: {NOT_ANSWERING}", "  log: /run/rt/logs/bus.err.log"]
 
 
+def test_a_running_node_s_trouble_is_named_below_the_table() -> None:
+    """A node coping with something an operator should see (``Node.trouble``: a full disk it
+    holds data through) runs, so supervisord sees nothing wrong: ``status`` says what."""
+    from alphapulse.supervise._status import NodeReport, _status_row
+
+    info = {"statename": "RUNNING", "pid": 7, "now": 100, "start": 40, "stderr_logfile": "/run/rt/logs/rec.err.log"}
+    trouble = "writes to /data/rec failing for 63 s (last: [Errno 28] No space left on device); holding 1,000 messages"
+    row = _status_row(NodeReport("rt", "rec", "sink.recorder", info, {"status": "degraded", "trouble": trouble},
+                                 restarts=0))
+    assert (row.problem, row.health) == (trouble, "degraded")
+    assert format_table([row]).splitlines()[-2:] == [f"rec RUNNING: {trouble}", "  log: /run/rt/logs/rec.err.log"]
+    fine = _status_row(NodeReport("rt", "rec", "sink.recorder", info, {"status": "healthy", "trouble": ""},
+                                  restarts=0))
+    assert fine.problem == ""
+
+
 def test_a_crash_loop_seen_in_its_wait_is_still_told_once_the_wait_is_over() -> None:
     """``apply --wait`` sets a crash-looping node aside and waits for the others; by the time it
     reports, the node may be loading again or have failed again. Its record still tells the story."""

@@ -279,6 +279,8 @@ async def test_the_running_node_writes_what_it_held_once_the_disk_takes_it(tmp_p
                 while run.ctx.counters["errors.write"] < 3:  # the loop's retries fail too
                     await trio.sleep(0.02)
             assert run.node.statistics()["backlog_messages"] == 200
+            health = run.host.health()
+            assert health["status"] == "degraded" and "holding 200 messages' frames" in health["trouble"]
             tries, cpu = run.ctx.counters["errors.write"], time.process_time()
             await trio.sleep(0.5)  # past the flush deadline: the loop retries on its timer, it does not spin
             assert run.ctx.counters["errors.write"] - tries <= 0.5 / nodes.parquet.WRITE_RETRY_SECONDS + 3
@@ -289,5 +291,6 @@ async def test_the_running_node_writes_what_it_held_once_the_disk_takes_it(tmp_p
             while run.node.statistics()["backlog_messages"] or run.node.statistics()["write_failing_seconds"]:
                 await trio.sleep(0.02)
         counters = run.ctx.counters
+        assert run.host.health()["trouble"] == ""
     assert _rows(base) == [(s, "BTC-USD") for s in range(2, 602)]
     assert not counters["dropped.backlog_full"] and not counters["errors.handler"]

@@ -304,12 +304,16 @@ async def test_a_full_disk_tears_no_frame_and_loses_nothing_the_backlog_holds(tm
             stats = run.node.statistics()
             assert stats["backlog_messages"] == len(stuck) and stats["backlog_bytes"] == len(b"".join(stuck))
             assert stats["write_failing_seconds"] > 0
+            health = run.host.health()  # status names it below its table
+            assert health["status"] == "degraded" and "File too large" in health["trouble"]
+            assert f"holding {len(stuck):,} messages" in health["trouble"]
         await run.send(after, per_block=100)  # behind what waits: written after it, not before
         await run.wait_received(len(frames))
         with trio.fail_after(10):
             while run.node.statistics()["backlog_messages"]:
                 await trio.sleep(0.02)
         counters = run.ctx.counters
+        assert run.host.health()["status"] == "healthy" and run.host.health()["trouble"] == ""
     assert _recorded(directory) == b"".join(frames) and _whole_frames(_recorded(directory))
     assert counters["recorded.messages"] == len(frames) and not counters["dropped.backlog_full"]
     assert not counters["errors.handler"]  # the breaker saw no failure: nothing was skipped
