@@ -38,6 +38,8 @@ def families(reports: Iterable[NodeReport]) -> list[Metric]:
         return GaugeMetricFamily(f"alphapulse_{name}", doc, labels=[*NODE, *labels])
 
     up = gauge("node_up", "1 when supervisord runs the node and it answered on its control socket")
+    degraded = gauge("node_degraded", "1 when the node answers but is degraded: a breaker not closed, or trouble it "
+                     "copes with (a full disk it holds data through; `status` says what), 0 when healthy")
     state = gauge("node_state", "supervisord's state of the node (1 for the state it is in)", "state")
     restarts = counter("node_restarts", "Times supervisord started the node again")
     crash_streak = gauge("node_crash_streak", "Failures in a row before the node's current run or wait, each soon "
@@ -82,6 +84,7 @@ def families(reports: Iterable[NodeReport]) -> list[Metric]:
             stale.add_metric(node, 1 if report.code_changed else 0)
         if not stats:
             continue
+        degraded.add_metric(node, 0 if stats.get("status") == "healthy" else 1)
         counters = stats.get("counters", {})
         received.add_metric(node, counters.get("received", 0))
         sent.add_metric(node, counters.get("sent", 0))
@@ -112,8 +115,8 @@ def families(reports: Iterable[NodeReport]) -> list[Metric]:
                 heap_used.add_metric(node, usage["heap_in_use_bytes"])
                 heap_free.add_metric(node, usage["heap_free_bytes"])
                 trims.add_metric(node, usage.get("heap_trims", 0))
-    return [up, state, restarts, crash_streak, started, received, sent, dropped, errors, gaps, lost, decode, reconnects,
-            overflow, queued, breaker, cpu, woken, resident, private, heap_used, heap_free, trims, stale]
+    return [up, degraded, state, restarts, crash_streak, started, received, sent, dropped, errors, gaps, lost, decode,
+            reconnects, overflow, queued, breaker, cpu, woken, resident, private, heap_used, heap_free, trims, stale]
 
 
 def reload_families(outcomes: Mapping[str, WatchOutcome]) -> list[Metric]:

@@ -38,6 +38,7 @@ RELAY_STATS = {
                 "peers": [{"upstream": "other", "reconnects": 0, "decode_errors": {}, "peers": []}]}],
     "publisher": {"subscribers": [{"name": "sink", "dropped_overflow": 11, "queued_messages": 5}]},
     "breakers": {"node.handler": "open"},
+    "status": "degraded",
     "usage": {"cpu_seconds": 1.25, "wakeups": 48_000, "rss_bytes": 170 * 2**20, "private_bytes": 80 * 2**20,
               "heap_in_use_bytes": 30 * 2**20, "heap_free_bytes": 3 * 2**20, "heap_trims": 2},
 }
@@ -47,9 +48,14 @@ def test_a_running_node_and_a_crashed_one() -> None:
     running = NodeReport("rt", "bus", "relay", {"statename": "RUNNING", "start": 1_700_000_000}, RELAY_STATS,
                          restarts=2, code_changed=["nodes/relay.py"])
     crashed = NodeReport("rt", "rec", "sink.recorder", {"statename": "BACKOFF"}, {}, restarts=5)
-    got = scrape([running, crashed])
+    healthy = NodeReport("rt", "pq", "sink.parquet", {"statename": "RUNNING"}, {"status": "healthy", "counters": {}},
+                         restarts=0)
+    got = scrape([running, crashed, healthy])
     bus, rec = labels("bus", "relay"), labels("rec", "sink.recorder")
     assert got["alphapulse_node_up", bus] == 1 and got["alphapulse_node_up", rec] == 0
+    assert got["alphapulse_node_degraded", bus] == 1  # an open breaker
+    assert got["alphapulse_node_degraded", labels("pq", "sink.parquet")] == 0
+    assert ("alphapulse_node_degraded", rec) not in got  # it could not say
     assert got["alphapulse_node_state", labels("rec", "sink.recorder", state="BACKOFF")] == 1
     assert got["alphapulse_node_restarts_total", rec] == 5
     assert got["alphapulse_node_start_time_seconds", bus] == 1_700_000_000
