@@ -127,6 +127,7 @@ def _health_entry(name: str, node: Mapping[str, Any], stats: Mapping[str, Any] |
         "kind": stats.get("kind"),
         "role": stats.get("role"),
         "status": stats.get("status"),
+        "trouble": stats.get("trouble") or "",
         "uptime": stats.get("uptime"),
         "rates": stats.get("rates", {}),
         "received": counters.get("received", 0),

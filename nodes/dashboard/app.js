@@ -290,7 +290,8 @@ function renderHealth() {
   $("health").replaceChildren(...health.nodes.map((n) =>
     el("tr", { "data-testid": "health-row" },
       el("td", {}, n.node), el("td", { class: "muted" }, n.kind || ""),
-      el("td", { class: `status-${n.status}` }, n.status),
+      el("td", { class: `status-${n.status}`, title: n.trouble || n.error || "" }, n.status,
+        ...(n.trouble ? [el("div", { class: "trouble", "data-testid": "trouble" }, n.trouble)] : [])),
       el("td", { class: "num" }, fmtRate(n.rates && n.rates.in)),
       el("td", { class: "num" }, fmtRate(n.rates && n.rates.out)),
       el("td", { class: "num" }, n.received ?? ""), el("td", { class: "num" }, n.sent ?? ""),

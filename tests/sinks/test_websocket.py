@@ -315,6 +315,7 @@ async def test_health_channel_reports_every_plan_node_and_the_page_is_served() -
             nodes = {n["node"]: n for n in health["nodes"]}
             assert health["topology"] == "wstest" and set(nodes) == {"bridge", "market"}
             assert nodes["market"]["kind"] == "relay" and nodes["market"]["status"] == "healthy"
+            assert nodes["market"]["trouble"] == ""  # a node coping with trouble says what (``Node.trouble``)
             assert nodes["market"]["received"] >= 2 and nodes["market"]["sent"] >= 2
             assert nodes["bridge"]["kind"] == "sink.websocket" and set(nodes["bridge"]["rates"]) == {"in", "out"}
         async with httpx.AsyncClient() as http:
@@ -409,3 +410,13 @@ async def test_a_restarted_upstream_does_not_continue_the_books_kept_from_before
         await rig.feed.send(book(BTC_A, *ladder("200", "1", 3)))  # the snapshot of now
         await rig.wait_until(lambda: rig.node.bridge.market.books[BTC_A.id].synced)
         assert rig.node.bridge.market.best(BTC_A.id)[0][0] > px("190") > view[0][0]
+
+
+def test_a_node_s_trouble_reaches_the_health_channel() -> None:
+    """The dashboard's health panel shows why a running node is degraded (``Node.trouble``)."""
+    from nodes._websocket._server import _health_entry
+
+    trouble = "writes to /data/rec failing for 63 s (last: [Errno 28] No space left on device); holding 1,000 messages"
+    entry = _health_entry("rec", {"kind": "sink.recorder"}, {"status": "degraded", "trouble": trouble}, "")
+    assert (entry["status"], entry["trouble"]) == ("degraded", trouble)
+    assert _health_entry("rec", {"kind": "sink.recorder"}, {"status": "healthy"}, "")["trouble"] == ""
