@@ -417,7 +417,12 @@ class Recorder(Node):
             done = self._finishing[0]
             if not done.finished:  # a cancel can land before the thread starts: aclose retries
                 await trio.to_thread.run_sync(done.finish)
-            await trio.to_thread.run_sync(self._checkpoint, done.final)
+            try:
+                await trio.to_thread.run_sync(self._checkpoint, done.final)
+            except OSError as exc:  # a full disk: the files say where they end; the next checkpoint has it all
+                ctx.counters["errors.checkpoint"] += 1
+                ctx.log.warning("cannot write the recording's checkpoint (%s); the next finished file's writes it",
+                                exc)
             self._finishing.pop(0)
             self.files_finished += 1
             ctx.counters["files.finished"] += 1

@@ -13,7 +13,7 @@ import trio
 import nodes.recorder
 from alphapulse import protocol
 from alphapulse.kinds import build_params
-from alphapulse.runtime import make_sequence
+from alphapulse.runtime import make_sequence, positions_in_frame_files, read_positions
 from alphapulse.testing import run_node
 from nodes.recorder import Recorder, RecorderParams, file_name
 from tests.sinks import BTC, ETH, block_of, build, file_size_limit, make_ctx, market_records, run_sink
@@ -366,3 +366,27 @@ async def test_a_rotation_the_disk_refuses_keeps_writing_the_current_file(tmp_pa
     files = _files(tmp_path / "rec")
     assert len(files) > 2 and all(_whole_frames(p.read_bytes()) for p in files)
     assert _recorded(tmp_path / "rec") == b"".join(frames)
+
+
+async def test_a_checkpoint_the_disk_refuses_is_written_with_the_next_finished_file(tmp_path: Path, monkeypatch):
+    frames = _stream(trades=300)
+    directory = tmp_path / "rec"
+    node = Recorder(build_params(RecorderParams, {"path": str(directory), "rotate_bytes": 4096, "fsync_seconds": 0}))
+    ctx = make_ctx("sink.recorder")
+    node.open(ctx)
+    write_positions, refused = nodes.recorder.write_positions, []
+
+    def full_disk(*args):
+        refused.append(args)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(nodes.recorder, "write_positions", full_disk)
+    node.handle_block(block_of(frames[:100]), ctx)
+    await node._finish_pending(ctx)  # the node goes on: the files are whole, only the checkpoint waits
+    assert refused and ctx.counters["errors.checkpoint"] == len(refused) and ctx.counters["files.finished"] >= 1
+    monkeypatch.setattr(nodes.recorder, "write_positions", write_positions)
+    node.handle_block(block_of(frames[100:]), ctx)
+    await node.aclose(ctx)
+    # every file is in it, those finished while it was refused too
+    assert read_positions(directory) == positions_in_frame_files(_files(directory))
+    assert _recorded(directory) == b"".join(frames)
