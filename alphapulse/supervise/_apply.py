@@ -246,8 +246,9 @@ def _reconcile(plan: dict[str, Any], base: RunBase, sup: Supervisor, report: App
     for _, process, label in COMPANIONS:
         if changes.companions.get(label) in ("restarted", "removed"):
             sup.stop(name, process)  # syncGroup swaps only stopped processes; autostart starts the new one
-    if changes.companions.get("watcher") == "removed":
-        outcome_file(topo_dir).unlink(missing_ok=True)  # its last edit is no news to a watcher added later
+    if changes.companions.get("watcher") in ("added", "removed"):
+        # a watcher added (a new deployment, or a record older code left) starts with no last edit to show
+        outcome_file(topo_dir).unlink(missing_ok=True)
     write_atomically(base.plan_file(name), json.dumps(plan, indent=2, sort_keys=True) + "\n")
     write_atomically(base.programs_file(name), topology.render_program_config(topology.Plan(plan)))
     sup.plugin.syncGroup(name)

@@ -372,9 +372,12 @@ def test_a_topology_s_reload_section_has_supervisord_run_a_watcher_that_applies_
         "    params: {rate: 4000, batch: 4}", "    params:\n      rate: ${RT_RATE:-4000}\n      batch: 4")
     topo.write_text(watched)
     monkeypatch.delenv("RT_RATE", raising=False)  # supervisord starts without it
+    from alphapulse.supervise._watch import WatchOutcome, write_outcome
+    write_outcome(base / "rt", WatchOutcome(time.time() - 86400, "applied", ("reconfigured src",)))  # older code's
     assert main(["apply", str(topo), "--wait", "60"]) == 0
     out = capsys.readouterr().out
     assert "watcher      added" in out and f"watching     {topo}" in out
+    assert read_outcome(base / "rt") is None or read_outcome(base / "rt").cause == "start"  # not yesterday's edit
     nodes = {n: p for n, p in pids(base).items() if n != "_watch"}
     assert set(nodes) == {"src", "bus", "sink"}
 
