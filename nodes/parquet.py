@@ -38,6 +38,7 @@ import trio
 
 from alphapulse.kinds import Node, node_kind, param
 from alphapulse.protocol import TLVType
+from alphapulse.runtime import StalledWrites
 from nodes._parquet import TABLE_NAMES, TABLES, FlushJob, ParquetWriter
 from nodes._parquet._resume import stored_positions
 
@@ -110,10 +111,8 @@ class Parquet(Node):
         self._job: FlushJob | None = None
         self._last_flush_unix = 0.0
         self._error_blocks = 0
-        self._failing_since: float | None = None
-        """when a WAL append or a flush first failed (a full disk); None while writes succeed"""
-        self._last_error = ""
-        self._retry_at = math.inf
+        self._stalled = StalledWrites()
+        """failing WAL appends or flushes (a full disk)"""
 
     def resume_positions(self) -> dict[int, int]:
         """Where the stored data leaves off per source (``_parquet/_resume.py``): the host starts
@@ -153,19 +152,13 @@ class Parquet(Node):
 
     def _write_failed(self, what: str, ctx) -> None:
         """Count a failed write, say so once per spell, and have the loop try again soon."""
-        ctx.counters["errors.write"] += 1
-        self._last_error = what
-        if self._failing_since is None:
-            self._failing_since = time.monotonic()
-            ctx.log.error("%s; keeping the rows and holding their frames, in order, up to %.1f MiB, and "
-                          "trying again every %g s", what, self.params.backlog_bytes / 2**20, WRITE_RETRY_SECONDS)
-        self._retry_at = trio.current_time() + WRITE_RETRY_SECONDS
+        self._stalled.failed(what, ctx, retry_seconds=WRITE_RETRY_SECONDS,
+                             holding=f"keeping the rows and holding their frames, in order, up to "
+                             f"{self.params.backlog_bytes / 2**20:.1f} MiB")
         self._wake.set()
 
     def _writes_again(self, ctx) -> None:
-        if self._failing_since is not None:
-            ctx.log.warning("writes again after %.1f s; nothing held was lost", time.monotonic() - self._failing_since)
-        self._failing_since, self._retry_at = None, math.inf
+        self._stalled.resumed(ctx, "nothing held was lost")
 
     def _count(self, report, ctx) -> None:
         for table, n in report.rows.items():
@@ -220,15 +213,15 @@ class Parquet(Node):
         while True:
             # while writes fail (a full disk), a flush waits for the retry: its deadline has passed
             # and the rows keep coming, so either would have the loop try it again at once
-            failing = self._failing_since is not None
+            failing = self._stalled.failing
             flush_at = (math.inf if self._first_row_at is None or failing
                         else self._first_row_at + self.params.flush_seconds)
             sync_at = next_sync if self.params.wal_fsync_seconds and self.writer.wal.unsynced else math.inf
-            with trio.move_on_at(min(flush_at, sync_at, next_compaction, next_retention, self._retry_at)):
+            with trio.move_on_at(min(flush_at, sync_at, next_compaction, next_retention, self._stalled.retry_at)):
                 await self._wake.wait()
             self._wake = trio.Event()
             now = trio.current_time()
-            retry = now >= self._retry_at
+            retry = now >= self._stalled.retry_at
             if retry and self.writer.unlogged:
                 self._log_unlogged(ctx)
             if now >= sync_at:
@@ -334,12 +327,12 @@ class Parquet(Node):
             self.writer.close()
 
     def trouble(self) -> str:
-        if self._failing_since is None or self.writer is None:
+        if self.writer is None:
             return ""
-        return (f"writes to {self.params.path} failing for {time.monotonic() - self._failing_since:.0f} s "
-                f"(last: {self._last_error}); holding {self.writer.unlogged_messages:,} messages' frames "
-                f"({self.writer.unlogged_bytes / 2**20:.1f} of {self.params.backlog_bytes / 2**20:.0f} MiB)"
-                + (" and a flush" if self._job is not None else ""))
+        return self._stalled.trouble(self.params.path, f"holding {self.writer.unlogged_messages:,} messages' frames "
+                                     f"({self.writer.unlogged_bytes / 2**20:.1f} of "
+                                     f"{self.params.backlog_bytes / 2**20:.0f} MiB)"
+                                     + (" and a flush" if self._job is not None else ""))
 
     def statistics(self) -> dict:
         writer = self.writer
@@ -359,5 +352,5 @@ class Parquet(Node):
             "backlog_bytes": writer.unlogged_bytes,
             "backlog_messages": writer.unlogged_messages,
             "flush_waiting": self._job is not None,
-            "write_failing_seconds": 0.0 if self._failing_since is None else time.monotonic() - self._failing_since,
+            "write_failing_seconds": self._stalled.seconds,
         }

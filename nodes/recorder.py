@@ -48,6 +48,7 @@ import trio
 
 from alphapulse.kinds import Node, node_kind, param
 from alphapulse.runtime import (
+    StalledWrites,
     frames_in_chunks,
     fsync_directory,
     merge_positions,
@@ -221,9 +222,7 @@ class Recorder(Node):
         self._backlog: deque[_Frames] = deque()
         """frames a failed write left unwritten, and every block after them, in order"""
         self._backlog_bytes = self._backlog_messages = 0
-        self._failing_since: float | None = None
-        self._last_error: OSError | None = None
-        self._retry_at = float("inf")
+        self._stalled = StalledWrites()
 
     # -- files ------------------------------------------------------------------------------------
     def resume_positions(self) -> dict[int, int]:
@@ -304,7 +303,7 @@ class Recorder(Node):
             self._write_failed(failed, ctx)
             self._hold(frames.tail(failed.first), ctx)
             return
-        if self._failing_since is not None:  # nothing was held (backlog_bytes 0): written again
+        if self._stalled.failing:  # nothing was held (backlog_bytes 0): written again
             self._writes_again(ctx)
         if self.params.fsync_seconds == 0:
             self.current.sync()
@@ -332,14 +331,9 @@ class Recorder(Node):
             raise _Unwritten(first, exc) from exc
 
     def _write_failed(self, failed: _Unwritten, ctx) -> None:
-        ctx.counters["errors.write"] += 1
-        self._last_error = failed.cause
-        if self._failing_since is None:
-            self._failing_since = time.monotonic()
-            ctx.log.error("recorder cannot write to %s (%s); holding what arrives, in order, up to %.1f MiB, "
-                          "and trying again every %g s", self.directory, failed.cause,
-                          self.params.backlog_bytes / 2**20, WRITE_RETRY_SECONDS)
-        self._retry_at = trio.current_time() + WRITE_RETRY_SECONDS
+        self._stalled.failed(failed.cause, ctx, retry_seconds=WRITE_RETRY_SECONDS,
+                             holding=f"recording to {self.directory} holds what arrives, in order, up to "
+                             f"{self.params.backlog_bytes / 2**20:.1f} MiB")
         self._wake.set()
 
     def _hold(self, frames: _Frames, ctx) -> None:
@@ -380,9 +374,7 @@ class Recorder(Node):
             ctx.counters["fsyncs"] += 1
 
     def _writes_again(self, ctx) -> None:
-        ctx.log.warning("recorder writes again after %.1f s; what it held meanwhile is written, in order",
-                        time.monotonic() - (self._failing_since or time.monotonic()))
-        self._failing_since, self._retry_at = None, float("inf")
+        self._stalled.resumed(ctx, "what the recorder held meanwhile is written, in order")
 
     # -- the loop: time rotation, fsync, finishing -----------------------------------------------------
     async def run(self, ctx):
@@ -393,12 +385,12 @@ class Recorder(Node):
             rotate_at = self.current.opened_at + self.params.rotate_seconds if not self._backlog else float("inf")
             sync_at = next_sync if self.params.fsync_seconds and self.current.synced_bytes < self.current.bytes \
                 else float("inf")
-            retry_at = self._retry_at if self._backlog else float("inf")
+            retry_at = self._stalled.retry_at if self._backlog else float("inf")
             with trio.move_on_at(min(rotate_at, sync_at, retry_at)):
                 await self._wake.wait()
             self._wake = trio.Event()
             now = trio.current_time()
-            if self._backlog and now >= self._retry_at:
+            if self._backlog and now >= self._stalled.retry_at:
                 self._write_backlog(ctx)
             if now >= rotate_at and self.current.bytes:
                 self._rotate(ctx)
@@ -456,11 +448,9 @@ class Recorder(Node):
         await self._finish_pending(ctx)
 
     def trouble(self) -> str:
-        if self._failing_since is None:
-            return ""
-        return (f"writes to {self.directory} failing for {time.monotonic() - self._failing_since:.0f} s "
-                f"(last: {self._last_error}); holding {self._backlog_messages:,} messages "
-                f"({self._backlog_bytes / 2**20:.1f} of {self.params.backlog_bytes / 2**20:.0f} MiB)")
+        held, bound = self._backlog_bytes / 2**20, self.params.backlog_bytes / 2**20
+        return self._stalled.trouble(self.directory, f"holding {self._backlog_messages:,} messages "
+                                     f"({held:.1f} of {bound:.0f} MiB)")
 
     def statistics(self) -> dict:
         current = self.current
@@ -474,6 +464,6 @@ class Recorder(Node):
             "files_recovered": self.recovered,
             "backlog_bytes": self._backlog_bytes,
             "backlog_messages": self._backlog_messages,
-            "write_failing_seconds": 0.0 if self._failing_since is None else time.monotonic() - self._failing_since,
+            "write_failing_seconds": self._stalled.seconds,
         }
 

@@ -30,6 +30,7 @@ from alphapulse.runtime._resume import (
 )
 from alphapulse.runtime._retransmit import RetransmitBuffer
 from alphapulse.runtime._sequence import GAP_TRANSITIONS, SequenceTracker
+from alphapulse.runtime._stalled import StalledWrites
 from alphapulse.runtime._upstream import UpstreamParams
 from alphapulse.runtime._websocket import SessionSettings, UpstreamRejected, UpstreamStale, run_websocket_session
 
@@ -51,6 +52,7 @@ __all__ = [
     "RetransmitBuffer",
     "SequenceTracker",
     "SessionSettings",
+    "StalledWrites",
     "Subscription",
     "UpstreamEpochs",
     "UpstreamParams",
