@@ -394,8 +394,7 @@ def down(name: str, base: RunBase) -> list[str]:
 
 def _take_down(name: str, base: RunBase) -> list[str]:
     sup = Supervisor(base)
-    # the watcher's last edit belongs to this deployment, not to the next one of the name
-    leftovers = (base.programs_file(name), base.plan_file(name), outcome_file(base.topology_dir(name)))
+    leftovers = (base.programs_file(name), base.plan_file(name))
     stopped: list[str] = []
     if sup.is_running():
         processes = sup.group_processes(name)
