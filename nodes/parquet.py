@@ -16,6 +16,7 @@ in the batch while their frames (and every later block's) wait in memory, in ord
 ``backlog_bytes``; a flush that cannot write its parts keeps its rows and runs again. Both are
 tried every ``WRITE_RETRY_SECONDS``, and no flush starts while frames wait, so a commit never
 covers a row the WAL could not bring back. Beyond the bound, blocks are dropped and counted.
+A start whose new WAL file the disk refuses runs without one until a retry can make it.
 
 Durability: each block's frames are appended to the WAL as they arrive, and the WAL is fsynced
 every ``wal_fsync_seconds``; a frame is *acknowledged* once fsynced (``acknowledged_messages``
@@ -200,6 +201,8 @@ class Parquet(Node):
                          report.replayed_files, recovery.uncommitted, recovery.temporary, recovery.duplicates)
         if self.writer.batch.rows:
             self._first_row_at = trio.current_time()
+        if not self.writer.wal.started:  # a full disk: replayed rows stay in the batch and their WAL files
+            self._write_failed(f"cannot start a write-ahead log file ({self.writer.log_error})", ctx)
         early, self._early = self._early, []
         for block in early:
             self.handle_block(block, ctx)
@@ -222,7 +225,7 @@ class Parquet(Node):
             self._wake = trio.Event()
             now = trio.current_time()
             retry = now >= self._stalled.retry_at
-            if retry and self.writer.unlogged:
+            if retry and self.writer.log_waits:
                 self._log_unlogged(ctx)
             if now >= sync_at:
                 await self.sync(ctx)
@@ -261,7 +264,7 @@ class Parquet(Node):
                 self._first_row_at = None
         job = self._job
         if job is None:
-            if not self.writer.unlogged:
+            if not self.writer.log_waits:
                 self._writes_again(ctx)  # a retry that found nothing to write: nothing is failing
             return
         try:
@@ -313,7 +316,7 @@ class Parquet(Node):
             return
         try:
             if not self._broken:
-                if self.writer.unlogged:
+                if self.writer.log_waits:
                     self._log_unlogged(ctx)
                 if self._job is not None:
                     await self.flush(ctx)  # the one a cancel interrupted before it started, or a failed one

@@ -125,13 +125,21 @@ class WriteAheadLog:
         self.current_bytes += len(data)
 
     @property
+    def started(self) -> bool:
+        """Whether there is a current file to append to (a start the disk refused leaves none)."""
+        return self._fd is not None
+
+    @property
     def unsynced(self) -> int:
         written, synced = self._files.get(self.generation, (0, 0))
         return written - synced
 
     def sync(self) -> None:
         """fsync the current file; what was written before the call is then acknowledged.
-        Safe to run in a worker thread while the node keeps appending."""
+        Safe to run in a worker thread while the node keeps appending. Without a current file
+        there is nothing to fsync."""
+        if self._fd is None:
+            return
         counts = self._files[self.generation]
         written = counts[0]
         os.fsync(self._fd)

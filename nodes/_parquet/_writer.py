@@ -109,7 +109,9 @@ class ParquetWriter:
         """why the WAL last refused an append (None while it takes them)"""
 
     def open(self) -> OpenReport:
-        """Recover from whatever a crash left, replay the pending WAL files, start a new one."""
+        """Recover from whatever a crash left, replay the pending WAL files, start a new one.
+        A new file the disk refuses (full) is not fatal: ``log_error`` says why, and the first
+        append, ``log_unlogged`` or flush starts it; until then frames wait in ``unlogged``."""
         self.base.mkdir(parents=True, exist_ok=True)
         pending = self.wal.open()
         recovery = self.store.recover(pending[0][0] if pending else None)
@@ -120,9 +122,17 @@ class ParquetWriter:
             self.wal.adopt(generation, messages)
             report.replayed_files += 1
             report.replayed_messages += messages
-        preamble, count = self.ingestor.mapping_preamble()
-        self.wal.start(preamble, count)
+        try:
+            self._start_wal()
+        except OSError as exc:
+            self.log_error = exc
         return report
+
+    def _start_wal(self) -> None:
+        """Start the WAL's current file if it has none (the start at open was refused)."""
+        if not self.wal.started:
+            preamble, count = self.ingestor.mapping_preamble()
+            self.wal.start(preamble, count)
 
     def _replay(self, path: Path, report: OpenReport) -> int:
         decoder = protocol.FrameDecoder()
@@ -159,6 +169,7 @@ class ParquetWriter:
     def _log(self, data: Any, messages: int) -> None:
         if not self.unlogged:
             try:
+                self._start_wal()
                 self.wal.append(data, messages)
                 return
             except OSError as exc:
@@ -167,8 +178,19 @@ class ParquetWriter:
         self.unlogged_bytes += len(data)
         self.unlogged_messages += messages
 
+    @property
+    def log_waits(self) -> bool:
+        """Whether the WAL is behind: frames wait in ``unlogged``, or it has no current file."""
+        return bool(self.unlogged) or not self.wal.started
+
     def log_unlogged(self) -> bool:
-        """Append what waits, oldest first; True once none is left (``log_error`` when not)."""
+        """Start the WAL's current file if it has none, then append what waits, oldest first;
+        True once none is left (``log_error`` when not)."""
+        try:
+            self._start_wal()
+        except OSError as exc:
+            self.log_error = exc
+            return False
         while self.unlogged:
             data, messages = self.unlogged[0]
             try:
@@ -184,9 +206,10 @@ class ParquetWriter:
 
     def begin_flush(self, compression: str) -> FlushJob | None:
         """Swap the batch out for a flush and start a new WAL file; None when there is nothing to
-        flush or the batch's frames are not all in the WAL yet. The new file comes first: when it
-        cannot be made (a full disk), the batch stays where it was."""
-        if not self.batch.rows or self.unlogged:
+        flush, or the batch's frames are not all in the WAL yet, or there is no current WAL file
+        (``log_unlogged`` starts it). The new file comes first: when it cannot be made (a full
+        disk), the batch stays where it was."""
+        if not self.batch.rows or self.unlogged or not self.wal.started:
             return None
         preamble, count = self.ingestor.mapping_preamble()
         generation = self.wal.rotate(preamble, count)

@@ -229,6 +229,65 @@ async def test_a_full_disk_keeps_the_rows_and_holds_their_frames_until_the_wal_t
     assert _rows(base) == [(s, "BTC-USD") for s in range(2, 302)]
 
 
+async def test_a_start_on_a_full_disk_keeps_the_replayed_rows_and_holds_new_frames(tmp_path: Path):
+    """The start's new WAL file is refused: the node starts anyway, holding what arrives, and
+    starts the file at the first try the disk takes. Nothing replayed or held is lost."""
+    base = tmp_path / "pq"
+    node, ctx = _open(base)
+    node.handle_block(_trades(1, 100, TS, mapping=True), ctx)
+    await node.sync(ctx)
+    _crash(node)
+    (pending,) = (base / "_wal").glob("wal.*.frames")
+    with file_size_limit(10):  # the new file's first write (the names' preamble) fails
+        node, ctx = _open(base)
+        assert ctx.counters["replayed.messages"] == 101 and node.writer.batch.rows == 100
+        assert not node.writer.wal.started and ctx.counters["errors.write"] == 1
+        assert node.statistics()["write_failing_seconds"] > 0
+        assert [p.name for p in (base / "_wal").glob("*wal.*")] == [pending.name]  # no temporary file left
+        node.handle_block(_trades(102, 100, TS), ctx)
+        assert node.statistics()["backlog_messages"] == 100
+        await node.sync(ctx)  # no current file: nothing to fsync, and no error
+        await node.flush(ctx)
+        assert not list(base.rglob("*.parquet"))
+        node._log_unlogged(ctx)  # a retry while still full
+        assert ctx.counters["errors.write"] == 3 and not node.writer.wal.started
+    node._log_unlogged(ctx)  # the disk takes writes again: the file starts, the frames follow
+    assert node.writer.wal.started and node.statistics()["write_failing_seconds"] == 0
+    assert node.statistics()["backlog_messages"] == 0
+    await node.sync(ctx)
+    _crash(node)
+    node, ctx = _open(base)  # both WAL files are replayed: the old one and the one started late
+    assert ctx.counters["replayed.messages"] == 202 and not _replay_errors(ctx)  # with the new file's preamble
+    await node.aclose(ctx)
+    assert _rows(base) == [(s, "BTC-USD") for s in [*range(2, 102), *range(102, 202)]]
+
+
+async def test_a_start_on_a_full_disk_flushes_the_replayed_rows_once_it_has_room(tmp_path: Path, monkeypatch):
+    """With nothing new arriving, the loop's retry starts the WAL file, and the flush follows;
+    each retry while the disk is full counts one failed write, not one per step."""
+    monkeypatch.setattr(nodes.parquet, "WRITE_RETRY_SECONDS", 0.05)
+    base = tmp_path / "pq"
+    node, ctx = _open(base)
+    node.handle_block(_trades(1, 50, TS, mapping=True), ctx)
+    await node.sync(ctx)
+    _crash(node)
+    async with trio.open_nursery() as nursery:
+        with file_size_limit(10):
+            node = Parquet(build_params(ParquetParams, {"path": str(base), "retention_days": 0}))
+            ctx = make_ctx("sink.parquet")
+            nursery.start_soon(node.run, ctx)
+            await trio.sleep(0.5)
+            assert not node.writer.wal.started and node.writer.batch.rows == 50
+            assert 5 <= ctx.counters["errors.write"] <= 0.5 / 0.05 + 2 and not ctx.counters["errors.flush"]
+        with trio.fail_after(10):
+            while not ctx.counters["flushes"]:
+                await trio.sleep(0.02)
+        assert node.writer.wal.started and node.statistics()["write_failing_seconds"] == 0
+        nursery.cancel_scope.cancel()
+    await node.aclose(ctx)
+    assert _rows(base) == [(s, "BTC-USD") for s in range(2, 52)]
+
+
 async def test_beyond_the_backlog_blocks_are_dropped_and_counted(tmp_path: Path):
     base = tmp_path / "pq"
     node, ctx = _open(base, backlog_bytes=len(_trades(1, 100, TS).data) + 1)
