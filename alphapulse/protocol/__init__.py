@@ -60,6 +60,7 @@ from alphapulse.protocol._instrument import (
     spot,
     stock,
 )
+from alphapulse.protocol._json import record_to_json
 from alphapulse.protocol._layouts import (
     LAYOUTS,
     ArbitrageSignal,
@@ -244,6 +245,7 @@ __all__ = [
     "parse_instrument",
     "pool",
     "quoted_decimal",
+    "record_to_json",
     "relay_domain_for",
     "scaled_e8",
     "scan_frames",

@@ -31,6 +31,7 @@ from alphapulse.runtime._resume import (
 from alphapulse.runtime._retransmit import RetransmitBuffer
 from alphapulse.runtime._sequence import GAP_TRANSITIONS, SequenceTracker
 from alphapulse.runtime._stalled import StalledWrites
+from alphapulse.runtime._tap import TapSummary, TapView, control_frame, subscribe_frame
 from alphapulse.runtime._upstream import UpstreamParams
 from alphapulse.runtime._websocket import SessionSettings, UpstreamRejected, UpstreamStale, run_websocket_session
 
@@ -54,11 +55,14 @@ __all__ = [
     "SessionSettings",
     "StalledWrites",
     "Subscription",
+    "TapSummary",
+    "TapView",
     "UpstreamEpochs",
     "UpstreamParams",
     "UpstreamRejected",
     "UpstreamStale",
     "address",
+    "control_frame",
     "epoch_from_time",
     "frames_in_chunks",
     "fsync_directory",
@@ -78,6 +82,7 @@ __all__ = [
     "serve_control",
     "split_sequence",
     "start_listening",
+    "subscribe_frame",
     "subscription",
     "write_file_atomically",
     "write_positions",

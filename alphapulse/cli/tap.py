@@ -1,0 +1,205 @@
+"""``alphapulse tap TOPOLOGY/NODE``: print what a running node publishes, one JSON line a message.
+
+The question it answers is "what is this node sending right now?" (``vector tap`` asks it of a
+Vector component). The tap connects to the node's data socket as one more subscriber, so it
+sees exactly what the node's consumers see, through the same filter (``--types``,
+``--instruments``) and the same protocol, and prints each message as a JSON line (header fields,
+then its records; ``runtime/_tap.py`` and ``protocol/_json.py`` say how values are written).
+
+It never holds the node back: it subscribes with ``drop_oldest`` and a queue of ``--queue``
+messages, so a tap piped into a pager loses its own oldest frames, counted by the node for this
+subscriber, while the node's consumers go on. It asks for no resends, and for a snapshot only
+with ``--snapshot``. When it ends (``--count``, ``--seconds``, Ctrl-C) it says on stderr how many
+messages it showed and how many sequence numbers it missed. A node that restarts is followed:
+the tap reconnects and counts the producers' new epochs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import socket
+import sys
+import time
+from typing import Any, TextIO
+
+from alphapulse import protocol
+from alphapulse.cli import ExitCode
+from alphapulse.cli._common import add_run_dir, run_base
+
+HELP = "print what a running node publishes, one JSON line per message"
+READ_SIZE = 1 << 16
+RECONNECT_MAX_SECONDS = 2.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", metavar="TOPOLOGY/NODE", help="a node of an applied topology (a source, "
+                        "transform or relay: what publishes)")
+    parser.add_argument("--types", help="comma-separated TLV types to show, e.g. Trade,Quote (default: all)")
+    parser.add_argument("--instruments", help="comma-separated instruments, e.g. coinbase:BTC-USD (default: all)")
+    parser.add_argument("--count", type=int, metavar="N", help="stop after N messages")
+    parser.add_argument("--seconds", type=float, help="stop after this many seconds")
+    parser.add_argument("--queue", type=int, default=4096,
+                        help="messages the node may hold for the tap before it drops the oldest (default 4096)")
+    parser.add_argument("--snapshot", action="store_true",
+                        help="first ask the producers for a snapshot (books, instrument names); every consumer "
+                        "of theirs receives it too, as when a node joins mid-stream")
+    add_run_dir(parser)
+
+
+def _filter(args: argparse.Namespace) -> tuple[list[int], list[int]] | str:
+    """(TLV type numbers, instrument ids) from the command line, or an error message."""
+    titles = {t.title.lower(): t for t in protocol.TLVType}
+    types = []
+    for text in filter(None, (args.types or "").split(",")):
+        tlv = titles.get(text.strip().lower())
+        if tlv is None:
+            return f"unknown TLV type {text.strip()!r}; types: {', '.join(t.title for t in protocol.TLVType)}"
+        types.append(int(tlv))
+    instruments = []
+    for text in filter(None, (args.instruments or "").split(",")):
+        try:
+            instruments.append(protocol.parse_instrument(text.strip()).id)
+        except protocol.InstrumentError as exc:
+            return f"--instruments: {exc}"
+    return types, instruments
+
+
+def _socket_of(args: argparse.Namespace) -> tuple[str, str] | str:
+    """(the node's data socket, its name for messages), or an error message."""
+    from alphapulse.supervise import load_applied_plan
+
+    topology, _, node = args.target.partition("/")
+    if not topology or not node:
+        return f"tap wants TOPOLOGY/NODE, not {args.target!r}"
+    base = run_base(args)
+    plan = load_applied_plan(base, topology)
+    if plan is None:
+        return f"topology {topology} is not applied in {base.path}"
+    entry = plan["nodes"].get(node)
+    if entry is None:
+        return f"topology {topology} has no node {node!r}; nodes: {', '.join(sorted(plan['nodes']))}"
+    upstream = sorted({link["node"] for link in entry.get("inputs") or ()})
+    if entry.get("role") == "sink":
+        return f"{args.target} is a sink: it publishes nothing; tap what it reads: {', '.join(upstream)}"
+    if (entry.get("params") or {}).get("delivery") == "peer":
+        return (f"{args.target} is a relay with delivery: peer; its subscribers read its publishers directly: "
+                f"tap one of {', '.join(upstream)}")
+    return entry["sockets"]["data"], args.target
+
+
+async def tap(path: str, target: str, hello: bytes, snapshot: bytes | None, view: Any, out: TextIO,
+              count: float, err: TextIO, decoders: list[Any]) -> None:
+    """Follow the node's output until ``count`` messages are shown (or the caller's deadline)."""
+    import trio
+
+    delay, waiting_said = 0.1, False
+    while True:
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            await sock.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            if not waiting_said:
+                print(f"tap: {target} is not listening (starting, or stopped); waiting for it", file=err)
+                waiting_said = True
+            await trio.sleep(delay)
+            delay = min(RECONNECT_MAX_SECONDS, delay * 2)
+            continue
+        delay, waiting_said = 0.1, False
+        with sock:
+            for frame in (hello, snapshot):
+                if frame is not None:
+                    await _send_all(sock, frame)
+            if await _follow(sock, view, out, count, decoders):
+                return
+        print(f"tap: {target} closed the connection (restarting, or stopped); reconnecting", file=err)
+
+
+async def _follow(sock: Any, view: Any, out: TextIO, count: float, decoders: list[Any]) -> bool:
+    """Print what arrives until the connection ends (False) or ``count`` is reached (True)."""
+    decoder = protocol.FrameDecoder()
+    decoders.append(decoder)
+    while True:
+        try:
+            data = await sock.recv(READ_SIZE)
+        except ConnectionResetError:
+            return False
+        if not data:
+            return False
+        decoder.receive_data(data)
+        lines = []
+        while view.shown < count and (block := decoder.next_block()) is not protocol.NEED_DATA:
+            lines.extend(json.dumps(m, separators=(",", ":")) for m in view.feed(block, count - view.shown))
+        if lines:
+            out.write("\n".join(lines) + "\n")
+            out.flush()  # a reader (jq, a pipe) sees each read's messages as they come
+        if view.shown >= count:
+            return True
+
+
+async def _send_all(sock: Any, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[await sock.send(view):]
+
+
+def _summary(target: str, view: Any, bad_frames: int, seconds: float, queue: int) -> str:
+    s = view.summary()
+    text = (f"tap {target}: {_many(s.shown, 'message')} shown from {_many(s.sources, 'source')} in "
+            f"{seconds:.1f} s; missed {s.missed:,}")
+    if s.missed:
+        text += (f" (sequence numbers that never reached the tap: its queue of {queue:,} overflowed, counted in "
+                 f"the node's drops for subscriber tap-{os.getpid()}, or they were lost upstream of the node)")
+    if s.restarts:
+        text += f"; {_many(s.restarts, 'producer restart')}"
+    if bad_frames + s.malformed:
+        text += f"; {_many(bad_frames + s.malformed, 'bad frame')} skipped"
+    if s.unnamed:
+        text += (f"; {_many(s.unnamed, 'instrument')} shown by id (no InstrumentMapping for them passed; "
+                 f"--snapshot asks the producers for them)")
+    return text
+
+
+def _many(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
+def run(args: argparse.Namespace) -> int:
+    wanted = _filter(args)
+    target = _socket_of(args)
+    for problem in (wanted, target):
+        if isinstance(problem, str):
+            print(problem, file=sys.stderr)
+            return ExitCode.USAGE
+    if (args.count is not None and args.count < 1) or (args.seconds is not None and args.seconds <= 0) \
+            or args.queue < 1:
+        print("error: --count, --seconds and --queue must be positive", file=sys.stderr)
+        return ExitCode.USAGE
+    import trio
+
+    from alphapulse.runtime import TapView, control_frame, subscribe_frame
+
+    types, instruments = wanted
+    path, name = target
+    mapping = int(protocol.TLVType.INSTRUMENT_MAPPING)
+    names = [mapping] if types and mapping not in types else []  # taken in for the names, not shown
+    hello = subscribe_frame(f"tap-{os.getpid()}", types=types + names, instruments=instruments, queue=args.queue)
+    snapshot = control_frame(protocol.SnapshotRequest(source=0, instrument_id=0)) if args.snapshot else None
+    view = TapView(show=types or None)
+    decoders: list[Any] = []
+    count = math.inf if args.count is None else args.count
+    started = time.monotonic()
+
+    async def main() -> None:
+        with trio.move_on_after(math.inf if args.seconds is None else args.seconds):
+            await tap(path, name, hello, snapshot, view, sys.stdout, count, sys.stderr, decoders)
+
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends a tap as --count or --seconds would
+        trio.run(main)
+    bad = sum(d.statistics().total_errors for d in decoders)
+    print(_summary(name, view, bad, time.monotonic() - started, args.queue), file=sys.stderr)
+    return ExitCode.OK
