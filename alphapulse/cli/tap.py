@@ -96,7 +96,7 @@ async def tap(path: str, target: str, hello: bytes, snapshot: bytes | None, view
     """Follow the node's output until ``count`` messages are shown (or the caller's deadline)."""
     import trio
 
-    delay, waiting_said = 0.1, False
+    delay, waiting_said, closed_said = 0.1, False, False
     while True:
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -114,9 +114,12 @@ async def tap(path: str, target: str, hello: bytes, snapshot: bytes | None, view
             for frame in (hello, snapshot):
                 if frame is not None:
                     await _send_all(sock, frame)
+            shown = view.shown
             if await _follow(sock, view, out, count, decoders):
                 return
-        print(f"tap: {target} closed the connection (restarting, or stopped); reconnecting", file=err)
+        if view.shown > shown or not closed_said:  # once per outage: a stopping node may accept and close again
+            print(f"tap: {target} closed the connection (restarting, or stopped); reconnecting", file=err)
+            closed_said = True
 
 
 async def _follow(sock: Any, view: Any, out: TextIO, count: float, decoders: list[Any]) -> bool:

@@ -189,3 +189,22 @@ async def test_a_tap_that_cannot_keep_up_never_holds_the_node_back_and_counts_wh
     assert f"tap tp/src: {shown:,} messages shown" in err and f"missed {mine.dropped_overflow:,}" in err, err
     assert shown + mine.dropped_overflow == total
     assert tap.returncode == 0
+
+
+async def test_the_tap_follows_a_node_that_restarts(applied) -> None:
+    path = applied["nodes"]["src"]["sockets"]["data"]
+    async with open_publisher(path, source_id=SOURCE) as publisher:
+        tap = _tap("tp/src", "--count", "20")
+        await _wait_for_subscriber(publisher, "tap-")
+        await publisher.publish(_block(_frames(_trades(10))))
+        with trio.fail_after(10):
+            while publisher.statistics().subscribers[0].queued_messages:
+                await trio.sleep(0.01)
+    async with open_publisher(path, source_id=SOURCE) as publisher:  # the restarted node: a new epoch
+        await _wait_for_subscriber(publisher, "tap-")
+        await publisher.publish(_block(_frames(_trades(10), epoch=6)))
+        out, err = await trio.to_thread.run_sync(tap.communicate, None, 60)
+    assert [(m["epoch"], m["seq"]) for m in map(json.loads, out.splitlines())] == [
+        *((5, k) for k in range(1, 11)), *((6, k) for k in range(1, 11))]
+    assert "closed the connection (restarting, or stopped); reconnecting" in err
+    assert "20 messages shown from 1 source" in err and "missed 0; 1 producer restart" in err
