@@ -110,13 +110,17 @@ async def tap(path: str, target: str, hello: bytes, snapshot: bytes | None, view
             delay = min(RECONNECT_MAX_SECONDS, delay * 2)
             continue
         delay, waiting_said = 0.1, False
+        shown = view.shown
         with sock:
-            for frame in (hello, snapshot):
-                if frame is not None:
-                    await _send_all(sock, frame)
-            shown = view.shown
-            if await _follow(sock, view, out, count, decoders):
-                return
+            try:
+                for frame in (hello, snapshot):
+                    if frame is not None:
+                        await _send_all(sock, frame)
+            except (BrokenPipeError, ConnectionResetError):  # a node on its way down took the connection
+                pass
+            else:
+                if await _follow(sock, view, out, count, decoders):
+                    return
         if view.shown > shown or not closed_said:  # once per outage: a stopping node may accept and close again
             print(f"tap: {target} closed the connection (restarting, or stopped); reconnecting", file=err)
             closed_said = True
