@@ -46,13 +46,11 @@ from alphapulse.runtime._trouble import describe as describe_trouble
 from alphapulse.runtime._usage import UsageSampler
 from alphapulse.runtime._warm import load_hot_kernels, load_kind_kernels
 from alphapulse.runtime._watchdog import DEFAULT_SECONDS, Watchdog
-from alphapulse.topology import UnsetVariable, interpolate, state_file
+from alphapulse.topology import RETRANSMIT_BUFFER_DEFAULT, UnsetVariable, interpolate, state_file
 
 RATE_INTERVAL = 1.0
 _NO_FRAMES = FrameBlock(b"", np.empty(0, np.int64), np.empty(0, np.int64))
 """What a one-frame placeholder block leaves for the kind's handler: no frames (it is skipped)."""
-DEFAULT_RETRANSMIT = 16384
-"""Messages every publisher keeps for resend requests, unless its kind has a ``retransmit_buffer`` param."""
 
 
 class NodeConfigError(RuntimeError):
@@ -114,6 +112,10 @@ class NodeHost:
         self.passthrough_on_open = bool(getattr(self.instance, "breaker_passthrough", False))
         self.keeps_placeholders = bool(getattr(self.instance, "keeps_placeholders", False))
         self.started = time.monotonic()
+        own = getattr(self.params, "retransmit_buffer", None)  # a relay's param
+        self.retransmit_capacity = int(own if own is not None
+                                       else self.node.get("retransmit_buffer", RETRANSMIT_BUFFER_DEFAULT))
+        """messages the publisher keeps for resends: a relay's param, else the node's own setting"""
         introduces = getattr(self.instance, "introduces_peers", None)  # a relay kind's: True or False
         self.introduces_peers = bool(introduces)
         """a relay with ``delivery: peer``: its subscribers get introductions to its inputs, and
@@ -175,7 +177,7 @@ class NodeHost:
                     open_publisher(
                         sockets["data"],
                         source_id=self.ctx.source_id,
-                        retransmit_capacity=int(getattr(self.params, "retransmit_buffer", DEFAULT_RETRANSMIT)),
+                        retransmit_capacity=self.retransmit_capacity,
                         on_control=self._on_request,
                         introduction=self.introduction,
                     )

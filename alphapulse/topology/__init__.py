@@ -37,6 +37,7 @@ from alphapulse.topology._rundir import (
     topology_run_dir,
 )
 from alphapulse.topology._schema import (
+    RETRANSMIT_BUFFER_DEFAULT,
     default_schema_dir,
     generated_files,
     stale_schema_files,
@@ -50,6 +51,7 @@ __all__ = [
     "MAX_SOCKET_PATH",
     "METRICS_PROCESS",
     "PLAN_FORMAT",
+    "RETRANSMIT_BUFFER_DEFAULT",
     "RUN_DIR_ENV",
     "WATCH_PROCESS",
     "Diagnostic",

@@ -158,6 +158,8 @@ def compile_plan(topology: Topology, run_dir: str | None = None,
             "breaker": dict(node.breaker),
             "cpu": dict(node.cpu),
         }
+        if node.retransmit_buffer is not None:  # absent, the host keeps its default (and fingerprints stay)
+            entry["retransmit_buffer"] = node.retransmit_buffer
         restart_part = {k: v for k, v in entry.items() if k not in ("params", "cpu")}
         restart_part["params"] = {k: v for k, v in params.items() if k not in live}
         live_part: dict[str, Any] = {k: v for k, v in params.items() if k in live}

@@ -226,11 +226,13 @@ class _Builder:
         breaker_defaults = {**BREAKER_DEFAULTS, **_dict(defaults.get("breaker"))}
         link_defaults = {**LINK_DEFAULTS, **_dict(defaults.get("link"))}
         cpu_defaults = {**CPU_DEFAULTS, **_dict(defaults.get("cpu"))}
+        retransmit_default = defaults.get("retransmit_buffer")
         nodes: dict[str, NodeDecl] = {}
         for node_name, entry in self._nodes().items():
             if not isinstance(entry, dict):
                 continue
-            decl = self._node(node_name, entry, restart_defaults, breaker_defaults, link_defaults, cpu_defaults)
+            decl = self._node(node_name, entry, restart_defaults, breaker_defaults, link_defaults, cpu_defaults,
+                              retransmit_default)
             if decl is not None:
                 nodes[node_name] = decl
         description = self.data.get("description")
@@ -261,7 +263,7 @@ class _Builder:
 
     def _node(self, name: str, entry: dict[str, Any], restart_defaults: dict[str, Any],
               breaker_defaults: dict[str, Any], link_defaults: dict[str, Any],
-              cpu_defaults: dict[str, Any]) -> NodeDecl | None:
+              cpu_defaults: dict[str, Any], retransmit_default: Any = None) -> NodeDecl | None:
         path: JsonPath = ("nodes", name)
         kind = entry.get("kind")
         if not isinstance(kind, str):
@@ -284,6 +286,7 @@ class _Builder:
                 inputs.append(link)
         params = entry.get("params") if isinstance(entry.get("params"), dict) else {}
         description = entry.get("description")
+        retransmit = self._retransmit_buffer(name, entry, spec, retransmit_default)
         return NodeDecl(
             name=name,
             kind=kind,
@@ -297,7 +300,24 @@ class _Builder:
             cpu={**cpu_defaults, **_dict(entry.get("cpu"))},
             description=description if isinstance(description, str) else "",
             path=path,
+            retransmit_buffer=retransmit,
         )
+
+    def _retransmit_buffer(self, name: str, entry: dict[str, Any], spec: KindSpec | None,
+                           default: Any) -> int | None:
+        """The node's ``retransmit_buffer`` (its own, else ``defaults``'), for the nodes it is for:
+        sources and transforms. A relay's is a param, and a sink publishes nothing."""
+        own = entry.get("retransmit_buffer")
+        if own is not None and spec is not None and spec.role in (Role.RELAY, Role.SINK):
+            why = ("a relay's retransmit buffer is its params.retransmit_buffer" if spec.role is Role.RELAY
+                   else f"node '{name}' is a sink, which publishes nothing")
+            self._model_error(("nodes", name, "retransmit_buffer"), f"'retransmit_buffer' is for sources and "
+                              f"transforms; {why}: remove it", "retransmit-not-here", key=True)
+            return None
+        if spec is None or spec.role in (Role.RELAY, Role.SINK):
+            return None
+        value = own if own is not None else default
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
     def _link(self, path: JsonPath, item: Any, link_defaults: dict[str, Any]) -> Link | None:
         if isinstance(item, str):

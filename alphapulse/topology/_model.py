@@ -57,6 +57,9 @@ class NodeDecl:
     """Scheduling policy, nice and affinity (``runtime._cpu``), defaults merged."""
     description: str
     path: JsonPath
+    retransmit_buffer: int | None = None
+    """Messages its publisher keeps for resend requests, when the file sets it (sources and
+    transforms; a relay's is its ``params.retransmit_buffer``)."""
 
     @property
     def role(self) -> Role | None:

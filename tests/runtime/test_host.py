@@ -140,6 +140,24 @@ async def test_control_socket_health_reconfigure_and_refusals() -> None:
         nursery.cancel_scope.cancel()
 
 
+async def test_a_publisher_keeps_as_many_messages_as_its_node_s_retransmit_buffer_says() -> None:
+    plan = compile_text("""\
+topology: rb
+defaults: {retransmit_buffer: 3000}
+nodes:
+  src: {kind: source.counter, params: {rate: 0}, retransmit_buffer: 1000}
+  quiet: {kind: source.counter, params: {rate: 0}}
+  bus: {kind: relay, domain: market_data, inputs: [src, quiet], params: {retransmit_buffer: 2000}}
+  sink: {kind: sink.counter, inputs: [bus]}
+""")
+    async with trio.open_nursery() as nursery:
+        await start(nursery, plan, ["src", "quiet", "bus"])
+        reserved = {name: (await stats(plan, name))["publisher"]["retransmit_bytes_reserved"]
+                    for name in ("src", "quiet", "bus")}
+        nursery.cancel_scope.cancel()
+    assert reserved == {"src": 1000 * 128, "quiet": 3000 * 128, "bus": 2000 * 128}  # 128 bytes a message
+
+
 def test_secret_params_resolve_from_the_environment_with_defaults() -> None:
     from alphapulse.runtime._host import NodeConfigError, resolve_params
 

@@ -38,5 +38,5 @@ def test_every_check_has_a_case():
         "bad-name", "unknown-input", "source-inputs", "sink-output", "cycle", "orphan",
         "type-mismatch", "domain-mismatch", "socket-path", "env-unset", "env-syntax",
         "secret-literal", "secret-looking", "bad-instrument", "duplicate-input",
-        "domain-not-relay",
+        "domain-not-relay", "retransmit-not-here",
     }

@@ -177,6 +177,8 @@ def _fingerprints(plan):
     (("        restart: {stopwaitsecs: 30}", "        restart: {stopwaitsecs: 30}\n        cpu: {policy: batch}"),
      set(), {"out"}),                                         # a cpu block: applied live
     (("  link: {queue: 100}", "  link: {queue: 100}\n      cpu: {nice: 5}"), set(), {"src", "market", "out"}),
+    (("          count: 5", "          count: 5\n        retransmit_buffer: 100"), {"src"}, set()),  # reserved at start
+    (("  link: {queue: 100}", "  link: {queue: 100}\n      retransmit_buffer: 100"), {"src"}, set()),  # not the relay's
 ])
 def test_fingerprints_change_only_where_expected(load, edit, restart, live):
     before = _fingerprints(plan_of(load))
@@ -193,6 +195,18 @@ def test_cpu_block_merges_over_defaults_into_the_plan(load):
     assert nodes["src"]["cpu"] == {"policy": "batch", "nice": 5}
     assert nodes["out"]["cpu"] == {"policy": "batch", "nice": 0, "affinity": [1, 0]}
     assert plan_of(load).nodes["src"]["cpu"] == {"policy": "normal"}
+
+
+def test_a_retransmit_buffer_reaches_the_plans_of_sources_and_transforms_only_where_set(load):
+    """The relay keeps its param and the sink publishes nothing; an unset one leaves the plan
+    (and so every fingerprint) as it was before the setting existed."""
+    text = PIPE.replace("  link: {queue: 100}", "  link: {queue: 100}\n      retransmit_buffer: 50000")
+    nodes = plan_of(load, text).nodes
+    assert nodes["src"]["retransmit_buffer"] == 50000
+    assert "retransmit_buffer" not in nodes["market"] and "retransmit_buffer" not in nodes["out"]
+    own = text.replace("          count: 5", "          count: 5\n        retransmit_buffer: 0")
+    assert plan_of(load, own).nodes["src"]["retransmit_buffer"] == 0  # none kept: its own wins over defaults
+    assert all("retransmit_buffer" not in entry for entry in plan_of(load).nodes.values())
 
 
 def test_adding_a_node_keeps_other_ids(load):
