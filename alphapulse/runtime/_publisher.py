@@ -105,6 +105,9 @@ class PublisherStatistics:
     published_blocks: int = 0
     """blocks published: ``published_messages / published_blocks`` is how many frames each
     hop downstream receives per wakeup (a WebSocket source publishes one block per socket read)"""
+    retransmit_seconds: float = 0.0
+    """how far back a resend reaches now: the age of the oldest message held (by its header
+    time; 0 when none is). A relay downstream that is down longer than this loses messages."""
 
 
 class _Subscriber:
@@ -503,6 +506,7 @@ class Publisher:
             retransmit_held=len(self.retransmit),
             retransmit_bytes_reserved=self.retransmit.bytes_reserved,
             retransmit_evicted_for_space=self.retransmit.evicted_for_space,
+            retransmit_seconds=_age_seconds(self.retransmit.oldest_timestamp_ns()),
             resend_requests=self._resend_requests,
             resend_misses=self.retransmit.misses,
             resends_passed_upstream=self._resends_passed_upstream,
@@ -510,6 +514,10 @@ class Publisher:
             introductions=self._introductions,
             heads_sent=self._heads_sent,
         )
+
+
+def _age_seconds(unix_ns: int | None) -> float:
+    return 0.0 if unix_ns is None else max(0.0, (time.time_ns() - unix_ns) / 1e9)
 
 
 def bind_unix_listener(path: str) -> socket.socket:

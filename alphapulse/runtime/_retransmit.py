@@ -27,6 +27,7 @@ stays true whatever the new size.
 from __future__ import annotations
 
 import dataclasses
+import struct
 from array import array
 from typing import Any
 
@@ -34,7 +35,10 @@ import numpy as np
 
 from alphapulse.protocol import FrameBlock
 from alphapulse.protocol._batch import frame_bounds, header_columns
-from alphapulse.protocol._header import SOURCE_AND_SEQUENCE
+from alphapulse.protocol._header import HEADER_SIZE, SOURCE_AND_SEQUENCE
+
+_TIME_AND_SIZE = struct.Struct("<16xQI")
+"""a header's timestamp and payload size"""
 
 BYTES_PER_MESSAGE = 128
 """Byte store reserved per message of capacity up front (a Trade message is 72 bytes): growing
@@ -93,6 +97,16 @@ class RetransmitBuffer:
     @property
     def bytes_reserved(self) -> int:
         return self._size
+
+    def oldest_timestamp_ns(self) -> int | None:
+        """The header time of the oldest frame held (None when none is): how far back a resend
+        reaches now. Walks the frames of the oldest block that are already forgotten (rare path)."""
+        if not self._held:
+            return None
+        at = self._block_at[self._oldest_slot] % self._size
+        for _ in range(self._skip):
+            at += HEADER_SIZE + _TIME_AND_SIZE.unpack_from(self._ring_view, at)[1]
+        return _TIME_AND_SIZE.unpack_from(self._ring_view, at)[0]
 
     # -- hot path ---------------------------------------------------------------------------------
     def append(self, block: Any, n: int | None = None) -> None:

@@ -57,6 +57,8 @@ def families(reports: Iterable[NodeReport]) -> list[Metric]:
     overflow = counter("subscriber_dropped_messages", "Messages a subscriber's overflow policy dropped",
                        "subscriber")
     queued = gauge("subscriber_queued_messages", "Messages waiting in a subscriber's queue", "subscriber")
+    reach = gauge("retransmit_seconds", "How far back the node's retransmit buffer reaches now (the age of the "
+                  "oldest message it holds): a relay downstream down longer than this loses messages")
     breaker = gauge("breaker_state", "Circuit breaker state: 0 closed, 1 half open, 2 open", "breaker")
     cpu = counter("cpu_seconds", "CPU time the node's process used (user + system)")
     woken = counter("wakeups", "Times the node's process was woken (voluntary context switches): most of its CPU "
@@ -100,7 +102,10 @@ def families(reports: Iterable[NodeReport]) -> list[Metric]:
             reconnects.add_metric([*node, link["upstream"]], link.get("reconnects", 0))
             for kind, count in sorted(link.get("decode_errors", {}).items()):
                 decode.add_metric([*node, link["upstream"], kind], count)
-        for subscriber in (stats.get("publisher") or {}).get("subscribers", []):
+        publisher = stats.get("publisher") or {}
+        if publisher.get("retransmit_held"):
+            reach.add_metric(node, publisher.get("retransmit_seconds", 0.0))
+        for subscriber in publisher.get("subscribers", []):
             overflow.add_metric([*node, subscriber["name"]], subscriber["dropped_overflow"])
             queued.add_metric([*node, subscriber["name"]], subscriber["queued_messages"])
         for name, value in sorted(stats.get("breakers", {}).items()):
@@ -116,7 +121,8 @@ def families(reports: Iterable[NodeReport]) -> list[Metric]:
                 heap_free.add_metric(node, usage["heap_free_bytes"])
                 trims.add_metric(node, usage.get("heap_trims", 0))
     return [up, degraded, state, restarts, crash_streak, started, received, sent, dropped, errors, gaps, lost, decode,
-            reconnects, overflow, queued, breaker, cpu, woken, resident, private, heap_used, heap_free, trims, stale]
+            reconnects, overflow, queued, reach, breaker, cpu, woken, resident, private, heap_used, heap_free, trims,
+            stale]
 
 
 def reload_families(outcomes: Mapping[str, WatchOutcome]) -> list[Metric]:

@@ -137,6 +137,7 @@ async def test_control_socket_health_reconfigure_and_refusals() -> None:
         assert src_stats["counters"]["snapshots.sent"] == 1
         publisher = src_stats["publisher"]  # the retransmit store: reserved up front, nothing forgotten early
         assert publisher["retransmit_bytes_reserved"] >= 16384 * 128 and publisher["retransmit_evicted_for_space"] == 0
+        assert publisher["retransmit_held"] > 0 and 0 < publisher["retransmit_seconds"] < 60  # how far back it reaches
         nursery.cancel_scope.cancel()
 
 

@@ -36,7 +36,8 @@ RELAY_STATS = {
                  "gaps_recovered": 1, "gaps_lost": 1, "messages_lost": 7, "snapshots.forwarded": 9},
     "inputs": [{"upstream": "src", "reconnects": 1, "decode_errors": {"bad_checksum": 4},
                 "peers": [{"upstream": "other", "reconnects": 0, "decode_errors": {}, "peers": []}]}],
-    "publisher": {"subscribers": [{"name": "sink", "dropped_overflow": 11, "queued_messages": 5}]},
+    "publisher": {"subscribers": [{"name": "sink", "dropped_overflow": 11, "queued_messages": 5}],
+                  "retransmit_held": 65536, "retransmit_seconds": 81.5},
     "breakers": {"node.handler": "open"},
     "status": "degraded",
     "usage": {"cpu_seconds": 1.25, "wakeups": 48_000, "rss_bytes": 170 * 2**20, "private_bytes": 80 * 2**20,
@@ -69,6 +70,8 @@ def test_a_running_node_and_a_crashed_one() -> None:
     assert got["alphapulse_input_reconnects_total", labels("bus", "relay", upstream="other")] == 0  # a peer link
     assert got["alphapulse_subscriber_dropped_messages_total", labels("bus", "relay", subscriber="sink")] == 11
     assert got["alphapulse_subscriber_queued_messages", labels("bus", "relay", subscriber="sink")] == 5
+    assert got["alphapulse_retransmit_seconds", bus] == 81.5
+    assert ("alphapulse_retransmit_seconds", labels("pq", "sink.parquet")) not in got  # it holds nothing
     assert got["alphapulse_breaker_state", labels("bus", "relay", breaker="node.handler")] == 2
     assert got["alphapulse_cpu_seconds_total", bus] == 1.25
     assert got["alphapulse_wakeups_total", bus] == 48_000

@@ -15,12 +15,16 @@ EPOCH = 3
 
 
 def frame(source: int, counter: int, trades: int = 1) -> bytes:
-    """One message of ``trades`` Trade TLVs: frames of different sizes."""
+    """One message of ``trades`` Trade TLVs: frames of different sizes, each with its own time."""
     records = b"".join(
         protocol.encode(protocol.Trade(instrument_id=11, price=100 + i, quantity=counter, exchange_ts_ns=0))
         for i in range(trades)
     )
-    return protocol.encode_message(1, source, make_sequence(EPOCH, counter), 0, records)
+    return protocol.encode_message(1, source, make_sequence(EPOCH, counter), stamp(source, counter), records)
+
+
+def stamp(source: int, counter: int) -> int:
+    return 1_700_000_000 * 10**9 + source * 10**6 + counter
 
 
 def sequences(blocks) -> list[int]:
@@ -114,6 +118,8 @@ def test_matches_a_list_of_every_frame(capacity, initial_bytes, max_bytes, block
             assert answer.complete == (len(want) == width + 1)
             mine = [c for s, c, _ in held_frames if s == source]
             assert answer.oldest_available == (make_sequence(EPOCH, min(mine)) if mine else 0)
+        # how far back a resend reaches: the oldest held frame's time, part-forgotten blocks included
+        assert buf.oldest_timestamp_ns() == (stamp(*held_frames[0][:2]) if held_frames else None)
 
     for spec, ask_now in zip(blocks, asked_after, strict=False):
         parts = []
