@@ -40,3 +40,33 @@ def print_diagnostics(diagnostics: list, stream=None) -> None:
     from alphapulse.topology import format_diagnostics
 
     (stream or sys.stderr).write(format_diagnostics(diagnostics))
+
+
+def add_message_filter(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--types", help="comma-separated TLV types to show, e.g. Trade,Quote (default: all)")
+    parser.add_argument("--instruments", help="comma-separated instruments, e.g. coinbase:BTC-USD (default: all)")
+
+
+def message_filter(args: argparse.Namespace) -> tuple[list[int], list[int]] | str:
+    """(TLV type numbers, instrument ids) from ``--types`` and ``--instruments``, or an error message."""
+    from alphapulse import protocol
+
+    titles = {t.title.lower(): t for t in protocol.TLVType}
+    types = []
+    for text in filter(None, (args.types or "").split(",")):
+        tlv = titles.get(text.strip().lower())
+        if tlv is None:
+            return f"unknown TLV type {text.strip()!r}; types: {', '.join(t.title for t in protocol.TLVType)}"
+        types.append(int(tlv))
+    instruments = []
+    for text in filter(None, (args.instruments or "").split(",")):
+        try:
+            instruments.append(protocol.parse_instrument(text.strip()).id)
+        except protocol.InstrumentError as exc:
+            return f"--instruments: {exc}"
+    return types, instruments
+
+
+def plural(n: int, noun: str) -> str:
+    """``1 source``, ``2 sources``, ``1,024 messages``."""
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")

@@ -28,7 +28,7 @@ from typing import Any, TextIO
 
 from alphapulse import protocol
 from alphapulse.cli import ExitCode
-from alphapulse.cli._common import add_run_dir, run_base
+from alphapulse.cli._common import add_message_filter, add_run_dir, message_filter, plural, run_base
 
 HELP = "print what a running node publishes, one JSON line per message"
 READ_SIZE = 1 << 16
@@ -38,8 +38,7 @@ RECONNECT_MAX_SECONDS = 2.0
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", metavar="TOPOLOGY/NODE", help="a node of an applied topology (a source, "
                         "transform or relay: what publishes)")
-    parser.add_argument("--types", help="comma-separated TLV types to show, e.g. Trade,Quote (default: all)")
-    parser.add_argument("--instruments", help="comma-separated instruments, e.g. coinbase:BTC-USD (default: all)")
+    add_message_filter(parser)
     parser.add_argument("--count", type=int, metavar="N", help="stop after N messages")
     parser.add_argument("--seconds", type=float, help="stop after this many seconds")
     parser.add_argument("--queue", type=int, default=4096,
@@ -48,24 +47,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="first ask the producers for a snapshot (books, instrument names); every consumer "
                         "of theirs receives it too, as when a node joins mid-stream")
     add_run_dir(parser)
-
-
-def _filter(args: argparse.Namespace) -> tuple[list[int], list[int]] | str:
-    """(TLV type numbers, instrument ids) from the command line, or an error message."""
-    titles = {t.title.lower(): t for t in protocol.TLVType}
-    types = []
-    for text in filter(None, (args.types or "").split(",")):
-        tlv = titles.get(text.strip().lower())
-        if tlv is None:
-            return f"unknown TLV type {text.strip()!r}; types: {', '.join(t.title for t in protocol.TLVType)}"
-        types.append(int(tlv))
-    instruments = []
-    for text in filter(None, (args.instruments or "").split(",")):
-        try:
-            instruments.append(protocol.parse_instrument(text.strip()).id)
-        except protocol.InstrumentError as exc:
-            return f"--instruments: {exc}"
-    return types, instruments
 
 
 def _socket_of(args: argparse.Namespace) -> tuple[str, str] | str:
@@ -156,27 +137,23 @@ async def _send_all(sock: Any, data: bytes) -> None:
 
 def _summary(target: str, view: Any, bad_frames: int, seconds: float, queue: int) -> str:
     s = view.summary()
-    text = (f"tap {target}: {_many(s.shown, 'message')} shown from {_many(s.sources, 'source')} in "
+    text = (f"tap {target}: {plural(s.shown, 'message')} shown from {plural(s.sources, 'source')} in "
             f"{seconds:.1f} s; missed {s.missed:,}")
     if s.missed:
         text += (f" (sequence numbers that never reached the tap: its queue of {queue:,} overflowed, counted in "
                  f"the node's drops for subscriber tap-{os.getpid()}, or they were lost upstream of the node)")
     if s.restarts:
-        text += f"; {_many(s.restarts, 'producer restart')}"
+        text += f"; {plural(s.restarts, 'producer restart')}"
     if bad_frames + s.malformed:
-        text += f"; {_many(bad_frames + s.malformed, 'bad frame')} skipped"
+        text += f"; {plural(bad_frames + s.malformed, 'bad frame')} skipped"
     if s.unnamed:
-        text += (f"; {_many(s.unnamed, 'instrument')} shown by id (no InstrumentMapping for them passed; "
+        text += (f"; {plural(s.unnamed, 'instrument')} shown by id (no InstrumentMapping for them passed; "
                  f"--snapshot asks the producers for them)")
     return text
 
 
-def _many(n: int, noun: str) -> str:
-    return f"{n:,} {noun}" + ("" if n == 1 else "s")
-
-
 def run(args: argparse.Namespace) -> int:
-    wanted = _filter(args)
+    wanted = message_filter(args)
     target = _socket_of(args)
     for problem in (wanted, target):
         if isinstance(problem, str):

@@ -57,6 +57,21 @@ async def test_check_summarises_a_clean_recording(tmp_path: Path, capsys):
     assert summary["files"] > 1
 
 
+async def test_messages_print_as_json_lines_through_a_filter_and_name_holes_in_the_recording(tmp_path: Path, capsys):
+    frames = _frames(300)
+    await _record(tmp_path / "rec", frames[:100] + frames[110:])  # ten trades never reached the recorder
+    code = await trio.to_thread.run_sync(
+        main, ["replay", str(tmp_path / "rec"), "--messages", "--types", "Trade", "--instruments", "kraken:ETH-USD"])
+    captured = capsys.readouterr()
+    lines = [json.loads(line) for line in captured.out.splitlines()]
+    eth = [k for k in range(300) if k % 2 and not 98 <= k < 108]  # message k+3 is trade k
+    assert code == 0 and [m["seq"] for m in lines] == [k + 3 for k in eth]
+    assert {(r["type"], r["instrument"]) for m in lines for r in m["records"]} == {("Trade", "kraken:ETH-USD")}
+    assert lines[0]["records"][0]["price"] == "1.00000001" and lines[0]["time"].startswith("2024-05-01T10:00:00.0")
+    assert f"{len(eth)} messages shown from 1 source; 10 missing in their sequences" in captured.err
+    assert await trio.to_thread.run_sync(main, ["replay", str(tmp_path / "rec"), "--messages", "--types", "Trad"]) == 2
+
+
 async def test_check_reports_damage(tmp_path: Path, capsys):
     frames = _frames(50)
     damaged = bytearray(b"".join(frames))
