@@ -208,3 +208,25 @@ async def test_the_tap_follows_a_node_that_restarts(applied) -> None:
         *((5, k) for k in range(1, 11)), *((6, k) for k in range(1, 11))]
     assert "closed the connection (restarting, or stopped); reconnecting" in err
     assert "20 messages shown from 1 source" in err and "missed 0; 1 producer restart" in err
+
+
+async def test_a_corrupted_frame_is_skipped_and_counted_and_the_rest_shown(applied) -> None:
+    """A peer that sends a frame whose checksum does not match (a stand-in for a broken node):
+    the tap skips it, shows the frames around it and says how many it skipped."""
+    path = applied["nodes"]["src"]["sockets"]["data"]
+    good = _frames(_trades(3))
+    bad = bytearray(good[1])
+    bad[-1] ^= 0xFF  # the payload no longer matches the header's CRC
+    listener = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    await listener.bind(path)
+    listener.listen()
+    with listener:
+        tap = _tap("tp/src", "--count", "2")
+        with trio.fail_after(60):
+            conn, _ = await listener.accept()
+        with conn:
+            assert protocol.decode_message(await conn.recv(1024)).tlvs[0].subscriber.startswith("tap-")
+            await conn.send(good[0] + bytes(bad) + good[2])
+            out, err = await trio.to_thread.run_sync(tap.communicate, None, 60)
+    assert [json.loads(line)["seq"] for line in out.splitlines()] == [1, 3]
+    assert "missed 1" in err and "1 bad frame skipped" in err, err
