@@ -70,3 +70,21 @@ def message_filter(args: argparse.Namespace) -> tuple[list[int], list[int]] | st
 def plural(n: int, noun: str) -> str:
     """``1 source``, ``2 sources``, ``1,024 messages``."""
     return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
+def applied_node(args: argparse.Namespace, target: str, option: str) -> tuple[dict, dict] | str:
+    """(plan, the node's entry) of ``TOPOLOGY/NODE`` in the applied topologies of the run
+    directory, or an error message naming ``option`` (how the command took ``target``)."""
+    from alphapulse.supervise import load_applied_plan
+
+    topology, _, node = target.partition("/")
+    if not topology or not node:
+        return f"{option} wants TOPOLOGY/NODE, not {target!r}"
+    base = run_base(args)
+    plan = load_applied_plan(base, topology)
+    if plan is None:
+        return f"topology {topology} is not applied in {base.path}"
+    entry = plan["nodes"].get(node)
+    if entry is None:
+        return f"topology {topology} has no node {node!r}; nodes: {', '.join(sorted(plan['nodes']))}"
+    return plan, entry

@@ -34,7 +34,7 @@ import numpy as np
 
 from alphapulse import protocol
 from alphapulse.cli import ExitCode
-from alphapulse.cli._common import add_message_filter, add_run_dir, message_filter, plural, run_base
+from alphapulse.cli._common import add_message_filter, add_run_dir, applied_node, message_filter, plural
 
 HELP = "check a recording, or play it into a running node (--into TOPOLOGY/NODE)"
 READ_SIZE = 1 << 20
@@ -157,18 +157,11 @@ def print_summary(path: Path, summary: Summary, as_json: bool) -> None:
 # -- playing into a node -----------------------------------------------------------------------------
 def _target(args: argparse.Namespace) -> tuple[dict[str, Any], str, str] | str:
     """(plan node entry, socket path, input name), or an error message."""
-    from alphapulse.supervise import load_applied_plan
-
+    found = applied_node(args, args.into, "--into")
+    if isinstance(found, str):
+        return found
+    plan, entry = found
     topology, _, node = args.into.partition("/")
-    if not topology or not node:
-        return f"--into wants TOPOLOGY/NODE, not {args.into!r}"
-    base = run_base(args)
-    plan = load_applied_plan(base, topology)
-    if plan is None:
-        return f"topology {topology} is not applied in {base.path}"
-    entry = plan["nodes"].get(node)
-    if entry is None:
-        return f"topology {topology} has no node {node!r}; nodes: {', '.join(sorted(plan['nodes']))}"
     if entry.get("role") == "source" or not entry.get("inputs"):
         return f"node {topology}/{node} has no inputs to play into"
     name = f"replay-{os.getpid()}"

@@ -28,7 +28,7 @@ from typing import Any, TextIO
 
 from alphapulse import protocol
 from alphapulse.cli import ExitCode
-from alphapulse.cli._common import add_message_filter, add_run_dir, message_filter, plural, run_base
+from alphapulse.cli._common import add_message_filter, add_run_dir, applied_node, message_filter, plural
 
 HELP = "print what a running node publishes, one JSON line per message"
 READ_SIZE = 1 << 16
@@ -51,18 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _socket_of(args: argparse.Namespace) -> tuple[str, str] | str:
     """(the node's data socket, its name for messages), or an error message."""
-    from alphapulse.supervise import load_applied_plan
-
-    topology, _, node = args.target.partition("/")
-    if not topology or not node:
-        return f"tap wants TOPOLOGY/NODE, not {args.target!r}"
-    base = run_base(args)
-    plan = load_applied_plan(base, topology)
-    if plan is None:
-        return f"topology {topology} is not applied in {base.path}"
-    entry = plan["nodes"].get(node)
-    if entry is None:
-        return f"topology {topology} has no node {node!r}; nodes: {', '.join(sorted(plan['nodes']))}"
+    found = applied_node(args, args.target, "tap")
+    if isinstance(found, str):
+        return found
+    _, entry = found
     upstream = sorted({link["node"] for link in entry.get("inputs") or ()})
     if entry.get("role") == "sink":
         return f"{args.target} is a sink: it publishes nothing; tap what it reads: {', '.join(upstream)}"
