@@ -43,8 +43,11 @@ def print_diagnostics(diagnostics: list, stream=None) -> None:
 
 
 def add_message_filter(parser: argparse.ArgumentParser) -> None:
+    """``--types``, ``--instruments`` and ``--format``: which messages to print, and how."""
     parser.add_argument("--types", help="comma-separated TLV types to show, e.g. Trade,Quote (default: all)")
     parser.add_argument("--instruments", help="comma-separated instruments, e.g. coinbase:BTC-USD (default: all)")
+    parser.add_argument("--format", choices=("json", "logfmt"), default="json",
+                        help="one JSON object a line (default), or key=value pairs (logfmt) for reading by eye")
 
 
 def message_filter(args: argparse.Namespace) -> tuple[list[int], list[int]] | str:

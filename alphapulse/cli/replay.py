@@ -240,12 +240,13 @@ async def _wait_received(control: str, name: str, sent: int, timeout: float) -> 
 
 
 # -- printing the messages --------------------------------------------------------------------------
-def print_messages(files: list[Path], types: list[int], instruments: list[int], out: Any) -> tuple[Any, dict]:
+def print_messages(files: list[Path], types: list[int], instruments: list[int], out: Any,
+                   style: str = "json") -> tuple[Any, dict]:
     """Every message of the recording (those ``types`` and ``instruments`` select) as a JSON line
     on ``out``; returns the view's summary and the decoder's errors. Frames the instrument filter
     leaves out become placeholders, so the sequence accounting still sees them (a gap it reports
     is one in the recording)."""
-    from alphapulse.runtime import TapView
+    from alphapulse.runtime import TapView, format_message
 
     view = TapView(show=types or None)
     wanted = np.array(instruments, np.uint64)
@@ -253,7 +254,7 @@ def print_messages(files: list[Path], types: list[int], instruments: list[int], 
     for block in read_blocks(files, decoder):
         if len(wanted):
             block = block.with_placeholders(np.isin(block.instrument_id, wanted))
-        lines = [json.dumps(m, separators=(",", ":")) for m in view.feed(block)]
+        lines = [format_message(m, style) for m in view.feed(block)]
         if lines:
             out.write("\n".join(lines) + "\n")
     return view.summary(), {k: v for k, v in decoder.statistics().errors.items() if v}
@@ -269,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(wanted, str):
             print(wanted, file=sys.stderr)
             return ExitCode.USAGE
-        summary, errors = print_messages(files, *wanted, sys.stdout)
+        summary, errors = print_messages(files, *wanted, sys.stdout, args.format)
         print(f"recording {args.file}: {plural(summary.shown, 'message')} shown from "
               f"{plural(summary.sources, 'source')}; {summary.missed:,} missing in their sequences, "
               f"{plural(summary.restarts, 'producer restart')}; "

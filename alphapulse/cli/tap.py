@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import socket
@@ -65,7 +64,7 @@ def _socket_of(args: argparse.Namespace) -> tuple[str, str] | str:
 
 
 async def tap(path: str, target: str, hello: bytes, snapshot: bytes | None, view: Any, out: TextIO,
-              count: float, err: TextIO, decoders: list[Any]) -> None:
+              count: float, err: TextIO, decoders: list[Any], style: str = "json") -> None:
     """Follow the node's output until ``count`` messages are shown (or the caller's deadline)."""
     import trio
 
@@ -92,15 +91,17 @@ async def tap(path: str, target: str, hello: bytes, snapshot: bytes | None, view
             except (BrokenPipeError, ConnectionResetError):  # a node on its way down took the connection
                 pass
             else:
-                if await _follow(sock, view, out, count, decoders):
+                if await _follow(sock, view, out, count, decoders, style):
                     return
         if view.shown > shown or not closed_said:  # once per outage: a stopping node may accept and close again
             print(f"tap: {target} closed the connection (restarting, or stopped); reconnecting", file=err)
             closed_said = True
 
 
-async def _follow(sock: Any, view: Any, out: TextIO, count: float, decoders: list[Any]) -> bool:
+async def _follow(sock: Any, view: Any, out: TextIO, count: float, decoders: list[Any], style: str) -> bool:
     """Print what arrives until the connection ends (False) or ``count`` is reached (True)."""
+    from alphapulse.runtime import format_message
+
     decoder = protocol.FrameDecoder()
     decoders.append(decoder)
     while True:
@@ -113,7 +114,7 @@ async def _follow(sock: Any, view: Any, out: TextIO, count: float, decoders: lis
         decoder.receive_data(data)
         lines = []
         while view.shown < count and (block := decoder.next_block()) is not protocol.NEED_DATA:
-            lines.extend(json.dumps(m, separators=(",", ":")) for m in view.feed(block, count - view.shown))
+            lines.extend(format_message(m, style) for m in view.feed(block, count - view.shown))
         if lines:
             out.write("\n".join(lines) + "\n")
             out.flush()  # a reader (jq, a pipe) sees each read's messages as they come
@@ -172,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         with trio.move_on_after(math.inf if args.seconds is None else args.seconds):
-            await tap(path, name, hello, snapshot, view, sys.stdout, count, sys.stderr, decoders)
+            await tap(path, name, hello, snapshot, view, sys.stdout, count, sys.stderr, decoders, args.format)
 
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends a tap as --count or --seconds would
         trio.run(main)

@@ -31,7 +31,7 @@ from alphapulse.runtime._resume import (
 from alphapulse.runtime._retransmit import RetransmitBuffer
 from alphapulse.runtime._sequence import GAP_TRANSITIONS, SequenceTracker
 from alphapulse.runtime._stalled import StalledWrites
-from alphapulse.runtime._tap import TapSummary, TapView, control_frame, subscribe_frame
+from alphapulse.runtime._tap import TapSummary, TapView, control_frame, format_message, subscribe_frame
 from alphapulse.runtime._upstream import UpstreamParams
 from alphapulse.runtime._websocket import SessionSettings, UpstreamRejected, UpstreamStale, run_websocket_session
 
@@ -64,6 +64,7 @@ __all__ = [
     "address",
     "control_frame",
     "epoch_from_time",
+    "format_message",
     "frames_in_chunks",
     "fsync_directory",
     "load_plan",

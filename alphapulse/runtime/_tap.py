@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import math
 import time
 from collections.abc import Iterable
@@ -152,6 +153,29 @@ class TapView:
     def summary(self) -> TapSummary:
         return TapSummary(self.shown, len(self._sources), self.missed, self.restarts, self.malformed,
                           len(self.names.missing))
+
+
+def format_message(message: dict[str, Any], style: str) -> str:
+    """One line of a rendered message: ``json`` (compact), or ``logfmt``
+    (``time=... source=34005 seq=261119 | type=Trade instrument=sim_a:BTC-USD price=59897.83 ...``:
+    the header's key fields, then each record's fields; an array's elements joined by ``,``, an
+    element's fields by ``/`` in the layout's order: ``bids=60000/1.5,59999.5/2``)."""
+    if style == "json":
+        return json.dumps(message, separators=(",", ":"))
+    head = f"time={message['time']} source={message['source']} seq={message['seq']}"
+    records = (" ".join(f"{key}={_logfmt_value(value)}" for key, value in record.items())
+               for record in message["records"])
+    return " | ".join((head, *records))
+
+
+def _logfmt_value(value: Any) -> str:
+    if isinstance(value, list):
+        text = ",".join("/".join(map(str, v.values())) if isinstance(v, dict) else str(v) for v in value)
+    else:
+        text = value if isinstance(value, str) else json.dumps(value)
+    if text and not any(c in text for c in ' "=|\\') and text.isprintable():
+        return text
+    return json.dumps(text)  # quoted, escaped
 
 
 def _tlv_type(record: Any) -> int:

@@ -18,7 +18,7 @@ import trio
 
 from alphapulse import protocol
 from alphapulse.cli import main
-from alphapulse.runtime import TapView, make_sequence, open_publisher
+from alphapulse.runtime import TapView, format_message, make_sequence, open_publisher
 from alphapulse.supervise import RunBase
 from alphapulse.supervise._apply import compile_file
 from tests.sinks import BTC, ETH
@@ -50,6 +50,18 @@ def test_messages_show_with_their_header_and_named_instruments() -> None:
     assert shown[2]["time"] == "2023-11-14T22:13:20.000000002Z" and shown[2]["domain"] == "market_data"
     assert json.loads(json.dumps(shown)) == shown
     assert view.summary().unnamed == 0  # named later: no longer missing a name
+
+
+def test_logfmt_puts_a_message_on_one_line_for_reading_by_eye() -> None:
+    view = TapView()
+    book = protocol.OrderBook(BTC.id, 5, 9, ((6_500_000_000_000, 15 * 10**7), (6_499_950_000_000, 2 * 10**8)), ())
+    trade, shown_book, mapping = view.feed(_block(_frames([*_trades(1), book, protocol.mapping_for(ETH)])))
+    assert format_message(trade, "logfmt") == (
+        "time=2023-11-14T22:13:20.000000000Z source=7 seq=1 | type=Trade instrument=" + str(BTC.id)
+        + " price=65000 quantity=0.1 exchange_ts_ns=0 side=1 flags=0")
+    assert format_message(shown_book, "logfmt").endswith(" bids=65000/1.5,64999.5/2 asks=\"\"")  # none: empty
+    assert format_message(mapping, "logfmt").endswith('canonical="spot|kraken|ETH|USD"')  # quoted: it holds a |
+    assert json.loads(format_message(trade, "json")) == trade
 
 
 def test_missed_sequence_numbers_are_counted_and_a_restart_is_not_a_gap() -> None:

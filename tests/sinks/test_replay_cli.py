@@ -70,6 +70,12 @@ async def test_messages_print_as_json_lines_through_a_filter_and_name_holes_in_t
     assert lines[0]["records"][0]["price"] == "1.00000001" and lines[0]["time"].startswith("2024-05-01T10:00:00.0")
     assert f"{len(eth)} messages shown from 1 source; 10 missing in their sequences" in captured.err
     assert await trio.to_thread.run_sync(main, ["replay", str(tmp_path / "rec"), "--messages", "--types", "Trad"]) == 2
+    capsys.readouterr()
+    assert await trio.to_thread.run_sync(
+        main, ["replay", str(tmp_path / "rec"), "--messages", "--types", "Trade", "--format", "logfmt"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("time=2024-05-01T10:00:00.002000000Z source=3 seq=3 | type=Trade "
+                            "instrument=coinbase:BTC-USD price=1 quantity=0.00000001")
 
 
 async def test_check_reports_damage(tmp_path: Path, capsys):
