@@ -11,13 +11,14 @@ messages, so a tap piped into a pager loses its own oldest frames, counted by th
 subscriber, while the node's consumers go on. It asks for no resends, and for a snapshot only
 with ``--snapshot``. When it ends (``--count``, ``--seconds``, Ctrl-C) it says on stderr how many
 messages it showed and how many sequence numbers it missed. A node that restarts is followed:
-the tap reconnects and counts the producers' new epochs.
+the tap reconnects and counts the producers' new epochs. A ``delivery: peer`` relay carries no
+data itself; its tap follows the relay's publishers, each through the relay's filter on it, as
+the relay's subscribers do.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import socket
@@ -48,23 +49,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_dir(parser)
 
 
-def _socket_of(args: argparse.Namespace) -> tuple[str, str] | str:
-    """(the node's data socket, its name for messages), or an error message."""
+def _targets(args: argparse.Namespace, types: list[int],
+             instruments: list[int]) -> list[tuple[str, str, bytes, list[int] | None]] | str:
+    """(data socket, name for messages, Subscribe frame, the TLV types to show: None for all) of
+    each publisher to follow, or an error message. A node is one. A ``delivery: peer`` relay
+    carries no data itself, so its tap follows each of its publishers, as its subscribers do,
+    through the relay's filter on that input."""
     found = applied_node(args, args.target, "tap")
     if isinstance(found, str):
         return found
     _, entry = found
-    upstream = sorted({link["node"] for link in entry.get("inputs") or ()})
     if entry.get("role") == "sink":
-        return f"{args.target} is a sink: it publishes nothing; tap what it reads: {', '.join(upstream)}"
-    if (entry.get("params") or {}).get("delivery") == "peer":
-        return (f"{args.target} is a relay with delivery: peer; its subscribers read its publishers directly: "
-                f"tap one of {', '.join(upstream)}")
-    return entry["sockets"]["data"], args.target
+        upstream = ", ".join(sorted({link["node"] for link in entry.get("inputs") or ()}))
+        return f"{args.target} is a sink: it publishes nothing; tap what it reads: {upstream}"
+    name = f"tap-{os.getpid()}"
+    if (entry.get("params") or {}).get("delivery") != "peer":
+        return [(entry["sockets"]["data"], args.target, _hello(name, types, instruments, args.queue), types or None)]
+    targets = []
+    for link in entry.get("inputs") or ():
+        narrow_types = _narrowed(tuple(link.get("types") or ()), tuple(types))
+        narrow_instruments = _narrowed(tuple(link.get("instruments") or ()), tuple(instruments))
+        if narrow_types is not None and narrow_instruments is not None:
+            targets.append((link["socket"], f"{args.target} (peer delivery from {link['node']})",
+                            _hello(name, list(narrow_types), list(narrow_instruments), args.queue),
+                            list(narrow_types) or None))
+    return targets or f"{args.target}'s filters and --types/--instruments together let nothing through"
+
+
+def _hello(name: str, types: list[int], instruments: list[int], queue: int) -> bytes:
+    """The tap's Subscribe: a filtered tap takes instrument mappings in too (unshown), for the names."""
+    from alphapulse.runtime import subscribe_frame
+
+    mapping = int(protocol.TLVType.INSTRUMENT_MAPPING)
+    names = [mapping] if types and mapping not in types else []
+    return subscribe_frame(name, types=types + names, instruments=instruments, queue=queue)
+
+
+def _narrowed(theirs: tuple[int, ...], mine: tuple[int, ...]) -> tuple[int, ...] | None:
+    """Both filters at once (empty: everything); None when together they let nothing through."""
+    if not theirs or not mine:
+        return theirs or mine
+    return tuple(sorted(set(theirs) & set(mine))) or None
 
 
 async def tap(path: str, target: str, hello: bytes, snapshot: bytes | None, view: Any, out: TextIO,
-              count: float, err: TextIO, decoders: list[Any], style: str = "json") -> None:
+              count: float, err: TextIO, decoders: list[Any], style: str = "json",
+              show: list[int] | None = None) -> None:
     """Follow the node's output until ``count`` messages are shown (or the caller's deadline)."""
     import trio
 
@@ -91,14 +121,15 @@ async def tap(path: str, target: str, hello: bytes, snapshot: bytes | None, view
             except (BrokenPipeError, ConnectionResetError):  # a node on its way down took the connection
                 pass
             else:
-                if await _follow(sock, view, out, count, decoders, style):
+                if await _follow(sock, view, out, count, decoders, style, show):
                     return
         if view.shown > shown or not closed_said:  # once per outage: a stopping node may accept and close again
             print(f"tap: {target} closed the connection (restarting, or stopped); reconnecting", file=err)
             closed_said = True
 
 
-async def _follow(sock: Any, view: Any, out: TextIO, count: float, decoders: list[Any], style: str) -> bool:
+async def _follow(sock: Any, view: Any, out: TextIO, count: float, decoders: list[Any], style: str,
+                  show: list[int] | None) -> bool:
     """Print what arrives until the connection ends (False) or ``count`` is reached (True)."""
     from alphapulse.runtime import format_message
 
@@ -114,7 +145,7 @@ async def _follow(sock: Any, view: Any, out: TextIO, count: float, decoders: lis
         decoder.receive_data(data)
         lines = []
         while view.shown < count and (block := decoder.next_block()) is not protocol.NEED_DATA:
-            lines.extend(format_message(m, style) for m in view.feed(block, count - view.shown))
+            lines.extend(format_message(m, style) for m in view.feed(block, count - view.shown, show))
         if lines:
             out.write("\n".join(lines) + "\n")
             out.flush()  # a reader (jq, a pipe) sees each read's messages as they come
@@ -147,36 +178,44 @@ def _summary(target: str, view: Any, bad_frames: int, seconds: float, queue: int
 
 def run(args: argparse.Namespace) -> int:
     wanted = message_filter(args)
-    target = _socket_of(args)
-    for problem in (wanted, target):
-        if isinstance(problem, str):
-            print(problem, file=sys.stderr)
-            return ExitCode.USAGE
+    if isinstance(wanted, str):
+        print(wanted, file=sys.stderr)
+        return ExitCode.USAGE
     if (args.count is not None and args.count < 1) or (args.seconds is not None and args.seconds <= 0) \
             or args.queue < 1:
         print("error: --count, --seconds and --queue must be positive", file=sys.stderr)
         return ExitCode.USAGE
+    types, instruments = wanted
+    targets = _targets(args, types, instruments)
+    if isinstance(targets, str):
+        print(targets, file=sys.stderr)
+        return ExitCode.USAGE
     import trio
 
-    from alphapulse.runtime import TapView, control_frame, subscribe_frame
+    from alphapulse.runtime import TapView, control_frame
 
-    types, instruments = wanted
-    path, name = target
-    mapping = int(protocol.TLVType.INSTRUMENT_MAPPING)
-    names = [mapping] if types and mapping not in types else []  # taken in for the names, not shown
-    hello = subscribe_frame(f"tap-{os.getpid()}", types=types + names, instruments=instruments, queue=args.queue)
     snapshot = control_frame(protocol.SnapshotRequest(source=0, instrument_id=0)) if args.snapshot else None
-    view = TapView(show=types or None)
+    view = TapView()  # each publisher's types to show go with it (a peer relay's inputs differ)
     decoders: list[Any] = []
     count = math.inf if args.count is None else args.count
     started = time.monotonic()
 
+    async def follow(path: str, name: str, hello: bytes, show: list[int] | None, done: trio.CancelScope) -> None:
+        await tap(path, name, hello, snapshot, view, sys.stdout, count, sys.stderr, decoders, args.format, show)
+        done.cancel()  # --count reached: the other publishers' taps end too
+
     async def main() -> None:
         with trio.move_on_after(math.inf if args.seconds is None else args.seconds):
-            await tap(path, name, hello, snapshot, view, sys.stdout, count, sys.stderr, decoders, args.format)
+            async with trio.open_nursery() as nursery:
+                for path, name, hello, show in targets:
+                    nursery.start_soon(follow, path, name, hello, show, nursery.cancel_scope)
 
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends a tap as --count or --seconds would
+    try:
         trio.run(main)
+    except* KeyboardInterrupt:  # Ctrl-C ends a tap as --count or --seconds would
+        pass
+    except* BrokenPipeError:  # `| head`: the reader left; the command's own handling ends it quietly
+        raise BrokenPipeError from None
     bad = sum(d.statistics().total_errors for d in decoders)
-    print(_summary(name, view, bad, time.monotonic() - started, args.queue), file=sys.stderr)
+    print(_summary(args.target, view, bad, time.monotonic() - started, args.queue), file=sys.stderr)
     return ExitCode.OK

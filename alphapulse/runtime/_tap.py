@@ -90,9 +90,11 @@ class TapView:
         self._sources: dict[int, _Source] = {}
         self.shown = self.missed = self.restarts = self.malformed = 0
 
-    def feed(self, block: Any, limit: float = math.inf) -> list[dict[str, Any]]:
+    def feed(self, block: Any, limit: float = math.inf, show: Iterable[int] | None = None) -> list[dict[str, Any]]:
         """The messages of ``block`` worth showing, oldest first; at most ``limit`` of them (the
-        frames after the last one shown are left untracked: the caller stops there)."""
+        frames after the last one shown are left untracked: the caller stops there). ``show``
+        overrides the view's own for this block (one publisher of several, filtered its own way)."""
+        shows = self.show if show is None else frozenset(show)
         shown: list[dict[str, Any]] = []
         placeholder = block.is_placeholder.tolist()
         sources, sequences = block.source.tolist(), block.sequence.tolist()
@@ -111,7 +113,7 @@ class TapView:
                 self.malformed += 1
                 continue
             self._learn(message.tlvs)
-            if self.show is not None and (not message.tlvs or _tlv_type(message.tlvs[0]) not in self.show):
+            if shows is not None and (not message.tlvs or _tlv_type(message.tlvs[0]) not in shows):
                 continue
             shown.append(self._render(message.header, epoch, counter, message.tlvs))
         self.shown += len(shown)

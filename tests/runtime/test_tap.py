@@ -109,7 +109,11 @@ topology: tp
 nodes:
   src: {kind: source.counter, params: {rate: 1000}}
   bus: {kind: relay, domain: market_data, inputs: [src]}
-  direct: {kind: relay, domain: market_data, inputs: [src], params: {delivery: peer}}
+  direct:
+    kind: relay
+    domain: market_data
+    inputs: [{from: src, types: [Trade]}]
+    params: {delivery: peer}
   sink: {kind: sink.counter, inputs: [bus]}
 """
 
@@ -130,11 +134,11 @@ def applied(monkeypatch):
     subprocess.run(["rm", "-rf", str(base)], check=False)
 
 
-def test_a_sink_a_peer_relay_and_unknown_names_are_refused_with_what_to_tap_instead(applied, capsys) -> None:
+def test_a_sink_and_unknown_names_are_refused_with_what_to_tap_instead(applied, capsys) -> None:
     assert main(["tap", "tp/sink"]) == 2
     assert "tp/sink is a sink: it publishes nothing; tap what it reads: bus" in capsys.readouterr().err
-    assert main(["tap", "tp/direct"]) == 2
-    assert "delivery: peer; its subscribers read its publishers directly: tap one of src" in capsys.readouterr().err
+    assert main(["tap", "tp/direct", "--types", "Quote"]) == 2  # the relay takes only Trade from src
+    assert "tp/direct's filters and --types/--instruments together let nothing through" in capsys.readouterr().err
     assert main(["tap", "tp/nope"]) == 2 and "nodes: bus, direct, sink, src" in capsys.readouterr().err
     assert main(["tap", "tp/bus", "--types", "Trades"]) == 2 and "unknown TLV type 'Trades'" in capsys.readouterr().err
     assert main(["tap", "other/bus"]) == 2 and "topology other is not applied" in capsys.readouterr().err
@@ -242,3 +246,18 @@ async def test_a_corrupted_frame_is_skipped_and_counted_and_the_rest_shown(appli
             out, err = await trio.to_thread.run_sync(tap.communicate, None, 60)
     assert [json.loads(line)["seq"] for line in out.splitlines()] == [1, 3]
     assert "missed 1" in err and "1 bad frame skipped" in err, err
+
+
+async def test_a_peer_relay_is_tapped_at_its_publishers_through_its_filter(applied) -> None:
+    """A ``delivery: peer`` relay carries no data: the tap follows its publishers, as the relay's
+    subscribers do, with the relay's filter on each input narrowed by the tap's own."""
+    frames = _frames([protocol.mapping_for(BTC), *_trades(5)])
+    async with open_publisher(applied["nodes"]["src"]["sockets"]["data"], source_id=SOURCE) as publisher:
+        tap = _tap("tp/direct", "--count", "5")
+        await _wait_for_subscriber(publisher, "tap-")
+        await publisher.publish(_block(frames))
+        out, err = await trio.to_thread.run_sync(tap.communicate, None, 60)
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [m["seq"] for m in lines] == [2, 3, 4, 5, 6]  # the relay takes only Trade: the mapping is unshown
+    assert lines[0]["records"][0]["instrument"] == "coinbase:BTC-USD"  # yet taken in, for the name
+    assert "tap tp/direct: 5 messages shown from 1 source" in err and "missed 0" in err
