@@ -110,8 +110,9 @@ class ParquetWriter:
 
     def open(self) -> OpenReport:
         """Recover from whatever a crash left, replay the pending WAL files, start a new one.
-        A new file the disk refuses (full) is not fatal: ``log_error`` says why, and the first
-        append, ``log_unlogged`` or flush starts it; until then frames wait in ``unlogged``."""
+        A new file the disk refuses (full) is not fatal: ``log_error`` says why, the next append
+        or ``log_unlogged`` starts it, and until then frames wait in ``unlogged`` and no flush
+        starts (``log_waits``)."""
         self.base.mkdir(parents=True, exist_ok=True)
         pending = self.wal.open()
         recovery = self.store.recover(pending[0][0] if pending else None)
