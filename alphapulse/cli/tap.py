@@ -65,14 +65,14 @@ def _targets(args: argparse.Namespace, types: list[int],
     name = f"tap-{os.getpid()}"
     if (entry.get("params") or {}).get("delivery") != "peer":
         return [(entry["sockets"]["data"], args.target, _hello(name, types, instruments, args.queue), types or None)]
-    targets = []
-    for link in entry.get("inputs") or ():
-        narrow_types = _narrowed(tuple(link.get("types") or ()), tuple(types))
-        narrow_instruments = _narrowed(tuple(link.get("instruments") or ()), tuple(instruments))
-        if narrow_types is not None and narrow_instruments is not None:
-            targets.append((link["socket"], f"{args.target} (peer delivery from {link['node']})",
-                            _hello(name, list(narrow_types), list(narrow_instruments), args.queue),
-                            list(narrow_types) or None))
+    from alphapulse.runtime import InputSpec, peer_publishers
+
+    mine = InputSpec(node=name, socket="", types=tuple(types), instruments=tuple(instruments))
+    targets = [
+        (spec.socket, f"{args.target} (peer delivery from {spec.node})",
+         _hello(name, list(spec.types), list(spec.instruments), args.queue), list(spec.types) or None)
+        for spec in peer_publishers([InputSpec.from_plan(link) for link in entry.get("inputs") or ()], mine)
+    ]
     return targets or f"{args.target}'s filters and --types/--instruments together let nothing through"
 
 
@@ -83,13 +83,6 @@ def _hello(name: str, types: list[int], instruments: list[int], queue: int) -> b
     mapping = int(protocol.TLVType.INSTRUMENT_MAPPING)
     names = [mapping] if types and mapping not in types else []
     return subscribe_frame(name, types=types + names, instruments=instruments, queue=queue)
-
-
-def _narrowed(theirs: tuple[int, ...], mine: tuple[int, ...]) -> tuple[int, ...] | None:
-    """Both filters at once (empty: everything); None when together they let nothing through."""
-    if not theirs or not mine:
-        return theirs or mine
-    return tuple(sorted(set(theirs) & set(mine))) or None
 
 
 async def tap(path: str, target: str, hello: bytes, snapshot: bytes | None, view: Any, out: TextIO,

@@ -18,6 +18,7 @@ from alphapulse.runtime._headers import relay_domains
 from alphapulse.runtime._host import NodeConfigError, NodeHost, load_plan, run_node_process
 from alphapulse.runtime._input import Backoff, InputLink, InputSpec
 from alphapulse.runtime._listen import address, start_listening
+from alphapulse.runtime._peers import peer_publishers
 from alphapulse.runtime._publisher import Overflow, Publisher, open_publisher
 from alphapulse.runtime._report import report
 from alphapulse.runtime._resume import (
@@ -71,6 +72,7 @@ __all__ = [
     "make_sequence",
     "merge_positions",
     "open_publisher",
+    "peer_publishers",
     "positions_in_frame_files",
     "positions_of",
     "read_positions",

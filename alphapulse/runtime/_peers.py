@@ -90,6 +90,13 @@ def peer_specs(subscription: Any, records: Iterable[Any]) -> list[Any]:
     return specs
 
 
+def peer_publishers(relay_inputs: Sequence[Any], subscription: Any) -> list[Any]:
+    """What a subscriber of a ``peer`` relay reads, as it would on the relay's introduction: the
+    relay's planned inputs (``InputSpec``s), each narrowed by ``subscription``'s filter (for a
+    reader that knows the plan rather than asking the relay: ``alphapulse tap``)."""
+    return peer_specs(subscription, introduction(relay_inputs))
+
+
 class PeerLinks:
     """The links one subscription opened on its relay's introductions: started, kept and closed
     as introductions come. ``introduce`` is synchronous (it may run from trio's idle lane); the
