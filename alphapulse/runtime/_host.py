@@ -368,7 +368,7 @@ class NodeHost:
             self.log.warning("node %s: %s (totals in stats)", self.name, describe_trouble(grown))
 
     def _sent(self) -> int:
-        return self.ctx._publisher.statistics().published_messages if self.ctx.has_output else 0
+        return self.ctx._publisher.published_messages if self.ctx.has_output else 0
 
     # -- requests arriving in-band ---------------------------------------------------------------
     def _on_request(self, record: Any, subscriber: Any) -> None:

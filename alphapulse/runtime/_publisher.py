@@ -362,6 +362,12 @@ class Publisher:
         if n <= YIELD_MAX_FRAMES and self._subscribers and self.yield_after_send:
             os.sched_yield()
 
+    @property
+    def published_messages(self) -> int:
+        """Messages published so far (the one counter the host's rate sampler needs, without
+        building the whole :meth:`statistics`)."""
+        return self._published_messages
+
     def record_published(self, block: Any, n: int) -> None:
         """What publishing ``block`` (``n`` frames) leaves behind once sent: the retransmit
         copy and the counters (also called by a relay's direct path, which sent it itself)."""
