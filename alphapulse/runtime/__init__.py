@@ -16,7 +16,7 @@ from alphapulse.runtime._epoch import UpstreamEpochs, epoch_from_time, make_sequ
 from alphapulse.runtime._filter import Subscription, subscription
 from alphapulse.runtime._headers import relay_domains
 from alphapulse.runtime._host import NodeConfigError, NodeHost, load_plan, run_node_process
-from alphapulse.runtime._input import Backoff, InputLink, InputSpec
+from alphapulse.runtime._input import Backoff, InputLink, InputSpec, control_frame
 from alphapulse.runtime._listen import address, start_listening
 from alphapulse.runtime._peers import peer_publishers
 from alphapulse.runtime._publisher import Overflow, Publisher, open_publisher
@@ -32,7 +32,7 @@ from alphapulse.runtime._resume import (
 from alphapulse.runtime._retransmit import RetransmitBuffer
 from alphapulse.runtime._sequence import GAP_TRANSITIONS, SequenceTracker
 from alphapulse.runtime._stalled import StalledWrites
-from alphapulse.runtime._tap import TapSummary, TapView, control_frame, format_message, subscribe_frame
+from alphapulse.runtime._tap import TapSummary, TapView, format_message, subscribe_frame
 from alphapulse.runtime._upstream import UpstreamParams
 from alphapulse.runtime._websocket import SessionSettings, UpstreamRejected, UpstreamStale, run_websocket_session
 

@@ -132,6 +132,18 @@ class InputStatistics:
         return [self, *(stats for peer in self.peers for stats in peer.flattened())]
 
 
+def control_frame(record: Any) -> bytes:
+    """A request toward a publisher (Subscribe, ResendRequest, ...): a system message from no
+    source, unsequenced, as every link sends them upstream."""
+    return protocol.encode_message(protocol.RelayDomain.SYSTEM, 0, 0, time.time_ns(), protocol.encode(record))
+
+
+def subscribe_record(spec: InputSpec, subscriber: str) -> Any:
+    """What a link says first on connecting: its name, filter, overflow policy and queue."""
+    return protocol.Subscribe(subscriber=subscriber, overflow=OVERFLOW_CODES[Overflow(spec.overflow)],
+                              queue=spec.queue, types=list(spec.types), instrument_ids=list(spec.instruments))
+
+
 _NO_SCOPE = contextlib.nullcontext()
 _MAGIC_BYTES = struct.pack("<I", protocol.MAGIC)
 
@@ -286,9 +298,7 @@ class InputLink:
         return self.peers.links if self.peers is not None else []
 
     def _send_control(self, record: Any) -> None:
-        frame = protocol.encode_message(
-            protocol.RelayDomain.SYSTEM, 0, 0, time.time_ns(), protocol.encode(record)
-        )
+        frame = control_frame(record)
         if self._sock is None:
             self._pending_control.append(frame)
             return
@@ -415,15 +425,7 @@ class InputLink:
         self._connects += 1
         self._sock = sock
         pending, self._pending_control = self._pending_control, []
-        self._send_control(
-            protocol.Subscribe(
-                subscriber=self.subscriber_name,
-                overflow=OVERFLOW_CODES[Overflow(self.spec.overflow)],
-                queue=self.spec.queue,
-                types=list(self.spec.types),
-                instrument_ids=list(self.spec.instruments),
-            )
-        )
+        self._send_control(subscribe_record(self.spec, self.subscriber_name))
         for frame in pending:
             self._sock.sendall(frame)
         log.info("%s: connected to %s", self.subscriber_name, self.spec.node)

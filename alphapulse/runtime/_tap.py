@@ -17,25 +17,19 @@ import dataclasses
 import datetime as dt
 import json
 import math
-import time
 from collections.abc import Iterable
 from typing import Any
 
 from alphapulse import protocol
 from alphapulse.runtime._epoch import split_sequence
-from alphapulse.runtime._publisher import OVERFLOW_CODES, Overflow
+from alphapulse.runtime._input import InputSpec, control_frame, subscribe_record
 
 
 def subscribe_frame(name: str, *, types: Iterable[int] = (), instruments: Iterable[int] = (), queue: int) -> bytes:
-    """The ``Subscribe`` a tap sends first: its name, filter, ``drop_oldest`` and queue."""
-    record = protocol.Subscribe(subscriber=name, overflow=OVERFLOW_CODES[Overflow.DROP_OLDEST], queue=queue,
-                                types=list(types), instrument_ids=list(instruments))
-    return control_frame(record)
-
-
-def control_frame(record: Any) -> bytes:
-    """A system message toward the publisher (unsequenced, as a link's requests are)."""
-    return protocol.encode_message(protocol.RelayDomain.SYSTEM, 0, 0, time.time_ns(), protocol.encode(record))
+    """The ``Subscribe`` a tap sends first, as a link's: its name, filter, ``drop_oldest`` and queue."""
+    spec = InputSpec(node="", socket="", types=tuple(types), instruments=tuple(instruments), overflow="drop_oldest",
+                     queue=queue)
+    return control_frame(subscribe_record(spec, name))
 
 
 @dataclasses.dataclass
